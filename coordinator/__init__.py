@@ -1,0 +1,1 @@
+"""The coordinator: HTTP API, Redis store, scheduler, judge, lineage, proposers."""

@@ -1,0 +1,110 @@
+"""Records and wire models shared by the coordinator and the worker.
+
+Naming follows STYLE.md: `XCreate` is what a client sends, `X` what is stored.
+Every record is frozen and forbids unknown fields.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.task import TaskSpec
+
+MAX_LOG_TAIL_CHARS = 16_000
+MAX_TITLE_CHARS = 200
+MAX_RATIONALE_CHARS = 8_000
+MAX_FILE_BYTES = 512 * 1024
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ResultStatus(StrEnum):
+    OK = "ok"
+    CRASH = "crash"
+    TIMEOUT = "timeout"
+    INVALID = "invalid"
+
+
+class ExperimentKind(StrEnum):
+    EXPLORE = "explore"
+    BASELINE = "baseline"
+    REPLICATE = "replicate"
+    MERGE = "merge"
+
+
+class ExperimentState(StrEnum):
+    QUEUED = "queued"
+    LEASED = "leased"
+    DONE = "done"
+    DEAD = "dead"
+
+
+class Verdict(StrEnum):
+    KEPT = "kept"
+    DISCARDED = "discarded"
+    NOT_REPRODUCED = "not-reproduced"
+    CRASHED = "crashed"
+    CONFLICT = "conflict"
+    PENDING = "pending"
+
+
+class Scope(StrEnum):
+    ADMIN = "admin"
+    WORKER = "worker"
+    PROPOSER = "proposer"
+    READ = "read"
+
+
+class Result(Frozen):
+    """What one experiment produced. Failures of the experiment are statuses, not errors."""
+
+    status: ResultStatus
+    metric: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    exit_code: int | None = None
+    wall_s: float = Field(default=0.0, ge=0)
+    training_s: float | None = None
+    peak_rss_mb: float | None = None
+    peak_vram_mb: float | None = None
+    log_tail: str = Field(default="", max_length=MAX_LOG_TAIL_CHARS)
+    error: str | None = Field(default=None, max_length=4000)
+    hardware: str = Field(default="", max_length=200)
+
+
+class HypothesisCreate(Frozen):
+    """A hypothesis as a proposer or a human submits it."""
+
+    task_id: str = Field(min_length=1, max_length=64)
+    title: str = Field(min_length=1, max_length=MAX_TITLE_CHARS)
+    rationale: str = Field(default="", max_length=MAX_RATIONALE_CHARS)
+    # The new full content of editable files; None for a text-only hypothesis.
+    change: dict[str, str] | None = None
+    proposer: str = Field(default="human", max_length=100)
+    author: str = Field(default="", max_length=100)
+    # The head commit the change was made on (None: the current head).
+    parent_commit: str | None = Field(default=None, max_length=64)
+
+
+class Lease(Frozen):
+    """A worker's time-limited claim on one experiment."""
+
+    experiment_id: str
+    task_id: str
+    kind: ExperimentKind
+    fencing_token: int
+    lease_ttl_s: float
+    bundle_hash: str
+    spec: TaskSpec
+    budget_s: float
+
+
+class ResultReport(Frozen):
+    """A worker's report of one experiment, under its lease's fencing token."""
+
+    experiment_id: str
+    fencing_token: int
+    result: Result

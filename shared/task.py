@@ -1,0 +1,232 @@
+"""The task format: a folder with `task.toml`, `program.md`, editable and protected files.
+
+A karpathy/autoresearch checkout (train.py, prepare.py, program.md, no task.toml)
+loads with the defaults of DESIGN.md. Every problem with a folder is reported as one
+`TaskError` naming the file and the field, never as a traceback.
+
+Folder conventions the runner relies on:
+- the prepare step runs once per task version in a cache folder; what it writes to
+  `data/` is visible to the run, what it writes to `heldout/` only to the evaluator;
+- the run writes its artifacts to `out/` in its work folder;
+- evaluator files (`[scoring] files`) are never copied into the run's work folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared.errors import TaskError
+
+TASK_FILE = "task.toml"
+PROGRAM_FILE = "program.md"
+MIN_BUDGET_S = 1.0
+MAX_BUDGET_S = 24 * 3600.0
+
+
+class Direction(StrEnum):
+    MINIMIZE = "minimize"
+    MAXIMIZE = "maximize"
+
+
+class ScoringMode(StrEnum):
+    SUMMARY = "summary"
+    EVALUATOR = "evaluator"
+
+
+class Device(StrEnum):
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MetricSpec(_Frozen):
+    name: str = Field(default="val_bpb", min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    direction: Direction = Direction.MINIMIZE
+
+
+class RunSpec(_Frozen):
+    command: tuple[str, ...] = ("python", "train.py")
+    prepare: tuple[str, ...] | None = None
+    startup_s: float = Field(default=30.0, ge=0, le=3600)
+    grace_s: float = Field(default=5.0, ge=0, le=600)
+
+
+class ScoringSpec(_Frozen):
+    mode: ScoringMode = ScoringMode.SUMMARY
+    command: tuple[str, ...] | None = None
+    files: tuple[str, ...] = ()
+    timeout_s: float = Field(default=120.0, gt=0, le=3600)
+
+
+class ResourceSpec(_Frozen):
+    device: Device = Device.CPU
+    memory_mb: int = Field(default=4096, ge=64, le=4_000_000)
+    disk_mb: int = Field(default=2048, ge=16, le=4_000_000)
+
+
+class TaskSpec(_Frozen):
+    """A task's resolved specification (what `task.toml` says, defaults filled in)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    description: str = ""
+    editable: tuple[str, ...] = ("train.py",)
+    protected: tuple[str, ...] = ("prepare.py",)
+    budget_s: float = Field(default=300.0, ge=MIN_BUDGET_S, le=MAX_BUDGET_S)
+    min_effect: float = Field(default=0.0, ge=0)
+    metric: MetricSpec = MetricSpec()
+    run: RunSpec = RunSpec()
+    scoring: ScoringSpec = ScoringSpec()
+    resources: ResourceSpec = ResourceSpec()
+
+    @model_validator(mode="after")
+    def _check_files(self) -> TaskSpec:
+        if not self.editable:
+            raise ValueError("at least one editable file is required")
+        overlap = set(self.editable) & (set(self.protected) | set(self.scoring.files))
+        if overlap:
+            raise ValueError(f"files both editable and protected: {sorted(overlap)}")
+        if self.scoring.mode is ScoringMode.EVALUATOR and not self.scoring.command:
+            raise ValueError("scoring mode 'evaluator' needs [scoring] command")
+        return self
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric.direction is Direction.MINIMIZE
+
+    @property
+    def run_files(self) -> tuple[str, ...]:
+        """Files copied into the run's work folder (never the evaluator's)."""
+        return self.editable + self.protected
+
+    @property
+    def all_files(self) -> tuple[str, ...]:
+        extra = (PROGRAM_FILE,) if PROGRAM_FILE not in self.run_files else ()
+        return self.run_files + self.scoring.files + extra
+
+    def is_better(self, a: float, b: float) -> bool:
+        """True when score `a` beats score `b` in this task's direction."""
+        return a < b if self.lower_is_better else a > b
+
+
+def _check_relative(path: str, where: str, field: str) -> str:
+    p = PurePosixPath(path)
+    if not path or p.is_absolute() or ".." in p.parts or "\\" in path:
+        raise TaskError(where, field, f"path {path!r} escapes the task folder")
+    return str(p)
+
+
+def _toml_to_spec_dict(raw: dict[str, Any], default_name: str) -> dict[str, Any]:
+    """Map the TOML layout ([task], [metric], [run], ...) onto TaskSpec's fields."""
+    known = {"task", "metric", "run", "scoring", "resources"}
+    unknown = set(raw) - known
+    if unknown:
+        raise TaskError(TASK_FILE, sorted(unknown)[0], f"unknown table; known: {sorted(known)}")
+    data: dict[str, Any] = dict(raw.get("task", {}))
+    data.setdefault("name", default_name)
+    for table in ("metric", "run", "scoring", "resources"):
+        if table in raw:
+            data[table] = raw[table]
+    return data
+
+
+def _field_of(err: ValidationError) -> tuple[str, str]:
+    first = err.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"]) or None
+    msg = first["msg"]
+    if first.get("type") == "enum" and "expected" in first.get("ctx", {}):
+        msg = f"{first['input']!r} is not one of {first['ctx']['expected']}"
+    return (loc or "task"), msg
+
+
+def _default_name(folder: Path) -> str:
+    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in folder.name.lower())
+    return slug.strip("-_") or "task"
+
+
+def load_task(folder: str | Path) -> TaskSpec:
+    """Load and check a task folder; raises `TaskError` naming the file and field."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise TaskError(str(root), None, "not a folder")
+    toml_path = root / TASK_FILE
+    if toml_path.exists():
+        try:
+            raw = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise TaskError(TASK_FILE, None, f"not valid TOML: {exc}") from None
+        data = _toml_to_spec_dict(raw, _default_name(root))
+    else:
+        data = {"name": _default_name(root)}
+        if (root / "prepare.py").exists():
+            data["run"] = {"prepare": ["python", "prepare.py"]}
+    for field in ("editable", "protected"):
+        for i, path in enumerate(data.get(field, ())):
+            if isinstance(path, str):
+                _check_relative(path, TASK_FILE, f"task.{field}[{i}]")
+    for i, path in enumerate(data.get("scoring", {}).get("files", ())):
+        if isinstance(path, str):
+            _check_relative(path, TASK_FILE, f"scoring.files[{i}]")
+    try:
+        spec = TaskSpec.model_validate(data)
+    except ValidationError as exc:
+        field, msg = _field_of(exc)
+        raise TaskError(TASK_FILE, field, msg) from None
+    _check_files_exist(root, spec)
+    return spec
+
+
+def _check_files_exist(root: Path, spec: TaskSpec) -> None:
+    resolved_root = root.resolve()
+    groups = (
+        ("task.editable", spec.editable),
+        ("task.protected", spec.protected),
+        ("scoring.files", spec.scoring.files),
+    )
+    for field, paths in groups:
+        for path in paths:
+            full = (root / path).resolve()
+            if not full.is_relative_to(resolved_root):
+                raise TaskError(TASK_FILE, field, f"path {path!r} escapes the task folder")
+            if not full.is_file():
+                raise TaskError(path, field, "file is missing")
+
+
+def read_task_files(folder: str | Path, spec: TaskSpec) -> dict[str, bytes]:
+    """The task's files as {relative path: content}, program.md included when present."""
+    root = Path(folder)
+    files = {path: (root / path).read_bytes() for path in spec.run_files + spec.scoring.files}
+    program = root / PROGRAM_FILE
+    if program.is_file():
+        files[PROGRAM_FILE] = program.read_bytes()
+    toml_path = root / TASK_FILE
+    if toml_path.is_file():
+        files[TASK_FILE] = toml_path.read_bytes()
+    return files
+
+
+def hash_files(files: dict[str, bytes]) -> str:
+    """A content hash of a set of files, independent of order (sha256 hex)."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        content = files[path]
+        digest.update(f"{path}\0{len(content)}\0".encode())
+        digest.update(content)
+    return digest.hexdigest()
+
+
+def protected_hashes(folder: str | Path, spec: TaskSpec) -> dict[str, str]:
+    """sha256 of each protected and evaluator file, to check before and after a run."""
+    root = Path(folder)
+    return {
+        path: hashlib.sha256((root / path).read_bytes()).hexdigest()
+        for path in spec.protected + spec.scoring.files
+    }

@@ -1,0 +1,1 @@
+"""The worker: lease, fetch, prepare, run sandboxed, score, report."""
