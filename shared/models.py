@@ -108,3 +108,41 @@ class ResultReport(Frozen):
     experiment_id: str
     fencing_token: int
     result: Result
+
+
+class WorkerCreate(Frozen):
+    """A worker slot registering itself (one per GPU, or one for the CPU)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    hardware: str = Field(min_length=1, max_length=200)
+    slot: str = Field(default="cpu", max_length=32)
+
+
+class HypothesisSummary(Frozen):
+    """One line of a task's history, as a proposer reads it."""
+
+    hypothesis_id: str
+    title: str
+    proposer: str
+    verdict: Verdict
+    # metric - head metric at the time it was judged (sign as the metric; None: not judged)
+    delta: float | None = None
+    metric: float | None = None
+    change_hash: str | None = None
+    reason: str = ""
+    log_tail: str = ""
+
+
+class ProposerContext(Frozen):
+    """What a proposer needs to propose well: the head, what was tried, what is in flight."""
+
+    task_id: str
+    spec: TaskSpec
+    program: str = ""
+    head_commit: str
+    head_files: dict[str, str]
+    head_metric: float | None = None
+    head_std: float | None = None
+    history: list[HypothesisSummary] = Field(default_factory=list)
+    in_flight: list[HypothesisSummary] = Field(default_factory=list)
+    queue_depth: int = 0
