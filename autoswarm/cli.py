@@ -1,0 +1,40 @@
+"""The `autoswarm` command: one typer app; each group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from autoswarm import __version__
+from autoswarm.console import console
+from autoswarm.task_cmd import task_app
+
+app = typer.Typer(
+    name="autoswarm",
+    help=(
+        "AutoResearch as a research community: workers run budgeted experiments, "
+        "a coordinator keeps what beats the noise, one git lineage records it."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(task_app, name="task")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"autoswarm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_version, is_eager=True
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail."),
+) -> None:
+    """autoswarm: many machines, one research program, one lineage."""
+    from autoswarm.logs import configure_logging
+
+    configure_logging(verbose=verbose)

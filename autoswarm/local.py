@@ -1,0 +1,43 @@
+"""Build a runner for this machine, choosing the sandbox by the trust setting."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from shared.errors import InvalidInput, SandboxUnavailable
+from worker.hardware import detect_hardware
+from worker.runner import Runner
+from worker.sandbox import Sandbox
+
+logger = logging.getLogger(__name__)
+
+TRUST_MODES = ("auto", "sandboxed", "trusted-code")
+
+
+def choose_sandbox(trust: str) -> Sandbox:
+    """The sandbox for a trust mode; `auto` falls back to trusted code with a warning."""
+    from worker.bwrap import make_sandbox
+
+    if trust not in TRUST_MODES:
+        raise InvalidInput(f"--trust must be one of {', '.join(TRUST_MODES)}, not {trust!r}")
+    if trust != "auto":
+        return make_sandbox(trust)  # type: ignore[arg-type]
+    try:
+        return make_sandbox("sandboxed")
+    except SandboxUnavailable as exc:
+        logger.warning("no sandbox here, running as trusted code on this machine: %s", exc)
+        return make_sandbox("trusted-code")
+
+
+def make_local_runner(work_dir: Path, *, trust: str, keep_work: bool = False) -> Runner:
+    """A runner whose work and prepare cache live under `work_dir`."""
+    sandbox = choose_sandbox(trust)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return Runner(
+        work_root=work_dir / "work",
+        cache_root=work_dir / "cache",
+        sandbox=sandbox,
+        hardware=detect_hardware().hardware_class,
+        keep_work=keep_work,
+    )

@@ -1,0 +1,128 @@
+"""`autoswarm task check|run`: inspect a task folder, or run it once on this machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from autoswarm.console import console, err_console
+from shared.errors import AutoswarmError, TaskError
+from shared.models import Result, ResultStatus
+from shared.task import TaskSpec, load_task
+
+task_app = typer.Typer(help="Check or run a task folder.", no_args_is_help=True)
+
+TaskPath = typer.Argument(..., help="A task folder (task.toml, or the autoresearch layout).")
+
+
+def load_or_exit(path: Path) -> TaskSpec:
+    """Load a task, or print the one clear error and exit 2."""
+    try:
+        return load_task(path)
+    except TaskError as exc:
+        err_console.print(f"[red]error:[/red] bad task folder {path}: {exc}")
+        raise typer.Exit(2) from None
+
+
+@task_app.command("check")
+def check(
+    path: Path = TaskPath,
+    as_json: bool = typer.Option(False, "--json", help="Print the resolved spec as JSON."),
+) -> None:
+    """Print a task's resolved specification, or the error that stops it loading."""
+    spec = load_or_exit(path)
+    if as_json:
+        console.print_json(spec.model_dump_json())
+        return
+    table = Table(title=f"task {spec.name}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in spec.model_dump(mode="json").items():
+        shown = json.dumps(value) if isinstance(value, dict | list) else str(value)
+        table.add_row(key, shown)
+    console.print(table)
+
+
+@task_app.command("run")
+def run(
+    path: Path = TaskPath,
+    budget: float | None = typer.Option(
+        None, "--budget", min=1, help="Training budget in seconds (default: the task's)."
+    ),
+    trust: str = typer.Option(
+        "auto",
+        "--trust",
+        help=(
+            "sandboxed: refuse unless bubblewrap works; trusted-code: run without a sandbox; "
+            "auto: sandbox when bubblewrap works, else run as trusted with a warning."
+        ),
+    ),
+    work_dir: Path = typer.Option(
+        Path.home() / ".autoswarm" / "local",
+        "--work-dir",
+        help="Where work folders and the prepare cache live.",
+    ),
+    keep: bool = typer.Option(False, "--keep", help="Keep the work folder for inspection."),
+) -> None:
+    """Run a task once on this machine and print its result and summary block."""
+    from autoswarm.local import make_local_runner
+
+    spec = load_or_exit(path)
+    try:
+        runner = make_local_runner(work_dir, trust=trust, keep_work=keep)
+        with console.status(f"preparing {spec.name} (once per task version)"):
+            runner.prepare(path, spec)
+        budget_s = budget or spec.budget_s
+        with console.status(f"running {spec.name} for {budget_s:.0f} s") as status:
+
+            def tick(elapsed_s: float) -> None:
+                status.update(f"running {spec.name}: {elapsed_s:.0f} s of {budget_s:.0f} s")
+
+            result = runner.run(path, spec, budget_s=budget, on_tick=tick)
+    except AutoswarmError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    print_result(spec, result)
+    if result.status is not ResultStatus.OK:
+        raise typer.Exit(1)
+
+
+def print_result(spec: TaskSpec, result: Result) -> None:
+    """A result as a table, then its summary block as the run printed it."""
+    colour = "green" if result.status is ResultStatus.OK else "red"
+    table = Table(title=f"{spec.name}: [{colour}]{result.status}[/{colour}]", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    metric = "—" if result.metric is None else f"{result.metric:.6f}"
+    table.add_row(spec.metric.name, metric)
+    table.add_row("wall_s", f"{result.wall_s:.1f}")
+    if result.training_s is not None:
+        table.add_row("training_s", f"{result.training_s:.1f}")
+    if result.peak_rss_mb is not None:
+        table.add_row("peak_rss_mb", f"{result.peak_rss_mb:.0f}")
+    if result.peak_vram_mb is not None:
+        table.add_row("peak_vram_mb", f"{result.peak_vram_mb:.0f}")
+    if result.exit_code is not None:
+        table.add_row("exit_code", str(result.exit_code))
+    if result.error:
+        table.add_row("error", result.error)
+    if result.hardware:
+        table.add_row("hardware", result.hardware)
+    console.print(table)
+    block = summary_block(result.log_tail)
+    if block:
+        console.print(block, markup=False, highlight=False)
+    elif result.status is not ResultStatus.OK:
+        console.print(result.log_tail[-2000:], markup=False, highlight=False)
+
+
+def summary_block(log: str) -> str:
+    """The last `---` block of a log, as printed."""
+    lines = log.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].strip() == "---":
+            return "\n".join(lines[i:])
+    return ""
