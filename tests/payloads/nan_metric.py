@@ -1,0 +1,4 @@
+"""Prints a NaN metric."""
+
+print("---")
+print("val_bpb: nan")

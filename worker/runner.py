@@ -1,0 +1,554 @@
+"""The experiment runner: prepare a task once, run one experiment from outside, score it.
+
+Layout of one experiment under `work_root/run-<id>/`:
+    work/        the run's working folder and HOME: editable and protected files,
+                 data/ (the prepared data, read-only), out/ (its artifacts), .tmp/
+    run.log      the run's stdout and stderr
+    eval/        evaluator mode: protected and evaluator files, data/, heldout/,
+                 artifacts/ (the run's out/, regular files only)
+    eval.log     the evaluator's stdout and stderr
+The prepare cache is `cache_root/prepare/<key>/` with data/ and heldout/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import math
+import os
+import shutil
+import signal
+import stat
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.errors import AutoswarmError, SummaryError
+from shared.models import MAX_LOG_TAIL_CHARS, Result, ResultStatus
+from shared.summary import parse_summary, read_metric
+from shared.task import TASK_FILE, Device, ScoringMode, TaskSpec, hash_files, protected_hashes
+from worker.hardware import VramSampler
+from worker.process import TICK_S, Limits, Outcome, supervise
+from worker.sandbox import Sandbox, is_secret_name, scrub_env
+
+logger = logging.getLogger(__name__)
+
+PREPARE_TIMEOUT_S = 3600.0
+OPEN_FILES = 4096
+LOG_WINDOW_BYTES = 4 * 2**20  # the summary block is read from the log's last 4 MiB
+EVAL_TAIL_CHARS = 4000
+_PYTHON_NAMES = ("python", "python3")
+
+OnTick = Callable[[float], None]
+
+
+class PrepareError(AutoswarmError):
+    """A task's prepare step failed: the machinery cannot run it, the experiment is not at fault."""
+
+
+def prepare_key(task_dir: Path, spec: TaskSpec) -> str:
+    """The cache key of a task version: its protected and evaluator files, task.toml, prepare."""
+    files = {path: (task_dir / path).read_bytes() for path in spec.protected + spec.scoring.files}
+    toml_path = task_dir / TASK_FILE
+    if toml_path.is_file():
+        files[TASK_FILE] = toml_path.read_bytes()
+    files["\0prepare"] = repr(spec.run.prepare).encode()
+    return hash_files(files)[:32]
+
+
+class Runner:
+    """Runs one experiment of a task on this machine and returns its `Result`.
+
+    Guarantees:
+    - each run gets a fresh work folder holding copies of the editable and protected files
+      (protected ones read-only) and the prepared `data/`; never the evaluator files, never
+      `heldout/`; the environment is scrubbed (`worker.sandbox.scrub_env`);
+    - the budget is enforced from outside: the tree gets SIGTERM at budget + startup_s +
+      grace_s and SIGKILL a second later; when `run` returns, no process of the run or of
+      the evaluator is alive, however it ended (see `worker.process` for the exact rules);
+    - an experiment's failure is a status (`crash`, `timeout`, `invalid`), never an exception;
+      a protected or evaluator file that changed during the run makes it `invalid`;
+    - in evaluator mode the score comes only from the evaluator's summary block.
+    Does not:
+    - confine the code: the sandbox does, and `Unsandboxed` confines nothing;
+    - limit a CUDA task's memory (CPU tasks: RLIMIT_DATA per process, and the tree is killed
+      when its RSS passes `memory_mb`); `disk_mb` limits each file's size, not the total;
+    - limit the number of processes (RLIMIT_NPROC counts all of the user's processes; a
+      sandbox's pid namespace is the place for that).
+    Infrastructure faults (a failed prepare, a full disk) are raised as exceptions.
+    """
+
+    def __init__(
+        self,
+        *,
+        work_root: Path,
+        cache_root: Path,
+        sandbox: Sandbox,
+        hardware: str = "",
+        keep_work: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.work_root = work_root
+        self.cache_root = cache_root
+        self.sandbox = sandbox
+        self.hardware = hardware
+        self.keep_work = keep_work
+        self.extra_env = _without_secrets(env or {})
+        self.last_experiment_dir: Path | None = None
+        self._vram: VramSampler | None = None
+
+    # ---- prepare -------------------------------------------------------------------------
+
+    def prepare(self, task_dir: Path, spec: TaskSpec, *, on_tick: OnTick | None = None) -> Path:
+        """The prepared folder of this task version, running `run.prepare` once (trusted)."""
+        key = prepare_key(task_dir, spec)
+        root = self.cache_root / "prepare"
+        final = root / key
+        if final.is_dir():
+            return final
+        root.mkdir(parents=True, exist_ok=True)
+        if spec.run.prepare is None:
+            for name in ("data", "heldout"):
+                (final / name).mkdir(parents=True, exist_ok=True)
+            return final
+        with _locked(root / f"{key}.lock", on_tick):
+            if final.is_dir():  # another runner prepared it while we waited
+                return final
+            tmp = root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+            try:
+                self._run_prepare(task_dir, spec, tmp, on_tick)
+                for name in ("data", "heldout"):
+                    _make_readonly(tmp / name)
+                tmp.rename(final)
+            finally:
+                _rmtree(tmp)
+        logger.info("runner: task %s prepared in %s", spec.name, final)
+        return final
+
+    def _run_prepare(
+        self, task_dir: Path, spec: TaskSpec, tmp: Path, on_tick: OnTick | None
+    ) -> None:
+        assert spec.run.prepare is not None
+        for name in ("data", "heldout", ".tmp"):
+            (tmp / name).mkdir(parents=True)
+        _copy_files(task_dir, tmp, spec.protected + spec.scoring.files, readonly=False)
+        env = self._env(tmp)
+        env["AUTOSWARM_DATA_DIR"] = str(tmp / "data")
+        env["AUTOSWARM_HELDOUT_DIR"] = str(tmp / "heldout")
+        log_path = tmp / "prepare.log"
+        outcome = supervise(
+            _resolve(spec.run.prepare),
+            cwd=tmp,
+            env=env,
+            log_path=log_path,
+            marker=f"prepare-{uuid.uuid4().hex[:16]}",
+            deadline_s=PREPARE_TIMEOUT_S,
+            limits=Limits(open_files=None),
+            on_tick=on_tick,
+        )
+        if outcome.timed_out or outcome.exit_code != 0:
+            why = "timed out" if outcome.timed_out else _describe_exit(outcome.exit_code)
+            tail = _read_log(log_path)[-2000:]
+            raise PrepareError(f"task {spec.name}: prepare {why}; its log ends:\n{tail}")
+
+    # ---- run -----------------------------------------------------------------------------
+
+    def run(
+        self,
+        task_dir: Path,
+        spec: TaskSpec,
+        *,
+        budget_s: float | None = None,
+        on_tick: OnTick | None = None,
+    ) -> Result:
+        """Run the task's code once for its budget and score it (see the class docstring)."""
+        budget = spec.budget_s if budget_s is None else budget_s
+        hashes = protected_hashes(task_dir, spec)
+        prepared = self.prepare(task_dir, spec, on_tick=on_tick)
+        run_id = uuid.uuid4().hex[:16]
+        exp_dir = self.work_root / f"run-{run_id}"
+        self.last_experiment_dir = exp_dir
+        try:
+            result = self._run_in(
+                exp_dir, run_id, task_dir, spec, prepared, budget, hashes, on_tick
+            )
+        finally:
+            if not self.keep_work:
+                _rmtree(exp_dir)
+        logger.info(
+            "runner: experiment %s of task %s: %s (metric %s) in %.1f s",
+            run_id,
+            spec.name,
+            result.status,
+            result.metric,
+            result.wall_s,
+        )
+        return result
+
+    def _run_in(
+        self,
+        exp_dir: Path,
+        run_id: str,
+        task_dir: Path,
+        spec: TaskSpec,
+        prepared: Path,
+        budget_s: float,
+        hashes: dict[str, str],
+        on_tick: OnTick | None,
+    ) -> Result:
+        work = exp_dir / "work"
+        for name in ("out", ".tmp"):
+            (work / name).mkdir(parents=True)
+        _copy_files(task_dir, work, spec.editable, readonly=False)
+        _copy_files(task_dir, work, spec.protected, readonly=True)
+        _link_tree(prepared / "data", work / "data")
+        caches = self._compile_caches()
+        env = self._env(work) | _cache_env(caches)
+        env["AUTOSWARM_BUDGET_S"] = f"{budget_s:g}"
+        env["AUTOSWARM_OUT_DIR"] = str(work / "out")
+        env["AUTOSWARM_DATA_DIR"] = str(work / "data")
+        readonly = [work / p for p in spec.protected] + [work / "data"]
+        outcome = self._supervise(
+            spec,
+            spec.run.command,
+            work,
+            env,
+            exp_dir / "run.log",
+            run_id,
+            deadline_s=budget_s + spec.run.startup_s + spec.run.grace_s,
+            readonly=readonly,
+            writable=[work, *caches.values()],
+            on_tick=on_tick,
+        )
+        log = _read_log(exp_dir / "run.log")
+        summary = parse_summary(log)
+        fields: dict[str, Any] = {
+            "exit_code": outcome.exit_code,
+            "wall_s": outcome.wall_s,
+            "training_s": _finite(summary.get("training_seconds")),
+            "peak_rss_mb": round(outcome.peak_rss_mb, 1),
+            "peak_vram_mb": _max_or_none(
+                _finite(summary.get("peak_vram_mb")), outcome.peak_vram_mb
+            ),
+            "log_tail": log[-MAX_LOG_TAIL_CHARS:],
+            "hardware": self.hardware,
+        }
+        if outcome.leftovers_killed:
+            logger.info(
+                "runner: experiment %s left %d processes, killed", run_id, outcome.leftovers_killed
+            )
+        problem = _tampered(task_dir, work, spec, hashes) or _run_failure(
+            outcome, spec, budget_s, log
+        )
+        if problem is not None:
+            return Result(status=problem[0], error=_clip(problem[1]), **fields)
+        if spec.scoring.mode is ScoringMode.SUMMARY:
+            try:
+                metric, metrics = read_metric(log, spec.metric.name)
+            except SummaryError as exc:
+                return Result(status=ResultStatus.INVALID, error=str(exc), **fields)
+            return Result(status=ResultStatus.OK, metric=metric, metrics=metrics, **fields)
+        return self._evaluate(exp_dir, run_id, task_dir, spec, prepared, fields, on_tick)
+
+    def _evaluate(
+        self,
+        exp_dir: Path,
+        run_id: str,
+        task_dir: Path,
+        spec: TaskSpec,
+        prepared: Path,
+        fields: dict[str, Any],
+        on_tick: OnTick | None,
+    ) -> Result:
+        """Score the run's artifacts with the task's evaluator, a second fresh process."""
+        assert spec.scoring.command is not None
+        ev = exp_dir / "eval"
+        (ev / ".tmp").mkdir(parents=True)
+        _copy_files(task_dir, ev, spec.protected + spec.scoring.files, readonly=True)
+        _link_tree(prepared / "data", ev / "data")
+        _link_tree(prepared / "heldout", ev / "heldout")
+        _link_tree(exp_dir / "work" / "out", ev / "artifacts")
+        _make_readonly(ev / "artifacts")
+        env = self._env(ev)
+        env["AUTOSWARM_ARTIFACTS_DIR"] = str(ev / "artifacts")
+        env["AUTOSWARM_DATA_DIR"] = str(ev / "data")
+        env["AUTOSWARM_HELDOUT_DIR"] = str(ev / "heldout")
+        readonly = [ev / p for p in spec.protected + spec.scoring.files]
+        readonly += [ev / "data", ev / "heldout", ev / "artifacts"]
+        offset_s = fields["wall_s"]
+        outcome = self._supervise(
+            spec,
+            spec.scoring.command,
+            ev,
+            env,
+            exp_dir / "eval.log",
+            f"{run_id}-eval",
+            deadline_s=spec.scoring.timeout_s,
+            readonly=readonly,
+            writable=[ev],
+            on_tick=None if on_tick is None else (lambda s: on_tick(offset_s + s)),
+        )
+        log = _read_log(exp_dir / "eval.log")
+        fields["log_tail"] = _join_tails(fields["log_tail"], log)
+        if outcome.timed_out:
+            error = f"the evaluator ran past its timeout_s ({spec.scoring.timeout_s:g} s)"
+        elif outcome.exit_code != 0:
+            error = f"the evaluator failed: {_describe_exit(outcome.exit_code, log)}"
+        else:
+            try:
+                metric, metrics = read_metric(log, spec.metric.name)
+            except SummaryError as exc:
+                error = f"the evaluator's summary: {exc}"
+            else:
+                return Result(status=ResultStatus.OK, metric=metric, metrics=metrics, **fields)
+        return Result(status=ResultStatus.INVALID, error=_clip(error), **fields)
+
+    def _supervise(
+        self,
+        spec: TaskSpec,
+        command: Sequence[str],
+        cwd: Path,
+        env: dict[str, str],
+        log_path: Path,
+        marker: str,
+        *,
+        deadline_s: float,
+        readonly: Sequence[Path],
+        writable: Sequence[Path],
+        on_tick: OnTick | None,
+    ) -> Outcome:
+        cpu = spec.resources.device is Device.CPU
+        argv = self.sandbox.wrap(
+            _resolve(command), work_dir=cwd, readonly=readonly, writable=writable, env=env
+        )
+        return supervise(
+            argv,
+            cwd=cwd,
+            env=env,
+            log_path=log_path,
+            marker=marker,
+            deadline_s=deadline_s,
+            limits=Limits(
+                open_files=OPEN_FILES,
+                file_size_mb=spec.resources.disk_mb,
+                data_mb=spec.resources.memory_mb if cpu else None,
+            ),
+            memory_limit_mb=spec.resources.memory_mb if cpu else None,
+            on_tick=on_tick,
+            sample_vram_mb=None if cpu else self._vram_sampler(),
+        )
+
+    def _env(self, home: Path) -> dict[str, str]:
+        return scrub_env(os.environ, home=home, tmp_dir=home / ".tmp") | self.extra_env
+
+    def _compile_caches(self) -> dict[str, Path]:
+        """Inductor and Triton caches kept across runs, so compile time is not paid twice."""
+        caches = {
+            "TORCHINDUCTOR_CACHE_DIR": self.cache_root / "compile" / "inductor",
+            "TRITON_CACHE_DIR": self.cache_root / "compile" / "triton",
+        }
+        for path in caches.values():
+            path.mkdir(parents=True, exist_ok=True)
+        return caches
+
+    def _vram_sampler(self) -> VramSampler | None:
+        if self._vram is None:
+            self._vram = VramSampler()
+        return self._vram if self._vram.available else None
+
+
+# ---- outcomes ----------------------------------------------------------------------------
+
+
+def _run_failure(
+    outcome: Outcome, spec: TaskSpec, budget_s: float, log: str
+) -> tuple[ResultStatus, str] | None:
+    if outcome.timed_out:
+        return ResultStatus.TIMEOUT, (
+            f"killed at the deadline: budget {budget_s:g} s + startup {spec.run.startup_s:g} s"
+            f" + grace {spec.run.grace_s:g} s"
+        )
+    if outcome.out_of_memory:
+        return ResultStatus.CRASH, (
+            f"out of memory: the process tree used more than {spec.resources.memory_mb} MB"
+        )
+    if outcome.exit_code != 0:
+        return ResultStatus.CRASH, _describe_exit(outcome.exit_code, log)
+    return None
+
+
+def _tampered(
+    task_dir: Path, work: Path, spec: TaskSpec, before: dict[str, str]
+) -> tuple[ResultStatus, str] | None:
+    """An `invalid` status when a protected file changed, in the task folder or the work copy."""
+    try:
+        after = protected_hashes(task_dir, spec)
+    except OSError:
+        after = {}
+    changed = [p for p in before if after.get(p) != before[p]]
+    for path in spec.protected:
+        try:
+            digest = hashlib.sha256((work / path).read_bytes()).hexdigest()
+        except OSError:
+            digest = ""
+        if digest != before[path] and path not in changed:
+            changed.append(path)
+    if not changed:
+        return None
+    return ResultStatus.INVALID, f"protected files changed during the run: {', '.join(changed)}"
+
+
+def _describe_exit(code: int, log: str = "") -> str:
+    if code < 0:
+        try:
+            what = f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            what = f"killed by signal {-code}"
+    else:
+        what = f"exit code {code}"
+    last = next((line.strip() for line in reversed(log.splitlines()) if line.strip()), "")
+    return f"{what}: {last[:300]}" if last else what
+
+
+def _join_tails(run_log: str, eval_log: str) -> str:
+    """The run's tail, then the evaluator's, within the result's log limit."""
+    eval_part = f"\n==> evaluator <==\n{eval_log[-EVAL_TAIL_CHARS:]}"
+    return run_log[-(MAX_LOG_TAIL_CHARS - len(eval_part)) :] + eval_part
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _max_or_none(a: float | None, b: float | None) -> float | None:
+    values = [v for v in (a, b) if v is not None]
+    return max(values) if values else None
+
+
+def _clip(text: str, limit: int = 4000) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _without_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    kept = {}
+    for name, value in env.items():
+        if is_secret_name(name):
+            logger.warning("runner: variable %s looks like a secret, not passed to runs", name)
+        else:
+            kept[name] = value
+    return kept
+
+
+def _cache_env(caches: Mapping[str, Path]) -> dict[str, str]:
+    return {name: str(path) for name, path in caches.items()}
+
+
+def _resolve(command: Sequence[str]) -> list[str]:
+    """The command with a leading `python` replaced by this interpreter."""
+    argv = list(command)
+    if argv and argv[0] in _PYTHON_NAMES:
+        argv[0] = sys.executable
+    return argv
+
+
+# ---- files -------------------------------------------------------------------------------
+
+
+def _copy_files(src: Path, dst: Path, paths: Sequence[str], *, readonly: bool) -> None:
+    for path in paths:
+        target = dst / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / path, target)
+        target.chmod(0o444 if readonly else 0o644)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Rebuild `src` at `dst` from hard links (copies across file systems), regular files only.
+
+    Symbolic links and special files are left out: a link planted by a run must not lead
+    the evaluator to a file outside its artifacts.
+    """
+    dst.mkdir(parents=True, exist_ok=True)
+    if not src.is_dir():
+        return
+    copied = 0
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel = Path(dirpath).relative_to(src)
+        for name in dirnames:
+            if not (Path(dirpath) / name).is_symlink():
+                (dst / rel / name).mkdir(exist_ok=True)
+        for name in filenames:
+            source = Path(dirpath) / name
+            if not stat.S_ISREG(source.lstat().st_mode):
+                logger.warning("runner: %s is not a regular file, left out", source)
+                continue
+            try:
+                os.link(source, dst / rel / name)
+            except OSError:
+                shutil.copyfile(source, dst / rel / name)
+                copied += 1
+    if copied:
+        logger.warning(
+            "runner: copied %d files from %s instead of linking them: keep the work and cache"
+            " folders on one file system",
+            copied,
+            src,
+        )
+
+
+def _make_readonly(root: Path) -> None:
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            path = Path(dirpath) / name
+            if not path.is_symlink():
+                path.chmod(0o444)
+
+
+def _rmtree(path: Path) -> None:
+    """Remove a folder even where a run left read-only folders in it."""
+
+    def retry(func: Callable[..., Any], failed: str, _: Any) -> None:
+        with contextlib.suppress(OSError):
+            Path(failed).parent.chmod(0o755)
+            if Path(failed).is_dir() and not Path(failed).is_symlink():
+                Path(failed).chmod(0o755)
+            func(failed)
+
+    shutil.rmtree(path, onerror=retry)  # onexc is 3.12+
+    if path.exists() and not path.is_symlink():
+        logger.warning("runner: could not remove %s", path)
+
+
+def _read_log(path: Path) -> str:
+    """The last `LOG_WINDOW_BYTES` of a log, decoded leniently."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - LOG_WINDOW_BYTES))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def _locked(path: Path, on_tick: OnTick | None) -> Iterator[None]:
+    """Hold an exclusive lock on `path`, ticking while another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    started = time.monotonic()
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(TICK_S)
+                if on_tick is not None:
+                    on_tick(time.monotonic() - started)
+        yield
+    finally:
+        os.close(fd)
