@@ -87,6 +87,8 @@ class HypothesisCreate(Frozen):
     author: str = Field(default="", max_length=100)
     # The head commit the change was made on (None: the current head).
     parent_commit: str | None = Field(default=None, max_length=64)
+    # The text-only hypothesis (by id) that this change implements, keeping its author.
+    implements: str | None = Field(default=None, max_length=64)
 
 
 class Lease(Frozen):
@@ -131,6 +133,10 @@ class HypothesisSummary(Frozen):
     change_hash: str | None = None
     reason: str = ""
     log_tail: str = ""
+    rationale: str = ""
+    author: str = ""
+    # Unified diff against its parent (filled for recent and crashed rows).
+    diff: str = ""
 
 
 class ProposerContext(Frozen):
@@ -145,4 +151,6 @@ class ProposerContext(Frozen):
     head_std: float | None = None
     history: list[HypothesisSummary] = Field(default_factory=list)
     in_flight: list[HypothesisSummary] = Field(default_factory=list)
+    # Text-only hypotheses waiting for code, oldest first.
+    pending: list[HypothesisSummary] = Field(default_factory=list)
     queue_depth: int = 0

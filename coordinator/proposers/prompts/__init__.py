@@ -1,0 +1,1 @@
+"""The LLM proposer's prompt templates, shipped as data files (`$name` placeholders)."""

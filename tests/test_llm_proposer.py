@@ -1,0 +1,589 @@
+"""The LLM proposer, through litellm's own Router and `mock_response` (no network, no fake).
+
+An opt-in test marked `llm` makes one real proposal (AUTOSWARM_TEST_LLM=1 and a key).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordinator.proposers.base import run_proposer_loop
+from coordinator.proposers.context import build_prompt, estimate_tokens
+from coordinator.proposers.ledger import FileLedger, MemoryLedger
+from coordinator.proposers.llm import (
+    LLMProposer,
+    ModelChoice,
+    load_secret_file,
+    parse_model_choice,
+)
+from shared.errors import SpendCapReached
+from shared.models import (
+    HypothesisCreate,
+    HypothesisSummary,
+    ProposerContext,
+    Verdict,
+)
+from shared.task import TaskSpec, hash_files
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "openai/gpt-4o-mini"
+
+SOURCE = '''"""A tiny payload in Karpathy's style."""
+
+LEARNING_RATE = 3e-4  # step size of the optimiser
+DEPTH = 2  # layers
+
+
+def train():
+    return LEARNING_RATE * DEPTH
+
+
+print("---")
+print(f"score: {train():.6f}")
+'''
+
+SPEC = TaskSpec(name="toy", editable=("train.py",), protected=("prepare.py",))
+
+
+def make_context(
+    history: list[HypothesisSummary] | None = None,
+    in_flight: list[HypothesisSummary] | None = None,
+) -> ProposerContext:
+    return ProposerContext(
+        task_id="toy",
+        spec=SPEC,
+        program="Make score as low as you can. Only train.py may change.",
+        head_commit="c0ffee",
+        head_files={"train.py": SOURCE},
+        head_metric=0.0006,
+        history=history or [],
+        in_flight=in_flight or [],
+    )
+
+
+def answer(
+    title: str = "Deeper model",
+    search: str = "DEPTH = 2  # layers",
+    replace: str = "DEPTH = 3  # layers",
+    file: str = "train.py",
+    journal: str = "- depth is untested",
+) -> str:
+    edits = [{"file": file, "search": search, "replace": replace}]
+    return json.dumps(
+        {"title": title, "rationale": "More layers.", "edits": edits, "journal": journal}
+    )
+
+
+def tree_hash(content: str) -> str:
+    return hash_files({"train.py": content.encode()})
+
+
+def summary(
+    n: int,
+    title: str,
+    verdict: Verdict = Verdict.DISCARDED,
+    *,
+    change_hash: str | None = None,
+    log_tail: str = "",
+    delta: float | None = 0.001,
+) -> HypothesisSummary:
+    return HypothesisSummary(
+        hypothesis_id=f"h{n}",
+        title=title,
+        proposer="llm:x",
+        verdict=verdict,
+        delta=delta,
+        change_hash=change_hash,
+        log_tail=log_tail,
+    )
+
+
+def make_proposer(mock: Any, **kwargs: Any) -> LLMProposer:
+    kwargs.setdefault("spend", MemoryLedger())
+    kwargs.setdefault("cap_usd", 1.0)
+    return LLMProposer([ModelChoice(MODEL)], num_retries=0, mock_response=mock, **kwargs)
+
+
+def last_prompt(proposer: LLMProposer) -> str:
+    return proposer.conversation[-1]["content"]
+
+
+# -- a good answer ----------------------------------------------------------------------------
+
+
+def test_good_answer_becomes_hypothesis_with_full_new_file() -> None:
+    """A valid answer becomes a HypothesisCreate whose change is the whole edited file."""
+    ledger = MemoryLedger()
+    proposer = make_proposer(answer(), spend=ledger)
+    hypothesis = proposer.propose(make_context())
+    assert hypothesis is not None
+    assert hypothesis.change == {"train.py": SOURCE.replace("DEPTH = 2", "DEPTH = 3")}
+    assert (hypothesis.title, hypothesis.proposer) == ("Deeper model", f"llm:{MODEL}")
+    assert hypothesis.parent_commit == "c0ffee"
+    assert proposer.calls == 1
+
+
+def test_every_call_is_recorded_with_its_cost_and_title() -> None:
+    """The ledger holds litellm's cost of the call and the title it produced."""
+    ledger = MemoryLedger()
+    make_proposer(answer(), spend=ledger).propose(make_context())
+    [entry] = ledger.entries("toy")
+    assert (entry.model, entry.title) == (MODEL, "Deeper model")
+    assert entry.cost_usd > 0
+    assert ledger.total("toy") == entry.cost_usd
+
+
+# -- rejections, each re-asked with its reason ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ('{"title": "Deeper", "edits": [', "malformed JSON"),
+        (answer(search="DEPTH = 7  # layers"), "the search text does not occur in train.py"),
+        (answer(file="prepare.py", search="x", replace="y"), "'prepare.py' is protected"),
+        (answer(replace="DEPTH = = 3"), "train.py no longer parses: SyntaxError"),
+        (answer(search="DEPTH", replace="N_LAYER"), "the search text occurs 2 times in train.py"),
+    ],
+    ids=["malformed-json", "search-missing", "protected-file", "syntax-error", "ambiguous"],
+)
+def test_rejected_answer_is_reasked_with_its_reason(bad: str, reason: str) -> None:
+    """A bad answer is rejected, and the second prompt carries the reason."""
+    proposer = make_proposer([bad, answer()])
+    hypothesis = proposer.propose(make_context())
+    assert hypothesis is not None and hypothesis.title == "Deeper model"
+    assert proposer.calls == 2
+    assert "Your answer was rejected" in last_prompt(proposer)
+    assert reason in last_prompt(proposer)
+
+
+def test_repeat_of_tried_code_is_rejected() -> None:
+    """Code whose hash is in the history is rejected as already tried, then re-asked."""
+    tried = SOURCE.replace("DEPTH = 2", "DEPTH = 3")
+    history = [summary(1, "Three layers", change_hash=tree_hash(tried))]
+    other = answer(title="Higher LR", search="LEARNING_RATE = 3e-4", replace="LEARNING_RATE = 6e-4")
+    proposer = make_proposer([answer(), other])
+    hypothesis = proposer.propose(make_context(history))
+    assert hypothesis is not None and hypothesis.title == "Higher LR"
+    assert "already tried as 'Three layers'" in last_prompt(proposer)
+
+
+def test_answer_that_changes_nothing_is_rejected() -> None:
+    """Edits that leave the head as it is are rejected (the head itself is never proposed)."""
+    proposer = make_proposer([answer(replace="DEPTH = 2  # layers"), answer()])
+    assert proposer.propose(make_context()) is not None
+    assert "the edits change nothing" in last_prompt(proposer)
+
+
+def test_gives_up_after_max_attempts_with_none() -> None:
+    """Bad answers only: max_attempts calls, then None, each call still recorded."""
+    ledger = MemoryLedger()
+    proposer = make_proposer("no json here", spend=ledger, max_attempts=3)
+    assert proposer.propose(make_context()) is None
+    assert proposer.calls == 3
+    titles = [e.title for e in ledger.entries("toy")]
+    assert len(titles) == 3
+    assert all(title.startswith("(rejected) malformed JSON") for title in titles)
+
+
+def test_own_earlier_proposal_is_not_proposed_again() -> None:
+    """The same code from the same proposer is rejected before the coordinator lists it."""
+    other = answer(title="Higher LR", search="LEARNING_RATE = 3e-4", replace="LEARNING_RATE = 6e-4")
+    proposer = make_proposer([answer(), answer(), other])
+    assert proposer.propose(make_context()) is not None
+    second = proposer.propose(make_context())
+    assert second is not None and second.title == "Higher LR"
+    assert "you proposed this exact code already" in last_prompt(proposer)
+
+
+# -- routing: fallbacks -----------------------------------------------------------------------
+
+
+def test_rate_limit_on_first_model_falls_back_to_second() -> None:
+    """A RateLimitError from the primary model is answered by the fallback model."""
+    ledger = MemoryLedger()
+    proposer = LLMProposer(
+        [ModelChoice(MODEL, params={"mock_response": "litellm.RateLimitError"})],
+        fallbacks=[ModelChoice("openai/gpt-4o", params={"mock_response": answer()})],
+        spend=ledger,
+        cap_usd=1.0,
+        num_retries=0,
+    )
+    hypothesis = proposer.propose(make_context())
+    assert hypothesis is not None and hypothesis.proposer == "llm:openai/gpt-4o"
+    assert [e.model for e in ledger.entries("toy")] == ["openai/gpt-4o"]
+
+
+# -- spend cap --------------------------------------------------------------------------------
+
+# litellm's mock answer counts 10 prompt and 20 completion tokens: each call costs $0.05 here,
+# and with max_output_tokens=20 the pre-call estimate is exactly that too.
+PRICED = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0025}
+
+
+def priced_proposer(ledger: MemoryLedger, cap_usd: float, mock: Any) -> LLMProposer:
+    return LLMProposer(
+        [ModelChoice(MODEL, params=PRICED)],
+        spend=ledger,
+        cap_usd=cap_usd,
+        max_attempts=5,
+        max_output_tokens=20,
+        num_retries=0,
+        mock_response=mock,
+    )
+
+
+def test_spend_reaching_the_cap_stops_calls_with_a_clear_message() -> None:
+    """At the cap the proposer raises SpendCapReached and makes no further call."""
+    ledger = MemoryLedger()
+    proposer = priced_proposer(ledger, 0.10, "not json")
+    with pytest.raises(SpendCapReached, match=r"reached the cap of \$0\.1000; no further calls"):
+        proposer.propose(make_context())
+    assert proposer.calls == 2
+    assert ledger.total("toy") == pytest.approx(0.10)
+    with pytest.raises(SpendCapReached):
+        proposer.propose(make_context())
+    assert proposer.calls == 2
+
+
+def test_call_that_could_pass_the_cap_is_not_made() -> None:
+    """A call whose estimated cost would pass the cap is refused before it is made."""
+    proposer = priced_proposer(MemoryLedger(), 0.04, answer())
+    with pytest.raises(SpendCapReached, match="estimate"):
+        proposer.propose(make_context())
+    assert proposer.calls == 0
+
+
+def test_proposer_loop_stops_at_the_cap() -> None:
+    """run_proposer_loop ends (no exception) once the cap is reached."""
+    ledger = MemoryLedger()
+    coordinator = SharedCoordinator()
+    proposer = priced_proposer(ledger, 0.10, [answer(), answer(title="x", replace="DEPTH = 4")])
+    sent = run_proposer_loop(coordinator, "toy", proposer, queue_ahead=10, poll_s=0.01)
+    assert sent == 2 and proposer.calls == 2
+
+
+# -- two proposers at once --------------------------------------------------------------------
+
+
+class SharedCoordinator:
+    """A context source two proposers share: each sees what the other has in flight."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.in_flight: list[HypothesisSummary] = []
+        self.submitted: list[HypothesisCreate] = []
+        self.duplicates = 0
+        self.first_submitted = threading.Event()
+
+    def context(self, task_id: str) -> ProposerContext:
+        with self.lock:
+            return make_context(in_flight=list(self.in_flight))
+
+    def submit_hypothesis(self, hypothesis: HypothesisCreate) -> dict[str, Any]:
+        assert hypothesis.change is not None
+        change_hash = tree_hash(hypothesis.change["train.py"])
+        with self.lock:
+            duplicate = any(h.change_hash == change_hash for h in self.in_flight)
+            self.duplicates += duplicate
+            n = len(self.submitted)
+            self.submitted.append(hypothesis)
+            self.in_flight.append(
+                summary(n, hypothesis.title, Verdict.PENDING, change_hash=change_hash)
+            )
+        self.first_submitted.set()
+        return {"hypothesis_id": f"h{n}", "experiment_id": f"e{n}", "duplicate": duplicate}
+
+
+class LateCoordinator:
+    """The shared coordinator as the second proposer sees it: it reads after the first submits."""
+
+    def __init__(self, shared: SharedCoordinator) -> None:
+        self.shared = shared
+
+    def context(self, task_id: str) -> ProposerContext:
+        assert self.shared.first_submitted.wait(30)
+        return self.shared.context(task_id)
+
+    def submit_hypothesis(self, hypothesis: HypothesisCreate) -> dict[str, Any]:
+        return self.shared.submit_hypothesis(hypothesis)
+
+
+def test_two_proposers_at_once_do_not_submit_the_same_idea() -> None:
+    """Both models answer the same idea first; the second proposer sees it in flight."""
+    shared = SharedCoordinator()
+    other = answer(title="Higher LR", search="LEARNING_RATE = 3e-4", replace="LEARNING_RATE = 6e-4")
+    first, second = make_proposer([answer(), other]), make_proposer([answer(), other])
+    threads = [
+        threading.Thread(
+            target=run_proposer_loop,
+            args=(client, "toy", proposer),
+            kwargs={"queue_ahead": 10, "poll_s": 0.01, "max_hypotheses": 1},
+        )
+        for client, proposer in ((shared, first), (LateCoordinator(shared), second))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(h.title for h in shared.submitted) == ["Deeper model", "Higher LR"]
+    assert shared.duplicates == 0
+    assert "- Deeper model" in second.conversation[1]["content"]  # listed as in flight
+    assert "code is in flight as 'Deeper model'" in last_prompt(second)
+
+
+# -- the prompt -------------------------------------------------------------------------------
+
+
+def big_history(n: int) -> list[HypothesisSummary]:
+    history = []
+    for i in range(n):
+        if i % 50 == 7:
+            tail = "Traceback (most recent call last):\n  ...\nValueError: a strange thing " * 3
+            history.append(
+                summary(i, f"Idea {i}: reorder the data", Verdict.CRASHED, log_tail=tail)
+            )
+        else:
+            verdict = Verdict.KEPT if i % 40 == 0 else Verdict.DISCARDED
+            history.append(
+                summary(i, f"Idea {i}: scale LEARNING_RATE by {1 + i / 1000:.3f}", verdict)
+            )
+    return history
+
+
+def test_prompt_for_500_experiments_fits_its_budget_and_lists_every_title() -> None:
+    """500 past experiments: the prompt stays within budget, every title and the code whole."""
+    import litellm
+
+    history = big_history(500)
+    proposer = make_proposer(answer(), token_budget=9_000)
+    assert proposer.propose(make_context(history)) is not None
+    system, user = (m["content"] for m in proposer.conversation)
+    tokens = sum(litellm.token_counter(model=MODEL, text=text) for text in (system, user))
+    assert tokens <= 9_000
+    assert all(h.title in user for h in history)
+    assert SOURCE.rstrip() in user
+    assert "older rows: verdict and delta omitted" in user
+    assert "| 500 | Idea 499" in user  # the newest row keeps its verdict and delta
+
+
+def test_titles_are_shortened_before_any_is_dropped() -> None:
+    """When titles alone overflow the budget, each is shortened but still listed."""
+    history = [summary(i, f"Idea {i} " + "with a long explanation " * 8) for i in range(200)]
+    prompt = build_prompt(
+        make_context(history), instruction="Propose.", budget_tokens=8_000, count=estimate_tokens
+    )
+    assert all(f"Idea {i} with a long" in prompt.user for i in range(200))
+    assert "1. Idea 0 with a long explanation with a long explanation with…" in prompt.user
+    assert SOURCE.rstrip() in prompt.user and prompt.tokens <= 8_000
+    assert "titles shortened to 60 characters" in prompt.notes
+
+
+class SummaryWithDiff(HypothesisSummary):
+    """A history row as the coordinator will send it once it adds each row's diff."""
+
+    diff: str = ""
+
+
+def test_best_and_worst_recent_diffs_are_shown_when_provided() -> None:
+    """Rows that carry a diff: the best and the worst recent ones appear in the prompt."""
+    history = [
+        SummaryWithDiff(
+            hypothesis_id=f"h{i}",
+            title=f"Idea {i}",
+            proposer="llm:x",
+            verdict=Verdict.DISCARDED,
+            delta=delta,
+            diff=f"-DEPTH = 2\n+DEPTH = {i}",
+        )
+        for i, delta in enumerate([0.01, -0.02, 0.03, 0.0, -0.01, 0.005])
+    ]
+    prompt = build_prompt(make_context(list(history)), instruction="Propose.")
+    shown = [
+        line
+        for line in prompt.user.splitlines()
+        if line.startswith("### best") or line.startswith("### worst")
+    ]
+    assert shown == [
+        "### best: 2. Idea 1 (-0.02)",  # lower is better here
+        "### best: 5. Idea 4 (-0.01)",
+        "### worst: 3. Idea 2 (+0.03)",
+        "### worst: 1. Idea 0 (+0.01)",
+    ]
+    assert "+DEPTH = 4" in prompt.user
+
+
+def test_journal_returned_by_the_model_is_shown_in_the_next_prompt() -> None:
+    """The journal the model returns is kept per task and shown the next time."""
+    other = answer(title="Higher LR", search="LEARNING_RATE = 3e-4", replace="LEARNING_RATE = 6e-4")
+    ledger = MemoryLedger()
+    first = answer(journal="- deeper nets train slower")
+    proposer = make_proposer([first, other], spend=ledger, journal=ledger)
+    proposer.propose(make_context())
+    proposer.propose(make_context())
+    assert "- deeper nets train slower" in proposer.conversation[1]["content"]
+    assert ledger.journal("toy") == "- depth is untested"
+
+
+# -- repairs ----------------------------------------------------------------------------------
+
+NAME_ERROR = (
+    'Traceback (most recent call last):\n  File "train.py", line 8, in train\n'
+    "NameError: name 'gelu' is not defined\n"
+)
+
+
+def test_crash_with_an_obvious_fault_gets_a_repair_citing_it() -> None:
+    """A NameError crash is repaired: title "Repair: ...", the error line quoted."""
+    history = [summary(1, "Use GELU", Verdict.CRASHED, log_tail=NAME_ERROR, delta=None)]
+    proposer = make_proposer(answer(title="anything"))
+    hypothesis = proposer.propose(make_context(history))
+    assert hypothesis is not None and hypothesis.title == "Repair: Use GELU"
+    assert "NameError: name 'gelu' is not defined" in hypothesis.rationale
+    assert "NameError: name 'gelu' is not defined" in last_prompt(proposer)
+
+
+def test_repairs_stop_at_their_bound() -> None:
+    """An idea whose two repairs crashed too is left dead: a new idea is asked for."""
+    history = [
+        summary(i, title, Verdict.CRASHED, log_tail=NAME_ERROR, delta=None)
+        for i, title in enumerate(["Use GELU", "Repair: Use GELU", "Repair: Use GELU"])
+    ]
+    proposer = make_proposer(answer())
+    hypothesis = proposer.propose(make_context(history))
+    assert hypothesis is not None and hypothesis.title == "Deeper model"
+
+
+def test_crash_with_an_unknown_fault_is_left_dead() -> None:
+    """A crash whose error is not obviously fixable gets no repair."""
+    tail = "Fatal Python error: Segmentation fault\n"
+    history = [summary(1, "Fused kernel", Verdict.CRASHED, log_tail=tail, delta=None)]
+    hypothesis = make_proposer(answer()).propose(make_context(history))
+    assert hypothesis is not None and hypothesis.title == "Deeper model"
+
+
+# -- human hypotheses -------------------------------------------------------------------------
+
+
+def test_human_text_hypothesis_is_implemented_keeping_its_author() -> None:
+    """A text-only hypothesis gets its code; title, rationale and author are the human's."""
+    idea = HypothesisCreate(
+        task_id="toy", title="Three layers", rationale="Depth is cheap here.", author="ada"
+    )
+    proposer = make_proposer(answer(title="the model's own title"))
+    hypothesis = proposer.implement(make_context(), idea)
+    assert hypothesis is not None
+    assert (hypothesis.title, hypothesis.author) == ("Three layers", "ada")
+    assert hypothesis.rationale.startswith("Depth is cheap here.")
+    assert hypothesis.proposer == f"llm:{MODEL}" and hypothesis.change is not None
+    assert "Title: Three layers" in last_prompt(proposer)
+
+
+class PendingSummary(HypothesisSummary):
+    """A text-only hypothesis as the coordinator will list it (with rationale and author)."""
+
+    rationale: str = ""
+    author: str = ""
+
+
+class ContextWithPending(ProposerContext):
+    """The context once the coordinator lists pending text-only hypotheses."""
+
+    pending: list[PendingSummary] = []
+
+
+def test_propose_implements_a_pending_human_hypothesis_first() -> None:
+    """A pending text-only hypothesis in the context is implemented before any new idea."""
+    idea = PendingSummary(
+        hypothesis_id="h9",
+        title="Three layers",
+        proposer="human",
+        verdict=Verdict.PENDING,
+        rationale="Depth is cheap here.",
+        author="ada",
+    )
+    context = ContextWithPending(**make_context().model_dump(), pending=[idea])
+    other = answer(title="Higher LR", search="LEARNING_RATE = 3e-4", replace="LEARNING_RATE = 6e-4")
+    proposer = make_proposer([answer(title="the model's own title"), other])
+    first = proposer.propose(context)
+    assert first is not None and (first.title, first.author) == ("Three layers", "ada")
+    second = proposer.propose(context)  # implemented once, then back to new ideas
+    assert second is not None and (second.title, second.author) == ("Higher LR", "")
+
+
+# -- ledger, secrets, the import seam ---------------------------------------------------------
+
+
+def test_model_options_carry_their_weights() -> None:
+    """ "MODEL=WEIGHT" sets a weight; a bare model string weighs 1."""
+    assert parse_model_choice("ollama_chat/llama3:8b=2.5") == ModelChoice(
+        "ollama_chat/llama3:8b", 2.5
+    )
+    assert parse_model_choice(MODEL) == ModelChoice(MODEL, 1.0)
+
+
+def test_file_ledger_keeps_spend_and_journal_across_instances(tmp_path: Path) -> None:
+    """A FileLedger reopened on its file has the same entries, total and latest journal."""
+    path = tmp_path / "spend.jsonl"
+    ledger = FileLedger(path)
+    ledger.record("toy", MODEL, 0.25, 100, "Deeper model")
+    ledger.record("other", MODEL, 1.0, 10, "elsewhere")
+    ledger.save_journal("toy", "- first")
+    ledger.save_journal("toy", "- second")
+    reopened = FileLedger(path)
+    assert reopened.total("toy") == 0.25
+    assert [e.title for e in reopened.entries("toy")] == ["Deeper model"]
+    assert reopened.journal("toy") == "- second"
+
+
+def test_secret_file_fills_the_environment_and_returns_only_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KEY=VALUE lines go to the environment; only their names come back."""
+    monkeypatch.delenv("AUTOSWARM_TEST_SECRET", raising=False)
+    secret = tmp_path / "secrets.env"
+    secret.write_text("# keys\nexport AUTOSWARM_TEST_SECRET='s3cret'\n\n")
+    names = load_secret_file(secret)
+    assert names == ["AUTOSWARM_TEST_SECRET"]
+    assert os.environ["AUTOSWARM_TEST_SECRET"] == "s3cret"
+    monkeypatch.delenv("AUTOSWARM_TEST_SECRET")
+
+
+def test_importing_the_llm_proposer_does_not_import_litellm() -> None:
+    """litellm is imported when a proposer is built, not when the coordinator is imported."""
+    code = "import sys, coordinator.proposers.llm; assert 'litellm' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+# -- one real proposal (opt-in) ---------------------------------------------------------------
+
+_KEYS = {
+    "OPENAI_API_KEY": "openai/gpt-4o-mini",
+    "ANTHROPIC_API_KEY": "anthropic/claude-3-5-haiku-latest",
+}
+_KEY = next((k for k in _KEYS if os.environ.get(k)), None)
+
+
+@pytest.mark.llm
+@pytest.mark.skipif(
+    os.environ.get("AUTOSWARM_TEST_LLM") != "1" or _KEY is None,
+    reason="real LLM call: set AUTOSWARM_TEST_LLM=1 and OPENAI_API_KEY or ANTHROPIC_API_KEY",
+)
+def test_one_real_proposal() -> None:
+    """A real model proposes one valid hypothesis for the toy task, under a small cap."""
+    assert _KEY is not None
+    model = os.environ.get("AUTOSWARM_TEST_LLM_MODEL", _KEYS[_KEY])
+    ledger = MemoryLedger()
+    proposer = LLMProposer([ModelChoice(model)], spend=ledger, cap_usd=0.50, max_attempts=3)
+    hypothesis = proposer.propose(make_context())
+    assert hypothesis is not None and hypothesis.change is not None
+    assert set(hypothesis.change) == {"train.py"}
+    assert 0 < ledger.total("toy") <= 0.50
