@@ -6,7 +6,10 @@ import typer
 
 from autoswarm import __version__
 from autoswarm.console import console
+from autoswarm.doctor_cmd import doctor
+from autoswarm.propose_cmd import hypothesis_app, propose
 from autoswarm.task_cmd import task_app
+from autoswarm.worker_cmd import worker_app
 
 app = typer.Typer(
     name="autoswarm",
@@ -19,6 +22,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(task_app, name="task")
+app.add_typer(worker_app, name="worker")
+app.add_typer(hypothesis_app, name="hypothesis")
+app.command("propose")(propose)
+app.command("doctor")(doctor)
 
 
 def _version(value: bool) -> None:

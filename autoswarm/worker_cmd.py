@@ -1,0 +1,129 @@
+"""`autoswarm worker`: join a coordinator, or control a running worker from a second terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from autoswarm.console import console, err_console
+from shared.errors import AutoswarmError
+
+worker_app = typer.Typer(
+    help=(
+        "Contribute this machine: `autoswarm worker --join URL --token T`. "
+        "From a second terminal: `autoswarm worker pause|resume|finish|status`."
+    ),
+    invoke_without_command=True,
+)
+
+StateDir = typer.Option(
+    None, "--state-dir", help="The worker's state folder (default ~/.autoswarm/worker)."
+)
+
+
+@worker_app.callback()
+def worker(
+    ctx: typer.Context,
+    join: str | None = typer.Option(None, "--join", help="The coordinator's URL."),
+    token: str | None = typer.Option(
+        None, "--token", help="A worker token (or AUTOSWARM_TOKEN, or --token-file)."
+    ),
+    token_file: Path | None = typer.Option(None, "--token-file", help="A file holding the token."),
+    name: str | None = typer.Option(None, "--name", help="Your name on the contributors page."),
+    gpus: str | None = typer.Option(
+        None, "--gpus", help="'all' (default), 'none' (CPU), or indices like 0,1."
+    ),
+    trust: str | None = typer.Option(
+        None,
+        "--trust",
+        help="'sandboxed' (default; refuses without bubblewrap) or 'trusted-code'.",
+    ),
+    max_experiments: int | None = typer.Option(
+        None, "--max-experiments", min=1, help="Stop after this many experiments."
+    ),
+    state_dir: Path | None = StateDir,
+    config: Path | None = typer.Option(None, "--config", help="A TOML file of worker settings."),
+) -> None:
+    """Run experiments for a coordinator until stopped (Ctrl-C hands the lease back)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from worker.loop import run_worker
+    from worker.settings import WorkerSettings
+
+    overrides: dict[str, Any] = {
+        "join": join,
+        "token": token,
+        "token_file": token_file,
+        "name": name,
+        "gpus": gpus,
+        "trust": trust,
+        "max_experiments": max_experiments,
+        "state_dir": state_dir,
+    }
+    try:
+        settings = WorkerSettings.load(config, **overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(x) for x in first["loc"])
+        hint = " (give --join URL)" if field == "join" else ""
+        err_console.print(f"[red]error:[/red] worker setting {field}: {first['msg']}{hint}")
+        raise typer.Exit(2) from None
+    raise typer.Exit(run_worker(settings))
+
+
+def _control(command: str, state_dir: Path | None) -> dict[str, Any]:
+    from worker.control import send_command
+    from worker.settings import DEFAULT_STATE_DIR
+
+    try:
+        return send_command((state_dir or DEFAULT_STATE_DIR).expanduser(), command)
+    except AutoswarmError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@worker_app.command("pause")
+def pause(state_dir: Path | None = StateDir) -> None:
+    """Lease nothing new; the current experiment runs to its end."""
+    console.print(_control("pause", state_dir).get("detail", "paused"))
+
+
+@worker_app.command("resume")
+def resume(state_dir: Path | None = StateDir) -> None:
+    """Lease experiments again after a pause."""
+    console.print(_control("resume", state_dir).get("detail", "resumed"))
+
+
+@worker_app.command("finish")
+def finish(state_dir: Path | None = StateDir) -> None:
+    """Stop after the current experiment."""
+    console.print(_control("finish", state_dir).get("detail", "finishing"))
+
+
+@worker_app.command("status")
+def status(
+    state_dir: Path | None = StateDir,
+    as_json: bool = typer.Option(False, "--json", help="Print the raw status as JSON."),
+) -> None:
+    """Per slot (GPU or CPU): state, experiment, time left, last result."""
+    answer = _control("status", state_dir)
+    if as_json:
+        console.print_json(data=answer)
+        return
+    table = Table(title=f"worker {answer.get('name', '')} ({answer.get('state', '?')})")
+    for column in ("slot", "state", "experiment", "time left", "last result"):
+        table.add_column(column)
+    for slot in answer.get("slots", []):
+        left = slot.get("time_left_s")
+        table.add_row(
+            str(slot.get("slot", "")),
+            str(slot.get("state", "")),
+            str(slot.get("experiment_id") or "—"),
+            "—" if left is None else f"{left:.0f} s",
+            str(slot.get("last_result") or "—"),
+        )
+    console.print(table)
