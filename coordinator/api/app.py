@@ -1,0 +1,114 @@
+"""The app factory and its lifespan: Redis (embedded or not), reconcile, background loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from coordinator.api.deps import Context
+from coordinator.api.doorbell import Doorbell
+from coordinator.api.errors import install_error_handlers
+from coordinator.api.limits import BodyLimit
+from coordinator.api.routes_admin import router as admin_router
+from coordinator.api.routes_read import probes
+from coordinator.api.routes_read import router as read_router
+from coordinator.api.routes_workers import router as worker_router
+from coordinator.reconcile import reconcile
+from coordinator.redis_server import EmbeddedRedis
+from coordinator.scheduler import Scheduler
+from coordinator.settings import CoordinatorSettings
+from coordinator.store import Store
+from coordinator.tokens import ensure_admin_token
+from shared import __version__
+
+logger = logging.getLogger(__name__)
+
+
+def _connect(settings: CoordinatorSettings) -> tuple[Store, EmbeddedRedis | None]:
+    if settings.redis_url:
+        store = Store(settings.redis_url)
+        if not store.ping():
+            raise RuntimeError("cannot reach Redis at AUTOSWARM_REDIS_URL")
+        if not store.appendonly_enabled():
+            logger.warning(
+                "!!! redis: appendonly is OFF on the configured server: acknowledged results "
+                "can be lost if it restarts. Run it with `appendonly yes`. !!!"
+            )
+        return store, None
+    embedded = EmbeddedRedis(settings.redis_dir, appendfsync=settings.redis_appendfsync)
+    store = Store(embedded.start())
+    return store, embedded
+
+
+def _background_step(ctx: Context) -> None:
+    """Reap expired leases and apply pending judgements."""
+    reaped = ctx.store.reap(now=time.time(), max_attempts=ctx.settings.max_attempts)
+    for experiment_id, state in reaped.items():
+        logger.warning("experiment %s: lease expired; now %s", experiment_id, state)
+    requeued = sum(1 for state in reaped.values() if state == "queued")
+    if requeued:
+        ctx.doorbell.ring(requeued)
+    ctx.scheduler.process_pending()
+
+
+async def _background(ctx: Context) -> None:
+    while True:
+        try:
+            # On the loop's thread: a restarted embedded Redis must die with this thread.
+            if ctx.embedded is not None:
+                ctx.embedded.ensure_running()
+            await run_in_threadpool(_background_step, ctx)
+        except Exception:
+            logger.exception("background step failed; retrying")
+        await asyncio.sleep(ctx.settings.reaper_interval_s)
+
+
+def create_app(settings: CoordinatorSettings) -> FastAPI:
+    """The coordinator's FastAPI app; its lifespan owns Redis, reconcile and the reaper."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Started on the event loop's thread: the embedded Redis dies with this thread.
+        store, embedded = _connect(settings)
+        doorbell = Doorbell()
+        doorbell.bind(asyncio.get_running_loop())
+        scheduler = Scheduler(store, settings, on_enqueue=doorbell.ring)
+        admin_token = await run_in_threadpool(ensure_admin_token, store, settings)
+        ctx = Context(settings, store, scheduler, doorbell, embedded, admin_token)
+        app.state.ctx = ctx
+        applied = await run_in_threadpool(reconcile, scheduler)
+        if applied:
+            logger.warning("reconcile: %d kept changes re-applied from the lineage", applied)
+        task = asyncio.create_task(_background(ctx))
+        logger.info("coordinator: ready (data in %s)", settings.data_dir)
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            store.close()
+            if embedded is not None:
+                embedded.stop()
+            logger.info("coordinator: stopped")
+
+    app = FastAPI(title="autoswarm coordinator", version=__version__, lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(probes)
+    app.include_router(worker_router)
+    app.include_router(read_router)
+    app.include_router(admin_router)
+
+    def limit_for(method: str, path: str) -> int:
+        if method == "POST" and path.rstrip("/") == "/api/v1/tasks":
+            return settings.max_task_body_bytes
+        return settings.max_body_bytes
+
+    app.add_middleware(BodyLimit, limit_for=limit_for)
+    return app

@@ -1,0 +1,190 @@
+"""Worker endpoints (docs/protocol.md): register, lease (long poll), heartbeat, release,
+report, bundles."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import random
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from coordinator.api.deps import BundleReader, Caller, Context, Ctx, WorkerCaller, own_worker
+from coordinator.models import LeaseAction, LeaseRequest, ResultSubmit, WorkerRecord
+from shared.errors import NotFound
+from shared.models import Lease, WorkerCreate
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1")
+
+
+def _worker_id(token_hash: str, name: str, slot: str) -> str:
+    """Stable per (token, name, slot): a restarted worker keeps its id."""
+    return "w" + hashlib.sha256(f"{token_hash}\x1f{name}\x1f{slot}".encode()).hexdigest()[:15]
+
+
+def _register(ctx: Context, caller: Caller, body: WorkerCreate) -> str:
+    worker = WorkerRecord(
+        worker_id=_worker_id(caller.token_hash, body.name, body.slot),
+        name=body.name,
+        hardware=body.hardware,
+        slot=body.slot,
+        owner=caller.name,
+        token_hash=caller.token_hash,
+        registered_s=time.time(),
+    )
+    ctx.store.put_worker(worker)
+    ctx.scheduler.ensure_classes(worker.hardware)
+    logger.info(
+        "worker %s: registered (%s, %s, owner %s)",
+        worker.worker_id,
+        worker.name,
+        worker.hardware,
+        worker.owner,
+    )
+    return worker.worker_id
+
+
+@router.post("/workers", status_code=201)
+async def register_worker(body: WorkerCreate, caller: WorkerCaller, ctx: Ctx) -> dict[str, str]:
+    worker_id = await run_in_threadpool(_register, ctx, caller, body)
+    return {"worker_id": worker_id}
+
+
+def _try_lease(ctx: Context, worker: WorkerRecord) -> Lease | None:
+    ctx.scheduler.ensure_classes(worker.hardware)  # a task registered while we waited
+    got = ctx.store.lease(
+        worker.worker_id,
+        worker.owner,
+        worker.hardware,
+        now=time.time(),
+        lease_ttl_s=ctx.settings.lease_ttl_s,
+    )
+    if got is None:
+        return None
+    experiment_id, fencing_token = got
+    exp = ctx.store.get_experiment(experiment_id)
+    task = ctx.store.get_task(exp.task_id) if exp else None
+    if exp is None or task is None:
+        raise NotFound(f"experiment {experiment_id} vanished while being leased")
+    logger.info(
+        "worker %s: experiment %s (%s) leased, token %d",
+        worker.worker_id,
+        experiment_id,
+        exp.kind.value,
+        fencing_token,
+    )
+    return Lease(
+        experiment_id=experiment_id,
+        task_id=task.task_id,
+        kind=exp.kind,
+        fencing_token=fencing_token,
+        lease_ttl_s=ctx.settings.lease_ttl_s,
+        bundle_hash=exp.bundle_hash,
+        spec=task.spec,
+        budget_s=task.spec.budget_s,
+    )
+
+
+@router.post("/leases", response_model=None)
+async def lease(
+    body: LeaseRequest, caller: WorkerCaller, ctx: Ctx, request: Request
+) -> Lease | Response:
+    """A lease now, or when one is queued within wait_s (long poll); 204 if none."""
+    worker = await run_in_threadpool(own_worker, ctx.store, caller, body.worker_id)
+    deadline = time.monotonic() + min(body.wait_s, ctx.settings.max_wait_s)
+    while True:
+        if await request.is_disconnected():
+            return Response(status_code=204)
+        got = await run_in_threadpool(_try_lease, ctx, worker)
+        if got is not None:
+            return got
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return Response(status_code=204)
+        # Jitter spreads the re-checks of many idle workers.
+        poll_s = ctx.settings.lease_poll_s * random.uniform(0.8, 1.2)
+        await ctx.doorbell.wait(min(remaining, poll_s))
+
+
+@router.post("/leases/{experiment_id}/heartbeat")
+async def heartbeat(
+    experiment_id: str, body: LeaseAction, caller: WorkerCaller, ctx: Ctx
+) -> dict[str, Any]:
+    def renew() -> bool:
+        own_worker(ctx.store, caller, body.worker_id)
+        return ctx.store.heartbeat(
+            experiment_id,
+            body.worker_id,
+            body.fencing_token,
+            now=time.time(),
+            ttl_s=ctx.settings.lease_ttl_s,
+        )
+
+    cancel = await run_in_threadpool(renew)
+    return {"lease_ttl_s": ctx.settings.lease_ttl_s, "cancel": cancel}
+
+
+@router.post("/leases/{experiment_id}/release", status_code=204)
+async def release(
+    experiment_id: str, body: LeaseAction, caller: WorkerCaller, ctx: Ctx
+) -> Response:
+    def hand_back() -> None:
+        own_worker(ctx.store, caller, body.worker_id)
+        ctx.store.release(experiment_id, body.worker_id, body.fencing_token)
+        logger.info("worker %s: experiment %s released", body.worker_id, experiment_id)
+
+    await run_in_threadpool(hand_back)
+    ctx.doorbell.ring(1)
+    return Response(status_code=204)
+
+
+def _report(ctx: Context, caller: Caller, body: ResultSubmit) -> bool:
+    own_worker(ctx.store, caller, body.worker_id)
+    recorded = ctx.store.report(
+        body.experiment_id,
+        body.worker_id,
+        body.fencing_token,
+        body.result,
+        now=time.time(),
+        max_attempts=ctx.settings.max_attempts,
+    )
+    if recorded:
+        logger.info(
+            "worker %s: experiment %s reported %s %s",
+            body.worker_id,
+            body.experiment_id,
+            body.result.status.value,
+            body.result.metric,
+        )
+        try:
+            ctx.scheduler.judge_experiment(body.experiment_id)
+        except Exception:  # the result is safe in Redis; the reaper loop judges it again
+            logger.exception("experiment %s: judging failed; will retry", body.experiment_id)
+    return recorded
+
+
+@router.post("/results", status_code=201, response_model=None)
+async def report(body: ResultSubmit, caller: WorkerCaller, ctx: Ctx) -> dict[str, Any] | Response:
+    recorded = await run_in_threadpool(_report, ctx, caller, body)
+    if not recorded:
+        return JSONResponse({"recorded": False, "detail": "already recorded"}, status_code=200)
+    ctx.doorbell.ring(1)
+    return {"recorded": True}
+
+
+@router.get("/bundles/{bundle_hash}")
+async def bundle(bundle_hash: str, caller: BundleReader, ctx: Ctx) -> dict[str, Any]:
+    if len(bundle_hash) != 64 or any(c not in "0123456789abcdef" for c in bundle_hash):
+        raise NotFound(f"bundle {bundle_hash!r} does not exist")
+    files = await run_in_threadpool(ctx.store.get_bundle, bundle_hash)
+    if files is None:
+        raise NotFound(f"bundle {bundle_hash} does not exist")
+    encoded = {path: base64.b64encode(content).decode("ascii") for path, content in files.items()}
+    return {"bundle_hash": bundle_hash, "files": encoded}

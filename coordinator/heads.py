@@ -1,0 +1,183 @@
+"""Heads and hardware classes: each task's head per class, its baselines, its stats.
+
+`HeadOps` is the base of the scheduler: it holds the store, the settings, the per-task
+locks, and everything about heads: giving a task a new hardware class (a branch and
+`baseline_runs` baselines, once), pointing a head at a commit (reconcile), and the stats a
+result is judged by. Experiment ids of follow-ups are derived from what they follow
+(`derived_id`), so queueing one twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from coordinator import judge
+from coordinator.lineage import Lineage, branch_for
+from coordinator.models import HeadRecord, TaskRecord
+from coordinator.settings import CoordinatorSettings
+from coordinator.store import NewExperiment, Store
+from coordinator.store.base import FieldValue
+from shared.errors import NotFound
+from shared.models import ExperimentKind
+from shared.task import Device, TaskSpec
+
+logger = logging.getLogger(__name__)
+
+INIT_BRANCH = "main"
+
+
+def derived_id(prefix: str, *parts: str) -> str:
+    """A deterministic experiment id, so queueing the same follow-up twice is a no-op."""
+    return prefix + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:15]
+
+
+def new_id(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex[:15]
+
+
+def code_bytes(files: dict[str, bytes], spec: TaskSpec) -> int:
+    """Size of the editable files: the measure of "shorter code" for ties."""
+    return sum(len(files.get(path, b"")) for path in spec.editable)
+
+
+def fits(spec: TaskSpec, hardware: str) -> bool:
+    """Whether a worker of this class can run the task (a CUDA task needs a CUDA class)."""
+    return spec.resources.device is not Device.CUDA or hardware.startswith("cuda")
+
+
+class HeadOps:
+    """The scheduler's state and its operations on heads (see the module doc)."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: CoordinatorSettings,
+        *,
+        on_enqueue: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self._on_enqueue = on_enqueue or (lambda count: None)
+        self._clock = clock
+        self._locks: dict[str, threading.RLock] = {}
+        self._locks_guard = threading.Lock()
+        self._known: set[tuple[str, str]] = set()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def lineage(self, task_id: str) -> Lineage:
+        return Lineage(self.settings.lineage_dir, task_id)
+
+    def task_lock(self, task_id: str) -> threading.RLock:
+        with self._locks_guard:
+            return self._locks.setdefault(task_id, threading.RLock())
+
+    def get_task(self, task_id: str) -> TaskRecord:
+        task = self.store.get_task(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} does not exist")
+        return task
+
+    def notify(self, count: int) -> None:
+        """Tell waiting lease requests that `count` experiments were queued."""
+        if count > 0:
+            self._on_enqueue(count)
+
+    # -- heads and hardware classes ---------------------------------------------------------
+
+    def baseline_ids(self, task_id: str, hardware: str, commit: str, *salt: str) -> list[str]:
+        runs = range(self.settings.baseline_runs)
+        return [derived_id("b", task_id, hardware, commit, *salt, str(i)) for i in runs]
+
+    def baseline_of(
+        self, task_id: str, hardware: str, head: dict[str, FieldValue]
+    ) -> NewExperiment:
+        fields: dict[str, FieldValue] = {
+            "bundle_hash": head["bundle_hash"],
+            "parent_commit": head["commit"],
+            "code_commit": head["commit"],
+            "code_bytes": head["code_bytes"],
+        }
+        return NewExperiment("", task_id, ExperimentKind.BASELINE, hardware, fields)
+
+    def _head_fields(self, task: TaskRecord, commit: str) -> dict[str, FieldValue]:
+        files = self.lineage(task.task_id).files_at(commit)
+        bundle_hash = self.store.put_bundle(files)
+        return {
+            "commit": commit,
+            "bundle_hash": bundle_hash,
+            "code_bytes": code_bytes(files, task.spec),
+            "experiment_id": "",
+        }
+
+    def ensure_class(self, task: TaskRecord, hardware: str) -> bool:
+        """Give the task a lineage branch and baselines on this class, once; True if new."""
+        if (task.task_id, hardware) in self._known:
+            return False
+        if not fits(task.spec, hardware):
+            self._known.add((task.task_id, hardware))
+            return False
+        with self.task_lock(task.task_id):
+            if hardware in self.store.task_classes(task.task_id):
+                self._known.add((task.task_id, hardware))
+                return False
+            lineage = self.lineage(task.task_id)
+            commit = lineage.ensure_branch(branch_for(hardware), task.init_commit)
+            head = self._head_fields(task, commit)
+            ids = self.baseline_ids(task.task_id, hardware, commit)
+            baseline = self.baseline_of(task.task_id, hardware, head)
+            added = self.store.add_class(
+                task.task_id, hardware, head, baseline, ids, now=self._clock()
+            )
+            self._known.add((task.task_id, hardware))
+        if added:
+            logger.info("task %s: new hardware class %s, head %s", task.task_id, hardware, commit)
+            self.notify(len(ids))
+        return added
+
+    def ensure_classes(self, hardware: str) -> None:
+        """Make every task known on this class (one ZRANGE once every task is known)."""
+        for task_id in self.store.task_ids():
+            if (task_id, hardware) not in self._known:
+                task = self.store.get_task(task_id)
+                if task is not None:
+                    self.ensure_class(task, hardware)
+
+    def reset_head(self, task: TaskRecord, hardware: str, commit: str) -> None:
+        """Point the class's head at `commit` (git's word) and measure it anew."""
+        with self.task_lock(task.task_id):
+            head = self._head_fields(task, commit)
+            ids = self.baseline_ids(task.task_id, hardware, commit, "reset", repr(self._clock()))
+            baseline = self.baseline_of(task.task_id, hardware, head)
+            self.store.add_class(
+                task.task_id, hardware, head, baseline, ids, now=self._clock(), force=True
+            )
+        logger.warning(
+            "task %s: %s head reset to %s from the lineage", task.task_id, hardware, commit
+        )
+        self.notify(len(ids))
+
+    def primary_head(self, task: TaskRecord, hardware: str | None = None) -> HeadRecord | None:
+        """The head proposers build on: of `hardware`, else of the first class used."""
+        classes = [hardware] if hardware else self.store.task_classes(task.task_id)
+        for hw in classes:
+            head = self.store.get_head(task.task_id, hw)
+            if head is not None:
+                return head
+        return None
+
+    def stats(
+        self, task_id: str, hardware: str, base: str | None = None
+    ) -> tuple[HeadRecord | None, judge.HeadStats]:
+        """The class's head and the stats a candidate is judged by: those of the code it was
+        built on (`base`) when that was measured on this class, else the head's."""
+        head = self.store.get_head(task_id, hardware)
+        runs = self.store.get_runs(task_id, hardware)
+        reference = base if base and runs.get(base) else (head.commit if head else "")
+        return head, judge.head_stats(runs, reference)

@@ -1,0 +1,180 @@
+"""Proposer support: a task's context, and hypotheses submitted with or without a change.
+
+A change names only editable files, each within `MAX_FILE_BYTES`; it is applied to the
+files of its parent commit (the proposer's head), kept under `refs/experiments/<id>` and
+queued as an explore experiment, unless identical code was explored before (then the
+hypothesis is recorded as a discarded duplicate). A text-only hypothesis waits, pending,
+for a proposer that writes code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from coordinator.heads import code_bytes, new_id
+from coordinator.models import HypothesisRecord
+from coordinator.scheduler import Scheduler
+from coordinator.store import NewExperiment
+from shared.errors import InvalidInput, LineageError, NotFound, PayloadTooLarge
+from shared.models import (
+    MAX_FILE_BYTES,
+    ExperimentKind,
+    HypothesisCreate,
+    HypothesisSummary,
+    ProposerContext,
+    Verdict,
+)
+from shared.task import PROGRAM_FILE, hash_files
+
+logger = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class Submission:
+    hypothesis_id: str
+    experiment_id: str | None
+    duplicate: bool
+
+
+def _check_change(change: dict[str, str], editable: tuple[str, ...]) -> dict[str, bytes]:
+    if not change:
+        raise InvalidInput("a change names at least one editable file")
+    out: dict[str, bytes] = {}
+    for path, text in change.items():
+        if path not in editable:
+            raise InvalidInput(f"{path!r} is not an editable file of this task: {list(editable)}")
+        content = text.encode("utf-8")
+        if len(content) > MAX_FILE_BYTES:
+            raise PayloadTooLarge(f"{path}: {len(content)} bytes > {MAX_FILE_BYTES}")
+        out[path] = content
+    return out
+
+
+def submit_hypothesis(scheduler: Scheduler, create: HypothesisCreate) -> Submission:
+    """Record a hypothesis and queue its explore experiment (see module doc)."""
+    store = scheduler.store
+    task = scheduler.get_task(create.task_id)
+    hypothesis_id = new_id("h")
+    fields = {
+        "title": create.title,
+        "rationale": create.rationale,
+        "proposer": create.proposer,
+        "author": create.author,
+    }
+    now = time.time()
+    if create.change is None:
+        store.submit_hypothesis(
+            hypothesis_id,
+            task.task_id,
+            {**fields, "needs_code": True, "parent_commit": create.parent_commit},
+            None,
+            None,
+            now=now,
+        )
+        return Submission(hypothesis_id, None, False)
+    change = _check_change(create.change, task.spec.editable)
+    head = scheduler.primary_head(task)
+    parent = create.parent_commit or (head.commit if head else task.init_commit)
+    lineage = scheduler.lineage(task.task_id)
+    try:
+        files = lineage.files_at(parent) | change
+    except LineageError:
+        raise NotFound(f"task {task.task_id}: unknown parent commit {parent!r}") from None
+    bundle_hash = hash_files(files)
+    experiment_id = new_id("e")
+    code_commit = ""
+    if store.explored_by(task.task_id, bundle_hash) is None:
+        code_commit = lineage.store_experiment(
+            experiment_id, files, parent=parent, message=create.title
+        )
+        store.put_bundle(files)
+    explore = NewExperiment(
+        experiment_id,
+        task.task_id,
+        ExperimentKind.EXPLORE,
+        None,
+        {
+            "hypothesis_id": hypothesis_id,
+            "bundle_hash": bundle_hash,
+            "parent_commit": parent,
+            "code_commit": code_commit,
+            "code_bytes": code_bytes(files, task.spec),
+        },
+    )
+    hyp_fields = {
+        **fields,
+        "parent_commit": parent,
+        "change_hash": hash_files(change),
+    }
+    submitted = store.submit_hypothesis(
+        hypothesis_id, task.task_id, hyp_fields, explore, bundle_hash, now=now
+    )
+    if submitted.duplicate:
+        logger.info(
+            "task %s: hypothesis %s duplicates experiment %s",
+            task.task_id,
+            hypothesis_id,
+            submitted.duplicate_of,
+        )
+    else:
+        scheduler.notify(1)
+    return Submission(hypothesis_id, submitted.experiment_id, submitted.duplicate)
+
+
+def _summary(hyp: HypothesisRecord, log_tail: str = "") -> HypothesisSummary:
+    return HypothesisSummary(
+        hypothesis_id=hyp.hypothesis_id,
+        title=hyp.title,
+        proposer=hyp.proposer,
+        verdict=hyp.verdict,
+        delta=hyp.delta,
+        metric=hyp.metric,
+        change_hash=hyp.change_hash,
+        reason=hyp.reason,
+        log_tail=log_tail,
+    )
+
+
+def build_context(
+    scheduler: Scheduler, task_id: str, hardware: str | None = None
+) -> ProposerContext:
+    """What a proposer reads: program.md, the head's editable files, history, in flight."""
+    store = scheduler.store
+    task = scheduler.get_task(task_id)
+    head = scheduler.primary_head(task, hardware)
+    commit = head.commit if head else task.init_commit
+    files = scheduler.lineage(task_id).files_at(commit)
+    stats = scheduler.stats(task_id, head.hardware)[1] if head else None
+    history: list[HypothesisSummary] = []
+    in_flight: list[HypothesisSummary] = []
+    hypotheses = store.list_hypotheses(task_id, HISTORY_LIMIT)
+    crashed = [h.experiment_id for h in hypotheses if h.verdict is Verdict.CRASHED]
+    tails = {
+        e.experiment_id: e.result.log_tail if e.result else (e.last_error or "")
+        for e in store.get_experiments([c for c in crashed if c])
+    }
+    for hyp in reversed(hypotheses):  # oldest first
+        if hyp.verdict is Verdict.PENDING:
+            in_flight.append(_summary(hyp))
+        else:
+            history.append(_summary(hyp, tails.get(hyp.experiment_id or "", "")))
+    return ProposerContext(
+        task_id=task_id,
+        spec=task.spec,
+        program=files.get(PROGRAM_FILE, b"").decode("utf-8", "replace"),
+        head_commit=commit,
+        head_files={
+            path: files[path].decode("utf-8", "replace")
+            for path in task.spec.editable
+            if path in files
+        },
+        head_metric=stats.mean if stats else None,
+        head_std=stats.std if stats and stats.df else None,
+        history=history,
+        in_flight=in_flight,
+        queue_depth=store.queue_depth(task_id),
+    )

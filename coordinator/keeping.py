@@ -1,0 +1,242 @@
+"""Keeping a change: the judge's decisions recorded, winners committed or merged forward.
+
+A kept change is committed to git first (`commit_kept`, idempotent by its `Experiment:`
+trailer), then made the head in Redis (`apply_kept`, idempotent); `reconcile` repairs a
+crash between the two. A winner measured on an old head is three-way merged onto the
+current head and queued as a `merge` experiment; a conflict sends its hypothesis back.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from coordinator import judge
+from coordinator.heads import HeadOps, code_bytes, derived_id
+from coordinator.lineage import branch_for
+from coordinator.models import ExperimentRecord, HeadRecord, TaskRecord
+from coordinator.store import NewExperiment
+from coordinator.store.base import FieldValue
+from shared.errors import MergeConflict
+from shared.models import ExperimentKind, Verdict
+
+logger = logging.getLogger(__name__)
+
+
+class KeepOps(HeadOps):
+    """Recording decisions and keeping changes (see the module doc)."""
+
+    def _hardware_of(self, exp: ExperimentRecord) -> str:
+        return exp.measured_on or exp.hardware or ""
+
+    def _conclude(
+        self,
+        task: TaskRecord,
+        exp: ExperimentRecord,
+        decision: judge.Decision,
+        *,
+        follow_up: NewExperiment | None = None,
+        pair: tuple[str, str, list[float]] | None = None,
+        hypothesis: dict[str, FieldValue] | None = None,
+        experiment: dict[str, FieldValue] | None = None,
+    ) -> bool:
+        hardware = self._hardware_of(exp)
+        verdict = None if decision.verdict is Verdict.PENDING else decision.verdict.value
+        hyp: dict[str, FieldValue] = {
+            "verdict": decision.verdict.value,
+            "reason": decision.reason,
+            "metric": decision.metric,
+            "delta": decision.delta,
+            "hardware": hardware,
+            **(hypothesis or {}),
+        }
+        event: dict[str, FieldValue] = {
+            "type": "verdict",
+            "task_id": task.task_id,
+            "experiment_id": exp.experiment_id,
+            "hypothesis_id": exp.hypothesis_id,
+            "verdict": decision.verdict.value,
+            "reason": decision.reason,
+            "hardware": hardware,
+            "metric": decision.metric,
+            "time_s": self._clock(),
+        }
+        decided = self.store.conclude(
+            exp.experiment_id,
+            task_id=task.task_id,
+            experiment={"verdict": verdict, "reason": decision.reason, **(experiment or {})},
+            hypothesis_id=exp.hypothesis_id,
+            hypothesis=hyp,
+            event=event,
+            follow_up=follow_up,
+            pair=pair,
+            now=self._clock(),
+        )
+        logger.info(
+            "task %s: experiment %s: %s: %s",
+            task.task_id,
+            exp.experiment_id,
+            decision.verdict.value,
+            decision.reason,
+        )
+        if decided and follow_up is not None:
+            self.notify(1)
+        return decided
+
+    # -- keeping a change -------------------------------------------------------------------
+
+    def commit_kept(
+        self,
+        task: TaskRecord,
+        hardware: str,
+        cand: ExperimentRecord,
+        rep: ExperimentRecord,
+        head: HeadRecord,
+        decision: judge.Decision,
+    ) -> str:
+        """Step 1 of keeping: the commit on the class's branch (idempotent by trailer)."""
+        lineage = self.lineage(task.task_id)
+        hyp = self.store.get_hypothesis(cand.hypothesis_id or "")
+        files = lineage.files_at(cand.code_commit or cand.parent_commit)
+        metric = decision.metric if decision.metric is not None else float("nan")
+        trailers = {
+            "Experiment": cand.experiment_id,
+            "Metric": f"{task.spec.metric.name}={metric!r}",
+            "Delta": f"{decision.delta!r}",
+            "Worker": cand.worker_id or "",
+            "Replicated-by": rep.worker_id or "",
+            "Hardware": hardware,
+        }
+        return lineage.commit_change(
+            branch_for(hardware),
+            files,
+            parent=head.commit,
+            title=hyp.title if hyp else f"experiment {cand.experiment_id}",
+            rationale=hyp.rationale if hyp else "",
+            trailers=trailers,
+        )
+
+    def apply_kept(
+        self,
+        task: TaskRecord,
+        hardware: str,
+        cand: ExperimentRecord,
+        rep: ExperimentRecord,
+        commit: str,
+        decision: judge.Decision,
+    ) -> None:
+        """Step 2 of keeping: the committed change becomes the head in Redis (idempotent)."""
+        runs = [
+            r.metric for r in (cand.result, rep.result) if r is not None and r.metric is not None
+        ]
+        head: dict[str, FieldValue] = {
+            "commit": commit,
+            "bundle_hash": cand.bundle_hash,
+            "code_bytes": cand.code_bytes or 0,
+            "experiment_id": cand.experiment_id,
+        }
+        ids = self.baseline_ids(task.task_id, hardware, commit)
+        event: dict[str, FieldValue] = {
+            "type": "verdict",
+            "task_id": task.task_id,
+            "experiment_id": cand.experiment_id,
+            "hypothesis_id": cand.hypothesis_id,
+            "verdict": Verdict.KEPT.value,
+            "reason": decision.reason,
+            "hardware": hardware,
+            "metric": decision.metric,
+            "commit": commit,
+            "time_s": self._clock(),
+        }
+        moved = self.store.apply_keep(
+            task_id=task.task_id,
+            hardware=hardware,
+            commit=commit,
+            head_fields=head,
+            runs=runs,
+            candidate_id=cand.experiment_id,
+            replicate_id=rep.experiment_id,
+            hypothesis_id=cand.hypothesis_id,
+            hypothesis={
+                "verdict": Verdict.KEPT.value,
+                "reason": decision.reason,
+                "metric": decision.metric,
+                "delta": decision.delta,
+                "hardware": hardware,
+                "needs_code": False,
+            },
+            experiment={"verdict": Verdict.KEPT.value, "reason": decision.reason},
+            bundle_hash=cand.bundle_hash,
+            event=event,
+            baseline=self.baseline_of(task.task_id, hardware, head),
+            baseline_ids=ids,
+            now=self._clock(),
+        )
+        if moved:
+            logger.info(
+                "task %s: %s head is now %s (experiment %s kept: %s)",
+                task.task_id,
+                hardware,
+                commit,
+                cand.experiment_id,
+                decision.reason,
+            )
+            if cand.worker_id:
+                self.store.count_agreement(cand.worker_id, agreed=True)
+            self.notify(len(ids))
+
+    def _merge_forward(
+        self,
+        task: TaskRecord,
+        hardware: str,
+        cand: ExperimentRecord,
+        rep: ExperimentRecord,
+        head: HeadRecord,
+        decision: judge.Decision,
+    ) -> None:
+        """A winner measured on an old head: merge it onto the current head and test again."""
+        lineage = self.lineage(task.task_id)
+        code = cand.code_commit or cand.parent_commit
+        try:
+            merged = lineage.merge(cand.parent_commit, code, head.commit)
+        except MergeConflict as exc:
+            reason = (
+                f"reproduced ({decision.reason}), but the head moved to {head.commit[:12]} and "
+                f"the change conflicts with it in {', '.join(exc.paths)}: implement it again"
+            )
+            conflict = judge.Decision(
+                judge.Action.DISCARD, Verdict.CONFLICT, reason, decision.delta, decision.metric
+            )
+            self._conclude(task, rep, conflict, hypothesis={"needs_code": True})
+            return
+        if merged == lineage.files_at(head.commit):
+            reason = f"reproduced, but the head {head.commit[:12]} already has this change"
+            same = judge.Decision(
+                judge.Action.DISCARD, Verdict.DISCARDED, reason, decision.delta, decision.metric
+            )
+            self._conclude(task, rep, same)
+            return
+        merge_id = derived_id("m", cand.experiment_id, head.commit)
+        hyp = self.store.get_hypothesis(cand.hypothesis_id or "")
+        title = hyp.title if hyp else cand.experiment_id
+        merged_commit = lineage.store_experiment(
+            merge_id, merged, parent=head.commit, message=f"merge: {title}"
+        )
+        fields: dict[str, FieldValue] = {
+            "hypothesis_id": cand.hypothesis_id,
+            "bundle_hash": self.store.put_bundle(merged),
+            "parent_commit": head.commit,
+            "code_commit": merged_commit,
+            "code_bytes": code_bytes(merged, task.spec),
+            "candidate_id": cand.experiment_id,
+        }
+        follow_up = NewExperiment(merge_id, task.task_id, ExperimentKind.MERGE, hardware, fields)
+        reason = (
+            f"reproduced ({decision.reason}) on the old head {cand.parent_commit[:12]}; merged "
+            f"onto the head {head.commit[:12]} as experiment {merge_id}, which must beat it too"
+        )
+        pending = judge.Decision(
+            judge.Action.REPLICATE, Verdict.PENDING, reason, decision.delta, decision.metric
+        )
+        self._conclude(
+            task, rep, pending, follow_up=follow_up, hypothesis={"experiment_id": merge_id}
+        )

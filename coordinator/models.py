@@ -1,0 +1,228 @@
+"""Coordinator-only records: what the store keeps and the read API answers.
+
+Wire models both sides agree on live in `shared.models`; these are the coordinator's own.
+Redis hashes hold strings; `from_hash` turns one into a record ('' reads as None).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.models import (
+    MAX_FILE_BYTES,
+    ExperimentKind,
+    ExperimentState,
+    Result,
+    Scope,
+    Verdict,
+)
+from shared.task import TaskSpec
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> Any:
+        """A record from a Redis hash: empty strings are absent fields."""
+        return cls.model_validate({k: v for k, v in raw.items() if v != ""})
+
+
+def _opt_json(raw: dict[str, str], field: str) -> Any:
+    text = raw.get(field, "")
+    return json.loads(text) if text else None
+
+
+class ExperimentRecord(Record):
+    """One experiment as stored: what runs, where, under which lease, and what came of it."""
+
+    experiment_id: str
+    task_id: str
+    kind: ExperimentKind
+    state: ExperimentState
+    hypothesis_id: str | None = None
+    # The class it must run on (baseline, replicate, merge); None: any class (explore).
+    hardware: str | None = None
+    # The class of the worker that leased it last.
+    measured_on: str | None = None
+    exclude_worker: str | None = None
+    exclude_owner: str | None = None
+    bundle_hash: str
+    parent_commit: str
+    code_commit: str | None = None
+    code_bytes: int | None = None
+    # replicate and merge: the experiment whose code it checks or carries forward.
+    candidate_id: str | None = None
+    replicate_id: str | None = None
+    attempts: int = 0
+    fencing_token: int = 0
+    worker_id: str | None = None
+    owner: str | None = None
+    lease_deadline: float | None = None
+    created_s: float = 0.0
+    finished_s: float | None = None
+    result: Result | None = None
+    last_error: str | None = None
+    verdict: Verdict | None = None
+    reason: str = ""
+    judged: bool = False
+    cancel: bool = False
+    seq: int = 0
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> ExperimentRecord:
+        data: dict[str, Any] = {k: v for k, v in raw.items() if v != "" and k != "result"}
+        data["result"] = _opt_json(raw, "result")
+        return cls.model_validate(data)
+
+
+class ExperimentPublic(ExperimentRecord):
+    """One experiment with its diff against the head it was made on."""
+
+    diff: str = ""
+
+
+class HypothesisRecord(Record):
+    """An idea, its change's hash, and the verdict with its reason."""
+
+    hypothesis_id: str
+    task_id: str
+    title: str
+    rationale: str = ""
+    proposer: str = "human"
+    author: str = ""
+    parent_commit: str | None = None
+    change_hash: str | None = None
+    verdict: Verdict = Verdict.PENDING
+    reason: str = ""
+    # The experiment that carries it now (explore, then replicate, then maybe merge).
+    experiment_id: str | None = None
+    duplicate_of: str | None = None
+    metric: float | None = None
+    delta: float | None = None
+    hardware: str | None = None
+    # Text only, or sent back after a merge conflict: a proposer should implement it.
+    needs_code: bool = False
+    created_s: float = 0.0
+    seq: int = 0
+
+
+class TaskRecord(Record):
+    """A registered task: its spec, its first commit and the bundle of its first code."""
+
+    task_id: str
+    spec: TaskSpec
+    bundle_hash: str
+    init_commit: str
+    registered_s: float = 0.0
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> TaskRecord:
+        data: dict[str, Any] = dict(raw)
+        data["spec"] = json.loads(raw["spec"])
+        return cls.model_validate(data)
+
+
+class HeadRecord(Record):
+    """The head of one task on one hardware class."""
+
+    task_id: str
+    hardware: str
+    commit: str
+    bundle_hash: str
+    code_bytes: int = 0
+    # Explores may lease only once the head's baselines say how it scores.
+    ready: bool = False
+    baselines_done: int = 0
+    experiment_id: str | None = None
+    updated_s: float = 0.0
+
+
+class HeadPublic(HeadRecord):
+    """A head with the stats the judge uses."""
+
+    mean: float | None = None
+    std: float | None = None
+    runs: int = 0
+
+
+class TaskPublic(TaskRecord):
+    heads: list[HeadPublic] = Field(default_factory=list)
+
+
+class TokenRecord(Record):
+    """A bearer token's scope and name; the token itself is never stored, only its sha256."""
+
+    scope: Scope
+    name: str
+    created_s: float = 0.0
+
+
+class WorkerRecord(Record):
+    """A worker slot, bound to the token that registered it."""
+
+    worker_id: str
+    name: str
+    hardware: str
+    slot: str = "cpu"
+    owner: str
+    token_hash: str
+    registered_s: float = 0.0
+    agreed: int = 0
+    disagreed: int = 0
+
+
+class WorkerPublic(Record):
+    worker_id: str
+    name: str
+    hardware: str
+    slot: str = "cpu"
+    owner: str
+    registered_s: float = 0.0
+    agreed: int = 0
+    disagreed: int = 0
+
+
+# ---------------------------------------------------------------------------------------
+# Request bodies of the coordinator's endpoints (shared.models has the rest)
+# ---------------------------------------------------------------------------------------
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LeaseRequest(Body):
+    worker_id: str = Field(min_length=1, max_length=100)
+    wait_s: float = Field(default=0.0, ge=0, le=60)
+
+
+class LeaseAction(Body):
+    worker_id: str = Field(min_length=1, max_length=100)
+    fencing_token: int = Field(ge=0)
+
+
+class ResultSubmit(Body):
+    """`ResultReport` plus the reporting worker's id (docs/protocol.md)."""
+
+    worker_id: str = Field(min_length=1, max_length=100)
+    experiment_id: str = Field(min_length=1, max_length=100)
+    fencing_token: int = Field(ge=0)
+    result: Result
+
+
+class TaskCreate(Body):
+    """A task's files, base64; the spec is read from them (task.toml)."""
+
+    files: dict[str, str] = Field(min_length=1, max_length=1000)
+
+
+class TokenCreate(Body):
+    scope: Scope
+    name: str = Field(min_length=1, max_length=100)
+
+
+MAX_CHANGE_BYTES = MAX_FILE_BYTES

@@ -1,0 +1,167 @@
+"""The scheduler: applies the judge's decisions through the store and the lineage.
+
+What it guarantees:
+- every step is idempotent: follow-up experiments have ids derived from what they follow,
+  each decision is one store script guarded by the experiment's `judged` flag, and a kept
+  change is committed to git first (`commit_change` is idempotent by its `Experiment:`
+  trailer) and only then made the head in Redis; a crash anywhere is repaired by running
+  the pending judgements again (`process_pending`) and by `reconcile`;
+- within this process, decisions on one task are serialised by a per-task lock;
+- scores are compared only within the hardware class they were measured on.
+
+What it does not do: run two coordinators against one Redis (the per-task lock is local),
+or offer a change kept on one class to the other classes (each class's lineage advances
+by its own experiments).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from coordinator import judge
+from coordinator.heads import INIT_BRANCH, code_bytes, derived_id, new_id
+from coordinator.keeping import KeepOps
+from coordinator.models import ExperimentRecord, TaskRecord
+from coordinator.store import NewExperiment
+from coordinator.store.base import FieldValue
+from shared.models import ExperimentKind, ExperimentState, ResultStatus, Verdict
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["INIT_BRANCH", "Scheduler", "code_bytes", "derived_id", "new_id"]
+
+
+class Scheduler(KeepOps):
+    """Turns results into decisions, and decisions into queued experiments and commits."""
+
+    def process_pending(self, limit: int = 100) -> int:
+        """Apply every result not applied yet (after a crash, too); how many were handled."""
+        handled = 0
+        for experiment_id in self.store.pending_judgements(limit):
+            try:
+                self.judge_experiment(experiment_id)
+                handled += 1
+            except Exception:
+                logger.exception("experiment %s: judging failed; will retry", experiment_id)
+        return handled
+
+    def judge_experiment(self, experiment_id: str) -> None:
+        """Apply the judge's decision on one finished (done or dead) experiment, once."""
+        first = self.store.get_experiment(experiment_id)
+        if first is None:
+            logger.error("experiment %s: pending judgement of an unknown experiment", experiment_id)
+            return
+        task = self.get_task(first.task_id)
+        with self.task_lock(task.task_id):
+            exp = self.store.get_experiment(experiment_id)
+            if exp is None or exp.state not in (ExperimentState.DONE, ExperimentState.DEAD):
+                return
+            if exp.kind is ExperimentKind.BASELINE:
+                self._judge_baseline(task, exp)
+            elif exp.kind is ExperimentKind.REPLICATE:
+                self._judge_replicate(task, exp)
+            else:
+                self._judge_candidate(task, exp)
+
+    def _judge_baseline(self, task: TaskRecord, exp: ExperimentRecord) -> None:
+        hardware = self._hardware_of(exp)
+        ok = exp.result is not None and exp.result.status is ResultStatus.OK
+        metric = exp.result.metric if ok and exp.result else None
+        reason = (
+            f"baseline {metric!r}" if metric is not None else f"baseline failed: {exp.last_error}"
+        )
+        event: dict[str, FieldValue] = {
+            "type": "baseline",
+            "task_id": task.task_id,
+            "experiment_id": exp.experiment_id,
+            "hardware": hardware,
+            "commit": exp.parent_commit,
+            "metric": metric,
+            "reason": reason,
+            "time_s": self._clock(),
+        }
+        self.store.record_baseline(
+            exp.experiment_id,
+            task.task_id,
+            hardware,
+            exp.parent_commit,
+            metric,
+            baseline_runs=self.settings.baseline_runs,
+            event=event,
+            now=self._clock(),
+        )
+
+    def _judge_candidate(self, task: TaskRecord, exp: ExperimentRecord) -> None:
+        hardware = self._hardware_of(exp)
+        head, stats = self.stats(task.task_id, hardware, exp.parent_commit)
+        shorter = head is not None and (exp.code_bytes or 0) < head.code_bytes
+        decision = judge.judge_candidate(
+            exp.result,
+            stats,
+            task.spec,
+            self.settings.z,
+            shorter=shorter,
+            last_error=exp.last_error,
+        )
+        follow_up = None
+        if decision.action is judge.Action.REPLICATE:
+            follow_up = self._replicate_of(exp, hardware)
+        hypothesis: dict[str, FieldValue] | None = None
+        experiment: dict[str, FieldValue] | None = None
+        if follow_up is not None:
+            hypothesis = {"experiment_id": follow_up.experiment_id}
+            experiment = {"replicate_id": follow_up.experiment_id}
+        self._conclude(
+            task, exp, decision, follow_up=follow_up, hypothesis=hypothesis, experiment=experiment
+        )
+
+    def _replicate_of(self, cand: ExperimentRecord, hardware: str) -> NewExperiment:
+        """The same code on the same class, by another worker (another owner where one is
+        active: seen within five lease TTLs)."""
+        since = self._clock() - max(300.0, 5 * self.settings.lease_ttl_s)
+        owners = set(self.store.active_owners(hardware, since))
+        other_owner = bool(owners - {cand.owner})
+        fields: dict[str, FieldValue] = {
+            "hypothesis_id": cand.hypothesis_id,
+            "bundle_hash": cand.bundle_hash,
+            "parent_commit": cand.parent_commit,
+            "code_commit": cand.code_commit,
+            "code_bytes": cand.code_bytes,
+            "candidate_id": cand.experiment_id,
+            "exclude_worker": cand.worker_id,
+            "exclude_owner": cand.owner if other_owner else None,
+        }
+        replicate_id = derived_id("r", cand.experiment_id)
+        return NewExperiment(replicate_id, cand.task_id, ExperimentKind.REPLICATE, hardware, fields)
+
+    def _judge_replicate(self, task: TaskRecord, rep: ExperimentRecord) -> None:
+        hardware = self._hardware_of(rep)
+        cand = self.store.get_experiment(rep.candidate_id or "")
+        if cand is None or cand.result is None or cand.result.metric is None:
+            reason = f"the candidate {rep.candidate_id} has no score to replicate"
+            decision = judge.Decision(judge.Action.NOT_REPRODUCED, Verdict.NOT_REPRODUCED, reason)
+            self._conclude(task, rep, decision)
+            return
+        head, stats = self.stats(task.task_id, hardware, cand.parent_commit)
+        shorter = head is not None and (cand.code_bytes or 0) < head.code_bytes
+        decision = judge.judge_replication(
+            cand.result.metric,
+            rep.result,
+            stats,
+            task.spec,
+            self.settings.z,
+            shorter=shorter,
+            last_error=rep.last_error,
+        )
+        if decision.action is judge.Action.KEEP and head is not None:
+            if cand.parent_commit == head.commit:
+                commit = self.commit_kept(task, hardware, cand, rep, head, decision)
+                self.apply_kept(task, hardware, cand, rep, commit, decision)
+            else:
+                self._merge_forward(task, hardware, cand, rep, head, decision)
+            return
+        pair = None
+        if decision.agreed and rep.result and rep.result.metric is not None and cand.code_commit:
+            pair = (hardware, cand.code_commit, [cand.result.metric, rep.result.metric])
+        if self._conclude(task, rep, decision, pair=pair) and decision.agreed is not None:
+            self.store.count_agreement(cand.worker_id or "", agreed=decision.agreed)

@@ -1,0 +1,7 @@
+-- Queue one experiment, idempotently by its id.
+-- KEYS[1] the experiment hash   KEYS[2] its queue        KEYS[3] all experiments (zset)
+-- KEYS[4] the task's experiments (zset)                   KEYS[5] the sequence counter
+-- ARGV[1] experiment_id   ARGV[2] its fields (JSON object)   ARGV[3] priority (0..2)
+-- ARGV[4] now (unix s)
+-- Returns 1 when queued, 0 when that experiment already exists.
+return enqueue(KEYS[1], ARGV[1], ARGV[2], ARGV[3], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[4])

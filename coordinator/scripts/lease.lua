@@ -1,0 +1,56 @@
+-- Lease the first eligible queued experiment for one worker: lowest score (priority, then
+-- FIFO) across its class's queue and the any-class queue. Skips experiments that exclude
+-- this worker or its owner, and explore experiments whose task has no measured head on
+-- this class yet. Increments the fencing token and records the deadline.
+-- KEYS[1] this class's queue   KEYS[2] the any-class queue   KEYS[3] leases (zset by deadline)
+-- KEYS[4] this class's owners (zset by the last lease each got)
+-- ARGV[1] worker_id   ARGV[2] owner   ARGV[3] hardware class   ARGV[4] now   ARGV[5] lease_ttl_s
+-- ARGV[6] experiment key prefix   ARGV[7] head key prefix   ARGV[8] entries scanned per queue
+-- Returns {experiment_id, fencing_token}, or nil when nothing is eligible.
+-- An idle poll writes nothing (no append-only file fsync per poll).
+local worker_id, owner, hardware = ARGV[1], ARGV[2], ARGV[3]
+
+local function eligible(experiment_id)
+  local f = redis.call('HMGET', ARGV[6] .. experiment_id,
+    'state', 'kind', 'task_id', 'exclude_worker', 'exclude_owner')
+  if f[1] ~= 'queued' then return false end
+  if f[4] == worker_id then return false end
+  if f[5] and f[5] ~= '' and f[5] == owner then return false end
+  if f[2] == 'explore' then
+    return redis.call('HGET', ARGV[7] .. f[3] .. ':' .. hardware, 'ready') == '1'
+  end
+  return true
+end
+
+local function first(queue)
+  local limit, batch, start = tonumber(ARGV[8]), 64, 0
+  while start < limit do
+    local items = redis.call('ZRANGE', queue, start, start + batch - 1, 'WITHSCORES')
+    if #items == 0 then return nil, nil end
+    for i = 1, #items, 2 do
+      if eligible(items[i]) then return items[i], tonumber(items[i + 1]) end
+    end
+    start = start + batch
+  end
+  return nil, nil
+end
+
+local a, score_a = first(KEYS[1])
+local b, score_b = first(KEYS[2])
+local experiment_id, queue
+if a and (not b or score_a <= score_b) then
+  experiment_id, queue = a, KEYS[1]
+elseif b then
+  experiment_id, queue = b, KEYS[2]
+else
+  return nil
+end
+redis.call('ZREM', queue, experiment_id)
+local key = ARGV[6] .. experiment_id
+local token = redis.call('HINCRBY', key, 'fencing_token', 1)
+local deadline = tonumber(ARGV[4]) + tonumber(ARGV[5])
+redis.call('HSET', key, 'state', 'leased', 'worker_id', worker_id, 'owner', owner,
+  'measured_on', hardware, 'lease_deadline', deadline, 'leased_s', ARGV[4])
+redis.call('ZADD', KEYS[3], deadline, experiment_id)
+redis.call('ZADD', KEYS[4], ARGV[4], owner)
+return {experiment_id, token}

@@ -1,0 +1,31 @@
+-- Record a hypothesis and, with a change, queue its explore experiment, unless identical
+-- code was explored before (then the hypothesis is discarded as a duplicate). Idempotent by
+-- hypothesis_id.
+-- KEYS[1] the hypothesis hash   KEYS[2] the task's hypotheses (zset)   KEYS[3] sequence counter
+-- KEYS[4] the experiment hash   KEYS[5] the any-class queue   KEYS[6] all experiments (zset)
+-- KEYS[7] the task's experiments (zset)   KEYS[8] the explored marker of this code
+-- ARGV[1] hypothesis_id   ARGV[2] hypothesis fields (JSON)   ARGV[3] experiment_id ('' for
+-- a text-only hypothesis)   ARGV[4] experiment fields (JSON)   ARGV[5] now   ARGV[6] priority
+-- Returns {experiment_id or '', 1 if duplicate else 0, the earlier experiment or ''}.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local f = redis.call('HMGET', KEYS[1], 'experiment_id', 'duplicate_of')
+  local dup = f[2] or ''
+  if dup ~= '' then return {'', 1, dup} end
+  return {f[1] or '', 0, ''}
+end
+local seq = redis.call('INCR', KEYS[3])
+hset_json(KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'hypothesis_id', ARGV[1], 'verdict', 'pending', 'seq', seq,
+  'created_s', ARGV[5], 'experiment_id', '')
+redis.call('ZADD', KEYS[2], seq, ARGV[1])
+if ARGV[3] == '' then return {'', 0, ''} end
+local prior = redis.call('GET', KEYS[8])
+if prior then
+  redis.call('HSET', KEYS[1], 'verdict', 'discarded', 'duplicate_of', prior,
+    'reason', 'identical code was already explored as experiment ' .. prior)
+  return {'', 1, prior}
+end
+redis.call('SET', KEYS[8], ARGV[3])
+enqueue(KEYS[4], ARGV[3], ARGV[4], ARGV[6], KEYS[5], KEYS[6], KEYS[7], KEYS[3], ARGV[5])
+redis.call('HSET', KEYS[1], 'experiment_id', ARGV[3])
+return {ARGV[3], 0, ''}

@@ -1,0 +1,90 @@
+"""The coordinator's settings: arguments > `AUTOSWARM_*` environment > a TOML file > defaults.
+
+Passed in to everything that needs it; never a module-level global. Every setting here
+changes behaviour somewhere (see the field comments).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class CoordinatorSettings(BaseSettings):
+    """Where the coordinator keeps its state, how it judges, and its limits."""
+
+    model_config = SettingsConfigDict(env_prefix="AUTOSWARM_", extra="forbid", frozen=True)
+
+    # None: start an embedded redis-server under data_dir/redis (see redis_server.py).
+    redis_url: str | None = None
+    # Lineage repos, bundles' git objects, the embedded Redis and admin.token live here.
+    data_dir: Path = Path(".autoswarm")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8470, ge=0, le=65535)
+    # None: generate one on first start and keep it in data_dir/admin.token (mode 0600).
+    admin_token: SecretStr | None = None
+
+    # Leases: a worker heartbeats about every lease_ttl_s / 3.
+    lease_ttl_s: float = Field(default=60.0, gt=0, le=24 * 3600)
+    # A lease that expires, or a failed baseline/replicate/merge run, counts one attempt.
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    reaper_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # Long poll: an idle lease request re-checks the queue this often even without a wake-up.
+    lease_poll_s: float = Field(default=1.0, gt=0, le=60)
+    max_wait_s: float = Field(default=60.0, ge=0, le=300)
+
+    # Judge: baselines per head and hardware class, and the noise multiplier z.
+    baseline_runs: int = Field(default=3, ge=1, le=50)
+    z: float = Field(default=2.0, gt=0, le=10)
+
+    # Size limits, checked before parsing (bytes of the request body).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_task_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Sum of a task's files (bytes, before base64).
+    max_task_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+
+    # Embedded Redis: "always" fsyncs the append-only file before a write is acknowledged,
+    # so an acknowledged result survives even a power cut; "everysec" risks up to 1 s.
+    redis_appendfsync: Literal["always", "everysec"] = "always"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> CoordinatorSettings:
+        """Settings from arguments (None meaning unset), the environment and a TOML file."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if config_file is None:
+            return cls(**given)
+        config = SettingsConfigDict(**{**cls.model_config, "toml_file": config_file.expanduser()})
+        with_file = type(cls.__name__, (cls,), {"model_config": config})
+        settings: CoordinatorSettings = with_file(**given)
+        return settings
+
+    @property
+    def lineage_dir(self) -> Path:
+        return self.data_dir / "lineage"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_dir / "admin.token"

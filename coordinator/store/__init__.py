@@ -1,0 +1,19 @@
+"""The Redis store: the only package that imports `redis`.
+
+`Store` guarantees that every state change that must be atomic is one Lua script (see
+`coordinator/scripts/`), that every key is built in `coordinator.keys`, and that errors
+are `shared.errors` exceptions. It does not retry on a lost connection (callers answer
+503 and the client retries) and holds no state of its own beyond connection pools.
+"""
+
+from __future__ import annotations
+
+from coordinator.store.judging import PRIORITY, JudgeOps, NewExperiment, Submitted
+from coordinator.store.leases import LeaseOps
+from coordinator.store.records import RecordOps
+
+__all__ = ["PRIORITY", "NewExperiment", "Store", "Submitted"]
+
+
+class Store(LeaseOps, RecordOps, JudgeOps):
+    """All of the coordinator's state in one Redis (see the package docstring)."""

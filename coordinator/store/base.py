@@ -1,0 +1,76 @@
+"""The store's connection, its scripts and the encoding of hash fields."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any, cast
+
+import redis
+
+from coordinator.store.scripts import Scripts
+
+logger = logging.getLogger(__name__)
+
+FieldValue = str | int | float | bool | None
+
+
+def encode_fields(fields: Mapping[str, FieldValue]) -> str:
+    """A JSON object of strings for `hset_json` in lib.lua (None reads back as absent)."""
+    out: dict[str, str] = {}
+    for key, value in fields.items():
+        if value is None:
+            out[key] = ""
+        elif isinstance(value, bool):
+            out[key] = "1" if value else "0"
+        elif isinstance(value, float):
+            out[key] = repr(value)
+        else:
+            out[key] = str(value)
+    return json.dumps(out)
+
+
+class StoreBase:
+    """One Redis connection pool for text, one for file contents (bytes), and the scripts."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._r: redis.Redis = redis.Redis.from_url(
+            url, decode_responses=True, health_check_interval=30
+        )
+        self._raw: redis.Redis = redis.Redis.from_url(url, decode_responses=False)
+        self._scripts = Scripts(self._r)
+
+    def close(self) -> None:
+        self._r.close()
+        self._raw.close()
+
+    def ping(self) -> bool:
+        """True when Redis answers."""
+        try:
+            return bool(self._r.ping())
+        except redis.RedisError:
+            return False
+
+    def appendonly_enabled(self) -> bool:
+        """Whether the server keeps an append-only file (CONFIG GET; False if not allowed)."""
+        try:
+            answer = cast("dict[str, str]", self._r.config_get("appendonly"))
+        except redis.RedisError as exc:
+            logger.warning("redis %s: cannot read its appendonly setting: %s", self.url, exc)
+            return False
+        return answer.get("appendonly") == "yes"
+
+    def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return self._scripts[name](keys=keys, args=args, client=self._r)
+
+    def _hgetall(self, key: str) -> dict[str, str]:
+        return cast("dict[str, str]", self._r.hgetall(key))
+
+    def _hgetall_many(self, keys: list[str]) -> list[dict[str, str]]:
+        pipe = self._r.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        out: list[dict[str, str]] = pipe.execute()
+        return out

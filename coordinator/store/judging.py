@@ -1,0 +1,288 @@
+"""The store's side of the scheduler: queueing experiments and recording decisions.
+
+Every method is one Lua script and idempotent (experiment ids of follow-ups are derived
+from what they follow, and each decision is guarded by the experiment's `judged` flag), so
+the scheduler can apply a decision again after a crash without doing anything twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from coordinator import keys
+from coordinator.store.base import FieldValue, StoreBase, encode_fields
+from shared.models import ExperimentKind
+
+PRIORITY = {
+    ExperimentKind.BASELINE: 0,
+    ExperimentKind.REPLICATE: 0,
+    ExperimentKind.MERGE: 1,
+    ExperimentKind.EXPLORE: 2,
+}
+
+Fields = Mapping[str, FieldValue]
+
+
+@dataclass(frozen=True)
+class NewExperiment:
+    """An experiment to queue: its id, kind, task, class constraint and fields."""
+
+    experiment_id: str
+    task_id: str
+    kind: ExperimentKind
+    hardware: str | None
+    fields: Fields
+
+    def encoded(self) -> str:
+        base: dict[str, FieldValue] = {
+            "task_id": self.task_id,
+            "kind": self.kind.value,
+            "hardware": self.hardware,
+        }
+        return encode_fields({**base, **self.fields})
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What became of a submitted hypothesis."""
+
+    experiment_id: str | None
+    duplicate: bool
+    duplicate_of: str | None
+
+
+def runs_json(runs: list[float]) -> str:
+    """Metrics as a JSON list of exact decimal strings (Lua's cjson keeps 14 digits)."""
+    return json.dumps([repr(float(value)) for value in runs])
+
+
+class JudgeOps(StoreBase):
+    def _queue_keys(self, new: NewExperiment) -> list[str]:
+        return [
+            keys.experiment(new.experiment_id),
+            keys.queue(new.hardware),
+            keys.EXPERIMENTS,
+            keys.task_experiments(new.task_id),
+            keys.SEQ,
+        ]
+
+    def enqueue_experiment(self, new: NewExperiment, *, now: float) -> bool:
+        """Queue an experiment; False if one with that id exists already."""
+        return bool(
+            self._run(
+                "enqueue",
+                self._queue_keys(new),
+                [new.experiment_id, new.encoded(), PRIORITY[new.kind], repr(now)],
+            )
+        )
+
+    def submit_hypothesis(
+        self,
+        hypothesis_id: str,
+        task_id: str,
+        fields: Fields,
+        explore: NewExperiment | None,
+        bundle_hash: str | None,
+        *,
+        now: float,
+    ) -> Submitted:
+        """Record a hypothesis and queue its explore unless that code was explored before."""
+        explored = keys.explored(task_id, bundle_hash or "none")
+        exp_key = keys.experiment(explore.experiment_id) if explore else keys.SEQ
+        answer = self._run(
+            "submit",
+            [
+                keys.hypothesis(hypothesis_id),
+                keys.task_hypotheses(task_id),
+                keys.SEQ,
+                exp_key,
+                keys.QUEUE_ANY,
+                keys.EXPERIMENTS,
+                keys.task_experiments(task_id),
+                explored,
+            ],
+            [
+                hypothesis_id,
+                encode_fields({**fields, "task_id": task_id}),
+                explore.experiment_id if explore else "",
+                explore.encoded() if explore else "",
+                repr(now),
+                PRIORITY[ExperimentKind.EXPLORE],
+            ],
+        )
+        experiment_id, duplicate, prior = str(answer[0]), int(answer[1]), str(answer[2])
+        return Submitted(experiment_id or None, bool(duplicate), prior or None)
+
+    def add_class(
+        self,
+        task_id: str,
+        hardware: str,
+        head_fields: Fields,
+        baseline: NewExperiment,
+        baseline_ids: list[str],
+        *,
+        now: float,
+        force: bool = False,
+    ) -> bool:
+        """Give the task this hardware class with its head and baselines; False if known.
+
+        `force` points a known class's head at `head_fields["commit"]` and measures it anew.
+        """
+        return bool(
+            self._run(
+                "add_class",
+                [
+                    keys.task_classes(task_id),
+                    keys.head(task_id, hardware),
+                    keys.queue(hardware),
+                    keys.EXPERIMENTS,
+                    keys.task_experiments(task_id),
+                    keys.SEQ,
+                ],
+                [
+                    hardware,
+                    encode_fields(head_fields),
+                    baseline.encoded(),
+                    repr(now),
+                    keys.EXPERIMENT_PREFIX,
+                    "1" if force else "0",
+                    *baseline_ids,
+                ],
+            )
+        )
+
+    def record_baseline(
+        self,
+        experiment_id: str,
+        task_id: str,
+        hardware: str,
+        commit: str,
+        metric: float | None,
+        *,
+        baseline_runs: int,
+        event: Fields,
+        now: float,
+    ) -> bool:
+        """Count a finished baseline toward its head; False if it was counted before."""
+        return bool(
+            self._run(
+                "record_baseline",
+                [
+                    keys.experiment(experiment_id),
+                    keys.head(task_id, hardware),
+                    keys.runs(task_id, hardware),
+                    keys.JUDGE,
+                    keys.EVENTS,
+                ],
+                [
+                    experiment_id,
+                    commit,
+                    "" if metric is None else repr(metric),
+                    baseline_runs,
+                    repr(now),
+                    encode_fields(event),
+                ],
+            )
+        )
+
+    def conclude(
+        self,
+        experiment_id: str,
+        *,
+        task_id: str,
+        experiment: Fields,
+        hypothesis_id: str | None,
+        hypothesis: Fields | None,
+        event: Fields,
+        follow_up: NewExperiment | None = None,
+        pair: tuple[str, str, list[float]] | None = None,
+        now: float,
+    ) -> bool:
+        """Record a decision (and queue its follow-up) once; False if decided before.
+
+        `pair` is (hardware, code commit, runs): two agreeing runs of one code, kept so the
+        class's noise estimate learns from every replication.
+        """
+        follow_keys = self._queue_keys(follow_up) if follow_up else [keys.SEQ] * 5
+        runs_key = keys.runs(task_id, pair[0]) if pair else keys.SEQ
+        return bool(
+            self._run(
+                "conclude",
+                [
+                    keys.experiment(experiment_id),
+                    keys.hypothesis(hypothesis_id) if hypothesis_id else keys.SEQ,
+                    keys.JUDGE,
+                    keys.EVENTS,
+                    *follow_keys,
+                    runs_key,
+                ],
+                [
+                    experiment_id,
+                    encode_fields(experiment),
+                    encode_fields(hypothesis) if hypothesis and hypothesis_id else "",
+                    encode_fields(event),
+                    follow_up.experiment_id if follow_up else "",
+                    follow_up.encoded() if follow_up else "",
+                    PRIORITY[follow_up.kind] if follow_up else 0,
+                    repr(now),
+                    pair[1] if pair else "",
+                    runs_json(pair[2]) if pair else "",
+                ],
+            )
+        )
+
+    def apply_keep(
+        self,
+        *,
+        task_id: str,
+        hardware: str,
+        commit: str,
+        head_fields: Fields,
+        runs: list[float],
+        candidate_id: str,
+        replicate_id: str,
+        hypothesis_id: str | None,
+        hypothesis: Fields,
+        experiment: Fields,
+        bundle_hash: str,
+        event: Fields,
+        baseline: NewExperiment,
+        baseline_ids: list[str],
+        now: float,
+    ) -> bool:
+        """Make a committed change the head in Redis; False if it was the head already."""
+        return bool(
+            self._run(
+                "apply_keep",
+                [
+                    keys.head(task_id, hardware),
+                    keys.runs(task_id, hardware),
+                    keys.hypothesis(hypothesis_id) if hypothesis_id else keys.SEQ,
+                    keys.experiment(candidate_id),
+                    keys.experiment(replicate_id),
+                    keys.JUDGE,
+                    keys.EVENTS,
+                    keys.explored(task_id, bundle_hash),
+                    keys.queue(hardware),
+                    keys.EXPERIMENTS,
+                    keys.task_experiments(task_id),
+                    keys.SEQ,
+                ],
+                [
+                    commit,
+                    encode_fields(head_fields),
+                    runs_json(runs),
+                    encode_fields(hypothesis) if hypothesis_id else "",
+                    encode_fields(experiment),
+                    replicate_id,
+                    candidate_id,
+                    encode_fields(event),
+                    repr(now),
+                    baseline.encoded(),
+                    keys.EXPERIMENT_PREFIX,
+                    *baseline_ids,
+                ],
+            )
+        )

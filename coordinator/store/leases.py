@@ -1,0 +1,126 @@
+"""Leases: lease, heartbeat, release, report and the reaper, each one Lua script.
+
+Guarantees (with Redis's append-only file on): a lease's fencing token grows every time
+the experiment is leased; only the worker holding the current token may renew, release or
+report; a report is accepted at most once; an expired lease is queued again with an
+attempt counted, and dead-lettered after `max_attempts`. Not guaranteed: that a worker's
+clock agrees with ours (every deadline is the coordinator's clock).
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from coordinator import keys
+from coordinator.store.base import StoreBase
+from shared.errors import Forbidden, NotFound, StaleLease
+from shared.models import Result
+
+# How deep a lease looks into each queue for an eligible experiment.
+LEASE_SCAN = 512
+REAP_BATCH = 500
+
+
+def _raise_for(code: int, experiment_id: str) -> None:
+    if code == -1:
+        raise NotFound(f"experiment {experiment_id} does not exist")
+    if code == -2:
+        raise Forbidden(f"experiment {experiment_id}: the lease is another worker's")
+    if code == -3:
+        raise StaleLease(f"experiment {experiment_id}: the fencing token is no longer current")
+
+
+class LeaseOps(StoreBase):
+    def lease(
+        self, worker_id: str, owner: str, hardware: str, *, now: float, lease_ttl_s: float
+    ) -> tuple[str, int] | None:
+        """Lease the first eligible experiment: (experiment_id, fencing_token), or None."""
+        answer = self._run(
+            "lease",
+            [keys.queue(hardware), keys.QUEUE_ANY, keys.LEASES, keys.class_owners(hardware)],
+            [
+                worker_id,
+                owner,
+                hardware,
+                repr(now),
+                repr(lease_ttl_s),
+                keys.EXPERIMENT_PREFIX,
+                keys.HEAD_PREFIX,
+                LEASE_SCAN,
+            ],
+        )
+        if not answer:
+            return None
+        return str(answer[0]), int(answer[1])
+
+    def heartbeat(
+        self, experiment_id: str, worker_id: str, fencing_token: int, *, now: float, ttl_s: float
+    ) -> bool:
+        """Renew the lease; returns whether the experiment was cancelled."""
+        answer = self._run(
+            "heartbeat",
+            [keys.experiment(experiment_id), keys.LEASES],
+            [experiment_id, worker_id, fencing_token, repr(now), repr(ttl_s)],
+        )
+        _raise_for(int(answer[0]), experiment_id)
+        return bool(int(answer[1]))
+
+    def release(self, experiment_id: str, worker_id: str, fencing_token: int) -> None:
+        """Hand the lease back; the experiment is queued again without counting an attempt."""
+        code = self._run(
+            "release",
+            [keys.experiment(experiment_id), keys.LEASES],
+            [experiment_id, worker_id, fencing_token],
+        )
+        _raise_for(int(code), experiment_id)
+
+    def report(
+        self,
+        experiment_id: str,
+        worker_id: str,
+        fencing_token: int,
+        result: Result,
+        *,
+        now: float,
+        max_attempts: int,
+    ) -> bool:
+        """Record a result once: True when recorded now, False when it was already recorded."""
+        metric = "" if result.metric is None else repr(result.metric)
+        code = int(
+            self._run(
+                "report",
+                [
+                    keys.experiment(experiment_id),
+                    keys.LEASES,
+                    keys.DEAD,
+                    keys.JUDGE,
+                    keys.EVENTS,
+                ],
+                [
+                    experiment_id,
+                    worker_id,
+                    fencing_token,
+                    result.model_dump_json(),
+                    result.status.value,
+                    repr(now),
+                    max_attempts,
+                    result.error or f"run ended with status {result.status.value}",
+                    metric,
+                ],
+            )
+        )
+        _raise_for(code, experiment_id)
+        return code == 1
+
+    def reap(self, *, now: float, max_attempts: int) -> dict[str, str]:
+        """Expired leases back to the queue (or dead-lettered): {experiment_id: new state}."""
+        answer = self._run(
+            "reap",
+            [keys.LEASES, keys.DEAD, keys.JUDGE, keys.EVENTS],
+            [repr(now), max_attempts, keys.EXPERIMENT_PREFIX, REAP_BATCH],
+        )
+        return {str(answer[i]): str(answer[i + 1]) for i in range(0, len(answer), 2)}
+
+    def dead_letters(self, limit: int = 100) -> list[str]:
+        """The newest dead-lettered experiments first."""
+        return cast("list[str]", self._r.lrange(keys.DEAD, 0, limit - 1))

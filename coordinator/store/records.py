@@ -1,0 +1,221 @@
+"""Reading and writing the store's records: tasks, bundles, tokens, workers, experiments,
+hypotheses, heads and events. Single-command writes only; atomic steps are in Lua."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, cast
+
+from coordinator import keys
+from coordinator.models import (
+    ExperimentRecord,
+    HeadRecord,
+    HypothesisRecord,
+    TaskRecord,
+    TokenRecord,
+    WorkerRecord,
+)
+from coordinator.store.base import StoreBase, encode_fields
+from shared.models import Scope
+from shared.task import hash_files
+
+# How many queued explores `queue_depth` looks at, at most.
+QUEUE_DEPTH_SCAN = 1000
+
+
+class RecordOps(StoreBase):
+    # -- tasks ------------------------------------------------------------------------------
+
+    def record_task(
+        self, task_id: str, *, spec_json: str, bundle_hash: str, init_commit: str, now: float
+    ) -> int:
+        """1 recorded now, 0 recorded before with the same files, -1 recorded with others."""
+        fields = encode_fields(
+            {"spec": spec_json, "bundle_hash": bundle_hash, "init_commit": init_commit}
+        )
+        return int(
+            self._run(
+                "register_task",
+                [keys.task(task_id), keys.TASKS, keys.explored(task_id, bundle_hash)],
+                [task_id, fields, repr(now), bundle_hash],
+            )
+        )
+
+    def task_ids(self) -> list[str]:
+        """Every registered task, first registered first."""
+        return cast("list[str]", self._r.zrange(keys.TASKS, 0, -1))
+
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        raw = self._hgetall(keys.task(task_id))
+        return TaskRecord.from_hash(raw) if raw.get("bundle_hash") else None
+
+    def list_tasks(self) -> list[TaskRecord]:
+        task_ids = cast("list[str]", self._r.zrange(keys.TASKS, 0, -1))
+        raws = self._hgetall_many([keys.task(t) for t in task_ids])
+        return [TaskRecord.from_hash(raw) for raw in raws if raw.get("bundle_hash")]
+
+    def task_classes(self, task_id: str) -> list[str]:
+        """The task's hardware classes, first used first."""
+        classes = cast("list[str]", self._r.zrange(keys.task_classes(task_id), 0, -1))
+        return classes
+
+    # -- bundles ----------------------------------------------------------------------------
+
+    def put_bundle(self, files: dict[str, bytes]) -> str:
+        """Store files content-addressed (each file once); returns the bundle hash."""
+        bundle_hash = hash_files(files)
+        pipe = self._raw.pipeline(transaction=True)
+        mapping: dict[str, str] = {}
+        for path, content in files.items():
+            sha = hashlib.sha256(content).hexdigest()
+            pipe.set(keys.blob(sha), content, nx=True)
+            mapping[path] = sha
+        if mapping:
+            pipe.hset(keys.bundle(bundle_hash), mapping=mapping)  # type: ignore[arg-type]
+        pipe.execute()
+        return bundle_hash
+
+    def get_bundle(self, bundle_hash: str) -> dict[str, bytes] | None:
+        mapping = cast("dict[str, str]", self._r.hgetall(keys.bundle(bundle_hash)))
+        if not mapping:
+            return None
+        paths = sorted(mapping)
+        contents = cast(
+            "list[bytes | None]", self._raw.mget([keys.blob(mapping[p]) for p in paths])
+        )
+        if any(c is None for c in contents):
+            return None
+        return {p: c for p, c in zip(paths, contents, strict=True) if c is not None}
+
+    def has_bundle(self, bundle_hash: str) -> bool:
+        return bool(self._r.exists(keys.bundle(bundle_hash)))
+
+    # -- tokens -----------------------------------------------------------------------------
+
+    def put_token(self, token_hash: str, scope: Scope, name: str, *, now: float) -> None:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(
+            keys.token(token_hash),
+            mapping={"scope": scope.value, "name": name, "created_s": repr(now)},
+        )
+        pipe.sadd(keys.TOKENS, token_hash)
+        pipe.execute()
+
+    def get_token(self, token_hash: str) -> TokenRecord | None:
+        raw = self._hgetall(keys.token(token_hash))
+        return TokenRecord.from_hash(raw) if raw else None
+
+    def revoke_token(self, token_hash: str) -> bool:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.delete(keys.token(token_hash))
+        pipe.srem(keys.TOKENS, token_hash)
+        deleted, _ = pipe.execute()
+        return bool(deleted)
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def put_worker(self, worker: WorkerRecord) -> None:
+        fields = worker.model_dump(mode="json", exclude={"agreed", "disagreed"})
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(keys.worker(worker.worker_id), mapping={k: str(v) for k, v in fields.items()})
+        pipe.zadd(keys.WORKERS, {worker.worker_id: worker.registered_s})
+        pipe.zadd(keys.class_owners(worker.hardware), {worker.owner: worker.registered_s})
+        pipe.execute()
+
+    def get_worker(self, worker_id: str) -> WorkerRecord | None:
+        raw = self._hgetall(keys.worker(worker_id))
+        return WorkerRecord.from_hash(raw) if raw.get("worker_id") else None
+
+    def list_workers(self, limit: int = 1000) -> list[WorkerRecord]:
+        worker_ids = cast("list[str]", self._r.zrevrange(keys.WORKERS, 0, limit - 1))
+        raws = self._hgetall_many([keys.worker(w) for w in worker_ids])
+        return [WorkerRecord.from_hash(raw) for raw in raws if raw.get("worker_id")]
+
+    def count_agreement(self, worker_id: str, *, agreed: bool) -> None:
+        """One more replication that did (or did not) agree with this worker's claim."""
+        self._r.hincrby(keys.worker(worker_id), "agreed" if agreed else "disagreed", 1)
+
+    def active_owners(self, hardware: str, since: float) -> list[str]:
+        """Owners with a worker of this class that registered or got a lease since `since`."""
+        owners = cast(
+            "list[str]", self._r.zrangebyscore(keys.class_owners(hardware), since, "+inf")
+        )
+        return owners
+
+    # -- experiments and hypotheses ---------------------------------------------------------
+
+    def get_experiment(self, experiment_id: str) -> ExperimentRecord | None:
+        raw = self._hgetall(keys.experiment(experiment_id))
+        return ExperimentRecord.from_hash(raw) if raw.get("experiment_id") else None
+
+    def get_experiments(self, experiment_ids: list[str]) -> list[ExperimentRecord]:
+        raws = self._hgetall_many([keys.experiment(e) for e in experiment_ids])
+        return [ExperimentRecord.from_hash(raw) for raw in raws if raw.get("experiment_id")]
+
+    def experiment_page(
+        self, task_id: str | None, *, before_seq: int | None, count: int
+    ) -> list[tuple[str, int]]:
+        """(experiment_id, seq), newest first, with seq below `before_seq`."""
+        key = keys.task_experiments(task_id) if task_id else keys.EXPERIMENTS
+        top: str = "+inf" if before_seq is None else f"({before_seq}"
+        page = cast(
+            "list[tuple[str, float]]",
+            self._r.zrevrangebyscore(key, top, "-inf", start=0, num=count, withscores=True),
+        )
+        return [(eid, int(score)) for eid, score in page]
+
+    def get_hypothesis(self, hypothesis_id: str) -> HypothesisRecord | None:
+        raw = self._hgetall(keys.hypothesis(hypothesis_id))
+        return HypothesisRecord.from_hash(raw) if raw.get("hypothesis_id") else None
+
+    def list_hypotheses(self, task_id: str, limit: int = 200) -> list[HypothesisRecord]:
+        """The task's hypotheses, newest first."""
+        ids = cast("list[str]", self._r.zrevrange(keys.task_hypotheses(task_id), 0, limit - 1))
+        raws = self._hgetall_many([keys.hypothesis(h) for h in ids])
+        return [HypothesisRecord.from_hash(raw) for raw in raws if raw.get("hypothesis_id")]
+
+    def queue_depth(self, task_id: str) -> int:
+        """How many explore experiments of this task are queued (not yet leased)."""
+        queued = cast("list[str]", self._r.zrange(keys.QUEUE_ANY, 0, QUEUE_DEPTH_SCAN - 1))
+        pipe = self._r.pipeline(transaction=False)
+        for experiment_id in queued:
+            pipe.hget(keys.experiment(experiment_id), "task_id")
+        owners: list[str | None] = pipe.execute()
+        return sum(1 for owner in owners if owner == task_id)
+
+    def explored_by(self, task_id: str, bundle_hash: str) -> str | None:
+        """The experiment that first ran this code, if any ('head' for a task's first code)."""
+        value = cast("str | None", self._r.get(keys.explored(task_id, bundle_hash)))
+        return value
+
+    # -- heads, runs, judge queue, events ---------------------------------------------------
+
+    def get_head(self, task_id: str, hardware: str) -> HeadRecord | None:
+        raw = self._hgetall(keys.head(task_id, hardware))
+        if not raw.get("commit"):
+            return None
+        head: HeadRecord = HeadRecord.from_hash(raw | {"task_id": task_id, "hardware": hardware})
+        return head
+
+    def get_runs(self, task_id: str, hardware: str) -> dict[str, list[float]]:
+        """commit -> the ok metrics measured for that code on this class."""
+        raw = cast("dict[str, str]", self._r.hgetall(keys.runs(task_id, hardware)))
+        out: dict[str, list[float]] = {}
+        for commit, text in raw.items():
+            values = json.loads(text)
+            out[commit] = [float(v) for v in values] if isinstance(values, list) else []
+        return out
+
+    def pending_judgements(self, limit: int = 100) -> list[str]:
+        """Experiments whose result the scheduler has not applied yet, oldest first."""
+        items = cast("list[str]", self._r.zrange(keys.JUDGE, 0, limit - 1))
+        return items
+
+    def read_events(self, after: str = "0", count: int = 100) -> list[dict[str, Any]]:
+        """Events after the given stream id, oldest first, each with its `event_id`."""
+        start = f"({after}" if after != "0" else "-"
+        entries = cast(
+            "list[tuple[str, dict[str, str]]]", self._r.xrange(keys.EVENTS, min=start, count=count)
+        )
+        return [{"event_id": event_id, **fields} for event_id, fields in entries]

@@ -1,0 +1,349 @@
+"""The judge's rules (pure) and the scheduler applying them on real Redis and real git."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from coordinator import judge
+from coordinator.hypotheses import build_context, submit_hypothesis
+from coordinator.lineage import branch_for
+from coordinator.reconcile import reconcile
+from coordinator.scheduler import Scheduler
+from coordinator.settings import CoordinatorSettings
+from coordinator.store import Store
+from coordinator.tasks import register_task
+from shared.models import (
+    ExperimentKind,
+    ExperimentState,
+    HypothesisCreate,
+    Result,
+    ResultStatus,
+    Verdict,
+)
+from shared.task import Direction, MetricSpec, TaskSpec
+
+MINIMIZE = TaskSpec(name="t")
+MAXIMIZE = TaskSpec(name="t", metric=MetricSpec(name="sharpe", direction=Direction.MAXIMIZE))
+HW = "cpu:test-2c"
+
+
+def ok(metric: float) -> Result:
+    return Result(status=ResultStatus.OK, metric=metric)
+
+
+def stats_of(values: list[float]) -> judge.HeadStats:
+    return judge.head_stats({"head": values}, "head")
+
+
+# ---------------------------------------------------------------------------------------
+# The rules
+# ---------------------------------------------------------------------------------------
+
+
+def test_t_quantile_matches_the_tables() -> None:
+    """Student-t quantiles (two-sided 95%) within 1% of the printed tables."""
+    for df, table in ((2, 4.303), (5, 2.571), (10, 2.228), (30, 2.042)):
+        assert judge.t_quantile(0.975, df) == pytest.approx(table, rel=0.01)
+
+
+def test_noise_is_pooled_over_every_code_measured_twice() -> None:
+    """Two versions with spread 1 each: pooled sigma 1 with 2 degrees of freedom."""
+    stats = judge.head_stats({"a": [1.0, 3.0], "b": [10.0, 12.0], "c": [5.0]}, "a")
+    assert (stats.mean, stats.runs, stats.df) == (2.0, 2, 2)
+    assert stats.std == pytest.approx(2**0.5)
+
+
+def test_a_run_within_the_noise_is_not_better() -> None:
+    """Head 1.00 ± 0.01 (n=3): 0.98 is inside the band and is discarded."""
+    stats = stats_of([0.99, 1.00, 1.01])
+    decision = judge.judge_candidate(ok(0.98), stats, MINIMIZE, 2.0)
+    assert decision.verdict is Verdict.DISCARDED
+    assert "not better" in decision.reason
+
+
+def test_a_run_beyond_the_noise_is_replicated() -> None:
+    """Head 1.00 ± 0.01 (n=3): 0.80 beats it by far and goes to replication."""
+    decision = judge.judge_candidate(ok(0.80), stats_of([0.99, 1.00, 1.01]), MINIMIZE, 2.0)
+    assert decision.action is judge.Action.REPLICATE
+    assert decision.delta == pytest.approx(-0.2)
+
+
+def test_min_effect_raises_the_bar() -> None:
+    """With no noise, a gain under the task's min_effect is not better."""
+    spec = TaskSpec(name="t", min_effect=0.1)
+    decision = judge.judge_candidate(ok(0.95), stats_of([1.0, 1.0]), spec, 2.0)
+    assert decision.verdict is Verdict.DISCARDED
+
+
+def test_maximize_counts_higher_as_better() -> None:
+    """For a maximised metric, a much higher run is replicated and a lower one discarded."""
+    stats = stats_of([1.0, 1.1, 0.9])
+    assert judge.judge_candidate(ok(3.0), stats, MAXIMIZE, 2.0).action is judge.Action.REPLICATE
+    assert judge.judge_candidate(ok(-1.0), stats, MAXIMIZE, 2.0).verdict is Verdict.DISCARDED
+
+
+def test_a_crash_is_crashed_with_its_error() -> None:
+    """A crashed run's verdict is `crashed`, the reason names its error."""
+    result = Result(status=ResultStatus.CRASH, error="CUDA out of memory", log_tail="Traceback")
+    decision = judge.judge_candidate(result, stats_of([1.0, 1.0]), MINIMIZE, 2.0)
+    assert decision.verdict is Verdict.CRASHED
+    assert "CUDA out of memory" in decision.reason
+
+
+def test_a_lucky_run_that_does_not_replicate_is_not_reproduced() -> None:
+    """Noisy zero effect: a lucky first run, a replicate at the head's mean: not kept."""
+    stats = stats_of([1.0, 1.2, 0.8])
+    decision = judge.judge_replication(0.2, ok(1.0), stats, MINIMIZE, 2.0)
+    assert decision.verdict is Verdict.NOT_REPRODUCED
+
+
+def test_runs_that_disagree_are_not_reproduced() -> None:
+    """Both better, but far apart (a claim another worker cannot confirm): not kept."""
+    stats = stats_of([1.0, 1.01, 0.99])
+    decision = judge.judge_replication(0.5, ok(0.8), stats, MINIMIZE, 2.0)
+    assert decision.verdict is Verdict.NOT_REPRODUCED
+    assert decision.agreed is False
+    assert "disagree" in decision.reason
+
+
+def test_runs_that_agree_and_both_beat_the_head_are_kept() -> None:
+    """0.80 then 0.81 against 1.00 ± 0.01: kept."""
+    decision = judge.judge_replication(0.80, ok(0.81), stats_of([0.99, 1.0, 1.01]), MINIMIZE, 2.0)
+    assert decision.verdict is Verdict.KEPT
+    assert decision.metric == pytest.approx(0.805)
+
+
+def test_a_tie_goes_to_the_shorter_code() -> None:
+    """No noise, the same score: shorter code counts as better, longer code does not."""
+    stats = stats_of([1.0, 1.0, 1.0])
+    shorter = judge.judge_candidate(ok(1.0), stats, MINIMIZE, 2.0, shorter=True)
+    longer = judge.judge_candidate(ok(1.0), stats, MINIMIZE, 2.0, shorter=False)
+    assert shorter.action is judge.Action.REPLICATE
+    assert longer.verdict is Verdict.DISCARDED
+
+
+def test_zero_effect_candidates_are_rarely_kept() -> None:
+    """400 noisy zero-effect candidates (3 baselines each, z=2): under 2% kept."""
+    rng = random.Random(20240601)
+    kept = 0
+    for _ in range(400):
+        stats = stats_of([rng.gauss(0, 1) for _ in range(3)])
+        first = judge.judge_candidate(ok(rng.gauss(0, 1)), stats, MINIMIZE, 2.0)
+        if first.action is judge.Action.REPLICATE:
+            second = judge.judge_replication(
+                first.metric or 0, ok(rng.gauss(0, 1)), stats, MINIMIZE, 2.0
+            )
+            kept += second.verdict is Verdict.KEPT
+    assert kept / 400 < 0.02
+
+
+# ---------------------------------------------------------------------------------------
+# The scheduler, on real Redis and git
+# ---------------------------------------------------------------------------------------
+
+KNOBS = """\
+# Two knobs on separate lines, so changes to each merge cleanly.
+ALPHA = 1.0  # first knob
+
+BETA = 1.0  # second knob
+
+print("---")
+print(f"score: {ALPHA * BETA}")
+"""
+
+
+@dataclass
+class World:
+    store: Store
+    scheduler: Scheduler
+    settings: CoordinatorSettings
+    task_id: str
+
+    def lease(self, worker_id: str) -> tuple[str, str, int]:
+        """Lease the next experiment as this worker: (worker_id, experiment_id, token)."""
+        got = self.store.lease(worker_id, worker_id, HW, now=1.0, lease_ttl_s=1e9)
+        assert got is not None, f"nothing to lease for {worker_id}"
+        return worker_id, got[0], got[1]
+
+    def finish(self, leased: tuple[str, str, int], result: Result) -> str:
+        """Report `result` for a lease and judge it."""
+        worker_id, experiment_id, token = leased
+        assert self.store.report(experiment_id, worker_id, token, result, now=1.0, max_attempts=3)
+        self.scheduler.judge_experiment(experiment_id)
+        return experiment_id
+
+    def run(self, worker_id: str, result: Result) -> str:
+        """Lease the next experiment as this worker, report `result`, judge it."""
+        return self.finish(self.lease(worker_id), result)
+
+    def submit(self, alpha: str = "1.0", beta: str = "1.0", title: str = "try") -> str:
+        train = KNOBS.replace("ALPHA = 1.0", f"ALPHA = {alpha}").replace(
+            "BETA = 1.0", f"BETA = {beta}"
+        )
+        create = HypothesisCreate(task_id=self.task_id, title=title, change={"train.py": train})
+        submission = submit_hypothesis(self.scheduler, create)
+        assert submission.experiment_id is not None
+        return submission.hypothesis_id
+
+    def verdict(self, hypothesis_id: str) -> Verdict:
+        hyp = self.store.get_hypothesis(hypothesis_id)
+        assert hyp is not None
+        return hyp.verdict
+
+    def head(self) -> str:
+        head = self.store.get_head(self.task_id, HW)
+        assert head is not None
+        return head.commit
+
+
+@pytest.fixture
+def world(redis_url: str, tmp_path: Path, task_dir_factory: Callable[..., Path]) -> Iterator[World]:
+    settings = CoordinatorSettings(
+        data_dir=tmp_path / "data", redis_url=redis_url, baseline_runs=3, z=2.0
+    )
+    store = Store(redis_url)
+    scheduler = Scheduler(store, settings)
+    task = register_task(store, settings, task_dir_factory("knobs", train=KNOBS))
+    scheduler.ensure_class(task, HW)
+    world = World(store, scheduler, settings, task.task_id)
+    for worker, metric in (("w1", 1.0), ("w2", 1.01), ("w3", 0.99)):
+        world.run(worker, ok(metric))
+    yield world
+    store.close()
+
+
+def test_baselines_measure_the_head(world: World) -> None:
+    """Three baselines make the head ready, with their mean and spread."""
+    head, stats = world.scheduler.stats(world.task_id, HW)
+    assert head is not None and head.ready
+    assert stats.mean == pytest.approx(1.0) and stats.std == pytest.approx(0.01)
+
+
+def test_a_better_candidate_is_replicated_by_another_worker(world: World) -> None:
+    """An explore that beats the head queues a replicate that its own worker cannot take."""
+    hypothesis_id = world.submit(alpha="0.5")
+    world.run("w1", ok(0.5))
+    assert world.store.lease("w1", "w1", HW, now=1.0, lease_ttl_s=10) is None
+    replicate = world.run("w2", ok(0.5))
+    exp = world.store.get_experiment(replicate)
+    assert exp is not None and exp.kind is ExperimentKind.REPLICATE
+    assert world.verdict(hypothesis_id) is Verdict.KEPT
+
+
+def test_a_kept_change_is_committed_with_its_trailers(world: World) -> None:
+    """Kept: one commit on the class's branch, trailers filled, Redis's head moved to it."""
+    world.submit(alpha="0.5", title="halve alpha")
+    explore = world.run("w1", ok(0.5))
+    world.run("w2", ok(0.51))
+    history = world.scheduler.lineage(world.task_id).history(branch_for(HW))
+    top = history[0]
+    assert top.title == "halve alpha"
+    assert top.trailers["Experiment"] == explore
+    assert top.trailers["Worker"] == "w1" and top.trailers["Replicated-by"] == "w2"
+    assert top.trailers["Hardware"] == HW
+    assert world.head() == top.sha
+
+
+def test_a_candidate_within_the_noise_is_discarded(world: World) -> None:
+    """0.995 against 1.00 ± 0.01: discarded, with the numbers in the reason."""
+    hypothesis_id = world.submit(alpha="0.995")
+    world.run("w1", ok(0.995))
+    hyp = world.store.get_hypothesis(hypothesis_id)
+    assert hyp is not None and hyp.verdict is Verdict.DISCARDED
+    assert "score 0.995" in hyp.reason and "not better" in hyp.reason
+
+
+def test_a_crashed_explore_keeps_its_log_tail_for_proposers(world: World) -> None:
+    """Crashed: verdict and reason on the hypothesis, the log tail in the context."""
+    hypothesis_id = world.submit(alpha="-1")
+    crash = Result(status=ResultStatus.CRASH, error="exit 1", log_tail="ValueError: alpha < 0")
+    world.run("w1", crash)
+    assert world.verdict(hypothesis_id) is Verdict.CRASHED
+    context = build_context(world.scheduler, world.task_id)
+    assert context.history[-1].log_tail == "ValueError: alpha < 0"
+
+
+def test_two_winners_on_one_head_are_both_kept_by_merging(world: World) -> None:
+    """The second winner is merged onto the new head, tested as a merge, and kept too."""
+    first = world.submit(alpha="0.5", title="alpha")
+    second = world.submit(beta="0.5", title="beta")
+    alpha, beta = world.lease("w1"), world.lease("w2")
+    world.finish(alpha, ok(0.5))
+    world.finish(beta, ok(0.5))
+    world.run("w3", ok(0.5))  # replicate of alpha -> kept
+    world.run("w3", ok(0.5))  # replicate of beta -> the head moved -> merge queued
+    assert world.verdict(first) is Verdict.KEPT
+    assert world.verdict(second) is Verdict.PENDING
+    for worker in ("w1", "w2", "w3"):  # the new head's baselines
+        world.run(worker, ok(0.5))
+    merge = world.run("w1", ok(0.25))
+    assert world.store.get_experiment(merge).kind is ExperimentKind.MERGE  # type: ignore[union-attr]
+    world.run("w2", ok(0.25))  # replicate of the merge -> kept
+    assert world.verdict(second) is Verdict.KEPT
+    files = world.scheduler.lineage(world.task_id).files_at(world.head())
+    assert b"ALPHA = 0.5" in files["train.py"] and b"BETA = 0.5" in files["train.py"]
+
+
+def test_a_conflicting_winner_is_sent_back_to_be_implemented_again(world: World) -> None:
+    """Two winners rewriting the same line: the second is a conflict, marked needs_code."""
+    world.submit(alpha="0.5")
+    second = world.submit(alpha="0.4")
+    alpha, other = world.lease("w1"), world.lease("w2")
+    world.finish(alpha, ok(0.5))
+    world.finish(other, ok(0.4))
+    world.run("w3", ok(0.5))
+    world.run("w3", ok(0.4))
+    hyp = world.store.get_hypothesis(second)
+    assert hyp is not None and hyp.verdict is Verdict.CONFLICT and hyp.needs_code
+    assert "train.py" in hyp.reason
+
+
+def test_reconcile_repairs_a_crash_between_the_commit_and_the_redis_update(world: World) -> None:
+    """Committed in git, Redis not updated: after a restart both agree, committed once."""
+    hypothesis_id = world.submit(alpha="0.5")
+    explore = world.run("w1", ok(0.5))
+    got = world.store.lease("w2", "w2", HW, now=1.0, lease_ttl_s=1e9)
+    assert got is not None
+    world.store.report(got[0], "w2", got[1], ok(0.5), now=1.0, max_attempts=3)
+    # The scheduler's first step only, as if the coordinator died right after it.
+    task = world.scheduler.get_task(world.task_id)
+    cand, rep = world.store.get_experiment(explore), world.store.get_experiment(got[0])
+    assert cand is not None and rep is not None
+    head, stats = world.scheduler.stats(world.task_id, HW)
+    assert head is not None and cand.result is not None and cand.result.metric is not None
+    decision = judge.judge_replication(cand.result.metric, rep.result, stats, task.spec, 2.0)
+    commit = world.scheduler.commit_kept(task, HW, cand, rep, head, decision)
+    assert world.head() != commit
+    reconcile(Scheduler(world.store, world.settings))
+    history = world.scheduler.lineage(world.task_id).history(branch_for(HW))
+    assert world.head() == commit == history[0].sha
+    assert [c.trailers.get("Experiment") for c in history].count(explore) == 1
+    assert world.verdict(hypothesis_id) is Verdict.KEPT
+    assert world.store.pending_judgements() == []
+    rep_after = world.store.get_experiment(got[0])
+    assert rep_after is not None and rep_after.state is ExperimentState.DONE
+
+
+def test_pending_results_are_judged_after_a_restart(world: World) -> None:
+    """A result recorded but never judged (crash) is judged by the next reconcile."""
+    hypothesis_id = world.submit(alpha="0.995")
+    got = world.store.lease("w1", "w1", HW, now=1.0, lease_ttl_s=1e9)
+    assert got is not None
+    world.store.report(got[0], "w1", got[1], ok(0.995), now=1.0, max_attempts=3)
+    reconcile(Scheduler(world.store, world.settings))
+    assert world.verdict(hypothesis_id) is Verdict.DISCARDED
+
+
+def test_noise_estimate_learns_from_replications(world: World) -> None:
+    """An agreeing pair that is not kept still adds a degree of freedom to the noise."""
+    before = world.scheduler.stats(world.task_id, HW)[1].df
+    hypothesis_id = world.submit(alpha="0.9")
+    world.run("w1", ok(0.90))  # beats 1.00 ± 0.01 by more than 4.53·0.01·1.15
+    world.run("w2", ok(0.96))  # agrees within 4.53·0.01·1.41, but is not better
+    assert world.verdict(hypothesis_id) is Verdict.NOT_REPRODUCED
+    assert world.scheduler.stats(world.task_id, HW)[1].df == before + 1
