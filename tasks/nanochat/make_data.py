@@ -1,0 +1,295 @@
+"""
+The prepare step of nanochat: writes data/train.bin (for the run) and heldout/val.bin (for
+the evaluator only). Usage: python make_data.py   (AUTOSWARM_SMOKE=1: a small corpus)
+
+The corpus is generated, not downloaded, so the task runs offline: a synthetic world of
+thousands of people with made-up names, each with a town, a job, a pet, a favourite food,
+a friend and an age, described in English-like documents with real grammar, facts that
+stay true across documents, and algorithmic sentences (multi-digit sums, spelling words
+backwards, counting) that reward a better model all the way down. Every byte comes from
+our own 64-bit PRNG and integer arithmetic only, so the corpus is identical on every
+machine and Python version; its sha256 is checked below.
+
+This file is an evaluator file: the run never sees it, so it cannot regenerate the
+held-out text (or make more training text) on its own.
+"""
+
+import hashlib
+import multiprocessing
+import os
+
+# ---------------------------------------------------------------------------
+# Corpus settings (fixed)
+# ---------------------------------------------------------------------------
+
+SMOKE = os.environ.get("AUTOSWARM_SMOKE") == "1"  # a small corpus for a quick check
+WORLD_SEED = 20240308  # who lives where; shared by train and val so facts carry over
+TRAIN_SEED = 3  # the training text
+VAL_SEED = 0xBB67AE8584CAA73B  # the held-out text
+N_PEOPLE = 4096  # people in the world
+N_TOWNS = 256  # towns in the world
+TRAIN_BYTES = 262_144 if SMOKE else 200_000_000  # bytes of training text
+SHARD_BYTES = 4_000_000  # training text is made in pieces of this size, in parallel
+VAL_BYTES = 65_536 if SMOKE else 2_200_000  # bytes of held-out text
+# sha256 of data/train.bin and heldout/val.bin, then of the same with AUTOSWARM_SMOKE=1
+TRAIN_SHA256 = "3518683c2723178686cb78147f721247a5d32916a44b12d73427c8281d47a265"
+VAL_SHA256 = "7f547c6d433cef58c9da1d58fcdedd10b1af38044415f88a67740992dbc73a32"
+SMOKE_TRAIN_SHA256 = "484244e996af8b6258f0d7499ead2ce42857a99da2d22c46bab4298d514911fd"
+SMOKE_VAL_SHA256 = "84149aa449adacbb9903d96eff1bbfb743d624fd03d4cd2c151014555b4f6f7b"
+
+# ---------------------------------------------------------------------------
+# PRNG: splitmix64 (integer-only, identical everywhere; no `random` module)
+# ---------------------------------------------------------------------------
+
+MASK64 = (1 << 64) - 1
+
+
+class Rng:
+    def __init__(self, seed):
+        self.state = seed & MASK64
+
+    def next(self):
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        return z ^ (z >> 31)
+
+    def below(self, n):
+        return self.next() % n
+
+    def pick(self, items):
+        return items[self.next() % len(items)]
+
+    def zipf(self, items):
+        # item i has weight 1/(i+1): a few common words, a long tail of rare ones
+        total = ZIPF_TOTALS[len(items)]
+        r = self.next() % total
+        i = 0
+        while r >= ZIPF_WEIGHTS[i]:
+            r -= ZIPF_WEIGHTS[i]
+            i += 1
+        return items[i]
+
+
+ZIPF_WEIGHTS = [720720 // (i + 1) for i in range(64)]  # 720720 = lcm(1..16), integers only
+ZIPF_TOTALS = {n: sum(ZIPF_WEIGHTS[:n]) for n in range(1, 65)}
+
+# ---------------------------------------------------------------------------
+# Vocabulary
+# ---------------------------------------------------------------------------
+
+SYLLABLES = (
+    "ka ri na lo be ta mi so du ve ra ne li mo sa to fa de ki lu ba re ni po "
+    "ga te vi ro ma su le di no ha pe ja ko"
+).split()
+NAME_ENDINGS = "a o i an el in or en us is ar".split()
+TOWN_ENDINGS = "ford by ton wick dale field stead mouth burn holm".split()
+JOBS = (
+    "baker farmer teacher doctor painter sailor miller weaver potter singer builder "
+    "fisher tailor smith clerk nurse carpenter gardener hunter baker judge cook guard "
+    "merchant miner poet printer shepherd scribe brewer"
+).split()
+PETS = "cat dog horse goat rabbit parrot duck pig hen owl fox mouse crow lamb toad snail".split()
+COLORS = "red blue green yellow black white brown grey orange purple pink golden".split()
+FOODS = (
+    "bread soup apples cheese fish rice eggs pears honey beans cake plums nuts figs "
+    "porridge carrots"
+).split()
+NOUNS = (
+    "house tree river road garden window door boat field hill bridge lamp table book "
+    "basket stone cart fence wall well barn mill shop market song letter cup chair"
+).split()
+ADJECTIVES = (
+    "old small big quiet warm cold dark bright long short tall green wide narrow new "
+    "empty heavy soft round little"
+).split()
+PLACES_ON = "the hill|the bridge|the road|the river bank|the market square".split("|")
+VERBS = (  # (present 3rd person, past) for a subject and an object
+    ("sees", "saw"), ("finds", "found"), ("paints", "painted"), ("builds", "built"),
+    ("carries", "carried"), ("fixes", "fixed"), ("opens", "opened"), ("cleans", "cleaned"),
+    ("sells", "sold"), ("buys", "bought"), ("likes", "liked"), ("draws", "drew"),
+)
+WEEKDAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
+COUNTABLES = "apples pears plums eggs buns nuts shells coins cups letters".split()
+NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty"
+).split()
+
+# ---------------------------------------------------------------------------
+# The world: facts fixed by WORLD_SEED
+# ---------------------------------------------------------------------------
+
+
+def make_name(rng, endings):
+    n = 1 + rng.below(2)
+    return "".join(rng.pick(SYLLABLES) for _ in range(n)) + rng.pick(endings)
+
+
+def unique_names(rng, count, endings):
+    names = {}  # a dict keeps insertion order: deterministic, unlike a set
+    while len(names) < count:
+        names[make_name(rng, endings).capitalize()] = True
+    return list(names)
+
+
+def make_world():
+    rng = Rng(WORLD_SEED)
+    towns = unique_names(rng, N_TOWNS, TOWN_ENDINGS)
+    people = []
+    for name in unique_names(rng, N_PEOPLE, NAME_ENDINGS):
+        people.append({
+            "name": name,
+            "she": name[-1] in "ai",
+            "town": rng.pick(towns),
+            "job": rng.pick(JOBS),
+            "pet": rng.pick(PETS),
+            "color": rng.pick(COLORS),
+            "food": rng.pick(FOODS),
+            "age": 18 + rng.below(70),
+        })
+    for i, p in enumerate(people):
+        p["friend"] = people[(i + 1 + rng.below(len(people) - 1)) % len(people)]["name"]
+    return people
+
+
+# ---------------------------------------------------------------------------
+# Sentences
+# ---------------------------------------------------------------------------
+
+
+def a_or_an(word):
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def plural(noun):
+    if noun.endswith(("s", "sh", "ch", "x")):
+        return noun + "es"
+    if noun.endswith("y") and noun[-2] not in "aeiou":
+        return noun[:-1] + "ies"
+    if noun == "mouse":
+        return "mice"
+    return noun + "s"
+
+
+def noun_phrase(rng, count):
+    adj = rng.zipf(ADJECTIVES) + " " if rng.below(2) else ""
+    noun = rng.zipf(NOUNS)
+    if count == 1:
+        return "the " + adj + noun if rng.below(2) else a_or_an(adj + noun)
+    return NUMBER_WORDS[count] + " " + adj + plural(noun)
+
+
+def fact_sentence(rng, p, kinds=9):
+    name, pron = p["name"], ("she" if p["she"] else "he")
+    poss = "her" if p["she"] else "his"
+    kind = rng.below(kinds)
+    if kind == 0:
+        return f"{name} lives in {p['town']}."
+    if kind == 1:
+        return f"{name} is {a_or_an(p['job'])} in {p['town']}."
+    if kind == 2:
+        return f"{pron} has {a_or_an(p['color'])} {p['pet']}."
+    if kind == 3:
+        return f"every {rng.pick(WEEKDAYS)} {name} eats {p['food']} with {p['friend']}."
+    if kind == 4:
+        k = 1 + rng.below(9)
+        return f"{name} is {p['age']} years old, so in {k} years {pron} will be {p['age'] + k}."
+    if kind == 5:
+        return f"the {p['job']} and {poss} friend {p['friend']} walk to {rng.pick(PLACES_ON)}."
+    if kind == 6:
+        return f"Q: where does {name} live? A: in {p['town']}."
+    if kind == 7:
+        return f"Q: what does {name} keep? A: {a_or_an(p['pet'])}, and it is {p['color']}."
+    return f"{poss} favourite food is {p['food']}."
+
+
+def scene_sentence(rng, p):
+    name, pron = p["name"], ("she" if p["she"] else "he")
+    kind = rng.below(7)
+    if kind == 5:
+        a, b = rng.below(1000), rng.below(1000)
+        return f"{name} added {a} and {b} and got {a + b}."
+    if kind == 6:
+        word = rng.pick([p["town"].lower(), p["pet"], p["food"], p["job"]])
+        return f"{pron} spelled {word} backwards: {word[::-1]}."
+    if kind == 0:
+        present, past = rng.pick(VERBS)
+        verb = past if rng.below(2) else present
+        obj = noun_phrase(rng, 1 if rng.below(3) else 2 + rng.below(6))
+        return f"{name} {verb} {obj} near {rng.pick(PLACES_ON)}."
+    if kind == 1:
+        n = 2 + rng.below(7)
+        noun = plural(rng.zipf(NOUNS))
+        return f"{pron} counted the {noun}: " + ", ".join(NUMBER_WORDS[1 : n + 1]) + "."
+    if kind == 2:
+        a, b = rng.below(10), rng.below(11)
+        thing = rng.pick(COUNTABLES)
+        return f"{name} had {a} {thing} and got {b} more, so now {pron} has {a + b} {thing}."
+    if kind == 3:
+        count = 1 if rng.below(2) else 2 + rng.below(5)
+        subject = noun_phrase(rng, count)
+        verb = "is" if count == 1 else "are"
+        return f"{subject} {verb} {rng.zipf(ADJECTIVES)} today."
+    return f"{pron} is happy because the {p['pet']} is {rng.zipf(ADJECTIVES)}."
+
+
+def capitalise(sentence):
+    return sentence[0].upper() + sentence[1:]
+
+
+def document(rng, world):
+    p = rng.pick(world)
+    sentences = [fact_sentence(rng, p, kinds=2)]  # introduce the person by name first
+    for _ in range(2 + rng.below(6)):
+        s = fact_sentence(rng, p) if rng.below(2) else scene_sentence(rng, p)
+        sentences.append(capitalise(s))
+    return " ".join(sentences) + "\n\n"
+
+
+def generate(seed, n_bytes):
+    """Exactly n_bytes of text from the world, deterministic in seed (one process)."""
+    world = make_world()
+    rng = Rng(seed)
+    parts, size = [], 0
+    while size < n_bytes:
+        doc = document(rng, world)
+        parts.append(doc)
+        size += len(doc)
+    return "".join(parts).encode("ascii")[:n_bytes]
+
+
+def generate_sharded(seed, n_bytes):
+    """Like generate, in SHARD_BYTES pieces made in parallel; the same bytes on any core count."""
+    n_shards = (n_bytes + SHARD_BYTES - 1) // SHARD_BYTES
+    rng = Rng(seed)
+    jobs = [(rng.next(), min(SHARD_BYTES, n_bytes)) for _ in range(n_shards)]
+    with multiprocessing.Pool() as pool:
+        shards = pool.starmap(generate, jobs)
+    return b"".join(shards)[:n_bytes]
+
+
+# ---------------------------------------------------------------------------
+# Main: write data/train.bin (for the run) and heldout/val.bin (for the evaluator)
+# ---------------------------------------------------------------------------
+
+
+def write(path, data, expected_sha256):
+    digest = hashlib.sha256(data).hexdigest()
+    assert digest == expected_sha256, f"{path}: sha256 {digest} != {expected_sha256}"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    print(f"wrote {path}: {len(data):,} bytes, sha256 {digest[:16]}")
+
+
+if __name__ == "__main__":
+    # the runner names the folders; by hand they are data/ and heldout/ in the current folder
+    data_dir = os.environ.get("AUTOSWARM_DATA_DIR", os.path.join(os.getcwd(), "data"))
+    heldout_dir = os.environ.get("AUTOSWARM_HELDOUT_DIR", os.path.join(os.getcwd(), "heldout"))
+    train_sha256 = SMOKE_TRAIN_SHA256 if SMOKE else TRAIN_SHA256
+    val_sha256 = SMOKE_VAL_SHA256 if SMOKE else VAL_SHA256
+    write(os.path.join(data_dir, "train.bin"), generate_sharded(TRAIN_SEED, TRAIN_BYTES), train_sha256)
+    write(os.path.join(heldout_dir, "val.bin"), generate(VAL_SEED, VAL_BYTES), val_sha256)
+    print("done")

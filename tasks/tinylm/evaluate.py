@@ -1,0 +1,217 @@
+"""
+tinylm's evaluator: scores the run's artifacts/model.pt2 on held-out text and prints val_bpb.
+Runs as its own process after the run; never imports train.py. Usage: python evaluate.py
+
+What it guarantees:
+- the artifact is read as data: the archive may hold only the files torch.export.save
+  writes for one program (no pickled payloads, no custom objects, no compiled code, no
+  symbolic shapes or guards, which torch would evaluate as Python), and everything torch
+  unpickles while loading goes through torch.load(weights_only=True);
+- the program may call only pure aten operators (no in-place ops, no state kept between
+  calls, no Python callables);
+- the loss is computed here from the raw logits, never taken from the model;
+- causality: for every batch scored, each row's bytes after a cut point are replaced and
+  the logits up to the cut must not move; the rows of a batch are far apart in the text
+  and replacing the other rows must not move a row's logits either;
+- non-finite logits, a wrong output shape or any failed check print an error and exit 1
+  with no metric.
+What it does not guarantee: that the model is small or fast (the runner's timeout and the
+sandbox cover that), or anything about the run's own printed numbers (they are ignored).
+"""
+
+import json
+import math
+import operator
+import os
+import pickle
+import re
+import sys
+import zipfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from prepare import EVAL_BATCH_SIZE, MAX_SEQ_LEN, VOCAB_SIZE
+
+# ---------------------------------------------------------------------------
+# Evaluation settings (fixed)
+# ---------------------------------------------------------------------------
+
+ARTIFACTS_DIR = os.environ.get("AUTOSWARM_ARTIFACTS_DIR", "artifacts")  # the run's out/
+HELDOUT_DIR = os.environ.get("AUTOSWARM_HELDOUT_DIR", "heldout")  # val.bin lives here
+EVAL_WINDOWS = 512  # held-out windows of MAX_SEQ_LEN bytes scored (65,536 predictions)
+CAUSAL_TOL = 1e-4  # max change of an earlier logit when later bytes change
+NOISE_SEED = 12345  # the replacement bytes used by the causality checks
+ARCHIVE_FILES = re.compile(  # all that torch.export.save writes for one plain program
+    r"^[A-Za-z0-9_.-]+/("
+    r"models/model\.json|data/sample_inputs/model\.pt|"
+    r"data/weights/model_weights_config\.json|data/weights/weight_\d+|"
+    r"data/constants/model_constants_config\.json|data/constants/tensor_\d+|"
+    r"archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
+    r")$"
+)
+ALLOWED_TARGET = re.compile(r"^(torch\.ops\.aten\.[A-Za-z0-9_]+\.[A-Za-z0-9_]+|_operator\.getitem)$")
+
+
+def fail(message):
+    print(f"error: {message}")
+    sys.exit(1)
+
+
+# ---------------------------------------------------------------------------
+# Load the exported program as data
+# ---------------------------------------------------------------------------
+
+
+def walk(node):
+    """Every dict inside a parsed JSON document."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk(value)
+
+
+def check_archive(path):
+    """Refuse anything torch.export.load would execute rather than read."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            bad = [n for n in names if not ARCHIVE_FILES.match(n)]
+            if bad:
+                fail(f"unexpected file in the model archive: {bad[0]}")
+            docs = {n: json.loads(archive.read(n)) for n in names if n.endswith(".json")}
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        fail(f"cannot read {path}: {exc}")
+    if sum(n.endswith("models/model.json") for n in docs) != 1:
+        fail("the archive must hold exactly one program")
+    for name, doc in docs.items():
+        for d in walk(doc):
+            if d.get("use_pickle") or "expr_str" in d:
+                fail(f"{name}: pickled payloads and symbolic shapes are not allowed")
+            if "target" in d and not ALLOWED_TARGET.match(str(d["target"])):
+                fail(f"{name}: operator {d['target']!r} is not allowed")
+        if name.endswith("models/model.json"):
+            if doc.get("range_constraints") or doc.get("guards_code"):
+                fail("export with static shapes: no range constraints or guards")
+            if any(doc["graph_module"]["graph"].get("custom_obj_values", {}).values()):
+                fail("custom objects are not allowed")
+
+
+def load_program(path):
+    """torch.export.load with every unpickling forced to weights_only=True."""
+    check_archive(path)
+    real_load, real_loads = torch.load, pickle.loads
+
+    def weights_only_load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return real_load(*args, **kwargs)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("unpickling is not allowed")
+
+    torch.load, pickle.loads = weights_only_load, refuse
+    try:
+        return torch.export.load(path)
+    except Exception as exc:  # a malformed archive is the run's failure, not ours
+        fail(f"cannot load {path}: {type(exc).__name__}: {exc}")
+    finally:
+        torch.load, pickle.loads = real_load, real_loads
+
+
+def check_program(program):
+    """Pure aten operators only, one int64 input, no state kept between calls."""
+    for node in program.graph.nodes:
+        if node.op == "call_function":
+            target = node.target
+            if isinstance(target, torch._ops.OpOverload):
+                if target.namespace != "aten" or target._schema.is_mutable:
+                    fail(f"operator {target} is not allowed (not a pure aten operator)")
+            elif target is not operator.getitem:
+                fail(f"call to {target} is not allowed")
+        elif node.op not in ("placeholder", "output", "get_attr"):
+            fail(f"graph node kind {node.op!r} is not allowed")
+    signature = program.graph_signature
+    if signature.buffers_to_mutate or signature.user_inputs_to_mutate:
+        fail("the program mutates its state or inputs")
+    if len(signature.user_inputs) != 1 or len(signature.user_outputs) != 1:
+        fail("the program must take one tensor (bytes) and return one tensor (logits)")
+
+
+# ---------------------------------------------------------------------------
+# Score
+# ---------------------------------------------------------------------------
+
+
+def run(model, x):
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    except Exception as exc:  # the program's failure, reported as such
+        fail(f"the program failed on a {tuple(x.shape)} batch: {type(exc).__name__}: {exc}")
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+        fail("the program must return a floating-point logits tensor")
+    if tuple(logits.shape) != (x.shape[0], x.shape[1], VOCAB_SIZE):
+        fail(f"logits shape {tuple(logits.shape)}, expected {(x.shape[0], x.shape[1], VOCAB_SIZE)}")
+    logits = logits.float()
+    if not torch.isfinite(logits).all():
+        fail("the logits are not all finite")
+    return logits
+
+
+def check_causal(model, x, logits, noise):
+    """Row i's bytes after cut i are replaced; its logits up to the cut must not change."""
+    B, T = x.shape
+    cuts = torch.arange(B) * (T - 1) // B  # 0 .. T-2, one cut point per row
+    later = torch.arange(T)[None, :] > cuts[:, None]
+    changed = run(model, torch.where(later, (x + noise) % VOCAB_SIZE, x))
+    drift = (changed - logits).abs().amax(dim=2).masked_fill(later, 0.0)  # (row, position)
+    if drift.max().item() > CAUSAL_TOL:
+        row = int(drift.amax(dim=1).argmax())
+        fail(
+            f"not causal: logits at positions <= {int(cuts[row])} moved by "
+            f"{drift[row].max().item():.3g} when later bytes changed"
+        )
+
+
+def check_rows_independent(model, x, logits, noise):
+    """Row 0's logits must not depend on the other rows of the batch."""
+    others = torch.cat([x[:1], (x[1:] + noise[1:]) % VOCAB_SIZE])
+    drift = (run(model, others)[0] - logits[0]).abs().max().item()
+    if drift > CAUSAL_TOL:
+        fail(f"rows are not independent: row 0 moved by {drift:.3g} when other rows changed")
+
+
+if __name__ == "__main__":
+    val = np.fromfile(os.path.join(HELDOUT_DIR, "val.bin"), dtype=np.uint8)
+    assert len(val) >= EVAL_WINDOWS * MAX_SEQ_LEN + 1, "held-out data is too short"
+    val = torch.from_numpy(val[: EVAL_WINDOWS * MAX_SEQ_LEN + 1].astype(np.int64))
+    program = load_program(os.path.join(ARTIFACTS_DIR, "model.pt2"))
+    check_program(program)
+    try:
+        model = program.module()
+    except Exception as exc:
+        fail(f"cannot build the program: {type(exc).__name__}: {exc}")
+    generator = torch.Generator().manual_seed(NOISE_SEED)
+
+    n_batches = EVAL_WINDOWS // EVAL_BATCH_SIZE
+    total_nats = 0.0
+    for b in range(n_batches):
+        # batch b holds windows b, b + n_batches, ...: its rows are far apart in the text
+        starts = (b + n_batches * torch.arange(EVAL_BATCH_SIZE)) * MAX_SEQ_LEN
+        idx = starts[:, None] + torch.arange(MAX_SEQ_LEN)
+        x, y = val[idx], val[idx + 1]
+        logits = run(model, x)
+        noise = torch.randint(1, VOCAB_SIZE, x.shape, generator=generator)
+        check_causal(model, x, logits, noise)
+        if b == 0:
+            check_rows_independent(model, x, logits, noise)
+        total_nats += F.cross_entropy(logits.view(-1, VOCAB_SIZE), y.reshape(-1), reduction="sum").item()
+
+    val_bpb = total_nats / (n_batches * EVAL_BATCH_SIZE * MAX_SEQ_LEN) / math.log(2)
+    print("---")
+    print(f"val_bpb:          {val_bpb:.6f}")
+    print(f"eval_tokens:      {n_batches * EVAL_BATCH_SIZE * MAX_SEQ_LEN}")

@@ -1,0 +1,321 @@
+"""The shipped tasks: each loads, prepares its data deterministically, runs and is scored.
+
+Every script runs as its own subprocess in a fresh folder holding only what the runner
+would put there (the run: editable + protected files and data/; the evaluator: protected +
+evaluator files, data/, heldout/, artifacts/), with the folders named by the runner's
+environment variables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from shared.summary import parse_summary
+from shared.task import ScoringMode, load_task
+
+TASKS = Path(__file__).parents[1] / "tasks"
+TINYLM = TASKS / "tinylm"
+NANOCHAT = TASKS / "nanochat"
+SHARPE = TASKS / "sharpe"
+SHARPE_BASELINE = 0.284756  # strategy.py as shipped, on the shipped data (deterministic)
+
+
+def run_script(
+    task: Path,
+    script: str,
+    cwd: Path,
+    files: list[str],
+    env: dict[str, str],
+    timeout_s: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Copy `files` from the task into `cwd`, run `python script` there, return the result."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        shutil.copyfile(task / name, cwd / name)
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOSWARM_")}
+    full_env |= {"PYTHONDONTWRITEBYTECODE": "1"} | env
+    return subprocess.run(
+        [sys.executable, script],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def prepare(task: Path, root: Path, env: dict[str, str] | None = None) -> Path:
+    """Run the task's prepare step (make_data.py) in `root`; data/ and heldout/ land there."""
+    spec = load_task(task)
+    files = list(spec.protected + spec.scoring.files)
+    done = run_script(task, "make_data.py", root, files, env or {})
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root
+
+
+def train(task: Path, prepared: Path, work: Path, env: dict[str, str]) -> Path:
+    """Run the task's editable script in `work` with the prepared data; returns its out/."""
+    spec = load_task(task)
+    out = work / "out"
+    env = env | {"AUTOSWARM_DATA_DIR": str(prepared / "data"), "AUTOSWARM_OUT_DIR": str(out)}
+    done = run_script(task, spec.run.command[1], work, list(spec.run_files), env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
+
+
+def evaluate(
+    task: Path, prepared: Path, artifacts: Path, ev: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the task's evaluator in `ev` on `artifacts`; the caller checks the outcome."""
+    spec = load_task(task)
+    env = (env or {}) | {
+        "AUTOSWARM_ARTIFACTS_DIR": str(artifacts),
+        "AUTOSWARM_DATA_DIR": str(prepared / "data"),
+        "AUTOSWARM_HELDOUT_DIR": str(prepared / "heldout"),
+    }
+    files = list(spec.protected + spec.scoring.files)
+    return run_script(task, "evaluate.py", ev, files, env)
+
+
+def metric_of(done: subprocess.CompletedProcess[str], name: str) -> float:
+    assert done.returncode == 0, done.stdout + done.stderr
+    return parse_summary(done.stdout)[name]
+
+
+def refused(done: subprocess.CompletedProcess[str]) -> str:
+    """The evaluator's error, after checking it exited non-zero and printed no metric."""
+    assert done.returncode != 0, done.stdout
+    assert parse_summary(done.stdout) == {}, done.stdout
+    return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="session")
+def tinylm_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tinylm's prepared folder (data/train.bin, heldout/val.bin), made once per session."""
+    return prepare(TINYLM, tmp_path_factory.mktemp("tinylm-prepared"))
+
+
+@pytest.fixture(scope="session")
+def sharpe_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """sharpe's prepared folder (data/history.npy, heldout/future_returns.npy)."""
+    return prepare(SHARPE, tmp_path_factory.mktemp("sharpe-prepared"))
+
+
+# ---- task folders --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder", [TINYLM, NANOCHAT, SHARPE], ids=lambda p: p.name)
+def test_task_loads_in_evaluator_mode(folder: Path) -> None:
+    """Each shipped task loads, scores with its own evaluator and hides its prepare script."""
+    spec = load_task(folder)
+    assert spec.scoring.mode is ScoringMode.EVALUATOR
+    assert spec.run.prepare == ("python", "make_data.py")
+    assert "make_data.py" in spec.scoring.files  # the run never sees how data is made
+    assert "evaluate.py" not in spec.run_files
+    assert (folder / "program.md").is_file()
+
+
+# ---- tinylm --------------------------------------------------------------------------------
+
+
+def test_tinylm_corpus_is_checksummed_and_identical_across_runs(
+    tinylm_data: Path, tmp_path: Path
+) -> None:
+    """make_data.py in two fresh folders writes byte-identical files matching its checksums."""
+    again = prepare(TINYLM, tmp_path)
+    for rel in ("data/train.bin", "heldout/val.bin"):
+        assert (again / rel).read_bytes() == (tinylm_data / rel).read_bytes()
+    source = (TINYLM / "make_data.py").read_text()
+    train_sha = hashlib.sha256((again / "data/train.bin").read_bytes()).hexdigest()
+    val_sha = hashlib.sha256((again / "heldout/val.bin").read_bytes()).hexdigest()
+    assert f'TRAIN_SHA256 = "{train_sha}"' in source
+    assert f'VAL_SHA256 = "{val_sha}"' in source
+    assert (again / "data/train.bin").stat().st_size == 1_500_000
+
+
+def export_model(kind: str, path: Path) -> Path:
+    """Export a small hand-written model (`uniform`, `lookahead`, `mix_rows`) to path."""
+    import torch
+    import torch.nn.functional as F
+
+    class Uniform(torch.nn.Module):
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(idx.shape[0], idx.shape[1], 256) + 0.0 * idx[..., None]
+
+    class LookAhead(torch.nn.Module):  # logits at t count the bytes at t..T-1, the next included
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            return F.one_hot(idx, 256).float().flip(1).cumsum(1).flip(1)
+
+    class MixRows(torch.nn.Module):  # causal within a row, but sees the other rows
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            onehot = F.one_hot(idx, 256).float()
+            return onehot + onehot.mean(0, keepdim=True)
+
+    model = {"uniform": Uniform, "lookahead": LookAhead, "mix_rows": MixRows}[kind]()
+    example = torch.zeros(32, 128, dtype=torch.long)  # tinylm's (EVAL_BATCH_SIZE, MAX_SEQ_LEN)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(torch.export.export(model, (example,)), path)
+    return path
+
+
+def test_tinylm_uniform_model_scores_exactly_8_bits(tinylm_data: Path, tmp_path: Path) -> None:
+    """A model with all-zero logits (uniform over 256 bytes) gets val_bpb 8.0."""
+    export_model("uniform", tmp_path / "artifacts" / "model.pt2")
+    done = evaluate(TINYLM, tinylm_data, tmp_path / "artifacts", tmp_path / "eval")
+    assert metric_of(done, "val_bpb") == pytest.approx(8.0, abs=1e-3)
+
+
+def test_tinylm_evaluator_rejects_a_model_that_looks_ahead(
+    tinylm_data: Path, tmp_path: Path
+) -> None:
+    """Logits that depend on later bytes fail the causality check: exit 1, no metric."""
+    export_model("lookahead", tmp_path / "artifacts" / "model.pt2")
+    done = evaluate(TINYLM, tinylm_data, tmp_path / "artifacts", tmp_path / "eval")
+    assert "not causal" in refused(done)
+
+
+def test_tinylm_evaluator_rejects_rows_that_see_each_other(
+    tinylm_data: Path, tmp_path: Path
+) -> None:
+    """A model whose rows read the other windows of the batch is refused."""
+    export_model("mix_rows", tmp_path / "artifacts" / "model.pt2")
+    done = evaluate(TINYLM, tinylm_data, tmp_path / "artifacts", tmp_path / "eval")
+    assert "not causal" in refused(done) or "not independent" in done.stdout
+
+
+def rewrite_archive(path: Path, name: str, content: bytes) -> None:
+    """Replace (or add) one member of a zip archive."""
+    with zipfile.ZipFile(path) as src:
+        members = {item.filename: src.read(item.filename) for item in src.infolist()}
+    root = next(iter(members)).split("/", 1)[0]
+    members[f"{root}/{name}"] = content
+    with zipfile.ZipFile(path, "w") as dst:
+        for member, data in members.items():
+            dst.writestr(member, data)
+
+
+def test_tinylm_evaluator_never_unpickles_code(tinylm_data: Path, tmp_path: Path) -> None:
+    """A code-running pickle inside the archive is refused before it can run: no canary."""
+    import torch
+
+    canary = tmp_path / "canary"
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str, str]]:
+            return (open, (str(canary), "w"))
+
+    model = export_model("uniform", tmp_path / "artifacts" / "model.pt2")
+    evil = io.BytesIO()
+    torch.save({"inputs": Evil()}, evil)
+    rewrite_archive(model, "data/sample_inputs/model.pt", evil.getvalue())
+    done = evaluate(TINYLM, tinylm_data, tmp_path / "artifacts", tmp_path / "eval")
+    assert "cannot load" in refused(done)
+    assert not canary.exists()
+
+
+def test_tinylm_evaluator_refuses_unexpected_archive_members(
+    tinylm_data: Path, tmp_path: Path
+) -> None:
+    """An archive carrying anything torch.export.save would not write (e.g. compiled code) fails."""
+    model = export_model("uniform", tmp_path / "artifacts" / "model.pt2")
+    rewrite_archive(model, "data/aotinductor/model/model.so", b"\x7fELF")
+    done = evaluate(TINYLM, tinylm_data, tmp_path / "artifacts", tmp_path / "eval")
+    assert "unexpected file" in refused(done)
+
+
+@pytest.mark.slow
+def test_tinylm_trains_exports_and_scores_end_to_end(tinylm_data: Path, tmp_path: Path) -> None:
+    """train.py with a 2 s budget exports a model that the evaluator scores."""
+    out = train(TINYLM, tinylm_data, tmp_path / "work", {"AUTOSWARM_BUDGET_S": "2"})
+    assert (out / "model.pt2").is_file()
+    val_bpb = metric_of(evaluate(TINYLM, tinylm_data, out, tmp_path / "eval"), "val_bpb")
+    assert math.isfinite(val_bpb) and 0.5 < val_bpb < 9.0  # 2 s of steps: near 8 when busy
+
+
+# ---- sharpe --------------------------------------------------------------------------------
+
+
+def test_sharpe_runs_and_scores_end_to_end(sharpe_data: Path, tmp_path: Path) -> None:
+    """strategy.py as shipped writes positions the evaluator scores at the recorded baseline."""
+    out = train(SHARPE, sharpe_data, tmp_path / "work", {})
+    sharpe = metric_of(evaluate(SHARPE, sharpe_data, out, tmp_path / "eval"), "sharpe")
+    assert math.isfinite(sharpe)
+    assert sharpe == pytest.approx(SHARPE_BASELINE, abs=1e-4)
+
+
+def test_sharpe_longer_lookback_beats_the_baseline(sharpe_data: Path, tmp_path: Path) -> None:
+    """One constant-tuning step (LOOKBACK_DAYS 5 -> 10) improves the held-out Sharpe ratio."""
+    task = tmp_path / "task"
+    shutil.copytree(SHARPE, task)
+    source = (task / "strategy.py").read_text()
+    assert "LOOKBACK_DAYS = 5 " in source
+    (task / "strategy.py").write_text(source.replace("LOOKBACK_DAYS = 5 ", "LOOKBACK_DAYS = 10 "))
+    out = train(task, sharpe_data, tmp_path / "work", {})
+    sharpe = metric_of(evaluate(task, sharpe_data, out, tmp_path / "eval"), "sharpe")
+    assert sharpe > SHARPE_BASELINE + 0.2
+
+
+def test_sharpe_evaluator_rejects_too_much_exposure(sharpe_data: Path, tmp_path: Path) -> None:
+    """Positions above MAX_GROSS in total are refused: exit 1, no metric."""
+    import numpy as np
+
+    (tmp_path / "artifacts").mkdir()
+    np.save(tmp_path / "artifacts" / "positions.npy", np.ones((512, 20, 8)))
+    done = evaluate(SHARPE, sharpe_data, tmp_path / "artifacts", tmp_path / "eval")
+    assert "exceeds MAX_GROSS" in refused(done)
+
+
+def test_sharpe_evaluator_never_unpickles_positions(sharpe_data: Path, tmp_path: Path) -> None:
+    """An object array (a pickle) in positions.npy is refused without running it."""
+    import numpy as np
+
+    canary = tmp_path / "canary"
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str, str]]:
+            return (open, (str(canary), "w"))
+
+    (tmp_path / "artifacts").mkdir()
+    evil = np.empty(1, dtype=object)
+    evil[0] = Evil()
+    np.save(tmp_path / "artifacts" / "positions.npy", evil, allow_pickle=True)
+    done = evaluate(SHARPE, sharpe_data, tmp_path / "artifacts", tmp_path / "eval")
+    assert "cannot read" in refused(done)
+    assert not canary.exists()
+
+
+# ---- nanochat ------------------------------------------------------------------------------
+
+
+def test_nanochat_refuses_to_train_without_cuda(tmp_path: Path) -> None:
+    """Without a GPU (and without AUTOSWARM_SMOKE) train.py exits 1 with a clear message."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: nanochat would train")
+    spec = load_task(NANOCHAT)
+    done = run_script(NANOCHAT, "train.py", tmp_path, list(spec.run_files), {})
+    assert done.returncode == 1
+    assert "needs a CUDA GPU" in done.stdout
+
+
+@pytest.mark.slow
+def test_nanochat_smoke_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
+    """AUTOSWARM_SMOKE=1: prepare, train (tiny model, 2 s, no compile), export and score."""
+    smoke = {"AUTOSWARM_SMOKE": "1"}
+    prepared = prepare(NANOCHAT, tmp_path / "prepared", smoke)
+    assert (prepared / "data" / "train.bin").stat().st_size == 262_144
+    out = train(NANOCHAT, prepared, tmp_path / "work", smoke)
+    val_bpb = metric_of(evaluate(NANOCHAT, prepared, out, tmp_path / "eval", smoke), "val_bpb")
+    assert math.isfinite(val_bpb) and 0.0 < val_bpb < 9.0
