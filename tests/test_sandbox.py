@@ -1,0 +1,421 @@
+"""The bubblewrap sandbox, its probe, the fail-closed choice and the doctor's self-test."""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from shared.models import ResultStatus
+from shared.task import load_task
+from worker.bwrap import INSTALL_HINT, BwrapSandbox, make_sandbox, probe_sandbox
+from worker.doctor import (
+    Status,
+    check_coordinator,
+    exit_code,
+    probe_torch,
+    sandbox_self_test,
+)
+from worker.limits import bind_sources
+from worker.process import list_processes
+from worker.runner import Runner
+from worker.sandbox import Sandbox, Unsandboxed
+
+HOSTILE = Path(__file__).parent / "hostile"
+SUMMARY_TOML = """
+[task]
+name = "probe"
+editable = ["train.py"]
+protected = ["prepare.py"]
+budget_s = 30
+
+[run]
+startup_s = 30
+grace_s = 1
+"""
+EVAL_TOML = """
+[task]
+name = "probe-eval"
+editable = ["train.py"]
+protected = ["prepare.py"]
+budget_s = 5
+
+[run]
+prepare = ["python", "prepare.py"]
+startup_s = 5
+grace_s = 1
+
+[scoring]
+mode = "evaluator"
+command = ["python", "evaluate.py"]
+files = ["evaluate.py"]
+timeout_s = 30
+"""
+EVAL_PREPARE = """
+import os
+os.makedirs("heldout", exist_ok=True)
+with open("heldout/answer.txt", "w") as f:
+    f.write("42")
+"""
+EVAL_TRAIN = """
+import os
+with open(os.path.join(os.environ["AUTOSWARM_OUT_DIR"], "prediction.txt"), "w") as f:
+    f.write("40")
+"""
+EVAL_EVALUATE = """
+import os
+artifacts = os.environ["AUTOSWARM_ARTIFACTS_DIR"]
+def attempt(what, action):
+    try:
+        action()
+        print(f"LEAK {what}")
+    except OSError as exc:
+        print(f"blocked {what}: {exc}")
+attempt("append", lambda: open(os.path.join(artifacts, "prediction.txt"), "a").write("0"))
+attempt("create", lambda: open(os.path.join(artifacts, "new.txt"), "w").close())
+attempt("remove", lambda: os.remove(os.path.join(artifacts, "prediction.txt")))
+prediction = float(open(os.path.join(artifacts, "prediction.txt")).read())
+answer = float(open(os.path.join(os.environ["AUTOSWARM_HELDOUT_DIR"], "answer.txt")).read())
+print("---")
+print(f"val_bpb: {abs(prediction - answer)}")
+"""
+WHOAMI = """
+import os
+print("home", os.environ["HOME"])
+print("expanduser", os.path.expanduser("~"))
+print("cwd", os.getcwd())
+print("---")
+print("val_bpb: 1.0")
+"""
+
+
+@pytest.fixture(scope="module")
+def bwrap_sandbox() -> BwrapSandbox:
+    """The bubblewrap sandbox, or a skip naming why bubblewrap cannot run here."""
+    probe = probe_sandbox()
+    if not probe.ok or probe.bwrap is None:
+        pytest.skip(f"bubblewrap absent or unusable: {probe.explain()}")
+    return BwrapSandbox(probe.bwrap)
+
+
+RunInside = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def run_inside(tmp_path: Path, bwrap_sandbox: BwrapSandbox) -> RunInside:
+    """Run Python `code` in the sandbox with tmp_path/work as its work folder."""
+
+    def run(
+        code: str,
+        *args: str,
+        readonly: Sequence[Path] = (),
+        writable: Sequence[Path] = (),
+        env: Mapping[str, str] | None = None,
+        outer_env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        work = tmp_path / "work"
+        work.mkdir(exist_ok=True)
+        inner = dict(env or {"PATH": "/usr/bin:/bin", "HOME": str(work)})
+        argv = bwrap_sandbox.wrap(
+            [sys.executable, "-I", "-c", code, *args],
+            work_dir=work,
+            readonly=readonly,
+            writable=writable,
+            env=inner,
+        )
+        return subprocess.run(
+            argv,
+            cwd=work,
+            env=dict(outer_env or inner),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    return run
+
+
+def make_task(root: Path, toml: str, files: Mapping[str, str]) -> Path:
+    task = root / "task"
+    task.mkdir()
+    (task / "task.toml").write_text(toml)
+    for name, text in files.items():
+        (task / name).write_text(text)
+    return task
+
+
+def runner_with(sandbox: Sandbox, root: Path, *, keep_work: bool = False) -> Runner:
+    return Runner(
+        work_root=root / "work-root",
+        cache_root=root / "cache",
+        sandbox=sandbox,
+        hardware="cpu:test",
+        keep_work=keep_work,
+    )
+
+
+# ---- probe and the fail-closed choice -----------------------------------------------------
+
+
+@pytest.mark.sandbox
+def test_probe_reports_a_working_sandbox(bwrap_sandbox: BwrapSandbox) -> None:
+    """Where bubblewrap works, the probe starts a sandbox and says so."""
+    probe = probe_sandbox(bwrap_sandbox.bwrap)
+    assert probe.ok, probe.explain()
+    assert probe.version is not None and "bubblewrap" in probe.version
+
+
+def test_probe_without_bubblewrap_names_the_package() -> None:
+    """A missing bwrap is reported with the package to install."""
+    probe = probe_sandbox("/nonexistent/bwrap")
+    assert not probe.ok
+    assert probe.fix == INSTALL_HINT
+    assert "apt-get install bubblewrap" in probe.explain()
+
+
+def test_trusted_code_runs_unsandboxed_and_warns(caplog: pytest.LogCaptureFixture) -> None:
+    """trust = "trusted-code" gives no sandbox and a WARNING that says so."""
+    with caplog.at_level(logging.WARNING, logger="worker.bwrap"):
+        sandbox = make_sandbox("trusted-code")
+    assert isinstance(sandbox, Unsandboxed)
+    assert any("WITHOUT a sandbox" in r.getMessage() for r in caplog.records)
+
+
+# ---- what a run inside can see and do ------------------------------------------------------
+
+
+@pytest.mark.sandbox
+def test_environment_inside_is_exactly_the_given_one(run_inside: RunInside) -> None:
+    """The run gets the env it was given; a secret in the launching environment stays out."""
+    secret = "tok-environment-secret"
+    given = {"PATH": "/usr/bin:/bin", "HOME": "/nowhere", "KEEP_ME": "1"}
+    done = run_inside(
+        "import json, os; print(json.dumps(dict(os.environ)))",
+        env=given,
+        outer_env={**given, "AUTOSWARM_TOKEN": secret},
+    )
+    seen = json.loads(done.stdout)
+    assert {k: seen[k] for k in given} == given
+    assert set(seen) - set(given) <= {"PWD", "LC_CTYPE"}  # set by bwrap and Python themselves
+    assert secret not in done.stdout
+
+
+@pytest.mark.sandbox
+def test_home_is_the_work_folder(tmp_path: Path, bwrap_sandbox: BwrapSandbox) -> None:
+    """Through the runner, HOME and ~ are the run's work folder, which is also its cwd."""
+    task = make_task(tmp_path, SUMMARY_TOML, {"train.py": WHOAMI, "prepare.py": ""})
+    runner = runner_with(bwrap_sandbox, tmp_path, keep_work=True)
+    result = runner.run(task, load_task(task))
+    assert runner.last_experiment_dir is not None
+    work = runner.last_experiment_dir / "work"
+    assert result.status is ResultStatus.OK, result.log_tail
+    assert f"home {work}\n" in result.log_tail
+    assert f"expanduser {work}\n" in result.log_tail
+    assert f"cwd {work}\n" in result.log_tail
+
+
+@pytest.mark.sandbox
+def test_only_the_work_folder_and_writable_paths_are_writable(
+    run_inside: RunInside, tmp_path: Path
+) -> None:
+    """Writes land in the work folder and given writable paths; everywhere else they fail."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    targets = ["x", f"{cache}/x", "/usr/x", f"{sys.prefix}/x", "/etc/x", "/x", "/sys/x", "/dev/x"]
+    code = (
+        "import sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n"
+        "        open(path, 'w').close(); print('wrote', path)\n"
+        "    except OSError as exc:\n"
+        "        print('blocked', path, exc.errno)\n"
+    )
+    done = run_inside(code, *targets, writable=[cache])
+    wrote = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("wrote")]
+    assert wrote == ["x", f"{cache}/x"], done.stdout + done.stderr
+
+
+@pytest.mark.sandbox
+def test_readonly_paths_inside_the_work_folder_stay_read_only(
+    run_inside: RunInside, tmp_path: Path
+) -> None:
+    """A read-only file and folder inside the writable work folder cannot be changed."""
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "prepare.py").write_text("RULE = 1\n")
+    code = (
+        "import os\n"
+        'for action in (\'open("prepare.py", "a")\', \'open("data/new", "w")\','
+        ' \'os.remove("prepare.py")\', \'os.rename("data", "moved")\'):\n'
+        "    try:\n"
+        "        eval(action); print('LEAK', action)\n"
+        "    except OSError as exc:\n"
+        "        print('blocked', action, exc.errno)\n"
+    )
+    done = run_inside(code, readonly=[work / "prepare.py", work / "data"])
+    assert done.stdout.count("blocked") == 4, done.stdout + done.stderr
+    assert (work / "prepare.py").read_text() == "RULE = 1\n"
+
+
+@pytest.mark.sandbox
+def test_host_files_outside_the_binds_do_not_exist_inside(
+    run_inside: RunInside, tmp_path: Path
+) -> None:
+    """A file beside the work folder is absent; HOME holds at most the way to the Python install."""
+    beside = tmp_path / "beside.txt"
+    beside.write_text("secret")
+    home = Path.home()
+    code = (
+        "import os, sys; home = sys.argv[2]\n"
+        "listed = sorted(os.listdir(home)) if os.path.isdir(home) else []\n"
+        "print(os.path.exists(sys.argv[1]), listed)"
+    )
+    done = run_inside(code, str(beside), str(home))
+    exists, listed = done.stdout.split(" ", 1)
+    assert exists == "False", done.stderr
+    python_install = {sys.prefix, sys.base_prefix, os.path.realpath(sys.executable)}
+    ways = sorted(
+        {Path(p).relative_to(home).parts[0] for p in python_install if Path(p).is_relative_to(home)}
+    )
+    assert listed.strip() == str(ways)
+
+
+@pytest.mark.sandbox
+def test_run_is_not_root_on_the_host(run_inside: RunInside, tmp_path: Path) -> None:
+    """Files a run writes belong to an unprivileged user on the host, even for a root worker."""
+    done = run_inside("open('mine', 'w').close()")
+    assert done.returncode == 0, done.stderr
+    owner = (tmp_path / "work" / "mine").stat().st_uid
+    assert owner != 0
+    assert owner == (65534 if os.geteuid() == 0 else os.geteuid())
+
+
+@pytest.mark.sandbox
+def test_nothing_inside_survives_a_killed_sandbox(
+    tmp_path: Path, bwrap_sandbox: BwrapSandbox
+) -> None:
+    """SIGKILL to the sandbox's launcher ends a detached process inside it."""
+    work = tmp_path / "work"
+    work.mkdir()
+    marker = f"sandbox-survivor-{os.getpid()}-{time.monotonic_ns()}"
+    code = (
+        "import os, subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', sys.argv[1]],"
+        " start_new_session=True)\n"
+        "print('ready', flush=True); time.sleep(600)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(work)}
+    argv = bwrap_sandbox.wrap(
+        [sys.executable, "-I", "-c", code, marker],
+        work_dir=work,
+        readonly=[],
+        writable=[],
+        env=env,
+    )
+    with subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        assert marked(marker)
+        proc.send_signal(signal.SIGKILL)
+    for _ in range(100):  # the kernel tears the namespace down asynchronously
+        if not marked(marker):
+            break
+        time.sleep(0.1)
+    assert not marked(marker)
+
+
+def marked(marker: str) -> list[int]:
+    """Live processes whose command line holds `marker`."""
+    found = []
+    for pid in list_processes():
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+# ---- trusted scoring and fidelity ----------------------------------------------------------
+
+
+@pytest.mark.sandbox
+def test_evaluator_sees_the_artifacts_read_only(
+    tmp_path: Path, bwrap_sandbox: BwrapSandbox
+) -> None:
+    """The evaluator cannot change, add or remove artifacts; it still scores them."""
+    files = {"train.py": EVAL_TRAIN, "prepare.py": EVAL_PREPARE, "evaluate.py": EVAL_EVALUATE}
+    task = make_task(tmp_path, EVAL_TOML, files)
+    result = runner_with(bwrap_sandbox, tmp_path).run(task, load_task(task))
+    assert result.log_tail.count("blocked") == 3, result.log_tail
+    assert "LEAK" not in result.log_tail
+    assert result.status is ResultStatus.OK
+    assert result.metric == 2.0
+
+
+@pytest.mark.sandbox
+@pytest.mark.slow
+def test_metric_inside_equals_metric_outside(tmp_path: Path, bwrap_sandbox: BwrapSandbox) -> None:
+    """A deterministic small model scores the same in the sandbox as without it."""
+    train = (HOSTILE / "fixed_steps.py").read_text()
+    metrics = []
+    sandboxes: tuple[Sandbox, ...] = (Unsandboxed(), bwrap_sandbox)
+    for i, sandbox in enumerate(sandboxes):
+        root = tmp_path / str(i)
+        root.mkdir()
+        task = make_task(root, SUMMARY_TOML, {"train.py": train, "prepare.py": ""})
+        result = runner_with(sandbox, root).run(task, load_task(task))
+        assert result.status is ResultStatus.OK, result.log_tail
+        metrics.append(result.metric)
+    assert metrics[0] == metrics[1]
+
+
+@pytest.mark.sandbox
+@pytest.mark.gpu
+def test_cuda_is_usable_inside(run_inside: RunInside) -> None:
+    """With a CUDA GPU, torch inside the sandbox sees it and computes on it."""
+    if not glob.glob("/dev/nvidia*") or not probe_torch().get("cuda"):
+        pytest.skip("no CUDA GPU here: no NVIDIA device node, or torch sees none")
+    code = (
+        "import torch; print(torch.cuda.is_available(), torch.ones(2, device='cuda').sum().item())"
+    )
+    done = run_inside(code)
+    assert done.stdout.split() == ["True", "2.0"], done.stderr
+
+
+# ---- the doctor's self-test ----------------------------------------------------------------
+
+
+@pytest.mark.sandbox
+def test_self_test_passes_inside_bubblewrap(bwrap_sandbox: BwrapSandbox) -> None:
+    """In bubblewrap, the network, the secret and writes outside are all blocked."""
+    checks = sandbox_self_test(bwrap_sandbox)
+    assert [c.status for c in checks] == [Status.OK, Status.OK], checks
+
+
+def test_self_test_fails_without_a_sandbox() -> None:
+    """Unsandboxed, the self-test fails: the host listener and the secret are reachable."""
+    checks = sandbox_self_test(Unsandboxed())
+    assert [c.status for c in checks] == [Status.FAIL, Status.FAIL], checks
+    assert exit_code(checks) == 1
+
+
+def test_unreachable_coordinator_fails() -> None:
+    """A coordinator URL nobody answers on is a FAIL row."""
+    rows = check_coordinator("http://127.0.0.1:9")  # the discard port: nothing listens
+    assert rows[0].status is Status.FAIL
+
+
+def test_launcher_finds_bind_sources_past_option_values() -> None:
+    """An env value spelled like a bind option is not taken for one."""
+    argv = ["bwrap", "--setenv", "X", "--bind", "--ro-bind", "/a", "/a", "--chdir", "/w", "--"]
+    assert bind_sources([*argv, "--bind", "/b", "/b"]) == [5]

@@ -1,0 +1,385 @@
+"""The sandbox's launcher: the limits, the user and the disk cap that bwrap itself cannot set.
+
+`BwrapSandbox.wrap` puts this file in front of `bwrap`:
+    python -I -S worker/limits.py [options] -- bwrap ARGS...
+It runs outside the sandbox, imports the standard library only (it runs with `-I -S`, so
+starting it costs ~20 ms), and then:
+- sets RLIMIT_NPROC to the processes the sandbox's host user already has plus
+  `--nproc`, so a fork bomb stops at that count (RLIMIT_NPROC is per host user);
+- as root: root is exempt from RLIMIT_NPROC, and bubblewrap maps the sandbox's user to the
+  caller's, so the sandbox would be root on the host. The launcher therefore hands the
+  writable folders to `--host-uid` (65534, "nobody", by default), makes the folders bwrap
+  binds reachable for that user in a private mount namespace of its own (a tmpfs over the
+  first ancestor that user cannot enter, e.g. /root, holding only the bound paths), drops
+  to that user and group with no supplementary groups, and runs bwrap as that user;
+- runs bwrap as its child and watches the total size of `--watch` folders (the work
+  folder: RLIMIT_FSIZE caps each file, not their sum); past `--disk-mb` it kills bwrap
+  (and so, with `--die-with-parent`, the whole sandbox) and exits 125 with a message;
+- exits with bwrap's status (a signal that killed bwrap kills the launcher too).
+Nothing here changes the host: the mounts live in the launcher's own mount namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import select
+import signal
+import stat
+import sys
+import time
+from collections.abc import Iterable, Sequence
+
+DISK_EXCEEDED_EXIT = 125
+POLL_S = 0.1
+MAX_WATCHED_ENTRIES = 200_000  # more files than this in a work folder is an attack, not a run
+_CLONE_NEWNS = 0x00020000
+_MS_BIND = 4096
+_MS_REC = 16384
+_MS_PRIVATE = 1 << 18
+_MS_NOSUID = 2
+_MS_NODEV = 4
+_PR_SET_PDEATHSIG = 1
+_BIND_OPTIONS = frozenset(
+    {
+        "--bind",
+        "--bind-try",
+        "--ro-bind",
+        "--ro-bind-try",
+        "--dev-bind",
+        "--dev-bind-try",
+    }
+)
+# How many values each bwrap option takes (bubblewrap 0.4 to 0.11); others take none.
+_ARITY = dict.fromkeys(_BIND_OPTIONS, 2) | {
+    "--setenv": 2,
+    "--symlink": 2,
+    "--chmod": 2,
+    "--file": 2,
+    "--bind-data": 2,
+    "--ro-bind-data": 2,
+    "--bind-fd": 2,
+    "--ro-bind-fd": 2,
+    "--args": 1,
+    "--userns": 1,
+    "--userns2": 1,
+    "--pidns": 1,
+    "--uid": 1,
+    "--gid": 1,
+    "--hostname": 1,
+    "--chdir": 1,
+    "--unsetenv": 1,
+    "--lock-file": 1,
+    "--sync-fd": 1,
+    "--remount-ro": 1,
+    "--exec-label": 1,
+    "--file-label": 1,
+    "--proc": 1,
+    "--dev": 1,
+    "--tmpfs": 1,
+    "--mqueue": 1,
+    "--dir": 1,
+    "--seccomp": 1,
+    "--add-seccomp-fd": 1,
+    "--block-fd": 1,
+    "--userns-block-fd": 1,
+    "--info-fd": 1,
+    "--json-status-fd": 1,
+    "--cap-add": 1,
+    "--cap-drop": 1,
+    "--perms": 1,
+    "--size": 1,
+}
+
+
+# ---- process count -----------------------------------------------------------------------
+
+
+def count_tasks(uid: int) -> int:
+    """Tasks (processes and threads: what RLIMIT_NPROC counts) whose real uid is `uid`."""
+    total = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        real_uid, threads = -1, 1
+        try:
+            with open(f"/proc/{name}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Uid:"):
+                        real_uid = int(line.split()[1])
+                    elif line.startswith(b"Threads:"):
+                        threads = int(line.split()[1])
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+        if real_uid == uid:
+            total += threads
+    return total
+
+
+def set_nproc(uid: int, allowance: int) -> int:
+    """Limit the host user `uid` to its current task count plus `allowance`; the limit set."""
+    import resource
+
+    limit = count_tasks(uid) + allowance
+    hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+    return limit
+
+
+# ---- reaching the bound paths as another user --------------------------------------------
+
+
+def can_enter(st: os.stat_result, uid: int, gid: int) -> bool:
+    """True when `uid`/`gid` (no supplementary groups) may search a folder with this stat."""
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == gid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def first_closed_ancestor(path: str, uid: int, gid: int) -> str | None:
+    """The first folder above `path` (an absolute real path) that `uid` cannot enter."""
+    current = "/"
+    for part in path.strip("/").split("/")[:-1]:
+        if not can_enter(os.stat(current), uid, gid):
+            return current
+        current = os.path.join(current, part)
+    return None if can_enter(os.stat(current), uid, gid) else current
+
+
+def bind_sources(bwrap_argv: Sequence[str]) -> list[int]:
+    """Indices in a bwrap argv (program first) of the sources of its bind options."""
+    found, i = [], 1
+    while i < len(bwrap_argv) and bwrap_argv[i] != "--":
+        arg = bwrap_argv[i]
+        if arg in _BIND_OPTIONS:
+            found.append(i + 1)
+        i += 1 + _ARITY.get(arg, 0)
+    return found
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _mount(
+    libc: ctypes.CDLL,
+    source: str | None,
+    target: str,
+    fstype: str | None,
+    flags: int,
+    data: str | None = None,
+) -> None:
+    enc = [None if s is None else s.encode() for s in (source, target, fstype, data)]
+    _check(libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]), f"mount {target}")
+
+
+def make_reachable(sources: Iterable[str], uid: int, gid: int) -> None:
+    """In a new private mount namespace, make every source path reachable by `uid`/`gid`.
+
+    For each first ancestor the user cannot enter, a tmpfs is mounted over it holding only
+    the paths below it that are bound (each bind-mounted from the original). Needs root.
+    """
+    by_cover: dict[str, list[str]] = {}
+    for source in sources:
+        cover = first_closed_ancestor(source, uid, gid)
+        if cover is not None:
+            by_cover.setdefault(cover, []).append(source)
+    if not by_cover:
+        return
+    libc = _libc()
+    _check(libc.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing propagates to the host
+    for cover in sorted(by_cover, key=len):
+        if cover == "/":
+            raise OSError(f"the sandbox user {uid} cannot enter / itself")
+        paths = sorted(set(by_cover[cover]))
+        fds = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in paths}
+        _mount(libc, "tmpfs", cover, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=1m")
+        for path, fd in fds.items():
+            rel = os.path.relpath(path, cover)
+            target = os.path.join(cover, rel)
+            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                os.makedirs(target, mode=0o755, exist_ok=True)
+            elif not os.path.exists(target):
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
+            _mount(libc, f"/proc/self/fd/{fd}", target, None, _MS_BIND | _MS_REC)
+            os.close(fd)
+
+
+def hand_over(paths: Iterable[str], keep: Sequence[str], uid: int, gid: int) -> None:
+    """Give each writable folder, and what lies in it outside `keep`, to `uid`/`gid`."""
+    kept = tuple(os.path.realpath(k) for k in keep)
+
+    def skipped(path: str) -> bool:
+        return any(path == k or path.startswith(k + "/") for k in kept)
+
+    for root in paths:
+        real = os.path.realpath(root)
+        if not os.path.isdir(real) or os.lstat(real).st_uid == uid:
+            continue  # already handed over (a persistent cache): not walked again
+        os.lchown(real, uid, gid)
+        for dirpath, dirnames, filenames in os.walk(real):
+            dirnames[:] = [d for d in dirnames if not skipped(os.path.join(dirpath, d))]
+            for name in dirnames + filenames:
+                full = os.path.join(dirpath, name)
+                if not skipped(full):
+                    os.lchown(full, uid, gid)
+
+
+def drop_to(uid: int, gid: int) -> None:
+    """Become `uid`/`gid` for good, with no supplementary groups and no capabilities."""
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        raise OSError("could not drop to the sandbox user")
+
+
+# ---- the disk cap ------------------------------------------------------------------------
+
+
+def used_bytes(roots: Sequence[str], skip: Sequence[str]) -> tuple[int, int]:
+    """(bytes allocated, entries) under `roots`, not following links, not entering `skip`."""
+    skipped = {os.path.realpath(s) for s in skip}
+    total = entries = 0
+    stack = [os.path.realpath(r) for r in roots]
+    while stack and entries <= MAX_WATCHED_ENTRIES:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                for entry in it:
+                    entries += 1
+                    if entry.path in skipped:
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += st.st_blocks * 512
+                    if stat.S_ISDIR(st.st_mode):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return total, entries
+
+
+def inherited_disk_mb() -> int | None:
+    """The run's per-file cap (RLIMIT_FSIZE, set by the runner to disk_mb), as the total cap."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else max(1, soft // 2**20)
+
+
+def _exit_like(status: int) -> None:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+
+
+def supervise_bwrap(
+    child: int, watch: Sequence[str], skip: Sequence[str], disk_mb: int | None
+) -> None:
+    """Wait for bwrap; kill it when the watched folders pass `disk_mb`. Does not return."""
+    try:
+        pidfd: int | None = os.pidfd_open(child)
+    except OSError:  # Linux < 5.3: poll by sleeping
+        pidfd = None
+    while True:
+        pid, status = os.waitpid(child, os.WNOHANG)
+        if pid == child:
+            _exit_like(status)
+        if disk_mb is not None and watch:
+            used, entries = used_bytes(watch, skip)
+            if used > disk_mb * 2**20 or entries > MAX_WATCHED_ENTRIES:
+                os.kill(child, signal.SIGKILL)
+                os.waitpid(child, 0)
+                why = (
+                    f"{used / 2**20:.0f} MB"
+                    if entries <= MAX_WATCHED_ENTRIES
+                    else (f"more than {MAX_WATCHED_ENTRIES} files")
+                )
+                sys.stderr.write(
+                    f"autoswarm sandbox: the work folder holds {why}, over its disk cap of"
+                    f" {disk_mb} MB; the run was killed\n"
+                )
+                sys.stderr.flush()
+                os._exit(DISK_EXCEEDED_EXIT)
+        if pidfd is None:
+            time.sleep(POLL_S)
+        else:
+            select.select([pidfd], [], [], POLL_S)  # wakes as soon as bwrap exits
+
+
+# ---- entry point -------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="autoswarm-sandbox-launcher")
+    parser.add_argument("--nproc", type=int, required=True)
+    parser.add_argument("--host-uid", type=int, default=65534)
+    parser.add_argument("--host-gid", type=int, default=65534)
+    parser.add_argument("--disk-mb", type=int, default=None)
+    parser.add_argument("--watch", action="append", default=[])
+    parser.add_argument("--writable", action="append", default=[])
+    parser.add_argument("--keep", action="append", default=[])
+    parser.add_argument("bwrap", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.bwrap[:1] == ["--"]:
+        args.bwrap = args.bwrap[1:]
+    if not args.bwrap:
+        parser.error("no bwrap command after --")
+    return args
+
+
+def prepare_root(args: argparse.Namespace, bwrap: list[str]) -> None:
+    """As root: hand the writable folders over, make bound paths reachable, drop to the user."""
+    for i in bind_sources(bwrap):
+        if os.path.exists(bwrap[i]):
+            bwrap[i] = os.path.realpath(bwrap[i])
+    hand_over(args.writable, args.keep, args.host_uid, args.host_gid)
+    sources = [bwrap[i] for i in bind_sources(bwrap) if os.path.exists(bwrap[i])]
+    make_reachable(sources, args.host_uid, args.host_gid)
+
+
+def main(argv: Sequence[str]) -> None:
+    args = parse_args(argv)
+    if args.disk_mb is None:
+        args.disk_mb = inherited_disk_mb()
+    bwrap = list(args.bwrap)
+    as_root = os.geteuid() == 0
+    if as_root:
+        prepare_root(args, bwrap)
+    child = os.fork()
+    if child == 0:
+        try:
+            if as_root:
+                drop_to(args.host_uid, args.host_gid)
+            set_nproc(args.host_uid if as_root else os.getuid(), args.nproc)
+            _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            # bwrap needs no environment; the run's is in its --setenv options, and an empty
+            # one here keeps the worker's out of /proc/1/environ inside the sandbox
+            os.execve(bwrap[0], bwrap, {})
+        except OSError as exc:
+            sys.stderr.write(f"autoswarm sandbox: cannot start {bwrap[0]}: {exc}\n")
+            os._exit(127)
+    supervise_bwrap(child, args.watch, args.keep, args.disk_mb)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
