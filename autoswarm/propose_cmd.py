@@ -7,6 +7,7 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -14,14 +15,15 @@ from autoswarm.console import console, err_console
 from shared.errors import AutoswarmError
 from shared.models import HypothesisCreate
 
+if TYPE_CHECKING:
+    from coordinator.proposers.base import Proposer
+
 hypothesis_app = typer.Typer(help="Submit hypotheses by hand.", no_args_is_help=True)
 
 Join = typer.Option(
     "http://127.0.0.1:8765", "--join", envvar="AUTOSWARM_JOIN", help="The coordinator's URL."
 )
-Token = typer.Option(
-    None, "--token", envvar="AUTOSWARM_TOKEN", help="A proposer or admin token."
-)
+Token = typer.Option(None, "--token", envvar="AUTOSWARM_TOKEN", help="A proposer or admin token.")
 TokenFile = typer.Option(None, "--token-file", help="A file holding the token.")
 
 
@@ -70,7 +72,7 @@ def propose(
     token_file: Path | None = TokenFile,
 ) -> None:
     """Keep a task's queue a few experiments ahead of the workers with new hypotheses."""
-    from coordinator.proposers.base import Proposer, run_proposer_loop
+    from coordinator.proposers.base import run_proposer_loop
     from shared.client import CoordinatorClient
 
     secret = resolve_token(token, token_file)
@@ -106,7 +108,7 @@ def build_proposer(
     secret_file: Path | None,
     ledger: Path,
     seed: int,
-) -> object:
+) -> Proposer:
     """The proposer named on the command line, or a clear exit."""
     if kind == "mutation":
         from coordinator.proposers.mutation import MutationProposer

@@ -1,0 +1,182 @@
+"""Exports of a task's experiments: karpathy/autoresearch's results.tsv and progress.png.
+
+The TSV's first five columns are exactly autoresearch's (`commit`, the metric, `memory_gb`,
+`status` as keep/discard/crash, `description`), the metric column named after the task's
+metric; our own columns follow.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+EXTRA_COLUMNS = (
+    "experiment_id",
+    "kind",
+    "verdict",
+    "hardware",
+    "worker_id",
+    "proposer",
+    "delta",
+    "wall_s",
+    "finished_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentRow:
+    """One experiment as the exports show it."""
+
+    commit: str
+    metric: float | None
+    memory_gb: float
+    status: str  # keep | discard | crash, as autoresearch writes it
+    description: str
+    experiment_id: str = ""
+    kind: str = ""
+    verdict: str = ""
+    hardware: str = ""
+    worker_id: str = ""
+    proposer: str = ""
+    delta: float | None = None
+    wall_s: float | None = None
+    finished_at: float | None = None
+
+
+def _cells(row: ExperimentRow) -> list[str]:
+    metric = "0.000000" if row.metric is None else f"{row.metric:.6f}"
+    head = [row.commit[:7], metric, f"{row.memory_gb:.1f}", row.status, _one_line(row.description)]
+    extra = []
+    for name in EXTRA_COLUMNS:
+        value = getattr(row, name)
+        extra.append("" if value is None else str(value))
+    return head + extra
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.replace("\t", " ").split())
+
+
+def header(metric_name: str) -> list[str]:
+    return ["commit", metric_name, "memory_gb", "status", "description", *EXTRA_COLUMNS]
+
+
+def to_tsv(rows: Sequence[ExperimentRow], metric_name: str) -> str:
+    """results.tsv: tab-separated, a header, one line per experiment."""
+    lines = ["\t".join(header(metric_name))]
+    lines += ["\t".join(_cells(row)) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[ExperimentRow], metric_name: str) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header(metric_name))
+    for row in rows:
+        writer.writerow(_cells(row))
+    return buffer.getvalue()
+
+
+def to_jsonl(rows: Sequence[ExperimentRow], metric_name: str) -> str:
+    out = []
+    for row in rows:
+        record = asdict(row)
+        record[metric_name] = record.pop("metric")
+        out.append(json.dumps(record))
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def write_parquet(rows: Sequence[ExperimentRow], metric_name: str, path: Path) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame([asdict(r) for r in rows], columns=list(ExperimentRow.__slots__))
+    frame = frame.rename(columns={"metric": metric_name})
+    frame.to_parquet(path, index=False)
+
+
+def plot_progress(
+    rows: Sequence[ExperimentRow],
+    *,
+    metric_name: str,
+    lower_is_better: bool,
+    path: Path,
+    title: str = "",
+) -> None:
+    """progress.png: every experiment a dot, kept ones highlighted, the running best a step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [(i, r) for i, r in enumerate(rows) if r.status != "crash" and r.metric is not None]
+    fig, ax = plt.subplots(figsize=(16, 8))
+    discarded = [(i, r.metric) for i, r in scored if r.status != "keep"]
+    kept = [(i, r) for i, r in scored if r.status == "keep"]
+    if discarded:
+        xs, ys = zip(*discarded, strict=True)
+        ax.scatter(xs, ys, c="#cccccc", s=12, alpha=0.5, zorder=2, label="Discarded")
+    if kept:
+        ax.scatter(
+            [i for i, _ in kept],
+            [r.metric or 0.0 for _, r in kept],
+            c="#2ecc71",
+            s=50,
+            zorder=4,
+            edgecolors="black",
+            linewidths=0.5,
+            label="Kept",
+        )
+        best_x, best_y = _running_best(kept, lower_is_better)
+        best_x.append(max(len(rows) - 1, best_x[-1]))
+        best_y.append(best_y[-1])
+        ax.step(
+            best_x,
+            best_y,
+            where="post",
+            color="#27ae60",
+            linewidth=2,
+            alpha=0.7,
+            zorder=3,
+            label="Running best",
+        )
+        for i, r in kept:
+            ax.annotate(
+                _one_line(r.description)[:45],
+                (i, r.metric),
+                textcoords="offset points",
+                xytext=(6, 6),
+                fontsize=8,
+                color="#1a7a3a",
+                alpha=0.9,
+                rotation=30,
+                ha="left",
+                va="bottom",
+            )
+    word = "lower" if lower_is_better else "higher"
+    ax.set_xlabel("Experiment #", fontsize=12)
+    ax.set_ylabel(f"{metric_name} ({word} is better)", fontsize=12)
+    ax.set_title(
+        title or f"Progress: {len(rows)} Experiments, {len(kept)} Kept Improvements", fontsize=14
+    )
+    ax.legend(loc="upper right" if lower_is_better else "lower right", fontsize=9)
+    ax.grid(True, alpha=0.2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _running_best(
+    kept: list[tuple[int, ExperimentRow]], lower_is_better: bool
+) -> tuple[list[int], list[float]]:
+    xs: list[int] = []
+    ys: list[float] = []
+    for i, r in kept:
+        assert r.metric is not None
+        if not ys or (r.metric < ys[-1] if lower_is_better else r.metric > ys[-1]):
+            xs.append(i)
+            ys.append(r.metric)
+    return xs, ys
