@@ -6,9 +6,11 @@ import typer
 
 from autoswarm import __version__
 from autoswarm.console import console
+from autoswarm.coordinator_cmd import coordinator, token_app
 from autoswarm.doctor_cmd import doctor
 from autoswarm.propose_cmd import hypothesis_app, propose
 from autoswarm.task_cmd import task_app
+from autoswarm.up_cmd import up
 from autoswarm.worker_cmd import worker_app
 
 app = typer.Typer(
@@ -21,7 +23,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("up")(up)
+app.command("coordinator")(coordinator)
 app.add_typer(task_app, name="task")
+app.add_typer(token_app, name="token")
 app.add_typer(worker_app, name="worker")
 app.add_typer(hypothesis_app, name="hypothesis")
 app.command("propose")(propose)

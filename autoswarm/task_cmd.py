@@ -126,3 +126,31 @@ def summary_block(log: str) -> str:
         if lines[i].strip() == "---":
             return "\n".join(lines[i:])
     return ""
+
+
+@task_app.command("register")
+def register(
+    path: Path = TaskPath,
+    join: str = typer.Option(
+        "http://127.0.0.1:8470", "--join", envvar="AUTOSWARM_JOIN", help="The coordinator's URL."
+    ),
+    token: str | None = typer.Option(
+        None, "--token", envvar="AUTOSWARM_ADMIN_TOKEN", help="An admin token."
+    ),
+    data_dir: Path = typer.Option(
+        Path(".autoswarm"), "--data-dir", help="Where to find admin.token when --token is absent."
+    ),
+) -> None:
+    """Register a task folder with a coordinator (idempotent for the same files)."""
+    from autoswarm.coordinator_cmd import admin_token
+    from shared.client import CoordinatorClient
+    from shared.task import read_task_files
+
+    spec = load_or_exit(path)
+    try:
+        with CoordinatorClient(join, admin_token(token, data_dir)) as client:
+            answer = client.register_task(read_task_files(path, spec))
+    except AutoswarmError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"task {answer['task_id']} registered")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,6 +31,12 @@ class CoordinatorSettings(BaseSettings):
     port: int = Field(default=8470, ge=0, le=65535)
     # None: generate one on first start and keep it in data_dir/admin.token (mode 0600).
     admin_token: SecretStr | None = None
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # redis-server runs with its own working folder; a relative path would point elsewhere.
+        return value.expanduser().resolve()
 
     # Leases: a worker heartbeats about every lease_ttl_s / 3.
     lease_ttl_s: float = Field(default=60.0, gt=0, le=24 * 3600)

@@ -93,8 +93,9 @@ class Runner:
         keep_work: bool = False,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.work_root = work_root
-        self.cache_root = cache_root
+        # Absolute: the run and its sandbox have other working folders than ours.
+        self.work_root = work_root.resolve()
+        self.cache_root = cache_root.resolve()
         self.sandbox = sandbox
         self.hardware = hardware
         self.keep_work = keep_work

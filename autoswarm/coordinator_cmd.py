@@ -1,0 +1,86 @@
+"""`autoswarm coordinator` and `autoswarm token create`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+
+from autoswarm.console import console, err_console
+from shared.errors import AutoswarmError
+from shared.models import Scope
+
+token_app = typer.Typer(help="Create tokens for workers, proposers and readers.")
+
+DataDir = typer.Option(
+    None,
+    "--data-dir",
+    help="Lineage, embedded Redis and admin token (default .autoswarm).",
+)
+
+
+def coordinator(
+    host: str | None = typer.Option(None, "--host", help="Address to listen on."),
+    port: int | None = typer.Option(None, "--port", help="Port to listen on (default 8470)."),
+    data_dir: Path | None = DataDir,
+    redis_url: str | None = typer.Option(
+        None, "--redis-url", help="Use this Redis (default: start an embedded one)."
+    ),
+    config: Path | None = typer.Option(None, "--config", help="A TOML file of settings."),
+) -> None:
+    """Serve the coordinator: HTTP API, dashboard, judge, lineage (Ctrl-C stops it)."""
+    from coordinator.service import run_coordinator
+    from coordinator.settings import CoordinatorSettings
+
+    try:
+        settings = CoordinatorSettings.load(
+            config, host=host, port=port, data_dir=data_dir, redis_url=redis_url
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(x) for x in first["loc"])
+        err_console.print(f"[red]error:[/red] coordinator setting {field}: {first['msg']}")
+        raise typer.Exit(2) from None
+    run_coordinator(settings)
+
+
+def admin_token(token: str | None, data_dir: Path) -> str:
+    """The admin token from the flag, else the one the coordinator keeps in its data folder."""
+    if token:
+        return token
+    path = data_dir / "admin.token"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        err_console.print(
+            f"[red]error:[/red] no admin token: give --token, or run this where the "
+            f"coordinator's data folder is ({path} is missing)"
+        )
+        raise typer.Exit(2) from None
+
+
+@token_app.command("create")
+def create(
+    scope: Scope = typer.Option(..., "--scope", help="admin, worker, proposer or read."),
+    name: str = typer.Option(..., "--name", help="Who the token is for (credit goes here)."),
+    join: str = typer.Option(
+        "http://127.0.0.1:8470", "--join", envvar="AUTOSWARM_JOIN", help="The coordinator's URL."
+    ),
+    token: str | None = typer.Option(
+        None, "--token", envvar="AUTOSWARM_ADMIN_TOKEN", help="An admin token."
+    ),
+    data_dir: Path = typer.Option(
+        Path(".autoswarm"), "--data-dir", help="Where to find admin.token when --token is absent."
+    ),
+) -> None:
+    """Create a token; it is printed once and stored only as a hash."""
+    from shared.client import CoordinatorClient
+
+    try:
+        with CoordinatorClient(join, admin_token(token, data_dir)) as client:
+            secret = client.create_token(scope.value, name)
+    except AutoswarmError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(secret, markup=False, highlight=False)

@@ -1,0 +1,334 @@
+"""`autoswarm up`: the original AutoResearch loop on one machine, as a small swarm.
+
+One process runs the coordinator (embedded Redis, lineage under the data folder) and the
+proposer; worker subprocesses run the experiments; the terminal shows a live table, and
+`results.tsv` and `progress.png` are rewritten as results arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from autoswarm.console import console, err_console
+from autoswarm.report import ExperimentRow, plot_progress, to_tsv
+from shared.errors import AutoswarmError, SandboxUnavailable
+from shared.task import TaskSpec, read_task_files
+
+logger = logging.getLogger(__name__)
+
+REFRESH_S = 2.0
+WORKER_STOP_S = 30.0
+EXPORT_KINDS = ("baseline", "explore", "merge")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def choose_trust(trust: str, proposer: str) -> str:
+    """'auto': sandboxed where bubblewrap works; else trusted only for the mutation proposer.
+
+    The mutation proposer changes only numeric constants of the code the researcher brought,
+    so running its changes unsandboxed on the researcher's own machine is the original loop;
+    code an LLM wrote never runs unsandboxed unless the researcher says so.
+    """
+    if trust != "auto":
+        return trust
+    from worker.bwrap import probe_sandbox
+
+    probe = probe_sandbox()
+    if probe.ok:
+        return "sandboxed"
+    if proposer == "mutation":
+        err_console.print(
+            "[yellow]warning:[/yellow] no sandbox here, so experiments run unsandboxed "
+            f"(the mutation proposer only retunes your own constants): {probe.explain()}"
+        )
+        return "trusted-code"
+    raise SandboxUnavailable(
+        f"{probe.explain()}; or pass --trust trusted-code to run LLM-written code unsandboxed"
+    )
+
+
+@dataclass
+class Swarm:
+    """The processes `up` started, and how to stop them in order."""
+
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    proposer_thread: threading.Thread | None = None
+
+    def start_worker(self, index: int, url: str, token: str, trust: str, data_dir: Path) -> None:
+        state = data_dir / "workers" / f"w{index}"
+        state.mkdir(parents=True, exist_ok=True)
+        log = (data_dir / "logs" / f"worker-{index}.log").open("ab")
+        argv = [
+            sys.executable, "-m", "worker", "--join", url, "--token", token, "--trust", trust,
+            "--state-dir", str(state), "--name", f"local-{index}", "--wait-s", "5",
+        ]  # fmt: skip
+        # The token goes in argv of a local child only; the sandbox never sees it.
+        self.workers.append(
+            subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        )
+
+    def shut_down(self) -> None:
+        self.stop.set()
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + WORKER_STOP_S
+        for proc in self.workers:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.proposer_thread is not None:
+            self.proposer_thread.join(10)
+
+
+def run_up(
+    task_dir: Path,
+    spec: TaskSpec,
+    *,
+    workers: int,
+    proposer: Any,
+    proposer_kind: str,
+    trust: str,
+    data_dir: Path,
+    port: int | None,
+    out_dir: Path,
+    max_experiments: int | None,
+) -> int:
+    """Run the loop until Ctrl-C (or `max_experiments` judged); the exit code."""
+    from coordinator.proposers.base import run_proposer_loop
+    from coordinator.service import serve_in_thread
+    from coordinator.settings import CoordinatorSettings
+    from shared.client import CoordinatorClient
+
+    trust = choose_trust(trust, proposer_kind)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "logs").mkdir(exist_ok=True)
+    settings = CoordinatorSettings.load(None, data_dir=data_dir, port=port or free_port())
+    with console.status("starting the coordinator (embedded Redis, lineage)"):
+        coordinator = serve_in_thread(settings)
+    swarm = Swarm()
+    previous = _install_stop(swarm.stop)
+    try:
+        admin = CoordinatorClient(coordinator.url, coordinator.admin_token, timeout_s=60)
+        task_id = admin.register_task(read_task_files(task_dir, spec))["task_id"]
+        worker_token = admin.create_token("worker", "local")
+        proposer_token = admin.create_token("proposer", proposer_kind)
+        for index in range(workers):
+            swarm.start_worker(index, coordinator.url, worker_token, trust, data_dir)
+        client = CoordinatorClient(coordinator.url, proposer_token, timeout_s=60)
+        swarm.proposer_thread = threading.Thread(
+            target=run_proposer_loop,
+            args=(client, task_id, proposer),
+            kwargs={"stop": swarm.stop, "queue_ahead": max(2, workers), "poll_s": 1.0},
+            name="proposer",
+            daemon=True,
+        )
+        swarm.proposer_thread.start()
+        console.print(
+            f"dashboard: [link]{coordinator.url}/[/link]   logs: {data_dir / 'logs'}   "
+            f"trust: {trust}   Ctrl-C stops"
+        )
+        _watch(admin, spec, task_id, swarm, out_dir, max_experiments)
+    except AutoswarmError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        return 1
+    finally:
+        with console.status("stopping workers (leases are handed back) and the coordinator"):
+            swarm.shut_down()
+            coordinator.stop()
+        signal.signal(signal.SIGINT, previous)
+    return 0
+
+
+def _install_stop(stop: threading.Event) -> Any:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    return signal.signal(signal.SIGINT, on_signal)
+
+
+def _watch(
+    client: Any,
+    spec: TaskSpec,
+    task_id: str,
+    swarm: Swarm,
+    out_dir: Path,
+    max_experiments: int | None,
+) -> None:
+    written = -1
+    with Live(console=console, refresh_per_second=1, transient=False) as live:
+        while not swarm.stop.is_set():
+            task = client.get_json(f"tasks/{task_id}")
+            experiments = list_experiments(client, task_id)
+            hypotheses = {
+                h["hypothesis_id"]: h for h in client.get_json(f"tasks/{task_id}/hypotheses")
+            }
+            rows = export_rows(experiments, hypotheses)
+            live.update(render(spec, task, experiments, hypotheses, swarm))
+            if len(rows) != written:
+                write_exports(rows, spec, out_dir)
+                written = len(rows)
+            judged = sum(1 for h in hypotheses.values() if h.get("verdict") != "pending")
+            if max_experiments is not None and judged >= max_experiments:
+                break
+            if all(p.poll() is not None for p in swarm.workers):
+                err_console.print("[red]every worker stopped[/red]; see the logs folder")
+                break
+            swarm.stop.wait(REFRESH_S)
+
+
+def list_experiments(client: Any, task_id: str) -> list[dict[str, Any]]:
+    """Every experiment of a task, oldest first, following the cursor."""
+    found: list[dict[str, Any]] = []
+    cursor: Any = None
+    while True:
+        params: dict[str, Any] = {"task_id": task_id, "limit": 500}
+        if cursor is not None:
+            params["cursor"] = cursor
+        page = client.get_json("experiments", params)
+        found.extend(page["experiments"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    found.sort(key=lambda e: e.get("seq", 0))
+    return found
+
+
+def export_rows(
+    experiments: list[dict[str, Any]], hypotheses: dict[str, dict[str, Any]]
+) -> list[ExperimentRow]:
+    """Finished experiments as results.tsv rows: the first baseline, explores and merges."""
+    rows: list[ExperimentRow] = []
+    seen_baseline = False
+    done = [
+        e
+        for e in experiments
+        if e.get("state") == "done" and e.get("result") is not None and e["kind"] in EXPORT_KINDS
+    ]
+    done.sort(key=lambda e: e.get("finished_s") or 0.0)
+    # A kept hypothesis may have run as explore, then as merge: its last run is the keeper.
+    last_run = {e["hypothesis_id"]: e["experiment_id"] for e in done if e.get("hypothesis_id")}
+    for exp in done:
+        result = exp["result"]
+        if exp["kind"] == "baseline":
+            if seen_baseline:
+                continue
+            seen_baseline = True
+        hyp = hypotheses.get(exp.get("hypothesis_id") or "", {})
+        verdict = hyp.get("verdict") if hyp else ("kept" if exp["kind"] == "baseline" else "")
+        if result["status"] != "ok":
+            status = "crash"
+        elif verdict == "kept" and last_run.get(exp.get("hypothesis_id") or "") in (
+            None,
+            exp["experiment_id"],
+        ):
+            status = "keep"
+        else:
+            status = "discard"
+        memory_mb = result.get("peak_vram_mb") or result.get("peak_rss_mb") or 0.0
+        rows.append(
+            ExperimentRow(
+                commit=exp.get("code_commit") or exp.get("parent_commit") or "",
+                metric=result.get("metric"),
+                memory_gb=memory_mb / 1024,
+                status=status,
+                description=hyp.get("title", "baseline"),
+                experiment_id=exp["experiment_id"],
+                kind=exp["kind"],
+                verdict=verdict or "",
+                hardware=result.get("hardware") or "",
+                worker_id=exp.get("worker_id") or "",
+                proposer=hyp.get("proposer", ""),
+                delta=hyp.get("delta"),
+                wall_s=result.get("wall_s"),
+                finished_at=exp.get("finished_s"),
+            )
+        )
+    return rows
+
+
+def write_exports(rows: list[ExperimentRow], spec: TaskSpec, out_dir: Path) -> None:
+    """results.tsv and progress.png, each replaced atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tsv = out_dir / "results.tsv"
+    tmp = tsv.with_suffix(".tsv.tmp")
+    tmp.write_text(to_tsv(rows, spec.metric.name))
+    os.replace(tmp, tsv)
+    if rows:
+        png = out_dir / "progress.png"
+        tmp_png = out_dir / "progress.tmp.png"
+        plot_progress(
+            rows, metric_name=spec.metric.name, lower_is_better=spec.lower_is_better, path=tmp_png
+        )
+        os.replace(tmp_png, png)
+
+
+def render(
+    spec: TaskSpec,
+    task: dict[str, Any],
+    experiments: list[dict[str, Any]],
+    hypotheses: dict[str, dict[str, Any]],
+    swarm: Swarm,
+) -> Group:
+    """The live view: the head per hardware class, then the latest experiments."""
+    heads = Table(title=f"{spec.name}: {spec.metric.name} ({spec.metric.direction})")
+    for column in ("hardware", "head", spec.metric.name, "± std", "runs"):
+        heads.add_column(column)
+    for head in task.get("heads", []):
+        mean, std = head.get("mean"), head.get("std")
+        heads.add_row(
+            head["hardware"],
+            head["commit"][:7],
+            "—" if mean is None else f"{mean:.6f}",
+            "—" if std is None else f"{std:.6f}",
+            str(head.get("runs", 0)),
+        )
+    latest = Table(title="latest experiments")
+    for column in ("experiment", "kind", "state", spec.metric.name, "verdict", "hypothesis"):
+        latest.add_column(column, overflow="ellipsis", no_wrap=True)
+    for exp in experiments[-12:]:
+        result = exp.get("result") or {}
+        metric = result.get("metric")
+        hyp = hypotheses.get(exp.get("hypothesis_id") or "", {})
+        latest.add_row(
+            exp["experiment_id"][:12],
+            exp["kind"],
+            result.get("status") or exp.get("state", ""),
+            "—" if metric is None else f"{metric:.6f}",
+            hyp.get("verdict", "") if exp["kind"] in ("explore", "merge") else "",
+            hyp.get("title", ""),
+        )
+    kept = sum(1 for h in hypotheses.values() if h.get("verdict") == "kept")
+    alive = sum(1 for p in swarm.workers if p.poll() is None)
+    footer = Panel(
+        f"{len(experiments)} experiments · {len(hypotheses)} hypotheses · {kept} kept · "
+        f"{alive} workers running",
+        expand=False,
+    )
+    return Group(heads, latest, footer)

@@ -1,0 +1,80 @@
+"""`autoswarm up`: the typer command in front of `autoswarm.up`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from autoswarm.console import err_console
+from autoswarm.propose_cmd import build_proposer
+from autoswarm.task_cmd import load_or_exit
+from shared.errors import AutoswarmError
+
+DEFAULT_TASK = Path(__file__).resolve().parents[1] / "tasks" / "tinylm"
+
+
+def up(
+    task: Path = typer.Option(DEFAULT_TASK, "--task", help="The task folder (default: tinylm)."),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Local worker processes."),
+    proposer: str = typer.Option(
+        "mutation", "--proposer", help="'mutation' (offline, no key) or 'llm'."
+    ),
+    model: list[str] = typer.Option([], "--model", help="For --proposer llm; repeatable."),
+    cap_usd: float = typer.Option(5.0, "--cap-usd", min=0, help="LLM spend cap for the task."),
+    secret_file: Path | None = typer.Option(None, "--secret-file", help="KEY=VALUE API keys."),
+    trust: str = typer.Option(
+        "auto",
+        "--trust",
+        help="auto | sandboxed | trusted-code (auto: sandbox when bubblewrap works).",
+    ),
+    data_dir: Path = typer.Option(
+        Path(".autoswarm"), "--data-dir", help="Lineage, Redis data, logs, worker state."
+    ),
+    port: int | None = typer.Option(None, "--port", help="Coordinator port (default: a free one)."),
+    out_dir: Path = typer.Option(
+        Path("."), "--out", help="Where results.tsv and progress.png are written."
+    ),
+    max_experiments: int | None = typer.Option(
+        None, "--max-experiments", min=1, help="Stop once this many hypotheses are judged."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the mutation proposer."),
+) -> None:
+    """Run the AutoResearch loop here: coordinator, workers, proposer, live table, dashboard."""
+    from autoswarm.up import run_up
+
+    spec = load_or_exit(task)
+    chosen = build_proposer(
+        proposer, model, [], cap_usd, secret_file, data_dir / "llm-spend.jsonl", seed
+    )
+    _log_to_file(data_dir / "logs" / "up.log")
+    try:
+        code = run_up(
+            task,
+            spec,
+            workers=workers,
+            proposer=chosen,
+            proposer_kind=proposer,
+            trust=trust,
+            data_dir=data_dir,
+            port=port,
+            out_dir=out_dir,
+            max_experiments=max_experiments,
+        )
+    except AutoswarmError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+def _log_to_file(path: Path) -> None:
+    """The live table owns the terminal; the coordinator and proposer log to a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from autoswarm.logs import JsonFormatter
+
+    handler = logging.FileHandler(path)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.addHandler(handler)
