@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
+from coordinator.logs import configure_logging
 from coordinator.service import run_coordinator
 from coordinator.settings import CoordinatorSettings
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("AUTOSWARM_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(os.environ.get("AUTOSWARM_LOG_LEVEL", "INFO"))
     run_coordinator(CoordinatorSettings())
 
 

@@ -14,11 +14,17 @@ from fastapi.concurrency import run_in_threadpool
 from coordinator.api.deps import Context
 from coordinator.api.doorbell import Doorbell
 from coordinator.api.errors import install_error_handlers
+from coordinator.api.latency import RequestLatency
 from coordinator.api.limits import BodyLimit
 from coordinator.api.routes_admin import router as admin_router
+from coordinator.api.routes_dashboard import router as dashboard_router
+from coordinator.api.routes_ops import router as ops_router
 from coordinator.api.routes_read import probes
 from coordinator.api.routes_read import router as read_router
 from coordinator.api.routes_workers import router as worker_router
+from coordinator.api.sse import Feed
+from coordinator.indexer import Indexer
+from coordinator.metrics import Metrics
 from coordinator.reconcile import reconcile
 from coordinator.redis_server import EmbeddedRedis
 from coordinator.scheduler import Scheduler
@@ -71,6 +77,7 @@ async def _background(ctx: Context) -> None:
 
 def create_app(settings: CoordinatorSettings) -> FastAPI:
     """The coordinator's FastAPI app; its lifespan owns Redis, reconcile and the reaper."""
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,10 +89,13 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         admin_token = await run_in_threadpool(ensure_admin_token, store, settings)
         ctx = Context(settings, store, scheduler, doorbell, embedded, admin_token)
         app.state.ctx = ctx
+        metrics.watch_store(store)
         applied = await run_in_threadpool(reconcile, scheduler)
         if applied:
             logger.warning("reconcile: %d kept changes re-applied from the lineage", applied)
         task = asyncio.create_task(_background(ctx))
+        app.state.feed = feed = Feed(store, Indexer(store))
+        await feed.start()
         logger.info("coordinator: ready (data in %s)", settings.data_dir)
         try:
             yield
@@ -93,17 +103,21 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await feed.stop()
             store.close()
             if embedded is not None:
                 embedded.stop()
             logger.info("coordinator: stopped")
 
     app = FastAPI(title="autoswarm coordinator", version=__version__, lifespan=lifespan)
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(probes)
+    app.include_router(ops_router)
     app.include_router(worker_router)
     app.include_router(read_router)
     app.include_router(admin_router)
+    app.include_router(dashboard_router)
 
     def limit_for(method: str, path: str) -> int:
         if method == "POST" and path.rstrip("/") == "/api/v1/tasks":
@@ -111,4 +125,6 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         return settings.max_body_bytes
 
     app.add_middleware(BodyLimit, limit_for=limit_for)
+    # Added last, so outermost: it times the whole answer, a refused body's 413 included.
+    app.add_middleware(RequestLatency, metrics=metrics)
     return app

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from coordinator.store.judging import PRIORITY, JudgeOps, NewExperiment, Submitted
 from coordinator.store.leases import LeaseOps
+from coordinator.store.reads import ReadOps
 from coordinator.store.records import RecordOps
+from coordinator.store.stats import StatsOps
 
 __all__ = ["PRIORITY", "NewExperiment", "Store", "Submitted"]
 
 
-class Store(LeaseOps, RecordOps, JudgeOps):
+class Store(LeaseOps, RecordOps, JudgeOps, StatsOps, ReadOps):
     """All of the coordinator's state in one Redis (see the package docstring)."""
