@@ -1,0 +1,300 @@
+"""The typed HTTP client of the coordinator's API (docs/protocol.md); the one module with httpx.
+
+Workers, proposers and the CLI reach the coordinator only through `CoordinatorClient`.
+
+What it guarantees:
+- every endpoint of docs/protocol.md has one method taking and returning the models of
+  `shared.models`; answers are validated, a malformed answer raises `InvalidInput`;
+- an HTTP error becomes one exception of `shared.errors`: 400/422 `InvalidInput`,
+  401 `Unauthorized`, 403 `Forbidden`, 404 `NotFound`, 409 `Conflict` (`StaleLease` on the
+  lease endpoints: heartbeat, release, report), 413 `PayloadTooLarge`; the coordinator's
+  `detail` is the message;
+- a coordinator that cannot be reached (refused, reset, timed out, or answering 5xx) raises
+  `CoordinatorUnavailable`, the one error worth retrying later;
+- `fetch_bundle` returns files whose `hash_files` equals the hash asked for, or raises
+  `BundleMismatch`; paths are checked to stay inside a task folder;
+- it is safe to share between threads (httpx's connection pool is).
+
+What it does not do: retry (callers choose their back-off), cache, or know whether a request
+that timed out took effect (a report that timed out may have been recorded: the coordinator
+accepts each result once, so sending it again is safe).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import PurePosixPath
+from typing import Any, NoReturn, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from shared.errors import (
+    AutoswarmError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    StaleLease,
+    Unauthorized,
+)
+from shared.models import (
+    HypothesisCreate,
+    Lease,
+    ProposerContext,
+    ResultReport,
+    WorkerCreate,
+)
+from shared.task import hash_files
+
+API_PREFIX = "/api/v1"
+_TIME_KEYS = ("time_s", "time", "server_time")
+_M = TypeVar("_M", bound=BaseModel)
+
+_STATUS_ERRORS: dict[int, type[AutoswarmError]] = {
+    400: InvalidInput,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: InvalidInput,
+}
+
+
+class CoordinatorUnavailable(AutoswarmError):
+    """The coordinator cannot be reached or answered 5xx; try again later."""
+
+
+class BundleMismatch(AutoswarmError):
+    """A bundle's content does not hash to the hash it was asked by, or names a bad path."""
+
+
+def check_bundle_path(path: str) -> str:
+    """`path` if it stays inside a task folder; `BundleMismatch` otherwise."""
+    p = PurePosixPath(path)
+    if not path or p.is_absolute() or ".." in p.parts or "\\" in path or "\0" in path:
+        raise BundleMismatch(f"bundle path {path!r} escapes the task folder")
+    return path
+
+
+def decode_bundle(bundle_hash: str, body: Any) -> dict[str, bytes]:
+    """The files of a bundle answer `{"bundle_hash", "files": {path: base64}}`, verified."""
+    if not isinstance(body, dict) or not isinstance(body.get("files"), dict):
+        raise BundleMismatch(f"bundle {bundle_hash}: answer has no files")
+    files: dict[str, bytes] = {}
+    for path, encoded in body["files"].items():
+        if not isinstance(encoded, str):
+            raise BundleMismatch(f"bundle {bundle_hash}: {path!r} is not base64 text")
+        try:
+            files[check_bundle_path(path)] = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            raise BundleMismatch(f"bundle {bundle_hash}: {path!r} is not base64") from None
+    actual = hash_files(files)
+    if actual != bundle_hash:
+        raise BundleMismatch(f"bundle {bundle_hash}: content hashes to {actual}")
+    return files
+
+
+def _raise_for(response: httpx.Response, *, stale_on_conflict: bool = False) -> NoReturn:
+    detail = response.text[:500]
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            detail = str(body.get("detail") or body.get("error") or detail)
+    except ValueError:
+        pass
+    status = response.status_code
+    if status >= 500:
+        raise CoordinatorUnavailable(f"coordinator answered {status}: {detail}")
+    if status == 409 and stale_on_conflict:
+        raise StaleLease(detail)
+    error = _STATUS_ERRORS.get(status, InvalidInput)
+    raise error(detail)
+
+
+class CoordinatorClient:
+    """A typed client of one coordinator, authenticated by one bearer token (see module doc)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout_s: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout_s,
+            transport=transport,
+            # Loopback and LAN coordinators: no proxies from the environment.
+            trust_env=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> CoordinatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+        stale_on_conflict: bool = False,
+    ) -> httpx.Response:
+        url = path if path.startswith("/") else f"{API_PREFIX}/{path}"
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            response = self._http.request(method, url, json=json, params=params, timeout=timeout)
+        except httpx.TransportError as exc:
+            raise CoordinatorUnavailable(f"{self.base_url}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 400:
+            _raise_for(response, stale_on_conflict=stale_on_conflict)
+        return response
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise InvalidInput(f"coordinator answered non-JSON: {response.text[:200]}") from None
+
+    @staticmethod
+    def _model(model: type[_M], body: Any) -> _M:
+        try:
+            return model.model_validate(body)
+        except ValidationError as exc:
+            raise InvalidInput(f"coordinator answered an invalid {model.__name__}: {exc}") from None
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def register_worker(self, worker: WorkerCreate) -> str:
+        """Register one worker slot; its id is bound to this client's token."""
+        body = self._json(self._request("POST", "workers", json=worker.model_dump(mode="json")))
+        if not isinstance(body, dict) or not isinstance(body.get("worker_id"), str):
+            raise InvalidInput(f"coordinator answered no worker_id: {body!r}")
+        return str(body["worker_id"])
+
+    def lease(self, worker_id: str, wait_s: float) -> Lease | None:
+        """Lease one experiment, waiting up to `wait_s` (0..60) for one; None if none came."""
+        response = self._request(
+            "POST",
+            "leases",
+            json={"worker_id": worker_id, "wait_s": wait_s},
+            timeout_s=wait_s + self.timeout_s,
+        )
+        if response.status_code == 204:
+            return None
+        return self._model(Lease, self._json(response))
+
+    def heartbeat(
+        self,
+        experiment_id: str,
+        worker_id: str,
+        fencing_token: int,
+        *,
+        timeout_s: float | None = None,
+    ) -> tuple[float, bool]:
+        """Renew a lease: `(lease_ttl_s, cancel)`; `StaleLease` if the token is stale."""
+        response = self._request(
+            "POST",
+            f"leases/{experiment_id}/heartbeat",
+            json={"worker_id": worker_id, "fencing_token": fencing_token},
+            timeout_s=timeout_s,
+            stale_on_conflict=True,
+        )
+        body = self._json(response)
+        try:
+            return float(body["lease_ttl_s"]), bool(body["cancel"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidInput(f"coordinator answered an invalid heartbeat: {body!r}") from None
+
+    def release(self, experiment_id: str, worker_id: str, fencing_token: int) -> None:
+        """Hand a lease back; the experiment is queued again without counting an attempt."""
+        self._request(
+            "POST",
+            f"leases/{experiment_id}/release",
+            json={"worker_id": worker_id, "fencing_token": fencing_token},
+            stale_on_conflict=True,
+        )
+
+    def report(self, report: ResultReport, worker_id: str) -> bool:
+        """Report a result: True if recorded now, False if it was already recorded."""
+        payload = report.model_dump(mode="json") | {"worker_id": worker_id}
+        response = self._request("POST", "results", json=payload, stale_on_conflict=True)
+        body = self._json(response)
+        return bool(body.get("recorded", response.status_code == 201))
+
+    def fetch_bundle(self, bundle_hash: str) -> dict[str, bytes]:
+        """The task files of one bundle, verified against `bundle_hash`."""
+        body = self._json(self._request("GET", f"bundles/{bundle_hash}"))
+        return decode_bundle(bundle_hash, body)
+
+    # -- proposers --------------------------------------------------------------------------
+
+    def context(self, task_id: str, hardware: str | None = None) -> ProposerContext:
+        """What a proposer needs to know about a task (on one hardware class if given)."""
+        params = {"hardware": hardware} if hardware else None
+        body = self._json(self._request("GET", f"tasks/{task_id}/context", params=params))
+        return self._model(ProposerContext, body)
+
+    def submit_hypothesis(self, hypothesis: HypothesisCreate) -> dict[str, Any]:
+        """Submit a hypothesis: `{"hypothesis_id", "experiment_id" or None, "duplicate"}`."""
+        payload = hypothesis.model_dump(mode="json")
+        body = self._json(self._request("POST", "hypotheses", json=payload))
+        if not isinstance(body, dict) or "hypothesis_id" not in body:
+            raise InvalidInput(f"coordinator answered no hypothesis_id: {body!r}")
+        return body
+
+    # -- admin ------------------------------------------------------------------------------
+
+    def register_task(self, files: dict[str, bytes]) -> dict[str, Any]:
+        """Register a task from its files (admin); idempotent for the same files."""
+        encoded = {
+            path: base64.b64encode(content).decode("ascii") for path, content in files.items()
+        }
+        body = self._json(self._request("POST", "tasks", json={"files": encoded}))
+        if not isinstance(body, dict) or "task_id" not in body:
+            raise InvalidInput(f"coordinator answered no task_id: {body!r}")
+        return body
+
+    def create_token(self, scope: str, name: str) -> str:
+        """A new token of `scope` (admin); the coordinator keeps only its hash."""
+        body = self._json(self._request("POST", "tokens", json={"scope": scope, "name": name}))
+        if not isinstance(body, dict) or not isinstance(body.get("token"), str):
+            raise InvalidInput("coordinator answered no token")
+        return str(body["token"])
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def server_time(self) -> float:
+        """The coordinator's clock (unix seconds), for skew checks."""
+        body = self._json(self._request("GET", "time"))
+        value = body
+        if isinstance(body, dict):
+            value = next((body[k] for k in _TIME_KEYS if k in body), None)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"coordinator answered an invalid time: {body!r}") from None
+
+    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET any read endpoint (`tasks`, `experiments/{id}`, `/livez`) as parsed JSON."""
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        return self._json(self._request("GET", path, params=clean))

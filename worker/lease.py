@@ -1,0 +1,113 @@
+"""A lease the worker holds, kept alive by heartbeats until it is reported or handed back."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from shared.client import CoordinatorClient, CoordinatorUnavailable
+from shared.errors import AutoswarmError, Forbidden, NotFound, StaleLease
+from shared.models import Lease
+
+logger = logging.getLogger(__name__)
+
+MIN_INTERVAL_S = 0.05
+
+
+class HeldLease:
+    """One lease and its heartbeat thread, which renews it every `lease_ttl_s / 3`.
+
+    Guarantees: `lost` is set as soon as a heartbeat learns that the fencing token is stale,
+    or that the lease is another worker's or unknown; `cancelled` when the coordinator asks
+    for the experiment to stop. A heartbeat that fails because the coordinator is away is
+    tried again at the same pace; the lease may expire meanwhile, which the next heartbeat
+    (or the report) learns as stale. After `close` no heartbeat is sent.
+    Does not: stop the run (the slot reads the flags), or retry a release that failed (an
+    unreleased lease expires after its TTL and the experiment is queued again).
+    """
+
+    def __init__(self, lease: Lease, worker_id: str, client: CoordinatorClient) -> None:
+        self.lease = lease
+        self.worker_id = worker_id
+        self.client = client
+        self.lost = threading.Event()
+        self.cancelled = threading.Event()
+        self.leased_at = time.monotonic()
+        self._ttl_s = lease.lease_ttl_s
+        self._closed = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"heartbeat-{lease.experiment_id}", daemon=True
+        )
+
+    @property
+    def experiment_id(self) -> str:
+        return self.lease.experiment_id
+
+    @property
+    def abandoned(self) -> bool:
+        return self.lost.is_set() or self.cancelled.is_set()
+
+    def start(self) -> HeldLease:
+        self._thread.start()
+        return self
+
+    def close(self, *, release: bool) -> None:
+        """Stop heartbeats; with `release`, hand the lease back (best effort, logged)."""
+        # Not joined: a heartbeat in flight to a hung coordinator must not hold up the slot,
+        # and one that lands after the report or the release is answered 409 and ignored.
+        self._closed.set()
+        if release and not self.lost.is_set():
+            self._release()
+
+    def _release(self) -> None:
+        try:
+            self.client.release(self.experiment_id, self.worker_id, self.lease.fencing_token)
+        except StaleLease:
+            logger.info(
+                "worker %s: lease of %s was already gone", self.worker_id, self.experiment_id
+            )
+        except AutoswarmError as exc:
+            logger.warning(
+                "worker %s: could not release %s (it expires in %.0f s): %s",
+                self.worker_id,
+                self.experiment_id,
+                self._ttl_s,
+                exc,
+            )
+        else:
+            logger.info("worker %s: experiment %s handed back", self.worker_id, self.experiment_id)
+
+    def _beat(self) -> None:
+        while not self._closed.wait(max(MIN_INTERVAL_S, self._ttl_s / 3)):
+            try:
+                ttl_s, cancel = self.client.heartbeat(
+                    self.experiment_id, self.worker_id, self.lease.fencing_token
+                )
+            except CoordinatorUnavailable as exc:
+                logger.warning(
+                    "worker %s: heartbeat of %s failed: %s", self.worker_id, self.experiment_id, exc
+                )
+                continue
+            except (StaleLease, Forbidden, NotFound) as exc:
+                if self._closed.is_set():
+                    return  # reported or released meanwhile
+                logger.warning(
+                    "worker %s: lease of %s lost: %s", self.worker_id, self.experiment_id, exc
+                )
+                self.lost.set()
+                return
+            except AutoswarmError as exc:
+                logger.error(
+                    "worker %s: heartbeat of %s refused: %s",
+                    self.worker_id,
+                    self.experiment_id,
+                    exc,
+                )
+                continue
+            self._ttl_s = ttl_s
+            if cancel and not self.cancelled.is_set():
+                logger.info(
+                    "worker %s: coordinator cancelled %s", self.worker_id, self.experiment_id
+                )
+                self.cancelled.set()
