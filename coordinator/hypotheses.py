@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from coordinator.heads import code_bytes, new_id
 from coordinator.models import HypothesisRecord
 from coordinator.scheduler import Scheduler
-from coordinator.store import NewExperiment
+from coordinator.store import NewExperiment, Store
 from shared.errors import InvalidInput, LineageError, NotFound, PayloadTooLarge
 from shared.models import (
     MAX_FILE_BYTES,
@@ -30,7 +30,8 @@ from shared.task import PROGRAM_FILE, hash_files
 
 logger = logging.getLogger(__name__)
 
-HISTORY_LIMIT = 200
+# Every title reaches the proposer (it budgets the prompt itself).
+HISTORY_LIMIT = 5000
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ def submit_hypothesis(scheduler: Scheduler, create: HypothesisCreate) -> Submiss
         "author": create.author,
     }
     now = time.time()
+    implements = _implemented(store, create) if create.implements else None
+    if implements is not None and not create.author:
+        fields["author"] = implements.author
     if create.change is None:
         store.submit_hypothesis(
             hypothesis_id,
@@ -122,11 +126,27 @@ def submit_hypothesis(scheduler: Scheduler, create: HypothesisCreate) -> Submiss
         )
     else:
         scheduler.notify(1)
+    if implements is not None:
+        store.mark_implemented(implements.hypothesis_id, hypothesis_id)
     return Submission(hypothesis_id, submitted.experiment_id, submitted.duplicate)
+
+
+def _implemented(store: Store, create: HypothesisCreate) -> HypothesisRecord:
+    """The text-only hypothesis a change implements; it must exist and still need code."""
+    original = store.get_hypothesis(create.implements or "")
+    if original is None or original.task_id != create.task_id:
+        raise NotFound(f"task {create.task_id}: no hypothesis {create.implements!r} to implement")
+    if create.change is None:
+        raise InvalidInput("a hypothesis that implements another needs a change")
+    if not original.needs_code:
+        raise InvalidInput(f"hypothesis {original.hypothesis_id} already has code")
+    return original
 
 
 def _summary(hyp: HypothesisRecord, log_tail: str = "") -> HypothesisSummary:
     return HypothesisSummary(
+        rationale=hyp.rationale,
+        author=hyp.author,
         hypothesis_id=hyp.hypothesis_id,
         title=hyp.title,
         proposer=hyp.proposer,
@@ -151,6 +171,7 @@ def build_context(
     stats = scheduler.stats(task_id, head.hardware)[1] if head else None
     history: list[HypothesisSummary] = []
     in_flight: list[HypothesisSummary] = []
+    pending: list[HypothesisSummary] = []
     hypotheses = store.list_hypotheses(task_id, HISTORY_LIMIT)
     crashed = [h.experiment_id for h in hypotheses if h.verdict is Verdict.CRASHED]
     tails = {
@@ -158,7 +179,9 @@ def build_context(
         for e in store.get_experiments([c for c in crashed if c])
     }
     for hyp in reversed(hypotheses):  # oldest first
-        if hyp.verdict is Verdict.PENDING:
+        if hyp.verdict is Verdict.PENDING and hyp.needs_code:
+            pending.append(_summary(hyp))
+        elif hyp.verdict is Verdict.PENDING and hyp.experiment_id:
             in_flight.append(_summary(hyp))
         else:
             history.append(_summary(hyp, tails.get(hyp.experiment_id or "", "")))
@@ -176,5 +199,6 @@ def build_context(
         head_std=stats.std if stats and stats.df else None,
         history=history,
         in_flight=in_flight,
+        pending=pending,
         queue_depth=store.queue_depth(task_id),
     )

@@ -337,12 +337,32 @@ def test_the_context_shows_program_head_and_in_flight(swarm: Any) -> None:
     """A proposer reads program.md, the editable files at the head, and what is queued."""
     coordinator, make = swarm
     make("a")
+    change = {"train.py": "SCORE = 0.5\nprint('---')\nprint(f'score: {SCORE}')\n"}
     with coordinator.client(coordinator.create_token("proposer", "p")) as http:
-        http.post("/api/v1/hypotheses", json=_hypothesis(None))
+        http.post("/api/v1/hypotheses", json=_hypothesis(change))
         context = http.get("/api/v1/tasks/tiny/context").json()
     assert context["program"].startswith("# tiny")
     assert set(context["head_files"]) == {"train.py"}
     assert [h["title"] for h in context["in_flight"]] == ["lower the score"]
+    assert context["pending"] == []
+
+
+def test_a_text_only_hypothesis_waits_for_code_and_keeps_its_author(swarm: Any) -> None:
+    """A human's words are pending until a change implements them; the author stays."""
+    coordinator, _ = swarm
+    words = {**_hypothesis(None), "title": "try a deeper model", "author": "ada"}
+    change = {"train.py": "SCORE = 0.5\nprint('---')\nprint(f'score: {SCORE}')\n"}
+    with coordinator.client(coordinator.create_token("proposer", "p")) as http:
+        human = http.post("/api/v1/hypotheses", json=words).json()
+        pending = http.get("/api/v1/tasks/tiny/context").json()["pending"]
+        code = {**_hypothesis(change), "implements": human["hypothesis_id"]}
+        implemented = http.post("/api/v1/hypotheses", json=code).json()
+        again = http.post("/api/v1/hypotheses", json=code)
+        context = http.get("/api/v1/tasks/tiny/context").json()
+    assert [(h["title"], h["author"]) for h in pending] == [("try a deeper model", "ada")]
+    assert implemented["experiment_id"] and again.status_code == 422
+    assert context["pending"] == []
+    assert [h["author"] for h in context["in_flight"]] == ["ada"]
 
 
 def test_experiments_are_paged_with_a_cursor(swarm: Any) -> None:

@@ -487,22 +487,9 @@ def test_human_text_hypothesis_is_implemented_keeping_its_author() -> None:
     assert "Title: Three layers" in last_prompt(proposer)
 
 
-class PendingSummary(HypothesisSummary):
-    """A text-only hypothesis as the coordinator will list it (with rationale and author)."""
-
-    rationale: str = ""
-    author: str = ""
-
-
-class ContextWithPending(ProposerContext):
-    """The context once the coordinator lists pending text-only hypotheses."""
-
-    pending: list[PendingSummary] = []
-
-
 def test_propose_implements_a_pending_human_hypothesis_first() -> None:
     """A pending text-only hypothesis in the context is implemented before any new idea."""
-    idea = PendingSummary(
+    idea = HypothesisSummary(
         hypothesis_id="h9",
         title="Three layers",
         proposer="human",
@@ -510,11 +497,12 @@ def test_propose_implements_a_pending_human_hypothesis_first() -> None:
         rationale="Depth is cheap here.",
         author="ada",
     )
-    context = ContextWithPending(**make_context().model_dump(), pending=[idea])
+    context = make_context().model_copy(update={"pending": [idea]})
     other = answer(title="Higher LR", search="LEARNING_RATE = 3e-4", replace="LEARNING_RATE = 6e-4")
     proposer = make_proposer([answer(title="the model's own title"), other])
     first = proposer.propose(context)
     assert first is not None and (first.title, first.author) == ("Three layers", "ada")
+    assert first.implements == "h9"
     second = proposer.propose(context)  # implemented once, then back to new ideas
     assert second is not None and (second.title, second.author) == ("Higher LR", "")
 

@@ -219,6 +219,9 @@ class LLMProposer:
                 )
                 hypothesis = self.implement(context, idea)
                 self._implemented.add(pending_id)  # tried once, even if in vain
+                if hypothesis is not None and hasattr(pending, "hypothesis_id"):
+                    # The coordinator attaches the code to the human's hypothesis.
+                    hypothesis = hypothesis.model_copy(update={"implements": pending_id})
                 return hypothesis
         job = choose_repair(context, max_repairs=self.max_repairs, skip=frozenset(self._repaired))
         if job is not None:
