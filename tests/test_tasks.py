@@ -145,7 +145,7 @@ def test_tinylm_corpus_is_checksummed_and_identical_across_runs(
 
 
 def export_model(kind: str, path: Path) -> Path:
-    """Export a small hand-written model (`uniform`, `lookahead`, `mix_rows`) to path."""
+    """Export a small hand-written model (a key of `models` below) to path."""
     import torch
     import torch.nn.functional as F
 
@@ -162,7 +162,25 @@ def export_model(kind: str, path: Path) -> Path:
             onehot = F.one_hot(idx, 256).float()
             return onehot + onehot.mean(0, keepdim=True)
 
-    model = {"uniform": Uniform, "lookahead": LookAhead, "mix_rows": MixRows}[kind]()
+    class PeekThrice(torch.nn.Module):  # causal but at positions 32, 64, 96: they see t + 1
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            source = torch.arange(idx.shape[1])
+            source = source + ((source % 32 == 0) & (source > 0)).long()
+            return F.one_hot(idx[:, source], 256).float()
+
+    class RowIndex(torch.nn.Module):  # causal, but its logits depend on the row's place
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            rows = torch.arange(idx.shape[0], dtype=torch.float32)[:, None, None]
+            return F.one_hot(idx, 256).float() + rows
+
+    models = {
+        "uniform": Uniform,
+        "lookahead": LookAhead,
+        "mix_rows": MixRows,
+        "peek_thrice": PeekThrice,
+        "row_index": RowIndex,
+    }
+    model = models[kind]()
     example = torch.zeros(32, 128, dtype=torch.long)  # tinylm's (EVAL_BATCH_SIZE, MAX_SEQ_LEN)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(torch.export.export(model, (example,)), path)
@@ -192,6 +210,24 @@ def test_tinylm_evaluator_rejects_rows_that_see_each_other(
     export_model("mix_rows", tmp_path / "artifacts" / "model.pt2")
     done = evaluate(TINYLM, tinylm_data, tmp_path / "artifacts", tmp_path / "eval")
     assert "not causal" in refused(done) or "not independent" in done.stdout
+
+
+def test_tinylm_evaluator_rejects_a_model_peeking_at_three_positions(
+    tinylm_data: Path, tmp_path: Path
+) -> None:
+    """Three peeked bytes per 128-byte window are caught: the cut points are random."""
+    export_model("peek_thrice", tmp_path / "artifacts" / "model.pt2")
+    done = evaluate(TINYLM, tinylm_data, tmp_path / "artifacts", tmp_path / "eval")
+    assert "not causal" in refused(done)  # it would pass with probability ~exp(-24)
+
+
+def test_tinylm_evaluator_rejects_a_model_keyed_on_its_row_index(
+    tinylm_data: Path, tmp_path: Path
+) -> None:
+    """A causal model whose logits depend on the row's place in the batch is refused."""
+    export_model("row_index", tmp_path / "artifacts" / "model.pt2")
+    done = evaluate(TINYLM, tinylm_data, tmp_path / "artifacts", tmp_path / "eval")
+    assert "not independent" in refused(done)
 
 
 def rewrite_archive(path: Path, name: str, content: bytes) -> None:

@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Any
 
 from shared.client import CoordinatorClient
-from shared.errors import AutoswarmError, InvalidInput
+from shared.errors import AutoswarmError, InvalidInput, SandboxUnavailable
 from worker.backoff import Backoff
 from worker.bundles import BundleCache
 from worker.control import ControlServer, StateLock, WorkerAlreadyRunning
@@ -40,15 +40,25 @@ EXIT_OK, EXIT_ERROR, EXIT_CANNOT_START = 0, 1, 2
 LONG_POLL_ABANDON_S = 1.0
 
 
-def choose_sandbox(settings: WorkerSettings) -> Sandbox:
+def choose_sandbox(settings: WorkerSettings, *, cuda: bool = False) -> Sandbox:
     """The bubblewrap sandbox, or `Unsandboxed` when the operator trusts the code.
 
     Raises `SandboxUnavailable` (with the fix in its message) when no sandbox can be made:
     a volunteer's worker refuses untrusted work rather than run it unconfined.
     """
     from worker.bwrap import make_sandbox  # probes bwrap: only when a worker starts
+    from worker.doctor import Status, sandbox_self_test
 
-    return make_sandbox(settings.trust)
+    sandbox = make_sandbox(settings.trust)
+    if settings.trust == "trusted-code":
+        return sandbox
+    # The self-test starts a real sandbox and tries the network and a secret from inside.
+    failed = [c for c in sandbox_self_test(sandbox, cuda=cuda) if c.status is Status.FAIL]
+    if failed:
+        detail = "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        raise SandboxUnavailable(f"the sandbox self-test failed ({detail}); run autoswarm doctor")
+    logger.info("worker %s: sandbox self-test passed", settings.name)
+    return sandbox
 
 
 class Worker:
@@ -133,8 +143,9 @@ class Worker:
         settings = self.settings
         try:
             token = settings.resolved_token()
-            sandbox = self.sandbox or choose_sandbox(settings)
             slots = self._slot_plan()
+            cuda = any(gpu is not None for _, _, gpu in slots)
+            sandbox = self.sandbox or choose_sandbox(settings, cuda=cuda)
         except (ValueError, OSError, AutoswarmError) as exc:
             logger.error("worker %s: cannot start: %s", settings.name, exc)
             return EXIT_CANNOT_START

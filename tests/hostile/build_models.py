@@ -51,8 +51,8 @@ class Peek(nn.Module):
 class RowAwarePeek(Peek):
     """Peeks at the future everywhere except where the evaluator's causality check looks.
 
-    tinylm's evaluator cuts row i of every batch at i * (T - 1) // B, a fixed point, and
-    compares logits only up to that cut; this model looks ahead at every other position.
+    tinylm's evaluator once cut row i of every batch at i * (T - 1) // B, a fixed point, and
+    compared logits only up to that cut; this model looks ahead at every other position.
     """
 
     def __init__(self):
