@@ -36,8 +36,13 @@ test: install
 demo: install
 	$(BIN)/autoswarm up --task tasks/tinylm
 
+# Each benchmark prints a markdown table; docs/benchmarks.md records the results.
 bench: install
 	$(PY) bench/runner_overhead.py
+	$(PY) bench/sandbox_overhead.py
+	$(PY) bench/worker_duty_cycle.py
+	$(PY) bench/swarm_scaling.py
+	$(PY) bench/dashboard_latency.py
 
 all: lint test
 
