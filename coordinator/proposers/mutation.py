@@ -13,7 +13,6 @@ What it does not do: invent code, change anything but numbers, or read non-Pytho
 from __future__ import annotations
 
 import ast
-import hashlib
 import io
 import logging
 import math
@@ -23,8 +22,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from coordinator.proposers.edits import change_hashes
 from shared.models import HypothesisCreate, HypothesisSummary, ProposerContext, Verdict
-from shared.task import hash_files
 
 logger = logging.getLogger(__name__)
 
@@ -263,13 +262,6 @@ def perturbations(value: Number, *, fraction: bool = False) -> list[tuple[Number
     return out
 
 
-def change_hashes(path: str, content: str, head_files: dict[str, str]) -> set[str]:
-    """Hashes a change may be known by: of the changed file alone, or of all editable files."""
-    change = {path: content.encode()}
-    tree = {p: c.encode() for p, c in head_files.items()} | change
-    return {hash_files(change), hash_files(tree), hashlib.sha256(content.encode()).hexdigest()}
-
-
 @dataclass(frozen=True)
 class _Option:
     arm: Arm
@@ -302,7 +294,7 @@ class MutationProposer:
             logger.info("mutation: task %s: no numeric constants to move", context.task_id)
             return None
         for path, content in context.head_files.items():  # a head once seen is never re-proposed
-            self._proposed |= change_hashes(path, content, context.head_files)
+            self._proposed |= change_hashes({path: content}, context.head_files)
         blocked = self._proposed | {
             h.change_hash for h in context.history + context.in_flight if h.change_hash
         }
@@ -404,7 +396,7 @@ class MutationProposer:
                 content = replace_constant(source, constant, new_text)
                 if content is None:
                     continue
-                hashes = change_hashes(constant.path, content, context.head_files)
+                hashes = change_hashes({constant.path: content}, context.head_files)
                 if hashes & blocked:
                     continue
                 options[arm] = _Option(
