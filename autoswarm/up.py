@@ -128,7 +128,13 @@ def run_up(
     trust = choose_trust(trust, proposer_kind)
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "logs").mkdir(exist_ok=True)
-    settings = CoordinatorSettings.load(None, data_dir=data_dir, port=port or free_port())
+    # One worker cannot hand a replicate to another: it replicates its own find at once.
+    settings = CoordinatorSettings.load(
+        None,
+        data_dir=data_dir,
+        port=port or free_port(),
+        replicate_wait_s=0.0 if workers == 1 else None,
+    )
     with console.status("starting the coordinator (embedded Redis, lineage)"):
         coordinator = serve_in_thread(settings)
     swarm = Swarm()

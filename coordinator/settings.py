@@ -31,6 +31,9 @@ class CoordinatorSettings(BaseSettings):
     port: int = Field(default=8470, ge=0, le=65535)
     # None: generate one on first start and keep it in data_dir/admin.token (mode 0600).
     admin_token: SecretStr | None = None
+    # True: the dashboard and every read endpoint answer without a token (`autoswarm up`
+    # on loopback); False: a `read` token is needed (results hold code, logs, hypotheses).
+    public_read: bool = False
 
     @field_validator("data_dir")
     @classmethod
@@ -48,6 +51,8 @@ class CoordinatorSettings(BaseSettings):
     max_wait_s: float = Field(default=60.0, ge=0, le=300)
 
     # Judge: baselines per head and hardware class, and the noise multiplier z.
+    # A replicate waits this long for another worker before its finder may run it too.
+    replicate_wait_s: float = Field(default=120.0, ge=0, le=24 * 3600)
     baseline_runs: int = Field(default=3, ge=1, le=50)
     z: float = Field(default=2.0, gt=0, le=10)
 

@@ -236,6 +236,15 @@ def test_replicate_is_not_leased_to_the_worker_it_checks(store: Store) -> None:
     assert lease(store, "w3", owner="bob") == "r1"
 
 
+def test_a_replicate_nobody_else_takes_goes_to_its_finder_after_the_wait(store: Store) -> None:
+    """A swarm of one: after replicate_wait_s in the queue the finder may replicate itself."""
+    queue(store, "r1", ExperimentKind.REPLICATE, exclude_worker="w1", exclude_owner="alice")
+    early = store.lease("w1", "alice", HW, now=NOW + 5, lease_ttl_s=TTL, replicate_wait_s=60)
+    late = store.lease("w1", "alice", HW, now=NOW + 61, lease_ttl_s=TTL, replicate_wait_s=60)
+    assert early is None
+    assert late is not None and late[0] == "r1"
+
+
 def test_identical_code_is_not_explored_twice(store: Store) -> None:
     """A second hypothesis with the same code is a duplicate; one explore is queued."""
     explore = NewExperiment(

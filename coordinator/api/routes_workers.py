@@ -65,6 +65,7 @@ def _try_lease(ctx: Context, worker: WorkerRecord) -> Lease | None:
         worker.hardware,
         now=time.time(),
         lease_ttl_s=ctx.settings.lease_ttl_s,
+        replicate_wait_s=ctx.settings.replicate_wait_s,
     )
     if got is None:
         return None

@@ -6,16 +6,19 @@
 -- KEYS[4] this class's owners (zset by the last lease each got)
 -- ARGV[1] worker_id   ARGV[2] owner   ARGV[3] hardware class   ARGV[4] now   ARGV[5] lease_ttl_s
 -- ARGV[6] experiment key prefix   ARGV[7] head key prefix   ARGV[8] entries scanned per queue
+-- ARGV[9] replicate_wait_s: after this long queued, an experiment that excludes this worker
+--         (or owner) may go to it anyway (a swarm of one still replicates, on itself)
 -- Returns {experiment_id, fencing_token}, or nil when nothing is eligible.
 -- An idle poll writes nothing (no append-only file fsync per poll).
 local worker_id, owner, hardware = ARGV[1], ARGV[2], ARGV[3]
 
 local function eligible(experiment_id)
   local f = redis.call('HMGET', ARGV[6] .. experiment_id,
-    'state', 'kind', 'task_id', 'exclude_worker', 'exclude_owner')
+    'state', 'kind', 'task_id', 'exclude_worker', 'exclude_owner', 'created_s')
   if f[1] ~= 'queued' then return false end
-  if f[4] == worker_id then return false end
-  if f[5] and f[5] ~= '' and f[5] == owner then return false end
+  local waited = tonumber(ARGV[4]) - (tonumber(f[6]) or tonumber(ARGV[4])) >= tonumber(ARGV[9])
+  if f[4] == worker_id and not waited then return false end
+  if f[5] and f[5] ~= '' and f[5] == owner and not waited then return false end
   if f[2] == 'explore' then
     return redis.call('HGET', ARGV[7] .. f[3] .. ':' .. hardware, 'ready') == '1'
   end

@@ -32,9 +32,20 @@ def _raise_for(code: int, experiment_id: str) -> None:
 
 class LeaseOps(StoreBase):
     def lease(
-        self, worker_id: str, owner: str, hardware: str, *, now: float, lease_ttl_s: float
+        self,
+        worker_id: str,
+        owner: str,
+        hardware: str,
+        *,
+        now: float,
+        lease_ttl_s: float,
+        replicate_wait_s: float = 120.0,
     ) -> tuple[str, int] | None:
-        """Lease the first eligible experiment: (experiment_id, fencing_token), or None."""
+        """Lease the first eligible experiment: (experiment_id, fencing_token), or None.
+
+        An experiment excluding this worker (or owner) is eligible for it only after it has
+        waited `replicate_wait_s` in the queue for another worker.
+        """
         answer = self._run(
             "lease",
             [keys.queue(hardware), keys.QUEUE_ANY, keys.LEASES, keys.class_owners(hardware)],
@@ -47,6 +58,7 @@ class LeaseOps(StoreBase):
                 keys.EXPERIMENT_PREFIX,
                 keys.HEAD_PREFIX,
                 LEASE_SCAN,
+                repr(replicate_wait_s),
             ],
         )
         if not answer:
