@@ -9,6 +9,7 @@ from autoswarm.console import console
 from autoswarm.coordinator_cmd import coordinator, token_app
 from autoswarm.doctor_cmd import doctor
 from autoswarm.propose_cmd import hypothesis_app, propose
+from autoswarm.results_cmd import experiments, export, leaderboard, plot, show, status
 from autoswarm.task_cmd import task_app
 from autoswarm.up_cmd import up
 from autoswarm.worker_cmd import worker_app
@@ -31,6 +32,12 @@ app.add_typer(worker_app, name="worker")
 app.add_typer(hypothesis_app, name="hypothesis")
 app.command("propose")(propose)
 app.command("doctor")(doctor)
+app.command("status")(status)
+app.command("leaderboard")(leaderboard)
+app.command("experiments")(experiments)
+app.command("show")(show)
+app.command("export")(export)
+app.command("plot")(plot)
 
 
 def _version(value: bool) -> None:

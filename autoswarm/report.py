@@ -10,9 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 EXTRA_COLUMNS = (
     "experiment_id",
@@ -45,6 +46,57 @@ class ExperimentRow:
     delta: float | None = None
     wall_s: float | None = None
     finished_at: float | None = None
+
+
+# autoresearch's results.tsv: the first baseline, then every experiment on a new version.
+EXPORT_KINDS = ("baseline", "explore", "merge")
+
+
+def rows_from_summaries(experiments: Sequence[Mapping[str, Any]]) -> list[ExperimentRow]:
+    """results.tsv rows from the read API's experiment summaries (`view=summary`): the
+    first finished baseline, then explores and merges as they finished. A kept hypothesis
+    that ran as an explore and then as a merge is `keep` on its last run only."""
+    done = [
+        e
+        for e in experiments
+        if e.get("state") == "done" and e.get("status") and e.get("kind") in EXPORT_KINDS
+    ]
+    done = sorted(done, key=lambda e: (e.get("finished_s") or 0.0, e.get("seq") or 0))
+    last_run = {e["hypothesis_id"]: e["experiment_id"] for e in done if e.get("hypothesis_id")}
+    rows: list[ExperimentRow] = []
+    seen_baseline = False
+    for exp in done:
+        if exp["kind"] == "baseline":
+            if seen_baseline:
+                continue
+            seen_baseline = True
+        verdict = exp.get("verdict") or ""
+        keeper = last_run.get(exp.get("hypothesis_id") or "", exp["experiment_id"])
+        if exp["status"] != "ok":
+            status = "crash"
+        elif exp["kind"] == "baseline" or (verdict == "kept" and keeper == exp["experiment_id"]):
+            status = "keep"
+        else:
+            status = "discard"
+        rows.append(
+            ExperimentRow(
+                commit=exp.get("code_commit") or exp.get("parent_commit") or "",
+                metric=exp.get("metric"),
+                memory_gb=(exp.get("memory_mb") or 0.0) / 1024,
+                status=status,
+                description=exp.get("title") or exp["kind"],
+                experiment_id=exp["experiment_id"],
+                kind=exp["kind"],
+                verdict=verdict,
+                hardware=exp.get("hardware") or "",
+                worker_id=exp.get("worker_id") or "",
+                proposer=exp.get("proposer") or "",
+                delta=exp.get("delta"),
+                wall_s=exp.get("wall_s"),
+                finished_at=exp.get("finished_s"),
+            )
+        )
+    return rows
 
 
 def _cells(row: ExperimentRow) -> list[str]:

@@ -94,3 +94,53 @@ def worker(worker_id: str) -> str:
 def class_owners(hardware: str) -> str:
     """Zset: owner name -> last time one of their workers asked for a lease on this class."""
     return f"{ROOT}owners:{hardware}"
+
+
+# -- the read model (coordinator/store/reads.py, coordinator/indexer.py) --------------------
+# Indexes derived from the experiments by the indexer, never written by the write path's
+# scripts; deleting every `as:ix:*` key and restarting rebuilds them.
+
+IX = ROOT + "ix:"
+IX_CURSOR = IX + "cursor"
+IX_MEMBERS = IX + "members"
+IX_LEASED = IX + "leased"
+IX_TIME = IX + "time"
+IX_CREDITED = IX + "credited"
+IX_OWNERS = IX + "owners"
+IX_TEAMS = IX + "teams"
+
+
+def ix_field(field: str, value: str) -> str:
+    """Zset by seq: experiments whose `field` (state, kind, verdict, result, worker, owner,
+    hw, proposer, model) has this value."""
+    return f"{IX}{field}:{value}"
+
+
+def ix_metric(task_id: str, hardware: str) -> str:
+    """Zset by metric: the task's scored experiments on one hardware class."""
+    return f"{IX}metric:{task_id}:{hardware}"
+
+
+def ix_chart(task_id: str) -> str:
+    """Zset by finish time of `experiment_id|hardware|kind|metric`: the progress chart."""
+    return f"{IX}chart:{task_id}"
+
+
+def ix_kept(task_id: str, hardware: str) -> str:
+    """Zset by seq: the task's kept candidates (explore, merge) on one hardware class."""
+    return f"{IX}kept:{task_id}:{hardware}"
+
+
+def ix_counts(task_id: str) -> str:
+    """Hash: label (`state:done`, `verdict:kept`, `parent:<commit>`...) -> experiments."""
+    return f"{IX}counts:{task_id}"
+
+
+def ix_hypothesis(hypothesis_id: str) -> str:
+    """Zset by seq: the experiments that carried one hypothesis."""
+    return f"{IX}hyp:{hypothesis_id}"
+
+
+def ix_credit(owner: str) -> str:
+    """Hash: one owner's credit and its parts (work_s, bonus_s, experiments, kept...)."""
+    return f"{IX}credit:{owner}"

@@ -1,28 +1,85 @@
-"""Reading endpoints: tasks, experiments, workers, events, the clock, and the probes."""
+"""Reading endpoints: tasks, leaderboards, progress, lineage, experiments, contributors,
+workers, events (polled and streamed), the clock, and the probes.
+
+Every GET here needs a `read` token, unless the coordinator runs with `public_read`
+(then a request without a token is a reader; a request with a bad token is still 401).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, cast
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from coordinator import leaderboard as boards
 from coordinator.api import views
-from coordinator.api.deps import AnyCaller, Ctx, Reader
-from coordinator.models import (
-    ExperimentPublic,
-    HypothesisRecord,
-    TaskPublic,
-    WorkerPublic,
+from coordinator.api.deps import AnyCaller, Caller, Context, Ctx, require
+from coordinator.api.sse import Feed
+from coordinator.models import HypothesisRecord, TaskPublic, WorkerPublic
+from coordinator.read_models import (
+    Contributors,
+    ExperimentDetail,
+    ExperimentPage,
+    Leaderboard,
+    LineageTree,
+    Progress,
 )
+from coordinator.store.query import ExperimentQuery
 from shared.errors import InvalidInput
-from shared.models import ExperimentKind, ExperimentState, Verdict
+from shared.models import ExperimentKind, ExperimentState, ResultStatus, Scope, Verdict
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1")
 probes = APIRouter()
+
+Check = Callable[[Request, Context], Awaitable[Caller]]
+_read_scope = cast("Check", require(Scope.READ))
+_any_scope = cast("Check", require(*Scope))
+EVENT_ID = r"^\d+(-\d+)?$"
+
+
+async def reader(request: Request, ctx: Ctx) -> Caller | None:
+    """A `read` caller; when the coordinator is public-read, anyone without a token (None)
+    and any known token, whatever its scope."""
+    if not ctx.settings.public_read:
+        return await _read_scope(request, ctx)
+    if not request.headers.get("authorization", "").partition(" ")[2].strip():
+        return None
+    return await _any_scope(request, ctx)
+
+
+Reader = Annotated[Caller | None, Depends(reader)]
+
+
+def _event_id(value: str | None) -> str | None:
+    """A stream id Redis can take: `ms` or `ms-seq`, each part under 2**63."""
+    if value is not None and any(int(part) >= 2**63 for part in value.split("-")):
+        raise InvalidInput(f"event id {value!r} is out of range")
+    return value
+
+
+def get_feed(request: Request) -> Feed:
+    feed: Feed = request.app.state.feed
+    return feed
+
+
+LiveFeed = Annotated[Feed, Depends(get_feed)]
+
+
+def _indexed(feed: Feed) -> None:
+    """Bring the indexes up to date with what was recorded before this read (if that
+    fails, the read answers from the indexes as they are; the feed's loop retries)."""
+    try:
+        feed.indexer.catch_up(limit=1000)
+    except Exception:
+        logger.exception("read: the indexes could not catch up; answering from them as they are")
 
 
 @probes.get("/livez")
@@ -80,40 +137,122 @@ async def hypotheses(
     return await run_in_threadpool(read)
 
 
+@router.get("/tasks/{task_id}/leaderboard")
+async def leaderboard(
+    task_id: str, caller: Reader, ctx: Ctx, feed: LiveFeed, hardware: str | None = None
+) -> Leaderboard:
+    """Per hardware class: the head, its mean ± std over its runs, the chain of kept
+    changes (oldest first) with their deltas; and the task's experiment counts."""
+
+    def read() -> Leaderboard:
+        _indexed(feed)
+        return boards.leaderboard(ctx.scheduler, task_id, hardware)
+
+    return await run_in_threadpool(read)
+
+
+@router.get("/tasks/{task_id}/progress", response_model=Progress)
+async def progress(
+    task_id: str,
+    caller: Reader,
+    ctx: Ctx,
+    feed: LiveFeed,
+    limit: Annotated[int, Query(ge=1, le=20_000)] = 2000,
+) -> Response:
+    """The progress chart: the newest `limit` scored experiments, one series per class."""
+
+    def read() -> bytes:
+        _indexed(feed)
+        # Thousands of points: serialised once here, not validated again on the way out.
+        return boards.progress(ctx.scheduler, task_id, limit).model_dump_json().encode()
+
+    return Response(await run_in_threadpool(read), media_type="application/json")
+
+
+@router.get("/tasks/{task_id}/lineage")
+async def lineage(task_id: str, caller: Reader, ctx: Ctx, feed: LiveFeed) -> LineageTree:
+    """The lineage as a tree: every class's branch from the first code, with how many
+    experiments were tried on each commit."""
+
+    def read() -> LineageTree:
+        _indexed(feed)
+        return boards.lineage_tree(ctx.scheduler, task_id)
+
+    return await run_in_threadpool(read)
+
+
 @router.get("/experiments")
 async def experiments(
     caller: Reader,
     ctx: Ctx,
+    feed: LiveFeed,
     task_id: str | None = None,
     status: ExperimentState | None = None,
     kind: ExperimentKind | None = None,
     verdict: Verdict | None = None,
+    result: ResultStatus | None = None,
     worker_id: str | None = None,
-    cursor: str | None = None,
+    owner: str | None = None,
+    hardware: str | None = None,
+    proposer: Annotated[str | None, Query(description="mutation, llm, human...")] = None,
+    model: Annotated[str | None, Query(description="an LLM proposer's model")] = None,
+    since: Annotated[float | None, Query(description="created at or after (unix s)")] = None,
+    until: Annotated[float | None, Query(description="created at or before (unix s)")] = None,
+    sort: Literal["time", "score"] = "time",
+    view: Literal["full", "summary"] = "full",
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict[str, Any]:
-    """Experiments newest first; pass `next_cursor` back as `cursor` for the next page."""
-    if cursor is not None and not cursor.isdigit():
-        raise InvalidInput("cursor must be a next_cursor from an earlier page")
-    where = views.ExperimentFilter(
+) -> ExperimentPage:
+    """Experiments newest first (`sort=score`: best first, within one task and hardware
+    class); pass `next_cursor` back as `cursor` for the next page. `status` is the
+    experiment's state, `result` its run's status; `view=summary` leaves out log tails."""
+    query = ExperimentQuery(
         task_id=task_id,
-        status=status.value if status else None,
+        state=status.value if status else None,
         kind=kind.value if kind else None,
         verdict=verdict.value if verdict else None,
+        result=result.value if result else None,
         worker_id=worker_id,
+        owner=owner,
+        hardware=hardware,
+        proposer=proposer,
+        model=model,
+        since=since,
+        until=until,
+        sort=sort,
     )
-    found, next_cursor = await run_in_threadpool(
-        views.list_experiments, ctx.scheduler, where, int(cursor) if cursor else None, limit
-    )
-    return {
-        "experiments": [e.model_dump(mode="json") for e in found],
-        "next_cursor": next_cursor,
-    }
+    if since is not None and until is not None and since > until:
+        raise InvalidInput("since must not be after until")
+
+    def read() -> ExperimentPage:
+        _indexed(feed)
+        return views.list_experiments(ctx.scheduler, query, cursor, limit, view)
+
+    return await run_in_threadpool(read)
 
 
 @router.get("/experiments/{experiment_id}")
-async def experiment(experiment_id: str, caller: Reader, ctx: Ctx) -> ExperimentPublic:
+async def experiment(experiment_id: str, caller: Reader, ctx: Ctx) -> ExperimentDetail:
+    """One experiment: its result and log tail, its hypothesis and rationale, the reason
+    for its verdict, and the unified diff against its parent."""
     return await run_in_threadpool(views.experiment_view, ctx.scheduler, experiment_id)
+
+
+@router.get("/contributors")
+async def contributors(
+    caller: Reader,
+    ctx: Ctx,
+    feed: LiveFeed,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,9}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Contributors:
+    """Owners by credit (the formula is in the answer), and teams."""
+
+    def read() -> Contributors:
+        _indexed(feed)
+        return boards.contributors(ctx.scheduler, int(cursor or 0), limit)
+
+    return await run_in_threadpool(read)
 
 
 @router.get("/workers")
@@ -140,8 +279,29 @@ async def dead(caller: Reader, ctx: Ctx) -> list[dict[str, Any]]:
 async def events(
     caller: Reader,
     ctx: Ctx,
-    after: Annotated[str, Query(pattern=r"^\d+(-\d+)?$")] = "0",
+    after: Annotated[str, Query(pattern=EVENT_ID)] = "0",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     """Results and verdicts after the given event id, oldest first."""
-    return await run_in_threadpool(ctx.store.read_events, after, limit)
+    return await run_in_threadpool(ctx.store.read_events, _event_id(after) or "0", limit)
+
+
+@router.get(
+    "/events/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}},
+)
+async def event_stream(
+    caller: Reader,
+    feed: LiveFeed,
+    task_id: str | None = None,
+    after: Annotated[str | None, Query(pattern=EVENT_ID)] = None,
+    last_event_id: Annotated[str | None, Header(pattern=EVENT_ID)] = None,
+) -> StreamingResponse:
+    """New results and verdicts as server-sent events (`id`, `event` = type, `data` =
+    JSON); `after` or a `Last-Event-ID` header replays what came after that id first."""
+    return StreamingResponse(
+        feed.stream(_event_id(last_event_id or after), task_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

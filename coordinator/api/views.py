@@ -1,25 +1,48 @@
-"""Read-side assembly: tasks with their heads' stats, experiments with filters and diffs.
+"""Read-side assembly: tasks with their heads' stats, experiments through the indexes, one
+experiment with its hypothesis and diff.
 
 No fastapi here: the routes call these in a thread.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import replace
+from typing import Any
 
 from coordinator.models import (
-    ExperimentPublic,
-    ExperimentRecord,
     HeadPublic,
     TaskPublic,
     TaskRecord,
 )
+from coordinator.read_models import ExperimentDetail, ExperimentPage, ExperimentSummary
 from coordinator.scheduler import Scheduler
-from shared.errors import LineageError, NotFound
+from coordinator.store.filing import effective_verdict
+from coordinator.store.query import ExperimentQuery
+from shared.errors import InvalidInput, LineageError, NotFound
 from shared.models import ExperimentKind
 
-# A page scans at most this many experiments for matches before it hands back a cursor.
-MAX_SCAN = 5000
+SUMMARY_FIELDS = (
+    "experiment_id",
+    "task_id",
+    "kind",
+    "state",
+    "seq",
+    "hypothesis_id",
+    "verdict",
+    "reason",
+    "hardware",
+    "measured_on",
+    "worker_id",
+    "owner",
+    "result",
+    "code_commit",
+    "parent_commit",
+    "candidate_id",
+    "created_s",
+    "finished_s",
+)
+HYPOTHESIS_FIELDS = ("title", "proposer", "author", "verdict", "delta")
 
 
 def task_view(scheduler: Scheduler, task: TaskRecord) -> TaskPublic:
@@ -39,50 +62,87 @@ def task_view(scheduler: Scheduler, task: TaskRecord) -> TaskPublic:
     return TaskPublic(**task.model_dump(), heads=heads)
 
 
-@dataclass(frozen=True)
-class ExperimentFilter:
-    task_id: str | None = None
-    status: str | None = None
-    kind: str | None = None
-    verdict: str | None = None
-    worker_id: str | None = None
+def plan_query(scheduler: Scheduler, query: ExperimentQuery) -> ExperimentQuery:
+    """The query as the store runs it: a score sort learns its task's direction and, for a
+    task with one hardware class, that class."""
+    if query.sort != "score":
+        return query
+    if not query.task_id:
+        raise InvalidInput("sort=score needs task_id: scores are compared within one task")
+    task = scheduler.get_task(query.task_id)
+    hardware = query.hardware
+    if hardware is None:
+        classes = scheduler.store.task_classes(task.task_id)
+        if len(classes) != 1:
+            raise InvalidInput(
+                f"sort=score needs hardware (one of {classes}): scores compare within a class"
+            )
+        hardware = classes[0]
+    return replace(query, hardware=hardware, lower_is_better=task.spec.lower_is_better)
 
-    def matches(self, exp: ExperimentRecord) -> bool:
-        return (
-            (self.status is None or exp.state.value == self.status)
-            and (self.kind is None or exp.kind.value == self.kind)
-            and (self.verdict is None or (exp.verdict and exp.verdict.value) == self.verdict)
-            and (self.worker_id is None or exp.worker_id == self.worker_id)
-        )
+
+def _number(value: Any) -> float | None:
+    try:
+        return None if value is None or value == "" else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def summarise(row: dict[str, str], hyp: dict[str, str]) -> ExperimentSummary:
+    """A table row from an experiment's fields and its hypothesis's."""
+    result = json.loads(row["result"]) if row.get("result") else {}
+    memory = result.get("peak_vram_mb") or result.get("peak_rss_mb")
+    return ExperimentSummary(
+        experiment_id=row["experiment_id"],
+        task_id=row.get("task_id", ""),
+        kind=row.get("kind", ""),
+        state=row.get("state", ""),
+        seq=int(row.get("seq", 0)),
+        hypothesis_id=row.get("hypothesis_id"),
+        title=hyp.get("title", "baseline" if row.get("kind") == "baseline" else ""),
+        proposer=hyp.get("proposer", ""),
+        author=hyp.get("author", ""),
+        verdict=effective_verdict(row, hyp.get("verdict")),
+        reason=row.get("reason", ""),
+        hardware=row.get("measured_on") or row.get("hardware") or "",
+        worker_id=row.get("worker_id"),
+        owner=row.get("owner"),
+        status=result.get("status"),
+        metric=_number(result.get("metric")),
+        delta=_number(hyp.get("delta")),
+        memory_mb=_number(memory),
+        wall_s=_number(result.get("wall_s")),
+        code_commit=row.get("code_commit"),
+        parent_commit=row.get("parent_commit", ""),
+        candidate_id=row.get("candidate_id"),
+        created_s=float(row.get("created_s", 0) or 0),
+        finished_s=_number(row.get("finished_s")),
+    )
+
+
+def summaries(scheduler: Scheduler, experiment_ids: list[str]) -> list[ExperimentSummary]:
+    store = scheduler.store
+    rows = [r for r in store.experiment_rows(experiment_ids, SUMMARY_FIELDS) if r]
+    hyps = store.hypothesis_fields([r.get("hypothesis_id", "") for r in rows], HYPOTHESIS_FIELDS)
+    return [summarise(row, hyp) for row, hyp in zip(rows, hyps, strict=True)]
 
 
 def list_experiments(
-    scheduler: Scheduler, where: ExperimentFilter, cursor: int | None, limit: int
-) -> tuple[list[ExperimentRecord], str | None]:
-    """A page of experiments, newest first, and the cursor of the next page (None: last)."""
+    scheduler: Scheduler, query: ExperimentQuery, cursor: str | None, limit: int, view: str
+) -> ExperimentPage:
+    """A page of experiments (summaries, or whole records) and the next page's cursor."""
+    planned = plan_query(scheduler, query)
+    ids, next_cursor = scheduler.store.find_experiments(planned, cursor, limit)
+    if view == "summary":
+        return ExperimentPage(experiments=summaries(scheduler, ids), next_cursor=next_cursor)
+    records = scheduler.store.get_experiments(ids)
+    return ExperimentPage(experiments=records, next_cursor=next_cursor)
+
+
+def experiment_view(scheduler: Scheduler, experiment_id: str) -> ExperimentDetail:
+    """One experiment with its hypothesis, its effective verdict and its diff."""
     store = scheduler.store
-    found: list[ExperimentRecord] = []
-    scanned = 0
-    before = cursor
-    batch = max(limit, 50)
-    while len(found) < limit and scanned < MAX_SCAN:
-        page = store.experiment_page(where.task_id, before_seq=before, count=batch)
-        if not page:
-            return found, None
-        records = {e.experiment_id: e for e in store.get_experiments([eid for eid, _ in page])}
-        for experiment_id, seq in page:
-            scanned += 1
-            before = seq
-            exp = records.get(experiment_id)
-            if exp is not None and where.matches(exp):
-                found.append(exp)
-                if len(found) == limit:
-                    break
-    return found, str(before) if before is not None else None
-
-
-def experiment_view(scheduler: Scheduler, experiment_id: str) -> ExperimentPublic:
-    exp = scheduler.store.get_experiment(experiment_id)
+    exp = store.get_experiment(experiment_id)
     if exp is None:
         raise NotFound(f"experiment {experiment_id} does not exist")
     code_of = exp.experiment_id
@@ -94,4 +154,11 @@ def experiment_view(scheduler: Scheduler, experiment_id: str) -> ExperimentPubli
             diff = scheduler.lineage(exp.task_id).diff(code_of)
         except LineageError:
             diff = ""
-    return ExperimentPublic(**exp.model_dump(), diff=diff)
+    hyp = store.get_hypothesis(exp.hypothesis_id) if exp.hypothesis_id else None
+    verdict = effective_verdict(
+        {"verdict": exp.verdict.value if exp.verdict else "", "kind": exp.kind.value},
+        hyp.verdict.value if hyp else None,
+    )
+    return ExperimentDetail(
+        **exp.model_dump(), diff=diff, hypothesis=hyp, effective_verdict=verdict
+    )

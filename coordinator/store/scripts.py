@@ -19,6 +19,7 @@ SCRIPT_NAMES = (
     "record_baseline",
     "conclude",
     "apply_keep",
+    "index",
 )
 
 

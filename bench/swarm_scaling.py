@@ -1,0 +1,451 @@
+"""Swarm scaling: time to reach a target score with 1, 2, 4 ... 64 simulated workers.
+
+One real coordinator (its own process, embedded Redis, on loopback) per run; one mutation
+proposer (`coordinator.proposers.mutation`, the same seed for every worker count) keeping
+the queue as deep as there are workers; N simulated workers, threads speaking the worker
+protocol through `shared.client.CoordinatorClient` with a token each (as N volunteers).
+A simulated worker leases, fetches the bundle, reads the editable file's constants and
+"runs" the experiment: it sleeps `--duration-s` and reports a score that is a smooth
+function of the constants plus Gaussian noise. So the benchmark measures the swarm's
+coordination and judging (baselines, replication, merges, the proposer), not the CPU.
+
+Time to target: from the workers' start until the head (the lineage's tip) has a true,
+noise-free score at or below `--target`. Speedup = T(1) / T(N) (medians over seeds);
+efficiency = speedup / N.
+
+    .venv/bin/python bench/swarm_scaling.py                       # 1..64 workers, 3 seeds
+    .venv/bin/python bench/swarm_scaling.py --workers 1,4 --seeds 1 --duration-s 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import platform
+import random
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coordinator.proposers.base import run_proposer_loop
+from coordinator.proposers.mutation import MutationProposer, find_constants
+from shared.client import CoordinatorClient
+from shared.errors import AutoswarmError
+from shared.models import Result, ResultReport, ResultStatus, WorkerCreate
+
+REPO = Path(__file__).resolve().parents[1]
+
+logger = logging.getLogger("swarm_scaling")
+
+TASK = "swarmsim"
+HARDWARE = "cpu:swarm-sim"
+# The score: BASE + WEIGHT * sum of squared log2-distances of each constant to its best value;
+# a doubling towards the best from d doublings away gains WEIGHT * (2d - 1): 4 to 20 noise sds.
+BASE = 1.0
+WEIGHT = 0.04
+
+
+@dataclass(frozen=True)
+class Landscape:
+    """The editable file's constants: (name, start value, best value or None: no effect)."""
+
+    constants: tuple[tuple[str, float, float | None], ...]
+    target: float  # the default target score
+    about: str
+
+    @property
+    def best(self) -> dict[str, float]:
+        return {name: best for name, _, best in self.constants if best is not None}
+
+
+LANDSCAPES = {
+    # Most knobs do nothing, four are each two doublings off: finding them is the work.
+    "sparse": Landscape(
+        (
+            ("LEARNING_RATE", 0.001, 0.004),
+            ("WEIGHT_DECAY", 0.4, 0.1),
+            ("WARMUP_STEPS_FRAC", 0.01, None),
+            ("INIT_SCALE", 2.0, 0.5),
+            ("LABEL_SMOOTHING", 0.1, None),
+            ("LR_DECAY_RATE", 0.1, None),
+            ("EMBED_LR_SCALE", 1.0, None),
+            ("GRAD_CLIP", 0.25, 1.0),
+            ("DROPOUT", 0.1, None),
+            ("ADAM_BETA1", 0.9, None),
+            ("ADAM_BETA2", 0.95, None),
+            ("ADAM_EPS", 1e-8, None),
+            ("EMA_DECAY", 0.999, None),
+            ("UNEMBED_LR_SCALE", 1.0, None),
+            ("LOGIT_SOFTCAP", 15.0, None),
+            ("ROPE_BASE", 10000.0, None),
+        ),
+        target=1.16,
+        about="16 constants, 4 of them two doublings from their best, 12 without effect",
+    ),
+    # Every knob is off by two or three doublings: improvements are easy, there are many.
+    "dense": Landscape(
+        (
+            ("LEARNING_RATE", 0.001, 0.008),
+            ("WEIGHT_DECAY", 0.4, 0.05),
+            ("WARMUP_STEPS_FRAC", 0.01, 0.04),
+            ("INIT_SCALE", 2.0, 0.25),
+            ("LABEL_SMOOTHING", 0.2, 0.025),
+            ("GRAD_CLIP", 0.25, 2.0),
+            ("LR_DECAY_RATE", 0.1, 0.4),
+            ("EMBED_LR_SCALE", 8.0, 1.0),
+        ),
+        target=1.5,
+        about="8 constants, each two or three doublings from its best",
+    ),
+}
+
+TASK_TOML = f"""\
+[task]
+name = "{TASK}"
+description = "A simulated training run: a smooth function of its constants, plus noise."
+editable = ["train.py"]
+protected = []
+budget_s = 60
+
+[metric]
+name = "val_bpb"
+direction = "minimize"
+"""
+
+PROGRAM_MD = """\
+# swarmsim
+
+A stand-in for a training run, for the swarm-scaling benchmark. Some constants in
+`train.py` have a best value; the score is the sum of squared log-distances to them, plus
+noise. Lower is better.
+"""
+
+
+def train_py(landscape: Landscape) -> str:
+    """The editable file: the same score as `true_score`, with noise, as a real payload."""
+    lines = [
+        '"""swarmsim: the score is a smooth function of the constants below, plus noise."""',
+        "import math",
+        "import random",
+        "",
+        "# ---- hyperparameters ----",
+    ]
+    lines += [f"{name} = {start!r}" for name, start, _ in landscape.constants]
+    lines += [
+        "",
+        "# ---- the simulated run ----",
+        f"BEST = {landscape.best!r}",
+        "loss = "
+        f"{BASE!r} + {WEIGHT!r} * sum(math.log2(globals()[k] / v) ** 2 for k, v in BEST.items())",
+        "loss += random.gauss(0.0, 0.01)",
+        "print('---')",
+        "print(f'val_bpb: {loss:.6f}')",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def true_score(landscape: Landscape, source: str) -> float:
+    """The noise-free score of an editable file's constants."""
+    values = {c.name: float(c.value) for c in find_constants(source)}
+    return BASE + WEIGHT * sum(
+        math.log2(values[name] / best) ** 2 for name, best in landscape.best.items()
+    )
+
+
+# ---- one coordinator ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Coordinator:
+    """A coordinator process on loopback with its own data folder and embedded Redis."""
+
+    data_dir: Path
+    fsync: str
+    port: int = field(default_factory=free_port)
+    admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = os.environ | {
+            "AUTOSWARM_DATA_DIR": str(self.data_dir),
+            "AUTOSWARM_PORT": str(self.port),
+            "AUTOSWARM_ADMIN_TOKEN": self.admin_token,
+            "AUTOSWARM_REDIS_APPENDFSYNC": self.fsync,
+            "AUTOSWARM_LOG_LEVEL": "WARNING",
+        }
+        log_path = self.data_dir / "coordinator.log"
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "coordinator"], cwd=REPO, env=env, stdout=log, stderr=log
+            )
+        with self.client() as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.get_json("/readyz")
+                    return
+                except AutoswarmError:
+                    if time.monotonic() > deadline or self.process.poll() is not None:
+                        raise RuntimeError(f"coordinator did not start; see {log_path}") from None
+                    time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def client(self) -> CoordinatorClient:
+        """An admin client (the benchmark makes tokens, registers the task, reads the head)."""
+        return CoordinatorClient(self.url, self.admin_token, timeout_s=30)
+
+    def register_task(self, landscape: Landscape) -> None:
+        files = {"task.toml": TASK_TOML, "train.py": train_py(landscape), "program.md": PROGRAM_MD}
+        with self.client() as client:
+            client.register_task({path: text.encode() for path, text in files.items()})
+
+
+# ---- simulated workers -------------------------------------------------------------------------
+
+
+@dataclass
+class Scorer:
+    """True scores of bundles (fetched once each), shared by the workers of one run."""
+
+    landscape: Landscape
+    scores: dict[str, float] = field(default_factory=dict)
+    experiments: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def score(self, client: CoordinatorClient, bundle_hash: str) -> float:
+        with self.lock:
+            known = self.scores.get(bundle_hash)
+        if known is None:
+            files = client.fetch_bundle(bundle_hash)
+            known = true_score(self.landscape, files["train.py"].decode())
+            with self.lock:
+                self.scores[bundle_hash] = known
+        return known
+
+    def count(self) -> None:
+        with self.lock:
+            self.experiments += 1
+
+
+def sim_worker(
+    url: str,
+    token: str,
+    index: int,
+    scorer: Scorer,
+    args: argparse.Namespace,
+    seed: int,
+    stop: threading.Event,
+) -> None:
+    """Lease, fetch, "run" (sleep), report, until stopped: the worker protocol, no runner."""
+    with CoordinatorClient(url, token, timeout_s=30) as client:
+        create = WorkerCreate(name=f"sim-{index}", hardware=HARDWARE, slot="cpu")
+        worker_id = client.register_worker(create)
+        while not stop.is_set():
+            try:
+                lease = client.lease(worker_id, wait_s=1.0)
+                if lease is None:
+                    continue
+                true = scorer.score(client, lease.bundle_hash)
+                rng = random.Random(f"{seed}:{lease.experiment_id}:{lease.fencing_token}")
+                metric = true + rng.gauss(0.0, args.noise)
+                stop.wait(args.duration_s)
+                result = Result(
+                    status=ResultStatus.OK,
+                    metric=metric,
+                    metrics={"val_bpb": metric},
+                    wall_s=args.duration_s,
+                    training_s=args.duration_s,
+                    hardware=HARDWARE,
+                )
+                report = ResultReport(
+                    experiment_id=lease.experiment_id,
+                    fencing_token=lease.fencing_token,
+                    result=result,
+                )
+                client.report(report, worker_id)
+                scorer.count()
+            except AutoswarmError as exc:  # a stale lease as the run stops, a busy moment
+                logger.debug("sim-%d: %s", index, exc)
+                stop.wait(0.2)
+
+
+# ---- one run -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunResult:
+    workers: int
+    seed: int
+    time_to_target_s: float | None
+    experiments: int
+    kept: int
+    head_score: float
+
+
+def head_score(client: CoordinatorClient, scorer: Scorer) -> float | None:
+    """The true score of the task's head on the simulated class (None before it has one)."""
+    task = client.get_json(f"tasks/{TASK}")
+    for head in task.get("heads", []):
+        if head["hardware"] == HARDWARE:
+            return scorer.score(client, head["bundle_hash"])
+    return None
+
+
+def verdicts(client: CoordinatorClient) -> int:
+    """Log the hypotheses' verdicts; the number kept."""
+    hypotheses = client.get_json(f"tasks/{TASK}/hypotheses", {"limit": 1000})
+    tally = Counter(h["verdict"] for h in hypotheses)
+    logger.info("verdicts %s", dict(tally))
+    return tally.get("kept", 0)
+
+
+def run_once(workers: int, seed: int, args: argparse.Namespace) -> RunResult:
+    """One swarm of `workers` from the task's first code until the target (or the timeout)."""
+    landscape = LANDSCAPES[args.landscape]
+    scorer = Scorer(landscape)
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    reached: float | None = None
+    score, kept = math.inf, 0
+    with tempfile.TemporaryDirectory(prefix="swarm-scaling-") as tmp:
+        coordinator = Coordinator(Path(tmp), fsync=args.fsync)
+        coordinator.start()
+        try:
+            coordinator.register_task(landscape)
+            with coordinator.client() as admin:
+                proposer_token = admin.create_token("proposer", "mutation")
+                tokens = [admin.create_token("worker", f"sim-{i}") for i in range(workers)]
+            proposer_client = CoordinatorClient(coordinator.url, proposer_token, timeout_s=30)
+            threads.append(
+                threading.Thread(
+                    target=run_proposer_loop,
+                    args=(proposer_client, TASK, MutationProposer(seed)),
+                    kwargs={"queue_ahead": max(2, workers), "poll_s": 0.1, "stop": stop},
+                    daemon=True,
+                )
+            )
+            for i, token in enumerate(tokens):
+                threads.append(
+                    threading.Thread(
+                        target=sim_worker,
+                        args=(coordinator.url, token, i, scorer, args, seed, stop),
+                        daemon=True,
+                    )
+                )
+            start = time.monotonic()
+            for thread in threads:
+                thread.start()
+            with coordinator.client() as reader:
+                while time.monotonic() - start < args.timeout_s:
+                    score = head_score(reader, scorer) or math.inf
+                    if score <= args.target:
+                        reached = time.monotonic() - start
+                        break
+                    time.sleep(0.2)
+                kept = verdicts(reader)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+            coordinator.stop()
+    result = RunResult(workers, seed, reached, scorer.experiments, kept, score)
+    logger.info("%s", result)
+    return result
+
+
+# ---- the table ---------------------------------------------------------------------------------
+
+
+def _median_time(runs: list[RunResult]) -> float:
+    return statistics.median(
+        math.inf if r.time_to_target_s is None else r.time_to_target_s for r in runs
+    )
+
+
+def table(results: dict[int, list[RunResult]]) -> list[str]:
+    """The markdown rows: speedup and efficiency against the smallest worker count."""
+    first = min(results)
+    base = _median_time(results[first])
+    rows = [
+        f"| workers | time to target s: median (per seed) | speedup vs {first} "
+        "| efficiency | experiments (median) | kept (median) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for n, runs in sorted(results.items()):
+        median = _median_time(runs)
+        per_seed = ", ".join(
+            "-" if r.time_to_target_s is None else f"{r.time_to_target_s:.0f}" for r in runs
+        )
+        speedup = base / median if math.isfinite(median) and math.isfinite(base) else None
+        # efficiency: the speedup per added worker, 1.0 when N workers are N/first times faster
+        shown = ("-", "-") if speedup is None else (f"{speedup:.1f}", f"{speedup * first / n:.2f}")
+        rows.append(
+            f"| {n} | {median:.0f} ({per_seed}) | {shown[0]} | {shown[1]} "
+            f"| {statistics.median(r.experiments for r in runs):.0f} "
+            f"| {statistics.median(r.kept for r in runs):.0f} |"
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", default="1,2,4,8,16,32,64")
+    parser.add_argument("--seeds", type=int, default=3, help="proposer seeds 0..n-1 per N")
+    parser.add_argument("--landscape", choices=sorted(LANDSCAPES), default="sparse")
+    parser.add_argument("--duration-s", type=float, default=2.0, help="one simulated run")
+    parser.add_argument("--noise", type=float, default=0.01, help="the score's noise (std)")
+    parser.add_argument("--target", type=float, help="the true score to reach")
+    parser.add_argument("--timeout-s", type=float, default=1200.0, help="per run")
+    parser.add_argument("--fsync", choices=("always", "everysec"), default="everysec")
+    args = parser.parse_args()
+    landscape = LANDSCAPES[args.landscape]
+    args.target = args.target or landscape.target
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for quiet in ("httpx", "coordinator"):
+        logging.getLogger(quiet).setLevel(logging.WARNING)
+    counts = [int(n) for n in args.workers.split(",")]
+    print(
+        f"# swarm scaling, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    start = true_score(landscape, train_py(landscape))
+    print(
+        f"# {args.landscape}: {landscape.about}; start {start:.3f}, target {args.target}; "
+        f"noise {args.noise}; run {args.duration_s} s; fsync {args.fsync}; seeds {args.seeds}"
+    )
+    results = {n: [run_once(n, seed, args) for seed in range(args.seeds)] for n in counts}
+    print("\n".join(["", *table(results)]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""The web dashboard in real headless Chromium (Debian's, driven by Playwright) against a
+coordinator fed by a short real swarm run: two worker processes, hypotheses submitted by
+hand. Screenshots of each page go to artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, wait_until
+from tests.read_helpers import TRAIN, Served, serve, write_task
+from tests.worker_helpers import WorkerFactory, register_task
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHOTS = REPO / "artifacts" / "screenshots"
+CRASH = "import sys\nSCORE = 0.25  # never reached\nsys.exit('crashed on purpose')\n"
+FINAL = {"kept", "discarded", "not-reproduced", "crashed", "conflict"}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        shutil.which(CHROMIUM) is None, reason=f"needs Debian's chromium at {CHROMIUM}"
+    ),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip)")
+
+
+@dataclass
+class Swarm:
+    served: Served
+    task_id: str
+    read_token: str
+    titles: dict[str, str]
+
+    def submit(self, title: str, train: str) -> str:
+        with self.served.client() as http:
+            answer = http.post(
+                "/api/v1/hypotheses",
+                json={
+                    "task_id": self.task_id,
+                    "title": title,
+                    "rationale": f"{title}, by hand",
+                    "change": {"train.py": train},
+                },
+            )
+        assert answer.status_code == 201, answer.text
+        body = answer.json()
+        self.titles[title] = body["experiment_id"]
+        return str(body["hypothesis_id"])
+
+    def decided(self, count: int) -> bool:
+        hyps = self.served.get(f"tasks/{self.task_id}/hypotheses")
+        return sum(1 for h in hyps if h["verdict"] in FINAL) >= count
+
+    def scored(self) -> int:
+        """How many experiments ran to a score (the API's own count)."""
+        found = self.served.get(
+            "experiments", task_id=self.task_id, status="done", result="ok", limit=500
+        )
+        return len(found["experiments"])
+
+
+@pytest.fixture(scope="module")
+def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
+    root = tmp_path_factory.mktemp("dashboard")
+    served = serve(root)
+    workers = WorkerFactory(root)
+    try:
+        task_id = register_task(served, write_task(root))  # type: ignore[arg-type]
+        for owner in ("team-a/alice", "bob"):
+            token = served.create_token("worker", owner)
+            workers.start(served, token, owner.replace("/", "-"))  # type: ignore[arg-type]
+        run = Swarm(served, task_id, served.create_token("read", "viewer"), {})
+        run.submit("lower the score", TRAIN.format(score=0.5))
+        wait_until(lambda: run.decided(1), 60, "the first hypothesis to be decided")
+        run.submit("raise the score", TRAIN.format(score=2.0))
+        run.submit("crash on purpose", CRASH)
+        wait_until(lambda: run.decided(3), 60, "three decided hypotheses")
+        yield run
+    finally:
+        workers.stop_all()
+        served.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+def open_page(page: Any, swarm: Swarm, path: str) -> None:
+    """Open a dashboard address with the read token (in the fragment, never sent) and wait
+    until the page has drawn its data."""
+    page.goto(f"{swarm.served.base_url}{path}#token={swarm.read_token}")
+    page.wait_for_selector("body[data-ready='1']")
+
+
+def shoot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_the_chart_has_a_dot_per_scored_experiment(page: Any, swarm: Swarm) -> None:
+    """Every experiment that ran to a score is one dot; the kept change is one big dot."""
+    open_page(page, swarm, f"/tasks/{swarm.task_id}")
+    shoot(page, "task")
+    assert page.locator("svg.chart circle.pt").count() == swarm.scored()
+    assert page.locator("svg.chart circle.pt.kept").count() == 1
+    assert "lower the score" in (page.locator("svg.chart text.label").text_content() or "")
+    assert page.locator("svg.chart path.best").count() == 1
+
+
+def test_a_filter_narrows_the_table(page: Any, swarm: Swarm) -> None:
+    """verdict=kept leaves only kept rows, fewer than before."""
+    open_page(page, swarm, f"/tasks/{swarm.task_id}")
+    rows = page.locator("#experiments tbody tr")
+    before = rows.count()
+    page.select_option("#filters select[name=verdict]", "kept")
+    wait_until(lambda: rows.count() < before, 10, "the table to narrow")
+    assert rows.count() == 2  # the explore and its replicate
+    assert page.locator("#experiments tbody .badge.kept").count() == 2
+    assert "verdict=kept" in page.url
+    shoot(page, "task-filtered")
+
+
+def test_clicking_an_experiment_shows_its_diff(page: Any, swarm: Swarm) -> None:
+    """Clicking the kept explore in the table opens it: diff, rationale, reason."""
+    open_page(page, swarm, f"/tasks/{swarm.task_id}")
+    page.click(f"#experiments a:text-is('{swarm.titles['lower the score']}')")
+    page.wait_for_selector("#diff")
+    assert "+SCORE = 0.5" in page.locator("#diff").inner_text()
+    assert "lower the score, by hand" in page.locator("#rationale").inner_text()
+    assert "both beat the head" in page.locator("#reason").inner_text()
+    shoot(page, "experiment")
+
+
+def test_the_lineage_page_shows_the_kept_change_under_the_first_code(
+    page: Any, swarm: Swarm
+) -> None:
+    """Two commits: the task's first code, and the kept change as its child and the head."""
+    open_page(page, swarm, f"/tasks/{swarm.task_id}/lineage")
+    nodes = page.locator("#lineage li")
+    assert nodes.count() == 2
+    assert "lower the score" in nodes.nth(1).inner_text() and "head" in nodes.nth(1).inner_text()
+    shoot(page, "lineage")
+
+
+def test_the_contributors_page_publishes_the_formula(page: Any, swarm: Swarm) -> None:
+    """Both owners are credited, alice's team is listed, the formula is on the page."""
+    open_page(page, swarm, "/contributors")
+    table = page.locator("#contributors").inner_text()
+    assert "team-a/alice" in table and "bob" in table
+    assert "team-a" in page.locator("#teams").inner_text()
+    assert "budget_s" in page.locator("#formula").inner_text()
+    shoot(page, "contributors")
+
+
+def test_the_home_page_lists_the_task_with_its_head(page: Any, swarm: Swarm) -> None:
+    """The home page links the task and shows its head's score."""
+    open_page(page, swarm, "/")
+    assert page.locator(f"a[href='/tasks/{swarm.task_id}']").count() == 1
+    assert "0.5 ±" in page.locator("main").inner_text()
+    shoot(page, "home")
+
+
+def test_the_task_page_fits_a_phone(browser: Any, swarm: Swarm) -> None:
+    """At 390 px wide the page does not scroll sideways (tables scroll inside their box)."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone = context.new_page()
+    open_page(phone, swarm, f"/tasks/{swarm.task_id}")
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    shoot(phone, "task-phone")
+    context.close()
+    assert width <= 390
+
+
+def test_a_new_result_appears_without_a_reload(page: Any, swarm: Swarm) -> None:
+    """A hypothesis judged while the page is open shows up in the table and the chart,
+    and the page was never reloaded."""
+    open_page(page, swarm, f"/tasks/{swarm.task_id}")
+    page.wait_for_selector("#live.on")  # following the event stream
+    page.evaluate("window.__sameDocument = 'yes'")
+    dots = page.locator("svg.chart circle.pt")
+    before = dots.count()
+    swarm.submit("a newer idea", TRAIN.format(score=0.75))
+    row = page.locator("#experiments tbody tr", has_text="a newer idea")
+    row.wait_for(timeout=60_000)
+    wait_until(lambda: dots.count() > before, 30, "a new dot on the chart")
+    assert page.evaluate("window.__sameDocument") == "yes"
+    assert page.evaluate("window.__autoswarmEvents") > 0
+    shoot(page, "task-live")

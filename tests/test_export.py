@@ -1,0 +1,130 @@
+"""The results CLI against a real coordinator: `autoswarm export` in every format (the TSV
+read by pandas, its first five columns karpathy/autoresearch's byte for byte), `plot`,
+`status`, `leaderboard`, `experiments` and `show`."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner, Result
+
+from autoswarm.cli import app
+from tests.conftest import CoordinatorFactory
+from tests.read_helpers import Run, drive_run, serve
+
+AUTORESEARCH_HEADER = "commit\tscore\tmemory_gb\tstatus\tdescription"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    root = tmp_path_factory.mktemp("export")
+    served = serve(root)
+    try:
+        driven = drive_run(served, root)
+        yield driven
+        driven.close()
+    finally:
+        served.stop()
+
+
+def invoke(*args: str) -> Result:
+    """`autoswarm ARGS` in this process; the root logger is put back as it was after (the
+    CLI points it at the runner's stream, which closes, while the coordinator logs on)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        return CliRunner().invoke(app, list(args), catch_exceptions=False)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def cli(run: Run, *args: str) -> str:
+    """Run `autoswarm ARGS` against the run's coordinator; its stdout (exit code 0)."""
+    answer = invoke(*args, "--join", run.served.base_url, "--token", run.served.admin_token)
+    assert answer.exit_code == 0, answer.output
+    return answer.stdout
+
+
+def test_the_tsv_header_starts_with_autoresearchs_five_columns(run: Run) -> None:
+    """The first line begins `commit<TAB>score<TAB>memory_gb<TAB>status<TAB>description<TAB>`."""
+    text = cli(run, "export", "--task", run.task_id, "--format", "tsv")
+    assert text.encode().split(b"\n")[0].startswith(AUTORESEARCH_HEADER.encode() + b"\t")
+
+
+def test_the_tsv_is_read_by_pandas_one_row_per_finished_experiment(run: Run) -> None:
+    """pandas reads it: the first baseline kept, the kept change, the worse one, the crash."""
+    text = cli(run, "export", "--task", run.task_id, "--format", "tsv")
+    frame = pd.read_csv(io.StringIO(text), sep="\t")
+    assert list(frame.columns[:5]) == AUTORESEARCH_HEADER.split("\t")
+    assert list(frame["status"]) == ["keep", "keep", "discard", "crash"]
+    assert list(frame["description"]) == ["baseline", "lower", "higher", "crash"]
+    assert list(frame["score"]) == [1.0, 0.5, 2.0, 0.0]
+    assert frame["commit"].str.len().eq(7).all() and frame["memory_gb"].eq(0.5).all()
+
+
+def test_csv_and_jsonl_carry_the_same_rows(run: Run) -> None:
+    """CSV has the same header; each JSONL line names the metric after the task's."""
+    csv_text = cli(run, "export", "--task", run.task_id, "--format", "csv")
+    assert pd.read_csv(io.StringIO(csv_text)).columns[1] == "score"
+    lines = cli(run, "export", "--task", run.task_id, "--format", "jsonl").splitlines()
+    assert [json.loads(line)["score"] for line in lines] == [1.0, 0.5, 2.0, None]
+
+
+def test_parquet_is_written_to_a_file(run: Run, tmp_path: Path) -> None:
+    """--format parquet -o FILE: pandas reads the four rows back."""
+    path = tmp_path / "results.parquet"
+    cli(run, "export", "--task", run.task_id, "--format", "parquet", "-o", str(path))
+    assert list(pd.read_parquet(path)["status"]) == ["keep", "keep", "discard", "crash"]
+
+
+def test_plot_writes_progress_png(run: Run, tmp_path: Path) -> None:
+    """`autoswarm plot` writes a PNG."""
+    path = tmp_path / "progress.png"
+    cli(run, "plot", "--task", run.task_id, "-o", str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_experiments_filters_as_the_api_does(run: Run) -> None:
+    """--verdict kept --kind explore: the kept change only."""
+    found = json.loads(cli(run, "experiments", "--verdict", "kept", "--kind", "explore", "--json"))
+    assert [e["title"] for e in found] == ["lower"]
+
+
+def test_show_prints_the_reason_and_the_diff(run: Run) -> None:
+    """`autoswarm show ID`: why it was kept and its diff."""
+    text = cli(run, "show", run.experiments["lower"])
+    assert "both beat the head" in text and "+SCORE = 0.5" in text
+
+
+def test_leaderboard_and_status_answer_json(run: Run) -> None:
+    """--json: the leaderboard's chain, and the status's heads and workers."""
+    boards = json.loads(cli(run, "leaderboard", "--task", run.task_id, "--json"))
+    assert [c["title"] for c in boards[0]["classes"][0]["chain"]][-1] == "lower"
+    state = json.loads(cli(run, "status", "--json"))
+    assert state["workers"] == 2 and state["tasks"][0]["task"]["task_id"] == run.task_id
+
+
+def test_status_once_renders_the_table(run: Run) -> None:
+    """`autoswarm status --once` prints the heads table and the latest experiments."""
+    text = cli(run, "status", "--once")
+    assert run.task_id in text and "latest experiments" in text
+
+
+def test_a_private_coordinator_without_a_token_is_an_error(run: Run) -> None:
+    """No token: exit code 1 and the coordinator's reason."""
+    answer = invoke("leaderboard", "--join", run.served.base_url, "--token", "")
+    assert answer.exit_code == 1 and "Authorization" in answer.output
+
+
+def test_a_public_coordinator_needs_no_token(coordinator_factory: CoordinatorFactory) -> None:
+    """`--token ""` against a public-read coordinator: the (empty) leaderboard, exit code 0."""
+    public = coordinator_factory(public_read=True)
+    answer = invoke("leaderboard", "--join", public.base_url, "--token", "", "--json")
+    assert answer.exit_code == 0 and json.loads(answer.stdout) == []
