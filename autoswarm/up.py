@@ -26,7 +26,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from autoswarm.console import console, err_console
-from autoswarm.report import ExperimentRow, plot_progress, to_tsv
+from autoswarm.report import ExperimentRow, plot_progress, rows_from_summaries, to_tsv
 from shared.errors import AutoswarmError, SandboxUnavailable
 from shared.task import TaskSpec, read_task_files
 
@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 REFRESH_S = 2.0
 WORKER_STOP_S = 30.0
-EXPORT_KINDS = ("baseline", "explore", "merge")
 
 
 def free_port() -> int:
@@ -134,6 +133,8 @@ def run_up(
         data_dir=data_dir,
         port=port or free_port(),
         replicate_wait_s=0.0 if workers == 1 else None,
+        # Loopback only, for the researcher at this machine: the dashboard needs no token.
+        public_read=True,
     )
     with console.status("starting the coordinator (embedded Redis, lineage)"):
         coordinator = serve_in_thread(settings)
@@ -195,7 +196,7 @@ def _watch(
             hypotheses = {
                 h["hypothesis_id"]: h for h in client.get_json(f"tasks/{task_id}/hypotheses")
             }
-            rows = export_rows(experiments, hypotheses)
+            rows = rows_from_summaries(experiments)
             live.update(render(spec, task, experiments, hypotheses, swarm))
             if len(rows) != written:
                 write_exports(rows, spec, out_dir)
@@ -214,7 +215,7 @@ def list_experiments(client: Any, task_id: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     cursor: Any = None
     while True:
-        params: dict[str, Any] = {"task_id": task_id, "limit": 500}
+        params: dict[str, Any] = {"task_id": task_id, "limit": 500, "view": "summary"}
         if cursor is not None:
             params["cursor"] = cursor
         page = client.get_json("experiments", params)
@@ -224,59 +225,6 @@ def list_experiments(client: Any, task_id: str) -> list[dict[str, Any]]:
             break
     found.sort(key=lambda e: e.get("seq", 0))
     return found
-
-
-def export_rows(
-    experiments: list[dict[str, Any]], hypotheses: dict[str, dict[str, Any]]
-) -> list[ExperimentRow]:
-    """Finished experiments as results.tsv rows: the first baseline, explores and merges."""
-    rows: list[ExperimentRow] = []
-    seen_baseline = False
-    done = [
-        e
-        for e in experiments
-        if e.get("state") == "done" and e.get("result") is not None and e["kind"] in EXPORT_KINDS
-    ]
-    done.sort(key=lambda e: e.get("finished_s") or 0.0)
-    # A kept hypothesis may have run as explore, then as merge: its last run is the keeper.
-    last_run = {e["hypothesis_id"]: e["experiment_id"] for e in done if e.get("hypothesis_id")}
-    for exp in done:
-        result = exp["result"]
-        if exp["kind"] == "baseline":
-            if seen_baseline:
-                continue
-            seen_baseline = True
-        hyp = hypotheses.get(exp.get("hypothesis_id") or "", {})
-        verdict = hyp.get("verdict") if hyp else ("kept" if exp["kind"] == "baseline" else "")
-        if result["status"] != "ok":
-            status = "crash"
-        elif verdict == "kept" and last_run.get(exp.get("hypothesis_id") or "") in (
-            None,
-            exp["experiment_id"],
-        ):
-            status = "keep"
-        else:
-            status = "discard"
-        memory_mb = result.get("peak_vram_mb") or result.get("peak_rss_mb") or 0.0
-        rows.append(
-            ExperimentRow(
-                commit=exp.get("code_commit") or exp.get("parent_commit") or "",
-                metric=result.get("metric"),
-                memory_gb=memory_mb / 1024,
-                status=status,
-                description=hyp.get("title", "baseline"),
-                experiment_id=exp["experiment_id"],
-                kind=exp["kind"],
-                verdict=verdict or "",
-                hardware=result.get("hardware") or "",
-                worker_id=exp.get("worker_id") or "",
-                proposer=hyp.get("proposer", ""),
-                delta=hyp.get("delta"),
-                wall_s=result.get("wall_s"),
-                finished_at=exp.get("finished_s"),
-            )
-        )
-    return rows
 
 
 def write_exports(rows: list[ExperimentRow], spec: TaskSpec, out_dir: Path) -> None:
@@ -319,16 +267,14 @@ def render(
     for column in ("experiment", "kind", "state", spec.metric.name, "verdict", "hypothesis"):
         latest.add_column(column, overflow="ellipsis", no_wrap=True)
     for exp in experiments[-12:]:
-        result = exp.get("result") or {}
-        metric = result.get("metric")
-        hyp = hypotheses.get(exp.get("hypothesis_id") or "", {})
+        metric = exp.get("metric")
         latest.add_row(
             exp["experiment_id"][:12],
             exp["kind"],
-            result.get("status") or exp.get("state", ""),
+            exp.get("status") or exp.get("state", ""),
             "—" if metric is None else f"{metric:.6f}",
-            hyp.get("verdict", "") if exp["kind"] in ("explore", "merge") else "",
-            hyp.get("title", ""),
+            exp.get("verdict") or "" if exp["kind"] in ("explore", "merge") else "",
+            exp.get("title", ""),
         )
     kept = sum(1 for h in hypotheses.values() if h.get("verdict") == "kept")
     alive = sum(1 for p in swarm.workers if p.poll() is None)
