@@ -9,6 +9,7 @@ from autoswarm.console import console
 from autoswarm.coordinator_cmd import coordinator, token_app
 from autoswarm.doctor_cmd import doctor
 from autoswarm.propose_cmd import hypothesis_app, propose
+from autoswarm.ray_cmd import ray_workers
 from autoswarm.results_cmd import experiments, export, leaderboard, plot, show, status
 from autoswarm.task_cmd import task_app
 from autoswarm.up_cmd import up
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 app.command("up")(up)
 app.command("coordinator")(coordinator)
+app.command("ray-workers")(ray_workers)
 app.add_typer(task_app, name="task")
 app.add_typer(token_app, name="token")
 app.add_typer(worker_app, name="worker")
