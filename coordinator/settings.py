@@ -7,18 +7,17 @@ changes behaviour somewhere (see the field comments).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
+from shared.settings import LayeredSettings
 
-class CoordinatorSettings(BaseSettings):
+
+class CoordinatorSettings(LayeredSettings):
     """Where the coordinator keeps its state, how it judges, and its limits."""
 
     model_config = SettingsConfigDict(env_prefix="AUTOSWARM_", extra="forbid", frozen=True)
@@ -65,28 +64,6 @@ class CoordinatorSettings(BaseSettings):
     # Embedded Redis: "always" fsyncs the append-only file before a write is acknowledged,
     # so an acknowledged result survives even a power cut; "everysec" risks up to 1 s.
     redis_appendfsync: Literal["always", "everysec"] = "always"
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
-
-    @classmethod
-    def load(cls, config_file: Path | None = None, **overrides: Any) -> CoordinatorSettings:
-        """Settings from arguments (None meaning unset), the environment and a TOML file."""
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if config_file is None:
-            return cls(**given)
-        config = SettingsConfigDict(**{**cls.model_config, "toml_file": config_file.expanduser()})
-        with_file = type(cls.__name__, (cls,), {"model_config": config})
-        settings: CoordinatorSettings = with_file(**given)
-        return settings
 
     @property
     def lineage_dir(self) -> Path:

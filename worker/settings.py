@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
+
+from shared.settings import LayeredSettings
 
 DEFAULT_STATE_DIR = Path("~/.autoswarm/worker")
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(LayeredSettings):
     """How a worker joins a coordinator, where it keeps its state, how it paces itself."""
 
     model_config = SettingsConfigDict(env_prefix="AUTOSWARM_", extra="forbid")
@@ -49,28 +48,6 @@ class WorkerSettings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
-
-    @classmethod
-    def load(cls, config_file: Path | None = None, **overrides: Any) -> WorkerSettings:
-        """Settings from flags (`overrides`, None meaning unset), environment and a TOML file."""
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if config_file is None:
-            return cls(**given)
-        config = SettingsConfigDict(**{**cls.model_config, "toml_file": config_file.expanduser()})
-        with_file = type(cls.__name__, (cls,), {"model_config": config})
-        settings: WorkerSettings = with_file(**given)
-        return settings
 
     @property
     def resolved_cache_dir(self) -> Path:
