@@ -27,6 +27,12 @@ def coordinator(
     redis_url: str | None = typer.Option(
         None, "--redis-url", help="Use this Redis (default: start an embedded one)."
     ),
+    api_processes: int | None = typer.Option(
+        None,
+        "--api-processes",
+        min=1,
+        help="Serve the API from this many processes (default 1); one of them judges.",
+    ),
     config: Path | None = typer.Option(None, "--config", help="A TOML file of settings."),
 ) -> None:
     """Serve the coordinator: HTTP API, dashboard, judge, lineage (Ctrl-C stops it)."""
@@ -35,7 +41,12 @@ def coordinator(
 
     try:
         settings = CoordinatorSettings.load(
-            config, host=host, port=port, data_dir=data_dir, redis_url=redis_url
+            config,
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            redis_url=redis_url,
+            api_processes=api_processes,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -17,6 +17,7 @@ from shared.models import HypothesisCreate
 
 if TYPE_CHECKING:
     from coordinator.proposers.base import Proposer
+    from shared.client import CoordinatorClient
 
 hypothesis_app = typer.Typer(help="Submit hypotheses by hand.", no_args_is_help=True)
 
@@ -85,6 +86,7 @@ def propose(
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     with CoordinatorClient(join, secret) as client:
+        report_spend(chosen, client)
         try:
             sent = run_proposer_loop(
                 client,
@@ -98,6 +100,14 @@ def propose(
             err_console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from None
     console.print(f"submitted {sent} hypotheses to task {task}")
+
+
+def report_spend(proposer: Proposer, client: CoordinatorClient) -> None:
+    """An LLM proposer also tells the coordinator what its calls cost (its /metrics)."""
+    from coordinator.proposers.llm import LLMProposer
+
+    if isinstance(proposer, LLMProposer):
+        proposer.report_spend_to(client)
 
 
 def build_proposer(

@@ -119,6 +119,7 @@ def run_up(
     max_experiments: int | None,
 ) -> int:
     """Run the loop until Ctrl-C (or `max_experiments` judged); the exit code."""
+    from autoswarm.propose_cmd import report_spend
     from coordinator.proposers.base import run_proposer_loop
     from coordinator.service import serve_in_thread
     from coordinator.settings import CoordinatorSettings
@@ -148,6 +149,7 @@ def run_up(
         for index in range(workers):
             swarm.start_worker(index, coordinator.url, worker_token, trust, data_dir)
         client = CoordinatorClient(coordinator.url, proposer_token, timeout_s=60)
+        report_spend(proposer, client)
         swarm.proposer_thread = threading.Thread(
             target=run_proposer_loop,
             args=(client, task_id, proposer),

@@ -70,6 +70,7 @@ WORSE_METRIC = 2.0  # what every other run reports: never better than the head (
 REQUEST_TIMEOUT_S = 30.0
 START_TIMEOUT_S = 60.0
 MAX_ERRORS = 100  # a level stops early after this many failed requests
+DRAIN_TIMEOUT_S = 120.0  # the judge's catching up after a level, at most
 QUIET_CPU = 0.15  # the coordinator counts as idle below this share of a core
 
 TASK_TOML = f"""\
@@ -188,6 +189,31 @@ def cpu_s(pid: int | None) -> float:
     return 0.0 if pid is None else _stat_cpu_s(Path(f"/proc/{pid}/stat"))
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def tree_cpu_s(pid: int | None, skip: int | None) -> float:
+    """CPU seconds of a process and its descendants (the API processes), but `skip`'s."""
+    if pid is None:
+        return 0.0
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        if current != skip:
+            total += cpu_s(current)
+            todo += _children(current)
+    return total
+
+
 def loop_cpu_s(pid: int | None) -> float:
     """CPU seconds of a process's main thread (the coordinator's event loop)."""
     return 0.0 if pid is None else _stat_cpu_s(Path(f"/proc/{pid}/task/{pid}/stat"))
@@ -200,6 +226,7 @@ class Coordinator:
     data_dir: Path
     fsync: str
     log_level: str
+    api_processes: int = 1
     port: int = field(default_factory=free_port)
     admin_token: str = field(default_factory=lambda: "as_bench_" + secrets.token_urlsafe(16))
     process: subprocess.Popen[bytes] | None = None
@@ -237,6 +264,7 @@ class Coordinator:
             "AUTOSWARM_REDIS_APPENDFSYNC": self.fsync,
             "AUTOSWARM_LOG_LEVEL": self.log_level,
             "AUTOSWARM_LEASE_TTL_S": "600",  # every lease is reported at once; none expires
+            "AUTOSWARM_API_PROCESSES": str(self.api_processes),
         }
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with (self.data_dir / "coordinator.log").open("wb") as log:
@@ -273,13 +301,17 @@ class Coordinator:
     def client(self, token: str | None = None) -> CoordinatorClient:
         return CoordinatorClient(self.url, token or self.admin_token, timeout_s=30)
 
+    def cpu_s(self) -> float:
+        """The coordinator's CPU seconds: all its API processes, its Redis not included."""
+        return tree_cpu_s(self.pid, self.redis_pid)
+
     def wait_quiet(self, timeout_s: float = 30.0) -> None:
         """Wait until the coordinator's background work (indexing) has settled."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            before = cpu_s(self.pid)
+            before = self.cpu_s()
             time.sleep(0.5)
-            if (cpu_s(self.pid) - before) / 0.5 < QUIET_CPU:
+            if (self.cpu_s() - before) / 0.5 < QUIET_CPU:
                 return
 
 
@@ -362,6 +394,7 @@ class Level:
     fsync: str
     workers: int
     concurrency: int
+    processes: int = 1
     duration_s: float = 0.0
     cycles: int = 0
     empty: int = 0
@@ -372,6 +405,8 @@ class Level:
     cpu: dict[str, float] = field(default_factory=dict)
     redis_calls: Counter[str] = field(default_factory=Counter)
     loop_ms: float = math.nan  # python_speed_ms() right after the level
+    backlog: int = 0  # results not yet judged when the load stopped
+    drain_s: float = 0.0  # how long the judge took to apply them (counted in duration_s)
 
     @property
     def rate(self) -> float:
@@ -469,10 +504,18 @@ def command_calls(client: redis.Redis) -> Counter[str]:
 
 def run_level(session: Session, level: Level, duration_s: float, max_cycles: int) -> Level:
     coordinator = session.coordinator
-    pids = {"coordinator": coordinator.pid, "redis": coordinator.redis_pid}
     calls = command_calls(session.redis)
-    before = {name: cpu_s(pid) for name, pid in pids.items()} | {"generator": time.process_time()}
-    before["event loop"] = loop_cpu_s(coordinator.pid)
+
+    def cpu_now() -> dict[str, float]:
+        return {
+            "coordinator": coordinator.cpu_s(),
+            "redis": cpu_s(coordinator.redis_pid),
+            "generator": time.process_time(),
+            # One process: its event loop's thread (several: meaningless, the parent's).
+            "event loop": loop_cpu_s(coordinator.pid),
+        }
+
+    before = cpu_now()
     start = time.monotonic()
     asyncio.run(
         drive(
@@ -484,9 +527,14 @@ def run_level(session: Session, level: Level, duration_s: float, max_cycles: int
             max_cycles,
         )
     )
+    # The judge applies verdicts off the request path: the level lasts until it caught up.
+    level.backlog = int(session.redis.zcard(keys.JUDGE))
+    stopped = time.monotonic()
+    while session.redis.zcard(keys.JUDGE) and time.monotonic() - stopped < DRAIN_TIMEOUT_S:
+        time.sleep(0.01)
+    level.drain_s = time.monotonic() - stopped
     level.duration_s = time.monotonic() - start
-    after = {name: cpu_s(pid) for name, pid in pids.items()} | {"generator": time.process_time()}
-    after["event loop"] = loop_cpu_s(coordinator.pid)
+    after = cpu_now()
     level.cpu = {name: after[name] - before[name] for name in before}
     level.redis_calls = command_calls(session.redis) - calls
     level.redis_calls["info"] -= 1
@@ -508,8 +556,8 @@ def redis_per_cycle(level: Level) -> str:
 
 def cpu_split(level: Level) -> str:
     """The coordinator's CPU per cycle: its event loop against its other threads."""
-    if not level.cycles:
-        return "no cycles"
+    if not level.cycles or level.processes > 1:
+        return f"coordinator CPU per cycle: {level.cpu['coordinator'] / level.cycles * 1000:.1f} ms"
     loop_ms = level.cpu["event loop"] / level.cycles * 1000
     rest_ms = level.cpu["coordinator"] / level.cycles * 1000 - loop_ms
     return f"coordinator CPU per cycle: event loop {loop_ms:.1f} ms, other threads {rest_ms:.1f} ms"
@@ -637,7 +685,8 @@ def fmt_level(level: Level) -> str:
     )
     ms = " / ".join(f"{per_cycle[k]:.1f}" for k in ("coordinator", "redis", "generator"))
     return (
-        f"| {level.fsync} | {level.workers:,} | {level.concurrency} | {level.cycles:,} "
+        f"| {level.processes} | {level.fsync} | {level.workers:,} | {level.concurrency} "
+        f"| {level.cycles:,} "
         f"| {level.rate:.0f} | {quantile(level.lease_ms, 0.5):.1f} / "
         f"{quantile(level.lease_ms, 0.99):.1f} | {quantile(level.report_ms, 0.5):.1f} / "
         f"{quantile(level.report_ms, 0.99):.1f} | {ms} | {cores} | {level.loop_ms:.0f} |"
@@ -690,7 +739,9 @@ def start_session(coordinator: Coordinator) -> Session:
 
 def run_mode(fsync: str, args: argparse.Namespace, rows: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="coordinator-load-") as tmp:
-        coordinator = Coordinator(Path(tmp) / "coordinator", fsync, args.log_level)
+        coordinator = Coordinator(
+            Path(tmp) / "coordinator", fsync, args.log_level, args.api_processes
+        )
         coordinator.start()
         session: Session | None = None
         try:
@@ -707,18 +758,22 @@ def run_mode(fsync: str, args: argparse.Namespace, rows: list[str]) -> None:
                     run_baselines(session)
                 # Enough for the level at 1.5x the last rate seen (at least --queue).
                 session.top_up(max(args.queue, int(rate * args.duration_s * 1.5)))
-                level = Level(fsync, count, args.concurrency)
+                level = Level(fsync, count, args.concurrency, args.api_processes)
                 run_level(session, level, args.duration_s, args.max_cycles)
                 rate = level.rate
                 rows.append(fmt_level(level))
                 print(rows[-1], flush=True)
                 print(f"  {redis_per_cycle(level)}")
                 print(f"  {cpu_split(level)}")
+                print(
+                    f"  judge backlog when the load stopped: {level.backlog:,} results, "
+                    f"applied in {level.drain_s:.2f} s (counted in the level's time)"
+                )
                 if level.empty or level.errors:
                     print(f"  empty leases {level.empty}, errors {dict(level.errors)}")
             if args.profile is not None:
                 session.top_up(int(rate * args.duration_s * 1.5))
-                level = Level(fsync, len(session.worker_ids), args.concurrency)
+                level = Level(fsync, len(session.worker_ids), args.concurrency, args.api_processes)
                 profile_level(session, level, args.duration_s, args.profile)
         finally:
             if session is not None:
@@ -743,6 +798,9 @@ def main() -> None:
     )
     parser.add_argument("--log-level", default="INFO", help="the coordinator's log level")
     parser.add_argument(
+        "--api-processes", type=int, default=1, help="the coordinator's API processes"
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -759,10 +817,10 @@ def main() -> None:
         f"loop CPU ms {python_speed_ms():.0f}"
     )
     rows = [
-        "| fsync | workers | in flight | cycles | cycles/s | lease ms p50 / p99 "
+        "| API processes | fsync | workers | in flight | cycles | cycles/s | lease ms p50 / p99 "
         "| report ms p50 / p99 | CPU ms per cycle: coordinator / redis / generator "
         "| cores: coordinator / redis / generator | loop CPU ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for fsync in args.fsync:
         run_mode(fsync, args, rows)

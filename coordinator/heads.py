@@ -29,6 +29,9 @@ from shared.task import Device, TaskSpec
 logger = logging.getLogger(__name__)
 
 INIT_BRANCH = "main"
+HeadRuns = tuple[HeadRecord | None, dict[str, list[float]]]
+# How often a lease looks for tasks registered by another coordinator process (seconds).
+TASKS_RECHECK_S = 1.0
 
 
 def derived_id(prefix: str, *parts: str) -> str:
@@ -68,6 +71,9 @@ class HeadOps:
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._known: set[tuple[str, str]] = set()
+        self._task_ids: tuple[float, list[str]] = (-TASKS_RECHECK_S, [])
+        # During a judging pass (process_pending): each class's head and runs, once read.
+        self._heads: dict[tuple[str, str], HeadRuns] | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -141,16 +147,31 @@ class HeadOps:
             self.notify(len(ids))
         return added
 
+    def tasks_changed(self) -> None:
+        """A task was registered here: look at the list of tasks again at the next lease."""
+        self._task_ids = (-TASKS_RECHECK_S, [])
+
     def ensure_classes(self, hardware: str) -> None:
-        """Make every task known on this class (one ZRANGE once every task is known)."""
-        for task_id in self.store.task_ids():
+        """Make every task known on this class. The list of tasks is read again at most every
+        TASKS_RECHECK_S (a task registered by another coordinator process waits that long)."""
+        read_s, task_ids = self._task_ids
+        if time.monotonic() - read_s >= TASKS_RECHECK_S:
+            task_ids = self.store.task_ids()
+            self._task_ids = (time.monotonic(), task_ids)
+        for task_id in task_ids:
             if (task_id, hardware) not in self._known:
                 task = self.store.get_task(task_id)
                 if task is not None:
                     self.ensure_class(task, hardware)
 
+    def forget_heads(self) -> None:
+        """A head or its runs may change: a judging pass reads them again."""
+        if self._heads is not None:
+            self._heads = {}
+
     def reset_head(self, task: TaskRecord, hardware: str, commit: str) -> None:
         """Point the class's head at `commit` (git's word) and measure it anew."""
+        self.forget_heads()
         with self.task_lock(task.task_id):
             head = self._head_fields(task, commit)
             ids = self.baseline_ids(task.task_id, hardware, commit, "reset", repr(self._clock()))
@@ -177,7 +198,13 @@ class HeadOps:
     ) -> tuple[HeadRecord | None, judge.HeadStats]:
         """The class's head and the stats a candidate is judged by: those of the code it was
         built on (`base`) when that was measured on this class, else the head's."""
-        head = self.store.get_head(task_id, hardware)
-        runs = self.store.get_runs(task_id, hardware)
+        cache = self._heads
+        if cache is not None and (task_id, hardware) in cache:
+            head, runs = cache[(task_id, hardware)]
+        else:
+            head = self.store.get_head(task_id, hardware)
+            runs = self.store.get_runs(task_id, hardware)
+            if cache is not None:
+                cache[(task_id, hardware)] = (head, runs)
         reference = base if base and runs.get(base) else (head.commit if head else "")
         return head, judge.head_stats(runs, reference)

@@ -18,6 +18,7 @@ TASKS = ROOT + "tasks"
 EXPERIMENTS = ROOT + "experiments"
 QUEUE_ANY = ROOT + "queue:any"
 LEASES = ROOT + "leases"
+LEADER = ROOT + "leader"  # which coordinator process runs the background work
 DEAD = ROOT + "dead"
 JUDGE = ROOT + "judge"
 EVENTS = ROOT + "events"
@@ -139,6 +140,12 @@ def ix_counts(task_id: str) -> str:
 def ix_hypothesis(hypothesis_id: str) -> str:
     """Zset by seq: the experiments that carried one hypothesis."""
     return f"{IX}hyp:{hypothesis_id}"
+
+
+def spend(task_id: str) -> str:
+    """Hash: `{model}:usd`, `{model}:calls`, `{model}:tokens` -> what a task's proposers'
+    model calls cost, as they told it."""
+    return f"{ROOT}spend:{task_id}"
 
 
 def ix_credit(owner: str) -> str:

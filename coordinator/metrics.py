@@ -10,9 +10,9 @@ happened (results, judge decisions, expired leases) are folded from the event st
 same way; the stream keeps about 100,000 events, so a coordinator restarted after more than
 that counts from where the stream begins (a counter reset, which Prometheus handles).
 
-What it does not expose: LLM spend. The spend ledger lives with each proposer process (a
-file per process, `coordinator/proposers/ledger.py`) and nothing of it reaches the
-coordinator; what the coordinator knows of proposers is the hypotheses they submitted.
+Proposer spend is what proposers told the coordinator (`POST /tasks/{id}/spend`, sent by
+the LLM proposer after each call): each proposer's own ledger stays the authority for its
+cap, and a report that never arrived is missing here.
 
 Label values are bounded: task ids (registered tasks), kinds, states, statuses, verdicts,
 HTTP methods, route templates and status classes. Never an experiment, worker or commit.
@@ -70,6 +70,7 @@ class _Snapshot:
     live: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     lease_ages_s: list[float] = field(default_factory=list)
     hypotheses: dict[str, int] = field(default_factory=dict)
+    spend: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 class StoreCollector:
@@ -114,6 +115,7 @@ class StoreCollector:
             self._fold_events()
             for task_id in snapshot.task_ids:
                 snapshot.hypotheses[task_id] = self._store.count_hypotheses(task_id)
+                snapshot.spend[task_id] = self._store.spend(task_id)
         except Exception:  # a scrape answers even when the store fails it half way
             logger.warning("metrics: cannot read the store; store metrics left out", exc_info=True)
             return None
@@ -215,6 +217,7 @@ class StoreCollector:
         for task_id in tasks:
             hypotheses.add_metric([task_id], float(snapshot.hypotheses.get(task_id, 0)))
         yield hypotheses
+        yield from _spend_families(snapshot.spend)
 
     def _event_families(self, tasks: list[str]) -> Iterator[Metric]:
         known = set(tasks)
@@ -244,6 +247,32 @@ class StoreCollector:
         yield results
         yield decisions
         yield expiries
+
+
+def _spend_families(spend: dict[str, dict[str, dict[str, float]]]) -> Iterator[Metric]:
+    usd = CounterMetricFamily(
+        "autoswarm_proposer_spend_usd",
+        "What proposers' model calls cost, in US dollars, by task and model (as reported).",
+        labels=["task_id", "model"],
+    )
+    calls = CounterMetricFamily(
+        "autoswarm_proposer_calls",
+        "Proposers' model calls, by task and model (as reported).",
+        labels=["task_id", "model"],
+    )
+    tokens = CounterMetricFamily(
+        "autoswarm_proposer_tokens",
+        "Tokens of proposers' model calls, prompt and answer, by task and model.",
+        labels=["task_id", "model"],
+    )
+    for task_id, models in spend.items():
+        for model, parts in models.items():
+            usd.add_metric([task_id, model], parts.get("usd", 0.0))
+            calls.add_metric([task_id, model], parts.get("calls", 0.0))
+            tokens.add_metric([task_id, model], parts.get("tokens", 0.0))
+    yield usd
+    yield calls
+    yield tokens
 
 
 def _lease_families(ages_s: list[float]) -> Iterator[Metric]:

@@ -35,32 +35,45 @@ class Scheduler(KeepOps):
     """Turns results into decisions, and decisions into queued experiments and commits."""
 
     def process_pending(self, limit: int = 100) -> int:
-        """Apply every result not applied yet (after a crash, too); how many were handled."""
+        """Apply up to `limit` results not applied yet, oldest first (after a crash, too);
+        how many were handled. One pass reads their records in one round trip, and each
+        class's head and runs once until a decision changes them."""
+        pending = self.store.pending_judgements(limit)
+        records = {exp.experiment_id: exp for exp in self.store.get_experiments(pending)}
         handled = 0
-        for experiment_id in self.store.pending_judgements(limit):
-            try:
-                self.judge_experiment(experiment_id)
-                handled += 1
-            except Exception:
-                logger.exception("experiment %s: judging failed; will retry", experiment_id)
+        self._heads = {}
+        try:
+            for experiment_id in pending:
+                try:
+                    self.judge_experiment(experiment_id, records.get(experiment_id))
+                    handled += 1
+                except Exception:
+                    logger.exception("experiment %s: judging failed; will retry", experiment_id)
+        finally:
+            self._heads = None
         return handled
 
-    def judge_experiment(self, experiment_id: str) -> None:
-        """Apply the judge's decision on one finished (done or dead) experiment, once."""
-        first = self.store.get_experiment(experiment_id)
-        if first is None:
+    def judge_experiment(self, experiment_id: str, known: ExperimentRecord | None = None) -> None:
+        """Apply the judge's decision on one finished (done or dead) experiment, once.
+
+        `known`: its record, read since it was finished (a finished experiment changes only
+        by being judged, and the decision's script applies once, guarded by its flag)."""
+        task_id = known.task_id if known else self.store.experiment_task(experiment_id)
+        if not task_id:
             logger.error("experiment %s: pending judgement of an unknown experiment", experiment_id)
             return
-        task = self.get_task(first.task_id)
+        task = self.get_task(task_id)
         with self.task_lock(task.task_id):
-            exp = self.store.get_experiment(experiment_id)
+            exp = known or self.store.get_experiment(experiment_id)
             if exp is None or exp.state not in (ExperimentState.DONE, ExperimentState.DEAD):
                 return
             if exp.kind is ExperimentKind.BASELINE:
+                self.forget_heads()
                 self._judge_baseline(task, exp)
             elif exp.kind is ExperimentKind.REPLICATE:
+                self.forget_heads()
                 self._judge_replicate(task, exp)
-            else:
+            else:  # a candidate's verdict changes no head and no runs
                 self._judge_candidate(task, exp)
 
     def _judge_baseline(self, task: TaskRecord, exp: ExperimentRecord) -> None:

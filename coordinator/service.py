@@ -2,23 +2,41 @@
 until interrupted; `serve_in_thread(settings)` does the same in a background thread (for
 `autoswarm up` and tests) and hands back a handle to stop it. Either way the app's
 lifespan starts Redis (embedded unless a URL is set), reconciles with the lineage, runs
-the reaper, and stops it all cleanly."""
+the reaper and the judge loop, and stops it all cleanly.
+
+With `api_processes` > 1, `run_coordinator` starts the embedded Redis (unless a URL is
+set), makes the admin token and reconciles with the lineage itself, then serves the port
+from that many uvicorn worker processes, each an app connected to that Redis; one of them
+leads (coordinator.leader). The embedded Redis is not restarted if it dies in this mode.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from coordinator.api import create_app
+from coordinator.logs import configure_logging
+from coordinator.reconcile import reconcile
+from coordinator.redis_server import EmbeddedRedis
+from coordinator.scheduler import Scheduler
 from coordinator.settings import CoordinatorSettings
+from coordinator.store import Store
+from coordinator.tokens import ensure_admin_token
 
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 60.0
+# How the parent hands its settings to its API processes (JSON; the admin token included).
+PROCESS_SETTINGS_ENV = "AUTOSWARM_COORDINATOR_PROCESS_SETTINGS"
 
 
 def _server(settings: CoordinatorSettings) -> uvicorn.Server:
@@ -39,7 +57,53 @@ def _server(settings: CoordinatorSettings) -> uvicorn.Server:
 def run_coordinator(settings: CoordinatorSettings) -> None:
     """Serve until SIGINT/SIGTERM (blocks). Logging is the caller's to configure."""
     logger.info("coordinator: serving on http://%s:%d", settings.host, settings.port)
-    _server(settings).run()
+    if settings.api_processes > 1:
+        _run_processes(settings)
+    else:
+        _server(settings).run()
+
+
+def _run_processes(settings: CoordinatorSettings) -> None:
+    embedded = None
+    url = settings.redis_url
+    if url is None:
+        embedded = EmbeddedRedis(settings.redis_dir, appendfsync=settings.redis_appendfsync)
+        url = embedded.start()
+    try:
+        store = Store(url)
+        try:
+            ensure_admin_token(store, settings)
+            applied = reconcile(Scheduler(store, settings))
+            if applied:
+                logger.warning("reconcile: %d kept changes re-applied from the lineage", applied)
+        finally:
+            store.close()
+        given: dict[str, Any] = settings.model_dump(mode="json") | {"redis_url": url}
+        if settings.admin_token is not None:
+            given["admin_token"] = settings.admin_token.get_secret_value()
+        os.environ[PROCESS_SETTINGS_ENV] = json.dumps(given)
+        logger.info("coordinator: %d API processes on one port", settings.api_processes)
+        uvicorn.run(
+            "coordinator.service:process_app",
+            factory=True,
+            workers=settings.api_processes,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            ws="none",
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def process_app() -> FastAPI:
+    """One API process's app (uvicorn's factory), with the settings its parent handed down."""
+    configure_logging(os.environ.get("AUTOSWARM_LOG_LEVEL", "INFO"))
+    return create_app(CoordinatorSettings(**json.loads(os.environ[PROCESS_SETTINGS_ENV])))
 
 
 @dataclass

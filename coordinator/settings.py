@@ -48,6 +48,12 @@ class CoordinatorSettings(LayeredSettings):
     # Long poll: an idle lease request re-checks the queue this often even without a wake-up.
     lease_poll_s: float = Field(default=1.0, gt=0, le=60)
     max_wait_s: float = Field(default=60.0, ge=0, le=300)
+    # API processes serving one port (uvicorn's workers). With more than one, the first
+    # process to claim it leads: it alone reaps, judges and indexes (coordinator.leader).
+    api_processes: int = Field(default=1, ge=1, le=64)
+    # Tokens and workers are remembered this long by each API process (a revoked token
+    # still works for at most this long there).
+    caller_cache_s: float = Field(default=10.0, ge=0, le=3600)
 
     # Judge: baselines per head and hardware class, and the noise multiplier z.
     # A replicate waits this long for another worker before its finder may run it too.

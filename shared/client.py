@@ -45,6 +45,7 @@ from shared.models import (
     Lease,
     ProposerContext,
     ResultReport,
+    SpendReport,
     WorkerCreate,
 )
 from shared.task import hash_files
@@ -263,6 +264,10 @@ class CoordinatorClient:
         return body
 
     # -- admin ------------------------------------------------------------------------------
+
+    def report_spend(self, task_id: str, spend: SpendReport) -> None:
+        """Tell the coordinator what model calls cost (its /metrics shows the totals)."""
+        self._request("POST", f"tasks/{task_id}/spend", json=spend.model_dump(mode="json"))
 
     def register_task(self, files: dict[str, bytes]) -> dict[str, Any]:
         """Register a task from its files (admin); idempotent for the same files."""

@@ -75,6 +75,15 @@ class Result(Frozen):
     hardware: str = Field(default="", max_length=200)
 
 
+class SpendReport(Frozen):
+    """What a proposer's model calls cost, told to the coordinator (for /metrics)."""
+
+    model: str = Field(min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$")
+    usd: float = Field(ge=0, le=1000, allow_inf_nan=False)
+    tokens: int = Field(default=0, ge=0, le=100_000_000)
+    calls: int = Field(default=1, ge=1, le=10_000)
+
+
 class HypothesisCreate(Frozen):
     """A hypothesis as a proposer or a human submits it."""
 

@@ -13,7 +13,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.proposers.base import run_proposer_loop
 from coordinator.proposers.context import build_prompt, estimate_tokens
@@ -31,7 +33,8 @@ from shared.models import (
     ProposerContext,
     Verdict,
 )
-from shared.task import TaskSpec, hash_files
+from shared.task import TaskSpec, hash_files, load_task, read_task_files
+from tests.conftest import RunningCoordinator
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "openai/gpt-4o-mini"
@@ -575,3 +578,33 @@ def test_one_real_proposal() -> None:
     assert hypothesis is not None and hypothesis.change is not None
     assert set(hypothesis.change) == {"train.py"}
     assert 0 < ledger.total("toy") <= 0.50
+
+
+def test_spend_reaches_the_coordinator_metrics(
+    coordinator: RunningCoordinator, task_dir: Path
+) -> None:
+    """Every call's cost, told to a real coordinator, adds up on /metrics to the ledger's."""
+    from shared.client import CoordinatorClient
+
+    with CoordinatorClient(coordinator.base_url, coordinator.admin_token) as admin:
+        task_id = admin.register_task(read_task_files(task_dir, load_task(task_dir)))["task_id"]
+    ledger = MemoryLedger()
+    proposer = priced_proposer(ledger, 10.0, "not json")  # every answer rejected, each paid
+    token = coordinator.create_token("proposer", "llm")
+    with CoordinatorClient(coordinator.base_url, token) as client:
+        proposer.report_spend_to(client)
+        context = make_context().model_copy(update={"task_id": task_id})
+        assert proposer.propose(context) is None
+    assert proposer.calls == 5
+    text = httpx.get(f"{coordinator.base_url}/metrics", trust_env=False).text
+    found = {
+        (sample.name, sample.labels.get("task_id")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("autoswarm_proposer_")
+    }
+    assert found[("autoswarm_proposer_spend_usd_total", task_id)] == pytest.approx(
+        ledger.total(task_id)
+    )
+    assert ledger.total(task_id) == pytest.approx(0.25)
+    assert found[("autoswarm_proposer_calls_total", task_id)] == 5

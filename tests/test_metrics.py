@@ -16,9 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import CoordinatorFactory, RedisServer, RunningCoordinator
+from tests.conftest import CoordinatorFactory, RedisServer, RunningCoordinator, wait_until
 
 HW = "cpu:test-2c"
 TASK = "tiny"
@@ -60,7 +61,9 @@ class Run:
     ids: list[str] = field(default_factory=list)
 
     def lease(self) -> dict[str, Any]:
-        answer = self.worker.post(LEASE_ROUTE, json={"worker_id": self.worker_id, "wait_s": 0})
+        # A long poll: the judge applies each verdict (and so readies the head) just after
+        # the report's answer.
+        answer = self.worker.post(LEASE_ROUTE, json={"worker_id": self.worker_id, "wait_s": 10})
         self.lease_calls += 1
         assert answer.status_code == 200
         lease: dict[str, Any] = answer.json()
@@ -79,7 +82,7 @@ class Run:
 
 @pytest.fixture
 def short_run(
-    coordinator: RunningCoordinator, task_dir_factory: Callable[..., Path]
+    coordinator: RunningCoordinator, task_dir_factory: Callable[..., Path], redis_url: str
 ) -> Iterator[Run]:
     """The run of the module docstring, on a fresh coordinator and Redis."""
     folder = task_dir_factory(TASK)
@@ -106,6 +109,10 @@ def short_run(
     run.report(worse, "ok", 2.0)
     run.held = run.lease()
     assert {crashed["kind"], worse["kind"], run.held["kind"]} == {"explore"}
+    # The judge loop applies verdicts just after each report's answer: let it finish.
+    store = redis.Redis.from_url(redis_url)
+    wait_until(lambda: store.zcard("as:judge") == 0, 15, "the judge to catch up")
+    store.close()
     yield run
     worker.close()
 
@@ -148,6 +155,29 @@ def test_judge_decisions_are_counted_by_verdict(short_run: Run) -> None:
         if name == "autoswarm_judge_decisions_total"
     }
     assert decisions == {"crashed": 1, "discarded": 1}
+
+
+def test_proposer_spend_is_the_sum_of_what_proposers_reported(short_run: Run) -> None:
+    """Spend posted by a proposer adds up per task and model; bad reports change nothing."""
+    run = short_run
+    path = f"/api/v1/tasks/{TASK}/spend"
+    with run.coordinator.client(run.coordinator.create_token("proposer", "llm")) as proposer:
+        for model, usd, tokens in (("gpt-x", 0.25, 1000), ("gpt-x", 0.5, 3000), ("local", 0, 9)):
+            body = {"model": model, "usd": usd, "tokens": tokens}
+            assert proposer.post(path, json=body).status_code == 204
+        bad = [{"model": "gpt-x", "usd": -1}, {"model": "a b", "usd": 1}, {"usd": 1}]
+        for body in bad:
+            assert proposer.post(path, json=body).status_code == 422, body
+        answer = proposer.post("/api/v1/tasks/nope/spend", json={"model": "gpt-x", "usd": 1})
+        assert answer.status_code == 404
+    assert run.worker.post(path, json={"model": "gpt-x", "usd": 9}).status_code == 403
+    samples = scrape(run.coordinator.base_url)
+    usd = "autoswarm_proposer_spend_usd_total"
+    assert value(samples, usd, task_id=TASK, model="gpt-x") == pytest.approx(0.75)
+    assert value(samples, usd, task_id=TASK, model="local") == 0
+    calls = "autoswarm_proposer_calls_total"
+    assert value(samples, calls, task_id=TASK, model="gpt-x") == 2
+    assert value(samples, "autoswarm_proposer_tokens_total", task_id=TASK, model="gpt-x") == 4000
 
 
 def test_the_live_lease_has_an_age(short_run: Run) -> None:

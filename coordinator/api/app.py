@@ -24,6 +24,8 @@ from coordinator.api.routes_read import router as read_router
 from coordinator.api.routes_workers import router as worker_router
 from coordinator.api.sse import Feed
 from coordinator.indexer import Indexer
+from coordinator.judge_loop import JudgeLoop
+from coordinator.leader import Leadership
 from coordinator.metrics import Metrics
 from coordinator.reconcile import reconcile
 from coordinator.redis_server import EmbeddedRedis
@@ -53,14 +55,18 @@ def _connect(settings: CoordinatorSettings) -> tuple[Store, EmbeddedRedis | None
 
 
 def _background_step(ctx: Context) -> None:
-    """Reap expired leases and apply pending judgements."""
+    """Keep or claim the leadership; as leader, reap expired leases (the judge loop judges
+    those dead-lettered)."""
+    if not ctx.leadership.renew():
+        return
     reaped = ctx.store.reap(now=time.time(), max_attempts=ctx.settings.max_attempts)
     for experiment_id, state in reaped.items():
         logger.warning("experiment %s: lease expired; now %s", experiment_id, state)
     requeued = sum(1 for state in reaped.values() if state == "queued")
     if requeued:
         ctx.doorbell.ring(requeued)
-    ctx.scheduler.process_pending()
+    if len(reaped) > requeued:
+        ctx.judge.wake()
 
 
 async def _background(ctx: Context) -> None:
@@ -87,14 +93,21 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         doorbell.bind(asyncio.get_running_loop())
         scheduler = Scheduler(store, settings, on_enqueue=doorbell.ring)
         admin_token = await run_in_threadpool(ensure_admin_token, store, settings)
-        ctx = Context(settings, store, scheduler, doorbell, embedded, admin_token)
+        leadership = Leadership(store, shared=settings.api_processes > 1)
+        judge_loop = JudgeLoop(scheduler, settings.reaper_interval_s, leader=leadership.leads)
+        ctx = Context(
+            settings, store, scheduler, doorbell, embedded, admin_token, judge_loop, leadership
+        )
         app.state.ctx = ctx
         metrics.watch_store(store)
-        applied = await run_in_threadpool(reconcile, scheduler)
-        if applied:
-            logger.warning("reconcile: %d kept changes re-applied from the lineage", applied)
+        if not leadership.shared:  # several processes: their parent reconciled before them
+            applied = await run_in_threadpool(reconcile, scheduler)
+            if applied:
+                logger.warning("reconcile: %d kept changes re-applied from the lineage", applied)
+        await run_in_threadpool(leadership.renew)
+        judge_loop.start()
         task = asyncio.create_task(_background(ctx))
-        app.state.feed = feed = Feed(store, Indexer(store))
+        app.state.feed = feed = Feed(store, Indexer(store), leadership.leads)
         await feed.start()
         logger.info("coordinator: ready (data in %s)", settings.data_dir)
         try:
@@ -103,6 +116,9 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await run_in_threadpool(judge_loop.stop)
+            with contextlib.suppress(Exception):
+                await run_in_threadpool(leadership.let_go)
             await feed.stop()
             store.close()
             if embedded is not None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
+from cachetools import TTLCache
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from coordinator.api.doorbell import Doorbell
-from coordinator.models import WorkerRecord
+from coordinator.judge_loop import JudgeLoop
+from coordinator.leader import Leadership
+from coordinator.models import TokenRecord, WorkerRecord
 from coordinator.redis_server import EmbeddedRedis
 from coordinator.scheduler import Scheduler
 from coordinator.settings import CoordinatorSettings
@@ -18,6 +22,49 @@ from coordinator.store import Store
 from coordinator.tokens import hash_token
 from shared.errors import Forbidden, NotFound, Unauthorized
 from shared.models import Scope
+
+
+class Known:
+    """Tokens and workers read lately, so that a request usually knows its caller without a
+    Redis round trip. An entry lives `ttl_s`: a revoked token, or a worker registered again
+    on another class, is seen within that. Unknown ones are never remembered (a token or a
+    worker created in another coordinator process is known at its first use)."""
+
+    def __init__(self, store: Store, ttl_s: float, size: int = 100_000) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._tokens: TTLCache[str, TokenRecord] = TTLCache(size, ttl_s)
+        self._workers: TTLCache[str, WorkerRecord] = TTLCache(size, ttl_s)
+
+    def cached_token(self, token_hash: str) -> TokenRecord | None:
+        """The token if read lately (no I/O)."""
+        with self._lock:
+            return self._tokens.get(token_hash)
+
+    def token(self, token_hash: str) -> TokenRecord | None:
+        """The token, read from Redis unless read lately."""
+        record = self.cached_token(token_hash)
+        if record is None:
+            record = self.store.get_token(token_hash)
+            if record is not None:
+                with self._lock:
+                    self._tokens[token_hash] = record
+        return record
+
+    def worker(self, worker_id: str) -> WorkerRecord | None:
+        """The worker, read from Redis unless read lately."""
+        with self._lock:
+            record = self._workers.get(worker_id)
+        if record is None:
+            record = self.store.get_worker(worker_id)
+            if record is not None:
+                with self._lock:
+                    self._workers[worker_id] = record
+        return record
+
+    def forget_worker(self, worker_id: str) -> None:
+        with self._lock:
+            self._workers.pop(worker_id, None)
 
 
 @dataclass
@@ -28,6 +75,12 @@ class Context:
     doorbell: Doorbell
     embedded: EmbeddedRedis | None
     admin_token: str
+    judge: JudgeLoop
+    leadership: Leadership
+    known: Known = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.known = Known(self.store, self.settings.caller_cache_s)
 
 
 @dataclass(frozen=True)
@@ -59,7 +112,9 @@ def require(*scopes: Scope) -> Callable[..., object]:
 
     async def check(request: Request, ctx: Ctx) -> Caller:
         token_hash = hash_token(_bearer(request))
-        record = await run_in_threadpool(ctx.store.get_token, token_hash)
+        record = ctx.known.cached_token(token_hash)
+        if record is None:
+            record = await run_in_threadpool(ctx.known.token, token_hash)
         if record is None:
             raise Unauthorized("unknown token")
         if record.scope not in allowed:
@@ -79,9 +134,9 @@ BundleReader = Annotated[Caller, Depends(require(Scope.READ, Scope.WORKER))]
 ContextReader = Annotated[Caller, Depends(require(Scope.READ, Scope.PROPOSER))]
 
 
-def own_worker(store: Store, caller: Caller, worker_id: str) -> WorkerRecord:
+def own_worker(ctx: Context, caller: Caller, worker_id: str) -> WorkerRecord:
     """The worker, if the caller's token registered it; a worker acts only for itself."""
-    worker = store.get_worker(worker_id)
+    worker = ctx.known.worker(worker_id)
     if worker is None:
         raise NotFound(f"worker {worker_id} is not registered; POST /api/v1/workers first")
     if worker.token_hash != caller.token_hash:

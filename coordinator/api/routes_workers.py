@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from coordinator.api.deps import BundleReader, Caller, Context, Ctx, WorkerCaller, own_worker
 from coordinator.models import LeaseAction, LeaseRequest, ResultSubmit, WorkerRecord
 from shared.errors import NotFound
-from shared.models import Lease, WorkerCreate
+from shared.models import ExperimentKind, Lease, WorkerCreate
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def _register(ctx: Context, caller: Caller, body: WorkerCreate) -> str:
         registered_s=time.time(),
     )
     ctx.store.put_worker(worker)
+    ctx.known.forget_worker(worker.worker_id)
     ctx.scheduler.ensure_classes(worker.hardware)
     logger.info(
         "worker %s: registered (%s, %s, owner %s)",
@@ -57,9 +58,12 @@ async def register_worker(body: WorkerCreate, caller: WorkerCaller, ctx: Ctx) ->
     return {"worker_id": worker_id}
 
 
-def _try_lease(ctx: Context, worker: WorkerRecord) -> Lease | None:
+def _try_lease(ctx: Context, caller: Caller, worker_id: str) -> Lease | None:
+    """One pass of a lease request, in one thread-pool hop: the caller's worker, the lease
+    script (which hands back what the lease needs), the task from memory."""
+    worker = own_worker(ctx, caller, worker_id)
     ctx.scheduler.ensure_classes(worker.hardware)  # a task registered while we waited
-    got = ctx.store.lease(
+    got = ctx.store.lease_one(
         worker.worker_id,
         worker.owner,
         worker.hardware,
@@ -69,45 +73,44 @@ def _try_lease(ctx: Context, worker: WorkerRecord) -> Lease | None:
     )
     if got is None:
         return None
-    experiment_id, fencing_token = got
-    exp = ctx.store.get_experiment(experiment_id)
-    task = ctx.store.get_task(exp.task_id) if exp else None
-    if exp is None or task is None:
-        raise NotFound(f"experiment {experiment_id} vanished while being leased")
+    task = ctx.store.get_task(got.task_id)
+    if task is None:
+        raise NotFound(f"experiment {got.experiment_id} vanished while being leased")
     logger.info(
         "worker %s: experiment %s (%s) leased, token %d",
         worker.worker_id,
-        experiment_id,
-        exp.kind.value,
-        fencing_token,
+        got.experiment_id,
+        got.kind,
+        got.fencing_token,
     )
     return Lease(
-        experiment_id=experiment_id,
+        experiment_id=got.experiment_id,
         task_id=task.task_id,
-        kind=exp.kind,
-        fencing_token=fencing_token,
+        kind=ExperimentKind(got.kind),
+        fencing_token=got.fencing_token,
         lease_ttl_s=ctx.settings.lease_ttl_s,
-        bundle_hash=exp.bundle_hash,
+        bundle_hash=got.bundle_hash,
         spec=task.spec,
         budget_s=task.spec.budget_s,
     )
 
 
-@router.post("/leases", response_model=None)
-async def lease(
-    body: LeaseRequest, caller: WorkerCaller, ctx: Ctx, request: Request
-) -> Lease | Response:
+@router.post(
+    "/leases",
+    response_model=None,
+    responses={200: {"model": Lease}, 204: {"description": "nothing to lease within wait_s"}},
+)
+async def lease(body: LeaseRequest, caller: WorkerCaller, ctx: Ctx, request: Request) -> Response:
     """A lease now, or when one is queued within wait_s (long poll); 204 if none."""
-    worker = await run_in_threadpool(own_worker, ctx.store, caller, body.worker_id)
     deadline = time.monotonic() + min(body.wait_s, ctx.settings.max_wait_s)
     while True:
-        if await request.is_disconnected():
-            return Response(status_code=204)
-        got = await run_in_threadpool(_try_lease, ctx, worker)
+        got = await run_in_threadpool(_try_lease, ctx, caller, body.worker_id)
         if got is not None:
-            return got
+            # Serialised by pydantic itself (FastAPI's generic encoder costs more than the
+            # rest of the request).
+            return Response(got.model_dump_json(), media_type="application/json")
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or await request.is_disconnected():
             return Response(status_code=204)
         # Jitter spreads the re-checks of many idle workers.
         poll_s = ctx.settings.lease_poll_s * random.uniform(0.8, 1.2)
@@ -119,7 +122,7 @@ async def heartbeat(
     experiment_id: str, body: LeaseAction, caller: WorkerCaller, ctx: Ctx
 ) -> dict[str, Any]:
     def renew() -> bool:
-        own_worker(ctx.store, caller, body.worker_id)
+        own_worker(ctx, caller, body.worker_id)
         return ctx.store.heartbeat(
             experiment_id,
             body.worker_id,
@@ -137,7 +140,7 @@ async def release(
     experiment_id: str, body: LeaseAction, caller: WorkerCaller, ctx: Ctx
 ) -> Response:
     def hand_back() -> None:
-        own_worker(ctx.store, caller, body.worker_id)
+        own_worker(ctx, caller, body.worker_id)
         ctx.store.release(experiment_id, body.worker_id, body.fencing_token)
         logger.info("worker %s: experiment %s released", body.worker_id, experiment_id)
 
@@ -147,7 +150,7 @@ async def release(
 
 
 def _report(ctx: Context, caller: Caller, body: ResultSubmit) -> bool:
-    own_worker(ctx.store, caller, body.worker_id)
+    own_worker(ctx, caller, body.worker_id)
     recorded = ctx.store.report(
         body.experiment_id,
         body.worker_id,
@@ -164,20 +167,17 @@ def _report(ctx: Context, caller: Caller, body: ResultSubmit) -> bool:
             body.result.status.value,
             body.result.metric,
         )
-        try:
-            ctx.scheduler.judge_experiment(body.experiment_id)
-        except Exception:  # the result is safe in Redis; the reaper loop judges it again
-            logger.exception("experiment %s: judging failed; will retry", body.experiment_id)
+        ctx.judge.wake()  # the judge loop applies the verdict (the result is safe in Redis)
     return recorded
 
 
 @router.post("/results", status_code=201, response_model=None)
-async def report(body: ResultSubmit, caller: WorkerCaller, ctx: Ctx) -> dict[str, Any] | Response:
+async def report(body: ResultSubmit, caller: WorkerCaller, ctx: Ctx) -> Response:
     recorded = await run_in_threadpool(_report, ctx, caller, body)
     if not recorded:
         return JSONResponse({"recorded": False, "detail": "already recorded"}, status_code=200)
     ctx.doorbell.ring(1)
-    return {"recorded": True}
+    return JSONResponse({"recorded": True}, status_code=201)
 
 
 @router.get("/bundles/{bundle_hash}")

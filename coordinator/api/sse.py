@@ -2,7 +2,10 @@
 model's indexes caught up, and fans each new event out to the server-sent-event streams.
 
 One loop per coordinator, whatever the number of viewers: it alone blocks on Redis (XREAD,
-at most 1 s, in a worker thread); each stream only waits on its own in-memory queue. A
+at most 1 s, in a worker thread); each stream only waits on its own in-memory queue. It
+indexes at most every INDEX_EVERY_S while events flow, so that an experiment leased,
+reported and judged within that time is filed once, not three times (an indexed read
+catches up first, so readers never see less than what was recorded before they asked). A
 viewer too slow to keep up with `QUEUE_SIZE` events is cut off and reconnects with
 `Last-Event-ID`, which replays what it missed from the stream (kept to ~100,000 events).
 """
@@ -13,7 +16,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +31,7 @@ logger = logging.getLogger(__name__)
 QUEUE_SIZE = 1000
 BLOCK_MS = 1000
 INDEX_BATCH = 5000
+INDEX_EVERY_S = 0.5
 KEEPALIVE_S = 15.0
 REPLAY_LIMIT = 1000
 RETRY_MS = 2000
@@ -55,9 +60,12 @@ class Subscriber:
 class Feed:
     """The live feed (see the module doc): start it in the app's lifespan, stop it there."""
 
-    def __init__(self, store: Store, indexer: Indexer) -> None:
+    def __init__(
+        self, store: Store, indexer: Indexer, leads: Callable[[], bool] = lambda: True
+    ) -> None:
         self.store = store
         self.indexer = indexer
+        self.leads = leads  # the indexing is the leading process's (coordinator.leader)
         self._subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
         self._last = "0"
@@ -76,10 +84,14 @@ class Feed:
                 subscriber.queue.put_nowait(None)
 
     async def _run(self) -> None:
-        backlog = True
+        backlog, indexed = True, -INDEX_EVERY_S
         while True:
             try:
-                backlog = await run_in_threadpool(self.indexer.catch_up, INDEX_BATCH)
+                if not self.leads():
+                    backlog = False
+                elif backlog or time.monotonic() - indexed >= INDEX_EVERY_S:
+                    indexed = time.monotonic()
+                    backlog = await run_in_threadpool(self.indexer.catch_up, INDEX_BATCH)
                 block_ms = 0 if backlog else BLOCK_MS
                 events = await run_in_threadpool(
                     self.store.wait_events, self._last, REPLAY_LIMIT, block_ms

@@ -3,8 +3,9 @@
 `SpendLedger` is the tiny interface the LLM proposer enforces its cap with (`total`,
 `record`, `entries`); `JournalStore` keeps each task's research journal (short lessons the
 model revises as evidence arrives). Two implementations serve both: `MemoryLedger` (tests,
-one process) and `FileLedger` (one JSON-lines file, appended to; the CLI's default). The
-coordinator may back the same interface with Redis later.
+one process) and `FileLedger` (one JSON-lines file, appended to; the CLI's default).
+`ReportingLedger` wraps either and also tells the coordinator of every call's cost (its
+/metrics shows each task's spend by model); the local ledger stays the cap's authority.
 
 What they guarantee: `record` is durable before it returns (`FileLedger`: one line, one
 `write`, flushed); `total` is the sum of every recorded cost of the task; both are safe to
@@ -22,6 +23,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from shared.errors import AutoswarmError
+from shared.models import SpendReport
 
 logger = logging.getLogger(__name__)
 
@@ -173,3 +177,34 @@ class FileLedger:
         self._append(
             {"kind": "journal", "task_id": task_id, "text": clip_journal(text), "at_s": time.time()}
         )
+
+
+class SpendClient(Protocol):
+    """The coordinator call a `ReportingLedger` makes."""
+
+    def report_spend(self, task_id: str, spend: SpendReport) -> None: ...
+
+
+class ReportingLedger:
+    """A ledger that records locally, then tells the coordinator (see the module doc). A
+    report the coordinator does not take is logged and dropped: spend shown on /metrics
+    may then fall short of the ledger's, never the cap's enforcement."""
+
+    def __init__(self, inner: SpendLedger, client: SpendClient) -> None:
+        self.inner = inner
+        self.client = client
+
+    def total(self, task_id: str) -> float:
+        return self.inner.total(task_id)
+
+    def entries(self, task_id: str) -> list[SpendEntry]:
+        return self.inner.entries(task_id)
+
+    def record(self, task_id: str, model: str, cost_usd: float, tokens: int, title: str) -> None:
+        self.inner.record(task_id, model, cost_usd, tokens, title)
+        try:
+            label = "".join(c if "!" <= c <= "~" else "_" for c in model)[:100] or "unknown"
+            report = SpendReport(model=label, usd=cost_usd, tokens=tokens)
+            self.client.report_spend(task_id, report)
+        except (AutoswarmError, ValueError) as exc:
+            logger.warning("llm: the coordinator did not take the spend of one call: %s", exc)

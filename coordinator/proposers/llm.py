@@ -47,7 +47,13 @@ from coordinator.proposers.edits import (
     parse_answer,
     repeat_reason,
 )
-from coordinator.proposers.ledger import JournalStore, MemoryLedger, SpendLedger
+from coordinator.proposers.ledger import (
+    JournalStore,
+    MemoryLedger,
+    ReportingLedger,
+    SpendClient,
+    SpendLedger,
+)
 from shared.errors import AutoswarmError, InvalidInput, SpendCapReached
 from shared.models import (
     MAX_FILE_BYTES,
@@ -189,7 +195,7 @@ class LLMProposer:
         self.models = tuple(models)
         self.fallbacks = tuple(fallbacks)
         self.name = f"llm:{self.models[0].model}"
-        self.spend = spend
+        self.spend: SpendLedger = spend
         self.journal = journal if journal is not None else MemoryLedger()
         self.cap_usd = cap_usd
         self.max_attempts = max_attempts
@@ -208,6 +214,10 @@ class LLMProposer:
         self._router = self._build_router(num_retries, timeout_s)
 
     # -- public -----------------------------------------------------------------------------
+
+    def report_spend_to(self, client: SpendClient) -> None:
+        """From now on, also tell the coordinator what each call cost (for its /metrics)."""
+        self.spend = ReportingLedger(self.spend, client)
 
     def propose(self, context: ProposerContext) -> HypothesisCreate | None:
         """A human's pending idea implemented, else a repair of an obvious crash, else an idea."""

@@ -8,7 +8,8 @@
 -- ARGV[6] experiment key prefix   ARGV[7] head key prefix   ARGV[8] entries scanned per queue
 -- ARGV[9] replicate_wait_s: after this long queued, an experiment that excludes this worker
 --         (or owner) may go to it anyway (a swarm of one still replicates, on itself)
--- Returns {experiment_id, fencing_token}, or nil when nothing is eligible.
+-- Returns {experiment_id, fencing_token, kind, task_id, bundle_hash}, or nil when nothing is
+-- eligible.
 -- An idle poll writes nothing (no append-only file fsync per poll).
 local worker_id, owner, hardware = ARGV[1], ARGV[2], ARGV[3]
 
@@ -56,4 +57,5 @@ redis.call('HSET', key, 'state', 'leased', 'worker_id', worker_id, 'owner', owne
   'measured_on', hardware, 'lease_deadline', deadline, 'leased_s', ARGV[4])
 redis.call('ZADD', KEYS[3], deadline, experiment_id)
 redis.call('ZADD', KEYS[4], ARGV[4], owner)
-return {experiment_id, token}
+local about = redis.call('HMGET', key, 'kind', 'task_id', 'bundle_hash')
+return {experiment_id, token, about[1], about[2], about[3]}

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import redis
 
+from coordinator.models import TaskRecord
 from coordinator.store.scripts import Scripts
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ def encode_fields(fields: Mapping[str, FieldValue]) -> str:
 
 
 class StoreBase:
-    """One Redis connection pool for text, one for file contents (bytes), and the scripts."""
+    """One Redis connection pool for text, one for file contents (bytes), the scripts, and
+    the task records read so far (a registered task never changes)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -41,6 +43,7 @@ class StoreBase:
         )
         self._raw: redis.Redis = redis.Redis.from_url(url, decode_responses=False)
         self._scripts = Scripts(self._r)
+        self._tasks: dict[str, TaskRecord] = {}
 
     def close(self) -> None:
         self._r.close()

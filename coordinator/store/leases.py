@@ -9,7 +9,7 @@ clock agrees with ours (every deadline is the coordinator's clock).
 
 from __future__ import annotations
 
-from typing import cast
+from typing import NamedTuple, cast
 
 from coordinator import keys
 from coordinator.store.base import StoreBase
@@ -30,6 +30,16 @@ def _raise_for(code: int, experiment_id: str) -> None:
         raise StaleLease(f"experiment {experiment_id}: the fencing token is no longer current")
 
 
+class Leased(NamedTuple):
+    """What a lease hands out, read by the lease script itself (no second round trip)."""
+
+    experiment_id: str
+    fencing_token: int
+    kind: str
+    task_id: str
+    bundle_hash: str
+
+
 class LeaseOps(StoreBase):
     def lease(
         self,
@@ -41,7 +51,28 @@ class LeaseOps(StoreBase):
         lease_ttl_s: float,
         replicate_wait_s: float = 120.0,
     ) -> tuple[str, int] | None:
-        """Lease the first eligible experiment: (experiment_id, fencing_token), or None.
+        """Lease the first eligible experiment: (experiment_id, fencing_token), or None."""
+        got = self.lease_one(
+            worker_id,
+            owner,
+            hardware,
+            now=now,
+            lease_ttl_s=lease_ttl_s,
+            replicate_wait_s=replicate_wait_s,
+        )
+        return (got.experiment_id, got.fencing_token) if got else None
+
+    def lease_one(
+        self,
+        worker_id: str,
+        owner: str,
+        hardware: str,
+        *,
+        now: float,
+        lease_ttl_s: float,
+        replicate_wait_s: float = 120.0,
+    ) -> Leased | None:
+        """Lease the first eligible experiment, or None.
 
         An experiment excluding this worker (or owner) is eligible for it only after it has
         waited `replicate_wait_s` in the queue for another worker.
@@ -63,7 +94,8 @@ class LeaseOps(StoreBase):
         )
         if not answer:
             return None
-        return str(answer[0]), int(answer[1])
+        experiment_id, token, kind, task_id, bundle_hash = answer
+        return Leased(str(experiment_id), int(token), str(kind), str(task_id), str(bundle_hash))
 
     def heartbeat(
         self, experiment_id: str, worker_id: str, fencing_token: int, *, now: float, ttl_s: float

@@ -47,8 +47,14 @@ class RecordOps(StoreBase):
         return cast("list[str]", self._r.zrange(keys.TASKS, 0, -1))
 
     def get_task(self, task_id: str) -> TaskRecord | None:
-        raw = self._hgetall(keys.task(task_id))
-        return TaskRecord.from_hash(raw) if raw.get("bundle_hash") else None
+        """A task's record; kept in memory once read (a registered task never changes)."""
+        task = self._tasks.get(task_id)
+        if task is None:
+            raw = self._hgetall(keys.task(task_id))
+            if not raw.get("bundle_hash"):
+                return None
+            task = self._tasks.setdefault(task_id, TaskRecord.from_hash(raw))
+        return task
 
     def list_tasks(self) -> list[TaskRecord]:
         task_ids = cast("list[str]", self._r.zrange(keys.TASKS, 0, -1))
@@ -148,6 +154,43 @@ class RecordOps(StoreBase):
     def get_experiment(self, experiment_id: str) -> ExperimentRecord | None:
         raw = self._hgetall(keys.experiment(experiment_id))
         return ExperimentRecord.from_hash(raw) if raw.get("experiment_id") else None
+
+    def add_spend(
+        self, task_id: str, model: str, usd: float, tokens: int, calls: int, max_models: int
+    ) -> bool:
+        """Add to a task's spend on `model`; False (nothing added) when the task already has
+        `max_models` other models on record (a bound on /metrics' label values)."""
+        key = keys.spend(task_id)
+        known = {field.rsplit(":", 1)[0] for field in cast("list[str]", self._r.hkeys(key))}
+        if model not in known and len(known) >= max_models:
+            return False
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hincrbyfloat(key, f"{model}:usd", usd)
+        pipe.hincrby(key, f"{model}:calls", calls)
+        pipe.hincrby(key, f"{model}:tokens", tokens)
+        pipe.execute()
+        return True
+
+    def spend(self, task_id: str) -> dict[str, dict[str, float]]:
+        """model -> {"usd", "calls", "tokens"}: what the task's proposers reported."""
+        raw = cast("dict[str, str]", self._r.hgetall(keys.spend(task_id)))
+        out: dict[str, dict[str, float]] = {}
+        for field, value in raw.items():
+            model, _, part = field.rpartition(":")
+            out.setdefault(model, {})[part] = float(value)
+        return out
+
+    def claim_leader(self, token: str, hold_s: float, *, let_go: bool = False) -> bool:
+        """Claim, keep (or with `let_go`, give up) the leadership for `hold_s`; True while
+        this token holds it."""
+        answer = self._run(
+            "leader", [keys.LEADER], [token, int(hold_s * 1000), "1" if let_go else "0"]
+        )
+        return bool(int(answer))
+
+    def experiment_task(self, experiment_id: str) -> str | None:
+        """The task an experiment belongs to (one field, not the record)."""
+        return cast("str | None", self._r.hget(keys.experiment(experiment_id), "task_id"))
 
     def get_experiments(self, experiment_ids: list[str]) -> list[ExperimentRecord]:
         raws = self._hgetall_many([keys.experiment(e) for e in experiment_ids])

@@ -20,6 +20,7 @@ SCRIPT_NAMES = (
     "conclude",
     "apply_keep",
     "index",
+    "leader",
 )
 
 
