@@ -8,13 +8,16 @@ A simulated worker leases, fetches the bundle, reads the editable file's constan
 "runs" the experiment: it sleeps `--duration-s` and reports a score that is a smooth
 function of the constants plus Gaussian noise. So the benchmark measures the swarm's
 coordination and judging (baselines, replication, merges, the proposer), not the CPU.
+The coordinator's one time setting that a lone worker waits on, `replicate_wait_s`, is
+scaled with the run (120 s for a 300 s budget: 0.8 s for a 2 s run).
 
 Time to target: from the workers' start until the head (the lineage's tip) has a true,
-noise-free score at or below `--target`. Speedup = T(1) / T(N) (medians over seeds);
-efficiency = speedup / N.
+noise-free score at or below `--target`. Speedup = T(first N) / T(N) (medians over seeds);
+efficiency = speedup * first N / N. Landscapes: `sparse` (most constants do nothing: the
+search is the work) and `dense` (every constant is off: many changes to keep).
 
-    .venv/bin/python bench/swarm_scaling.py                       # 1..64 workers, 3 seeds
-    .venv/bin/python bench/swarm_scaling.py --workers 1,4 --seeds 1 --duration-s 1
+    .venv/bin/python bench/swarm_scaling.py                       # sparse, 1..64 workers
+    .venv/bin/python bench/swarm_scaling.py --landscape dense --workers 1,4 --seeds 1
 """
 
 from __future__ import annotations
@@ -179,6 +182,7 @@ class Coordinator:
 
     data_dir: Path
     fsync: str
+    replicate_wait_s: float
     port: int = field(default_factory=free_port)
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
     process: subprocess.Popen[bytes] | None = None
@@ -193,6 +197,7 @@ class Coordinator:
             "AUTOSWARM_PORT": str(self.port),
             "AUTOSWARM_ADMIN_TOKEN": self.admin_token,
             "AUTOSWARM_REDIS_APPENDFSYNC": self.fsync,
+            "AUTOSWARM_REPLICATE_WAIT_S": str(self.replicate_wait_s),
             "AUTOSWARM_LOG_LEVEL": "WARNING",
         }
         log_path = self.data_dir / "coordinator.log"
@@ -338,7 +343,7 @@ def run_once(workers: int, seed: int, args: argparse.Namespace) -> RunResult:
     reached: float | None = None
     score, kept = math.inf, 0
     with tempfile.TemporaryDirectory(prefix="swarm-scaling-") as tmp:
-        coordinator = Coordinator(Path(tmp), fsync=args.fsync)
+        coordinator = Coordinator(Path(tmp), args.fsync, args.replicate_wait_s)
         coordinator.start()
         try:
             coordinator.register_task(landscape)
@@ -427,9 +432,17 @@ def main() -> None:
     parser.add_argument("--target", type=float, help="the true score to reach")
     parser.add_argument("--timeout-s", type=float, default=1200.0, help="per run")
     parser.add_argument("--fsync", choices=("always", "everysec"), default="everysec")
+    parser.add_argument(
+        "--replicate-wait-s",
+        type=float,
+        help="how long a replicate waits for another worker before its own may run it "
+        "(default: the coordinator's 120 s scaled as the run is to a 300 s budget)",
+    )
     args = parser.parse_args()
     landscape = LANDSCAPES[args.landscape]
     args.target = args.target or landscape.target
+    if args.replicate_wait_s is None:
+        args.replicate_wait_s = round(120.0 * args.duration_s / 300.0, 3)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for quiet in ("httpx", "coordinator"):
         logging.getLogger(quiet).setLevel(logging.WARNING)
@@ -441,7 +454,8 @@ def main() -> None:
     start = true_score(landscape, train_py(landscape))
     print(
         f"# {args.landscape}: {landscape.about}; start {start:.3f}, target {args.target}; "
-        f"noise {args.noise}; run {args.duration_s} s; fsync {args.fsync}; seeds {args.seeds}"
+        f"noise {args.noise}; run {args.duration_s} s; replicate wait {args.replicate_wait_s} s; "
+        f"fsync {args.fsync}; seeds {args.seeds}"
     )
     results = {n: [run_once(n, seed, args) for seed in range(args.seeds)] for n in counts}
     print("\n".join(["", *table(results)]))
