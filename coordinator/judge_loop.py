@@ -40,7 +40,6 @@ class JudgeLoop:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="judge", daemon=True)
-        self.judged = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -70,6 +69,6 @@ class JudgeLoop:
             self._wake.wait(self.interval_s)
             self._wake.clear()
             try:
-                self.judged += self.drain()
+                self.drain()
             except Exception:  # Redis away, say: the results wait in Redis
                 logger.exception("judge loop: a pass failed; retrying")
