@@ -105,3 +105,28 @@ def test_api_processes_serve_one_port_and_the_leadership_moves_when_the_leader_d
         for http in clients:
             http.close()
         client.close()
+
+
+def test_one_process_leads_until_it_lets_go_or_its_claim_lapses(redis_url: str) -> None:
+    """Two claimants on one Redis: one leads; the other leads once the first lets go, and
+    the first leads again only after the other's claim lapses."""
+    from coordinator.leader import Leadership
+    from coordinator.store import Store
+
+    store = Store(redis_url)
+    try:
+        first = Leadership(store, shared=True, hold_s=2.0)
+        second = Leadership(store, shared=True, hold_s=2.0)
+        assert first.renew() and first.leads()
+        assert not second.renew() and not second.leads()
+        assert first.renew(), "the leader keeps its claim"
+        first.let_go()
+        assert not first.leads()
+        assert second.renew() and second.leads()
+        assert not first.renew()
+        wait_until(lambda: not second.leads(), 5, "the unrenewed claim to end in its holder")
+        wait_until(first.renew, 5, "the lapsed claim to be taken over")
+        alone = Leadership(store, shared=False)
+        assert alone.renew() and alone.leads(), "a lone process always leads"
+    finally:
+        store.close()
