@@ -39,17 +39,20 @@ START_TIMEOUT_S = 60.0
 PROCESS_SETTINGS_ENV = "AUTOSWARM_COORDINATOR_PROCESS_SETTINGS"
 
 
+# How uvicorn serves the app, in one process or several. No websockets: nothing here speaks
+# them, and importing them warns.
+_UVICORN: dict[str, Any] = {
+    "log_config": None,
+    "access_log": False,
+    "lifespan": "on",
+    "ws": "none",
+    "timeout_graceful_shutdown": 10,
+}
+
+
 def _server(settings: CoordinatorSettings) -> uvicorn.Server:
     config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        # No websockets: nothing here speaks them, and importing them warns.
-        ws="none",
-        timeout_graceful_shutdown=10,
+        create_app(settings), host=settings.host, port=settings.port, **_UVICORN
     )
     return uvicorn.Server(config)
 
@@ -89,11 +92,7 @@ def _run_processes(settings: CoordinatorSettings) -> None:
             workers=settings.api_processes,
             host=settings.host,
             port=settings.port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            ws="none",
-            timeout_graceful_shutdown=10,
+            **_UVICORN,
         )
     finally:
         if embedded is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from cachetools import TTLCache
 from fastapi import Depends, Request
@@ -22,6 +22,8 @@ from coordinator.store import Store
 from coordinator.tokens import hash_token
 from shared.errors import Forbidden, NotFound, Unauthorized
 from shared.models import Scope
+
+_R = TypeVar("_R")
 
 
 class Known:
@@ -43,23 +45,22 @@ class Known:
 
     def token(self, token_hash: str) -> TokenRecord | None:
         """The token, read from Redis unless read lately."""
-        record = self.cached_token(token_hash)
-        if record is None:
-            record = self.store.get_token(token_hash)
-            if record is not None:
-                with self._lock:
-                    self._tokens[token_hash] = record
-        return record
+        return self._remembered(self._tokens, token_hash, self.store.get_token)
 
     def worker(self, worker_id: str) -> WorkerRecord | None:
         """The worker, read from Redis unless read lately."""
+        return self._remembered(self._workers, worker_id, self.store.get_worker)
+
+    def _remembered(
+        self, cache: TTLCache[str, _R], key: str, read: Callable[[str], _R | None]
+    ) -> _R | None:
         with self._lock:
-            record = self._workers.get(worker_id)
+            record = cache.get(key)
         if record is None:
-            record = self.store.get_worker(worker_id)
+            record = read(key)
             if record is not None:
                 with self._lock:
-                    self._workers[worker_id] = record
+                    cache[key] = record
         return record
 
     def forget_worker(self, worker_id: str) -> None:
