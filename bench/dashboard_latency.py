@@ -166,7 +166,7 @@ class Loader:
                         worker.worker_id, worker.owner, hw, now=self.tick(), lease_ttl_s=600
                     )
                     if got is not None:
-                        self.handle(worker, *got)
+                        self.handle(worker, got.experiment_id, got.fencing_token)
                         leased = True
                         break
                 if leased:

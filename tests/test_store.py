@@ -51,7 +51,8 @@ def measure_head(store: Store) -> None:
     head = {"commit": COMMIT, "bundle_hash": "h" * 64, "code_bytes": 10}
     baseline = NewExperiment("", TASK, ExperimentKind.BASELINE, HW, {"bundle_hash": "h" * 64})
     store.add_class(TASK, HW, head, baseline, ["base0"], now=NOW)
-    experiment_id, token = store.lease("w0", "zed", HW, now=NOW, lease_ttl_s=TTL) or ("", 0)
+    got = store.lease("w0", "zed", HW, now=NOW, lease_ttl_s=TTL)
+    experiment_id, token = (got.experiment_id, got.fencing_token) if got else ("", 0)
     store.report(experiment_id, "w0", token, OK, now=NOW, max_attempts=3)
     store.record_baseline(
         experiment_id, TASK, HW, COMMIT, 1.0, baseline_runs=1, event={"type": "t"}, now=NOW
@@ -204,10 +205,8 @@ def test_failed_baseline_is_retried_then_dead_lettered(store: Store) -> None:
     """A baseline that crashes counts an attempt each time; others still flow."""
     queue(store, "b1", ExperimentKind.BASELINE)
     for attempt in range(3):
-        experiment_id, token = store.lease(f"w{attempt}", "a", HW, now=NOW, lease_ttl_s=TTL) or (
-            "",
-            0,
-        )
+        got = store.lease(f"w{attempt}", "a", HW, now=NOW, lease_ttl_s=TTL)
+        experiment_id, token = (got.experiment_id, got.fencing_token) if got else ("", 0)
         assert experiment_id == "b1"
         store.report("b1", f"w{attempt}", token, CRASH, now=NOW, max_attempts=3)
     exp = store.get_experiment("b1")

@@ -28,9 +28,10 @@ _R = TypeVar("_R")
 
 class Known:
     """Tokens and workers read lately, so that a request usually knows its caller without a
-    Redis round trip. An entry lives `ttl_s`: a revoked token, or a worker registered again
-    on another class, is seen within that. Unknown ones are never remembered (a token or a
-    worker created in another coordinator process is known at its first use)."""
+    Redis round trip. An entry lives `ttl_s`: a token deleted from Redis, or a worker
+    registered again on another class, is seen within that. Unknown ones are never
+    remembered (a token or a worker created in another coordinator process is known at its
+    first use)."""
 
     def __init__(self, store: Store, ttl_s: float, size: int = 100_000) -> None:
         self.store = store

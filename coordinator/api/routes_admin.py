@@ -58,7 +58,10 @@ async def spend(task_id: str, body: SpendReport, caller: ProposerCaller, ctx: Ct
         if not ctx.store.add_spend(
             task_id, body.model, body.usd, body.tokens, body.calls, MAX_SPEND_MODELS
         ):
-            raise Conflict(f"task {task_id} has spend on {MAX_SPEND_MODELS} models already")
+            raise Conflict(
+                f"task {task_id} has spend on {MAX_SPEND_MODELS} models already: report under "
+                "one of them (they are the `model` labels of /metrics)"
+            )
 
     await run_in_threadpool(add)
     return Response(status_code=204)

@@ -63,7 +63,7 @@ def _try_lease(ctx: Context, caller: Caller, worker_id: str) -> Lease | None:
     script (which hands back what the lease needs), the task from memory."""
     worker = own_worker(ctx, caller, worker_id)
     ctx.scheduler.ensure_classes(worker.hardware)  # a task registered while we waited
-    got = ctx.store.lease_one(
+    got = ctx.store.lease(
         worker.worker_id,
         worker.owner,
         worker.hardware,

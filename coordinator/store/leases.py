@@ -50,27 +50,6 @@ class LeaseOps(StoreBase):
         now: float,
         lease_ttl_s: float,
         replicate_wait_s: float = 120.0,
-    ) -> tuple[str, int] | None:
-        """Lease the first eligible experiment: (experiment_id, fencing_token), or None."""
-        got = self.lease_one(
-            worker_id,
-            owner,
-            hardware,
-            now=now,
-            lease_ttl_s=lease_ttl_s,
-            replicate_wait_s=replicate_wait_s,
-        )
-        return (got.experiment_id, got.fencing_token) if got else None
-
-    def lease_one(
-        self,
-        worker_id: str,
-        owner: str,
-        hardware: str,
-        *,
-        now: float,
-        lease_ttl_s: float,
-        replicate_wait_s: float = 120.0,
     ) -> Leased | None:
         """Lease the first eligible experiment, or None.
 

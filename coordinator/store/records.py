@@ -159,7 +159,8 @@ class RecordOps(StoreBase):
         self, task_id: str, model: str, usd: float, tokens: int, calls: int, max_models: int
     ) -> bool:
         """Add to a task's spend on `model`; False (nothing added) when the task already has
-        `max_models` other models on record (a bound on /metrics' label values)."""
+        `max_models` other models on record (a bound on /metrics' label values, checked before
+        the write: reports of new models at the same moment may pass it by a few)."""
         key = keys.spend(task_id)
         known = {field.rsplit(":", 1)[0] for field in cast("list[str]", self._r.hkeys(key))}
         if model not in known and len(known) >= max_models:
