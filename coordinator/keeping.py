@@ -1,9 +1,10 @@
 """Keeping a change: the judge's decisions recorded, winners committed or merged forward.
 
 A kept change is committed to git first (`commit_kept`, idempotent by its `Experiment:`
-trailer), then made the head in Redis (`apply_kept`, idempotent); `reconcile` repairs a
-crash between the two. A winner measured on an old head is three-way merged onto the
-current head and queued as a `merge` experiment; a conflict sends its hypothesis back.
+trailer), then offered to the task's other hardware classes and made the head in Redis
+(`apply_kept`, both idempotent); `reconcile` repairs a crash between the steps. A winner
+measured on an old head is three-way merged onto the current head and queued as a `merge`
+experiment; a conflict sends its hypothesis back.
 """
 
 from __future__ import annotations
@@ -147,6 +148,8 @@ class KeepOps(HeadOps):
             "commit": commit,
             "time_s": self._clock(),
         }
+        # Offered first: a crash before the head moves repeats both (the offer is idempotent).
+        self.offer_elsewhere(task, hardware, cand, commit, decision)
         moved = self.store.apply_keep(
             task_id=task.task_id,
             hardware=hardware,
@@ -183,6 +186,109 @@ class KeepOps(HeadOps):
             if cand.worker_id:
                 self.store.count_agreement(cand.worker_id, agreed=True)
             self.notify(len(ids))
+
+    def offer_elsewhere(
+        self,
+        task: TaskRecord,
+        hardware: str,
+        cand: ExperimentRecord,
+        commit: str,
+        decision: judge.Decision,
+    ) -> int:
+        """Offer a change kept on `hardware` to the task's other classes; how many were queued.
+
+        On each other class the change is three-way merged onto that class's head and queued
+        there as a `merge` experiment under a hypothesis of its own (same title, the kept
+        commit in its rationale), judged against that head like any candidate: scores are
+        never compared across classes. A class whose head has the change already is skipped;
+        a conflict is recorded on the offer's hypothesis. Idempotent: the offer's ids are
+        derived from the kept experiment and the class.
+        """
+        queued = 0
+        for other in self.store.task_classes(task.task_id):
+            if other == hardware:
+                continue
+            offer_id = derived_id("h", "offer", cand.experiment_id, other)
+            head = self.store.get_head(task.task_id, other)
+            if head is None or self.store.get_hypothesis(offer_id) is not None:
+                continue
+            queued += self._offer(task, hardware, cand, commit, decision, other, head, offer_id)
+        if queued:
+            self.notify(queued)
+        return queued
+
+    def _offer(
+        self,
+        task: TaskRecord,
+        hardware: str,
+        cand: ExperimentRecord,
+        commit: str,
+        decision: judge.Decision,
+        other: str,
+        head: HeadRecord,
+        offer_id: str,
+    ) -> int:
+        lineage = self.lineage(task.task_id)
+        hyp = self.store.get_hypothesis(cand.hypothesis_id or "")
+        title = hyp.title if hyp else f"experiment {cand.experiment_id}"
+        kept = (
+            f"Kept on {hardware} as {commit[:12]} ({task.spec.metric.name} "
+            f"{decision.metric!r}, delta {decision.delta!r}); offered to {other}."
+        )
+        fields: dict[str, FieldValue] = {
+            "title": title,
+            "rationale": f"{kept} {hyp.rationale if hyp else ''}".strip(),
+            "proposer": hyp.proposer if hyp else "human",
+            "author": hyp.author if hyp else "",
+            "parent_commit": head.commit,
+            "hardware": other,
+        }
+        try:
+            merged = lineage.merge(cand.parent_commit, cand.code_commit or commit, head.commit)
+        except MergeConflict as exc:
+            reason = (
+                f"kept on {hardware}, but it conflicts with the {other} head "
+                f"{head.commit[:12]} in {', '.join(exc.paths)}"
+            )
+            fields |= {"verdict": Verdict.CONFLICT.value, "reason": reason}
+            self.store.submit_hypothesis(
+                offer_id, task.task_id, fields, None, None, now=self._clock()
+            )
+            logger.info("task %s: offer of %s to %s: %s", task.task_id, title, other, reason)
+            return 0
+        if merged == lineage.files_at(head.commit):
+            return 0  # that class's head has the change already (it came from there)
+        merge_id = derived_id("m", "offer", cand.experiment_id, other)
+        code_commit = lineage.store_experiment(
+            merge_id, merged, parent=head.commit, message=f"offer: {title}"
+        )
+        bundle_hash = self.store.put_bundle(merged)
+        offer = NewExperiment(
+            merge_id,
+            task.task_id,
+            ExperimentKind.MERGE,
+            other,
+            {
+                "hypothesis_id": offer_id,
+                "bundle_hash": bundle_hash,
+                "parent_commit": head.commit,
+                "code_commit": code_commit,
+                "code_bytes": code_bytes(merged, task.spec),
+                "candidate_id": cand.experiment_id,
+            },
+        )
+        submitted = self.store.submit_hypothesis(
+            offer_id, task.task_id, fields, offer, bundle_hash, now=self._clock(), offered_to=other
+        )
+        logger.info(
+            "task %s: %s kept on %s offered to %s as experiment %s",
+            task.task_id,
+            title,
+            hardware,
+            other,
+            submitted.experiment_id,
+        )
+        return 0 if submitted.duplicate or submitted.experiment_id is None else 1
 
     def _merge_forward(
         self,

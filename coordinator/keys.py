@@ -61,6 +61,11 @@ def explored(task_id: str, bundle_hash: str) -> str:
     return f"{ROOT}explored:{task_id}:{bundle_hash}"
 
 
+def offered(task_id: str, bundle_hash: str, hardware: str) -> str:
+    """String: the experiment that offered this code to this class (a change kept elsewhere)."""
+    return f"{ROOT}offered:{task_id}:{hardware}:{bundle_hash}"
+
+
 def experiment(experiment_id: str) -> str:
     return EXPERIMENT_PREFIX + experiment_id
 

@@ -7,11 +7,11 @@ What it guarantees:
   trailer) and only then made the head in Redis; a crash anywhere is repaired by running
   the pending judgements again (`process_pending`) and by `reconcile`;
 - within this process, decisions on one task are serialised by a per-task lock;
-- scores are compared only within the hardware class they were measured on.
+- scores are compared only within the hardware class they were measured on; a change
+  kept on one class is offered to the others (merged onto each one's head, judged there).
 
-What it does not do: run two coordinators against one Redis (the per-task lock is local),
-or offer a change kept on one class to the other classes (each class's lineage advances
-by its own experiments).
+What it does not do: judge from two processes against one Redis at once (the per-task
+lock is local; under several API processes only the leader judges).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import pytest
 from coordinator import judge
 from coordinator.hypotheses import build_context, submit_hypothesis
 from coordinator.lineage import branch_for
+from coordinator.models import HypothesisRecord
 from coordinator.reconcile import reconcile
 from coordinator.scheduler import Scheduler
 from coordinator.settings import CoordinatorSettings
@@ -164,9 +165,9 @@ class World:
     settings: CoordinatorSettings
     task_id: str
 
-    def lease(self, worker_id: str) -> tuple[str, str, int]:
+    def lease(self, worker_id: str, hardware: str = HW) -> tuple[str, str, int]:
         """Lease the next experiment as this worker: (worker_id, experiment_id, token)."""
-        got = self.store.lease(worker_id, worker_id, HW, now=1.0, lease_ttl_s=1e9)
+        got = self.store.lease(worker_id, worker_id, hardware, now=1.0, lease_ttl_s=1e9)
         assert got is not None, f"nothing to lease for {worker_id}"
         return worker_id, got[0], got[1]
 
@@ -177,9 +178,9 @@ class World:
         self.scheduler.judge_experiment(experiment_id)
         return experiment_id
 
-    def run(self, worker_id: str, result: Result) -> str:
+    def run(self, worker_id: str, result: Result, hardware: str = HW) -> str:
         """Lease the next experiment as this worker, report `result`, judge it."""
-        return self.finish(self.lease(worker_id), result)
+        return self.finish(self.lease(worker_id, hardware), result)
 
     def submit(self, alpha: str = "1.0", beta: str = "1.0", title: str = "try") -> str:
         train = KNOBS.replace("ALPHA = 1.0", f"ALPHA = {alpha}").replace(
@@ -195,10 +196,19 @@ class World:
         assert hyp is not None
         return hyp.verdict
 
-    def head(self) -> str:
-        head = self.store.get_head(self.task_id, HW)
+    def head(self, hardware: str = HW) -> str:
+        head = self.store.get_head(self.task_id, hardware)
         assert head is not None
         return head.commit
+
+    def add_class(self, hardware: str, metrics: tuple[float, ...]) -> None:
+        """A second hardware class, its head measured by three baselines of its own."""
+        self.scheduler.ensure_class(self.scheduler.get_task(self.task_id), hardware)
+        for i, metric in enumerate(metrics):
+            self.run(f"v{i}", ok(metric), hardware)
+
+    def titled(self, title: str) -> list[HypothesisRecord]:
+        return [h for h in self.store.list_hypotheses(self.task_id, 100) if h.title == title]
 
 
 @pytest.fixture
@@ -347,3 +357,51 @@ def test_noise_estimate_learns_from_replications(world: World) -> None:
     world.run("w2", ok(0.96))  # agrees within 4.53·0.01·1.41, but is not better
     assert world.verdict(hypothesis_id) is Verdict.NOT_REPRODUCED
     assert world.scheduler.stats(world.task_id, HW)[1].df == before + 1
+
+
+OTHER = "cpu:other-8c"
+
+
+def test_a_change_kept_on_one_class_is_offered_to_the_others(world: World) -> None:
+    """Kept on one class: merged onto the other class's head, judged there on that class's
+    own scores (2.0 there, 1.0 here: never compared), kept there too; not offered back."""
+    world.add_class(OTHER, (2.0, 2.01, 1.99))
+    first = world.submit(alpha="0.5", title="halve alpha")
+    world.run("w1", ok(0.5))
+    world.run("w2", ok(0.5))  # replicated: kept on HW
+    assert world.verdict(first) is Verdict.KEPT
+    offer = world.run("v0", ok(1.0), OTHER)
+    exp = world.store.get_experiment(offer)
+    assert exp is not None and exp.kind is ExperimentKind.MERGE and exp.hardware == OTHER
+    assert exp.parent_commit == world.head(OTHER)
+    offered = [h for h in world.titled("halve alpha") if h.hypothesis_id != first]
+    assert len(offered) == 1 and offered[0].verdict is Verdict.PENDING
+    assert f"Kept on {HW}" in offered[0].rationale
+    world.run("v1", ok(1.01), OTHER)  # its replicate: kept on OTHER
+    assert world.verdict(offered[0].hypothesis_id) is Verdict.KEPT
+    files = world.scheduler.lineage(world.task_id).files_at(world.head(OTHER))
+    assert b"ALPHA = 0.5" in files["train.py"]
+    assert world.verdict(first) is Verdict.KEPT  # the first class's verdict stands
+    assert len(world.titled("halve alpha")) == 2  # the head it came from has it: no offer back
+
+
+def test_an_offer_that_conflicts_with_the_other_head_is_recorded_as_a_conflict(
+    world: World,
+) -> None:
+    """Each class kept its own value of ALPHA: the offer to the other is a conflict, with
+    its reason, and nothing is queued on that class for it."""
+    world.add_class(OTHER, (2.0, 2.01, 1.99))
+    world.submit(alpha="0.4", title="alpha 0.4")
+    world.submit(alpha="0.5", title="alpha 0.5")
+    there, here = world.lease("v0", OTHER), world.lease("w1")
+    world.finish(there, ok(1.0))
+    world.finish(here, ok(0.5))
+    world.run("v1", ok(1.0), OTHER)  # alpha 0.4 kept on OTHER, offered to HW
+    world.run("w2", ok(0.5))  # alpha 0.5 kept on HW: its offer to OTHER conflicts
+    (offer,) = [h for h in world.titled("alpha 0.5") if h.hardware == OTHER]
+    assert offer.verdict is Verdict.CONFLICT and "train.py" in offer.reason
+    assert not offer.experiment_id
+    queued_there = world.store.lease("v2", "v2", OTHER, now=1.0, lease_ttl_s=1e9)
+    assert queued_there is not None
+    exp = world.store.get_experiment(queued_there[0])
+    assert exp is not None and exp.kind is ExperimentKind.BASELINE  # the new head's, no offer

@@ -1,8 +1,9 @@
--- Record a hypothesis and, with a change, queue its explore experiment, unless identical
--- code was explored before (then the hypothesis is discarded as a duplicate). Idempotent by
--- hypothesis_id.
+-- Record a hypothesis and, with a change, queue its experiment (an explore, or a kept change
+-- offered to another class), unless identical code was explored before (then the hypothesis
+-- is discarded as a duplicate). Idempotent by hypothesis_id. The fields may set a verdict
+-- (default pending).
 -- KEYS[1] the hypothesis hash   KEYS[2] the task's hypotheses (zset)   KEYS[3] sequence counter
--- KEYS[4] the experiment hash   KEYS[5] the any-class queue   KEYS[6] all experiments (zset)
+-- KEYS[4] the experiment hash   KEYS[5] the experiment's queue   KEYS[6] all experiments (zset)
 -- KEYS[7] the task's experiments (zset)   KEYS[8] the explored marker of this code
 -- ARGV[1] hypothesis_id   ARGV[2] hypothesis fields (JSON)   ARGV[3] experiment_id ('' for
 -- a text-only hypothesis)   ARGV[4] experiment fields (JSON)   ARGV[5] now   ARGV[6] priority
@@ -14,9 +15,9 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return {f[1] or '', 0, ''}
 end
 local seq = redis.call('INCR', KEYS[3])
+redis.call('HSET', KEYS[1], 'verdict', 'pending', 'experiment_id', '')
 hset_json(KEYS[1], ARGV[2])
-redis.call('HSET', KEYS[1], 'hypothesis_id', ARGV[1], 'verdict', 'pending', 'seq', seq,
-  'created_s', ARGV[5], 'experiment_id', '')
+redis.call('HSET', KEYS[1], 'hypothesis_id', ARGV[1], 'seq', seq, 'created_s', ARGV[5])
 redis.call('ZADD', KEYS[2], seq, ARGV[1])
 if ARGV[3] == '' then return {'', 0, ''} end
 local prior = redis.call('GET', KEYS[8])

@@ -87,9 +87,18 @@ class JudgeOps(StoreBase):
         bundle_hash: str | None,
         *,
         now: float,
+        offered_to: str | None = None,
     ) -> Submitted:
-        """Record a hypothesis and queue its explore unless that code was explored before."""
-        explored = keys.explored(task_id, bundle_hash or "none")
+        """Record a hypothesis and queue its experiment unless that code was explored before.
+
+        `offered_to`: a change kept on another class, offered to this one (its experiment is
+        bound to the class): a duplicate only if the same code was offered to it before."""
+        bundle = bundle_hash or "none"
+        explored = (
+            keys.offered(task_id, bundle, offered_to)
+            if offered_to
+            else keys.explored(task_id, bundle)
+        )
         exp_key = keys.experiment(explore.experiment_id) if explore else keys.SEQ
         answer = self._run(
             "submit",
@@ -98,7 +107,7 @@ class JudgeOps(StoreBase):
                 keys.task_hypotheses(task_id),
                 keys.SEQ,
                 exp_key,
-                keys.QUEUE_ANY,
+                keys.queue(explore.hardware if explore else None),
                 keys.EXPERIMENTS,
                 keys.task_experiments(task_id),
                 explored,
@@ -109,7 +118,7 @@ class JudgeOps(StoreBase):
                 explore.experiment_id if explore else "",
                 explore.encoded() if explore else "",
                 repr(now),
-                PRIORITY[ExperimentKind.EXPLORE],
+                PRIORITY[explore.kind if explore else ExperimentKind.EXPLORE],
             ],
         )
         experiment_id, duplicate, prior = str(answer[0]), int(answer[1]), str(answer[2])
