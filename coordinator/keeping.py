@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 
 from coordinator import judge
-from coordinator.heads import HeadOps, code_bytes, derived_id
+from coordinator.heads import code_bytes, derived_id
 from coordinator.lineage import branch_for
 from coordinator.models import ExperimentRecord, HeadRecord, TaskRecord
+from coordinator.rechecks import RecheckOps
 from coordinator.store import NewExperiment
 from coordinator.store.base import FieldValue
 from shared.errors import MergeConflict
@@ -23,11 +24,8 @@ from shared.models import ExperimentKind, Verdict
 logger = logging.getLogger(__name__)
 
 
-class KeepOps(HeadOps):
+class KeepOps(RecheckOps):
     """Recording decisions and keeping changes (see the module doc)."""
-
-    def _hardware_of(self, exp: ExperimentRecord) -> str:
-        return exp.measured_on or exp.hardware or ""
 
     def _conclude(
         self,
@@ -183,8 +181,7 @@ class KeepOps(HeadOps):
                 cand.experiment_id,
                 decision.reason,
             )
-            if cand.worker_id:
-                self.store.count_agreement(cand.worker_id, agreed=True)
+            self.count_claim(cand.worker_id, agreed=True)
             self.notify(len(ids))
 
     def offer_elsewhere(

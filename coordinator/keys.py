@@ -24,6 +24,8 @@ JUDGE = ROOT + "judge"
 EVENTS = ROOT + "events"
 TOKENS = ROOT + "tokens"
 WORKERS = ROOT + "workers"
+AGREEMENT = ROOT + "agreement"  # hash: every worker's claims that reproduced, and that did not
+DISTRUSTED = ROOT + "distrusted"  # set: workers whose claims no longer count
 
 
 def task(task_id: str) -> str:

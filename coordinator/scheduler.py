@@ -83,6 +83,10 @@ class Scheduler(KeepOps):
         reason = (
             f"baseline {metric!r}" if metric is not None else f"baseline failed: {exp.last_error}"
         )
+        untrusted = metric is not None and self.distrusted(exp.worker_id)
+        if untrusted:
+            metric = None
+            reason = f"{reason} by {exp.worker_id}, who lost trust: not counted, measured again"
         event: dict[str, FieldValue] = {
             "type": "baseline",
             "task_id": task.task_id,
@@ -103,6 +107,8 @@ class Scheduler(KeepOps):
             event=event,
             now=self._clock(),
         )
+        if untrusted:
+            self.replace_baseline(exp, exp.worker_id or "")
 
     def _judge_candidate(self, task: TaskRecord, exp: ExperimentRecord) -> None:
         hardware = self._hardware_of(exp)
@@ -119,11 +125,21 @@ class Scheduler(KeepOps):
         follow_up = None
         if decision.action is judge.Action.REPLICATE:
             follow_up = self._replicate_of(exp, hardware)
+        elif decision.action is judge.Action.DISCARD and self.distrusted(exp.worker_id):
+            follow_up = self.recheck_of(exp, exp.worker_id or "")
+            reason = (
+                f"{decision.reason}; measured by {exp.worker_id}, who lost trust: re-checked "
+                f"by another worker as {follow_up.experiment_id}"
+            )
+            decision = judge.Decision(
+                decision.action, Verdict.PENDING, reason, decision.delta, decision.metric
+            )
         hypothesis: dict[str, FieldValue] | None = None
         experiment: dict[str, FieldValue] | None = None
         if follow_up is not None:
             hypothesis = {"experiment_id": follow_up.experiment_id}
-            experiment = {"replicate_id": follow_up.experiment_id}
+            if follow_up.kind is ExperimentKind.REPLICATE:
+                experiment = {"replicate_id": follow_up.experiment_id}
         self._conclude(
             task, exp, decision, follow_up=follow_up, hypothesis=hypothesis, experiment=experiment
         )
@@ -177,4 +193,4 @@ class Scheduler(KeepOps):
         if decision.agreed and rep.result and rep.result.metric is not None and cand.code_commit:
             pair = (hardware, cand.code_commit, [cand.result.metric, rep.result.metric])
         if self._conclude(task, rep, decision, pair=pair) and decision.agreed is not None:
-            self.store.count_agreement(cand.worker_id or "", agreed=decision.agreed)
+            self.count_claim(cand.worker_id, agreed=decision.agreed)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator import judge
+from coordinator import judge, trust
 from coordinator.hypotheses import build_context, submit_hypothesis
 from coordinator.lineage import branch_for
 from coordinator.models import HypothesisRecord
@@ -17,6 +17,7 @@ from coordinator.reconcile import reconcile
 from coordinator.scheduler import Scheduler
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import Store
+from coordinator.store.records import Agreement
 from coordinator.tasks import register_task
 from shared.models import (
     ExperimentKind,
@@ -405,3 +406,46 @@ def test_an_offer_that_conflicts_with_the_other_head_is_recorded_as_a_conflict(
     assert queued_there is not None
     exp = world.store.get_experiment(queued_there[0])
     assert exp is not None and exp.kind is ExperimentKind.BASELINE  # the new head's, no offer
+
+
+def test_a_worker_loses_trust_only_when_its_claims_fail_far_more_than_others() -> None:
+    """Binomial test against the other workers' failure rate; alone, nobody loses trust."""
+    assert trust.distrusted(Agreement(0, 5, 3, 5))  # 5 of 5 failed; the others' 3 reproduced
+    assert not trust.distrusted(Agreement(0, 4, 3, 4))  # 4 of 4: could still be bad luck
+    assert not trust.distrusted(Agreement(3, 3, 30, 30))  # as often as everyone else
+    assert not trust.distrusted(Agreement(0, 9, 0, 9))  # alone: nothing to compare with
+    assert not trust.distrusted(Agreement(0, 2, 50, 2))  # too few failures to judge
+
+
+def test_a_worker_that_loses_trust_has_its_unchecked_runs_measured_again(world: World) -> None:
+    """w1 measured a baseline and buried a good idea; then five of its claims do not
+    reproduce: it loses trust, its baseline leaves the head's runs and is replaced, the
+    buried idea is re-checked by others (and kept), and from then on it runs no baseline or
+    replicate and its "not better" is re-checked."""
+    for _ in range(3):  # another worker whose claims reproduced
+        world.store.count_agreement("w9", agreed=True)
+    buried = world.submit(alpha="0.5", title="buried")
+    world.run("w1", ok(1.0))  # really 0.5
+    assert world.verdict(buried) is Verdict.DISCARDED
+    for i in range(1, 6):
+        assert not world.store.is_distrusted("w1")
+        world.submit(beta=f"0.{i}", title=f"claim {i}")
+        world.run("w1", ok(0.5))  # claims a big gain
+        world.run("w2", ok(1.0))  # its replicate: nothing of the kind
+    assert world.store.is_distrusted("w1")
+    head = world.head()
+    assert sorted(world.store.get_runs(world.task_id, HW)[head]) == [0.99, 1.01]
+    assert world.store.lease("w1", "w1", HW, now=1.0, lease_ttl_s=1e9) is None
+    replacement = world.run("w2", ok(1.0))
+    exp = world.store.get_experiment(replacement)
+    assert exp is not None and exp.kind is ExperimentKind.BASELINE
+    assert sorted(world.store.get_runs(world.task_id, HW)[head]) == [0.99, 1.0, 1.01]
+    hyp = world.store.get_hypothesis(buried)
+    assert hyp is not None and hyp.verdict is Verdict.PENDING and "lost trust" in hyp.reason
+    world.run("w2", ok(0.5))  # the re-check: better
+    world.run("w3", ok(0.5))  # its replicate: kept
+    assert world.verdict(buried) is Verdict.KEPT
+    later = world.submit(alpha="0.25", title="later")
+    world.run("w1", ok(2.0))  # not better, says w1: re-checked
+    hyp = world.store.get_hypothesis(later)
+    assert hyp is not None and hyp.verdict is Verdict.PENDING and "lost trust" in hyp.reason

@@ -1,9 +1,11 @@
 -- Lease the first eligible queued experiment for one worker: lowest score (priority, then
 -- FIFO) across its class's queue and the any-class queue. Skips experiments that exclude
--- this worker or its owner, and explore experiments whose task has no measured head on
--- this class yet. Increments the fencing token and records the deadline.
+-- this worker or its owner, explore experiments whose task has no measured head on this
+-- class yet, and, for a worker that lost trust, baselines and replicates (runs that other
+-- decisions rest on unchecked). Increments the fencing token and records the deadline.
 -- KEYS[1] this class's queue   KEYS[2] the any-class queue   KEYS[3] leases (zset by deadline)
 -- KEYS[4] this class's owners (zset by the last lease each got)
+-- KEYS[5] the workers that lost trust (set)
 -- ARGV[1] worker_id   ARGV[2] owner   ARGV[3] hardware class   ARGV[4] now   ARGV[5] lease_ttl_s
 -- ARGV[6] experiment key prefix   ARGV[7] head key prefix   ARGV[8] entries scanned per queue
 -- ARGV[9] replicate_wait_s: after this long queued, an experiment that excludes this worker
@@ -12,6 +14,7 @@
 -- eligible.
 -- An idle poll writes nothing (no append-only file fsync per poll).
 local worker_id, owner, hardware = ARGV[1], ARGV[2], ARGV[3]
+local distrusted = redis.call('SISMEMBER', KEYS[5], worker_id) == 1
 
 local function eligible(experiment_id)
   local f = redis.call('HMGET', ARGV[6] .. experiment_id,
@@ -20,6 +23,7 @@ local function eligible(experiment_id)
   local waited = tonumber(ARGV[4]) - (tonumber(f[6]) or tonumber(ARGV[4])) >= tonumber(ARGV[9])
   if f[4] == worker_id and not waited then return false end
   if f[5] and f[5] ~= '' and f[5] == owner and not waited then return false end
+  if distrusted and (f[2] == 'baseline' or f[2] == 'replicate') then return false end
   if f[2] == 'explore' then
     return redis.call('HGET', ARGV[7] .. f[3] .. ':' .. hardware, 'ready') == '1'
   end

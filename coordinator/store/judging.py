@@ -295,3 +295,44 @@ class JudgeOps(StoreBase):
                 ],
             )
         )
+
+    def recheck(
+        self,
+        again: NewExperiment,
+        *,
+        hypothesis_id: str | None,
+        hypothesis: Fields | None,
+        event: Fields,
+        now: float,
+    ) -> bool:
+        """Queue a result's re-check and reopen its hypothesis; False if queued before."""
+        return bool(
+            self._run(
+                "recheck",
+                [
+                    *self._queue_keys(again),
+                    keys.hypothesis(hypothesis_id) if hypothesis_id else keys.SEQ,
+                    keys.EVENTS,
+                ],
+                [
+                    again.experiment_id,
+                    again.encoded(),
+                    PRIORITY[again.kind],
+                    repr(now),
+                    encode_fields(hypothesis) if hypothesis and hypothesis_id else "",
+                    encode_fields(event),
+                ],
+            )
+        )
+
+    def drop_run(
+        self, task_id: str, hardware: str, commit: str, metric: float, experiment_id: str
+    ) -> bool:
+        """Take one baseline's run out of its code's runs on the class; False if not there."""
+        return bool(
+            self._run(
+                "drop_run",
+                [keys.runs(task_id, hardware), keys.experiment(experiment_id)],
+                [commit, repr(metric)],
+            )
+        )

@@ -58,7 +58,13 @@ class LeaseOps(StoreBase):
         """
         answer = self._run(
             "lease",
-            [keys.queue(hardware), keys.QUEUE_ANY, keys.LEASES, keys.class_owners(hardware)],
+            [
+                keys.queue(hardware),
+                keys.QUEUE_ANY,
+                keys.LEASES,
+                keys.class_owners(hardware),
+                keys.DISTRUSTED,
+            ],
             [
                 worker_id,
                 owner,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from coordinator import keys
 from coordinator.models import (
@@ -22,6 +22,15 @@ from shared.task import hash_files
 
 # How many queued explores `queue_depth` looks at, at most.
 QUEUE_DEPTH_SCAN = 1000
+
+
+class Agreement(NamedTuple):
+    """Replications that agreed with a worker's claims or not: its own, and everyone's."""
+
+    agreed: int
+    disagreed: int
+    all_agreed: int
+    all_disagreed: int
 
 
 class RecordOps(StoreBase):
@@ -138,9 +147,32 @@ class RecordOps(StoreBase):
         raws = self._hgetall_many([keys.worker(w) for w in worker_ids])
         return [WorkerRecord.from_hash(raw) for raw in raws if raw.get("worker_id")]
 
-    def count_agreement(self, worker_id: str, *, agreed: bool) -> None:
-        """One more replication that did (or did not) agree with this worker's claim."""
-        self._r.hincrby(keys.worker(worker_id), "agreed" if agreed else "disagreed", 1)
+    def count_agreement(self, worker_id: str, *, agreed: bool) -> Agreement:
+        """One more replication that did (or did not) agree with this worker's claim; the
+        worker's counts and every worker's together, after it."""
+        field = "agreed" if agreed else "disagreed"
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hincrby(keys.worker(worker_id), field, 1)
+        pipe.hincrby(keys.AGREEMENT, field, 1)
+        pipe.hmget(keys.worker(worker_id), ["agreed", "disagreed"])
+        pipe.hmget(keys.AGREEMENT, ["agreed", "disagreed"])
+        mine, everyone = pipe.execute()[2:]
+        return Agreement(*(int(v or 0) for v in (*mine, *everyone)))
+
+    def distrust(self, worker_id: str, *, now: float) -> bool:
+        """Mark a worker as no longer trusted; True if it was trusted until now."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.sadd(keys.DISTRUSTED, worker_id)
+        pipe.hsetnx(keys.worker(worker_id), "distrusted_s", repr(now))
+        return bool(pipe.execute()[0])
+
+    def is_distrusted(self, worker_id: str) -> bool:
+        return bool(worker_id) and bool(self._r.sismember(keys.DISTRUSTED, worker_id))
+
+    def task_experiment_ids(self, task_id: str) -> list[str]:
+        """Every experiment of a task, oldest first."""
+        ids = cast("list[str]", self._r.zrange(keys.task_experiments(task_id), 0, -1))
+        return ids
 
     def active_owners(self, hardware: str, since: float) -> list[str]:
         """Owners with a worker of this class that registered or got a lease since `since`."""

@@ -19,6 +19,8 @@ SCRIPT_NAMES = (
     "record_baseline",
     "conclude",
     "apply_keep",
+    "recheck",
+    "drop_run",
     "index",
     "leader",
 )
