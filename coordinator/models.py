@@ -173,6 +173,8 @@ class WorkerRecord(Record):
     registered_s: float = 0.0
     agreed: int = 0
     disagreed: int = 0
+    # When its claims' failures made it lose trust (coordinator/trust.py); None: trusted.
+    distrusted_s: float | None = None
 
 
 class WorkerPublic(Record):
@@ -184,6 +186,8 @@ class WorkerPublic(Record):
     registered_s: float = 0.0
     agreed: int = 0
     disagreed: int = 0
+    # When its claims' failures made it lose trust (coordinator/trust.py); None: trusted.
+    distrusted_s: float | None = None
 
 
 # ---------------------------------------------------------------------------------------

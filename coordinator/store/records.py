@@ -131,7 +131,7 @@ class RecordOps(StoreBase):
     # -- workers ----------------------------------------------------------------------------
 
     def put_worker(self, worker: WorkerRecord) -> None:
-        fields = worker.model_dump(mode="json", exclude={"agreed", "disagreed"})
+        fields = worker.model_dump(mode="json", exclude={"agreed", "disagreed", "distrusted_s"})
         pipe = self._r.pipeline(transaction=True)
         pipe.hset(keys.worker(worker.worker_id), mapping={k: str(v) for k, v in fields.items()})
         pipe.zadd(keys.WORKERS, {worker.worker_id: worker.registered_s})
