@@ -4,7 +4,8 @@ A kept change is committed to git first (`commit_kept`, idempotent by its `Exper
 trailer), then offered to the task's other hardware classes and made the head in Redis
 (`apply_kept`, both idempotent); `reconcile` repairs a crash between the steps. A winner
 measured on an old head is three-way merged onto the current head and queued as a `merge`
-experiment; a conflict sends its hypothesis back.
+experiment together with its replicate (two workers run them at once; the replicate is
+withdrawn if the merge is not better); a conflict sends its hypothesis back.
 """
 
 from __future__ import annotations
@@ -324,6 +325,7 @@ class KeepOps(RecheckOps):
         merged_commit = lineage.store_experiment(
             merge_id, merged, parent=head.commit, message=f"merge: {title}"
         )
+        replicate_id = derived_id("r", merge_id)  # the id the judge gives its replicate
         fields: dict[str, FieldValue] = {
             "hypothesis_id": cand.hypothesis_id,
             "bundle_hash": self.store.put_bundle(merged),
@@ -331,8 +333,17 @@ class KeepOps(RecheckOps):
             "code_commit": merged_commit,
             "code_bytes": code_bytes(merged, task.spec),
             "candidate_id": cand.experiment_id,
+            "twin": replicate_id,
         }
         follow_up = NewExperiment(merge_id, task.task_id, ExperimentKind.MERGE, hardware, fields)
+        # A reproduced change merged cleanly will likely beat the head again: its replicate
+        # runs alongside it, on another worker, instead of after it (withdrawn if the merge
+        # is not better). Queued first, so a crash before the decision repeats both.
+        twin = fields | {"candidate_id": merge_id, "twin": merge_id}
+        self.store.enqueue_experiment(
+            NewExperiment(replicate_id, task.task_id, ExperimentKind.REPLICATE, hardware, twin),
+            now=self._clock(),
+        )
         reason = (
             f"reproduced ({decision.reason}) on the old head {cand.parent_commit[:12]}; merged "
             f"onto the head {head.commit[:12]} as experiment {merge_id}, which must beat it too"
@@ -343,3 +354,4 @@ class KeepOps(RecheckOps):
         self._conclude(
             task, rep, pending, follow_up=follow_up, hypothesis={"experiment_id": merge_id}
         )
+        self.notify(1)  # the twin

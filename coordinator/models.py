@@ -57,6 +57,8 @@ class ExperimentRecord(Record):
     # replicate and merge: the experiment whose code it checks or carries forward.
     candidate_id: str | None = None
     replicate_id: str | None = None
+    # A merge and its replicate queued together: each names the other (run by two workers).
+    twin: str | None = None
     attempts: int = 0
     fencing_token: int = 0
     worker_id: str | None = None

@@ -28,6 +28,10 @@ from shared.models import ExperimentKind, ExperimentState, ResultStatus, Verdict
 
 logger = logging.getLogger(__name__)
 
+# How long a merge's replicate that finished before its merge waits to be looked at again
+# (the merge's judgement judges it at once; this is the fallback after a crash).
+TWIN_RECHECK_S = 5.0
+
 __all__ = ["INIT_BRANCH", "Scheduler", "code_bytes", "derived_id", "new_id"]
 
 
@@ -38,7 +42,7 @@ class Scheduler(KeepOps):
         """Apply up to `limit` results not applied yet, oldest first (after a crash, too);
         how many were handled. One pass reads their records in one round trip, and each
         class's head and runs once until a decision changes them."""
-        pending = self.store.pending_judgements(limit)
+        pending = self.store.pending_judgements(limit, now=self._clock())
         records = {exp.experiment_id: exp for exp in self.store.get_experiments(pending)}
         handled = 0
         self._heads = {}
@@ -143,6 +147,35 @@ class Scheduler(KeepOps):
         self._conclude(
             task, exp, decision, follow_up=follow_up, hypothesis=hypothesis, experiment=experiment
         )
+        if exp.twin:
+            self._settle_twin(task, exp, replicating=decision.action is judge.Action.REPLICATE)
+
+    def _settle_twin(self, task: TaskRecord, merge: ExperimentRecord, *, replicating: bool) -> None:
+        """The merge's replicate, queued alongside it: judged now if it has finished and the
+        merge is being replicated; withdrawn if the merge is not (its run is not needed)."""
+        twin = self.store.get_experiment(merge.twin or "")
+        if twin is None or twin.judged:
+            return
+        if not replicating:
+            reason = f"not needed: the merge {merge.experiment_id} it replicates was not better"
+            event: dict[str, FieldValue] = {
+                "type": "verdict",
+                "task_id": task.task_id,
+                "experiment_id": twin.experiment_id,
+                "verdict": Verdict.DISCARDED.value,
+                "reason": reason,
+                "time_s": self._clock(),
+            }
+            if self.store.withdraw(
+                twin.experiment_id,
+                verdict=Verdict.DISCARDED.value,
+                reason=reason,
+                event=event,
+                now=self._clock(),
+            ):
+                return
+        if twin.state in (ExperimentState.DONE, ExperimentState.DEAD):
+            self.judge_experiment(twin.experiment_id)
 
     def _replicate_of(self, cand: ExperimentRecord, hardware: str) -> NewExperiment:
         """The same code on the same class, by another worker (another owner where one is
@@ -166,6 +199,16 @@ class Scheduler(KeepOps):
     def _judge_replicate(self, task: TaskRecord, rep: ExperimentRecord) -> None:
         hardware = self._hardware_of(rep)
         cand = self.store.get_experiment(rep.candidate_id or "")
+        if cand is not None and rep.twin and not cand.judged:
+            # Queued alongside its merge, finished first: judged once the merge is.
+            self.store.defer_judgement(rep.experiment_id, self._clock() + TWIN_RECHECK_S)
+            return
+        if cand is not None and rep.twin and cand.verdict is not None:
+            reason = f"not needed: the merge {cand.experiment_id} it replicates was not better"
+            unneeded = judge.Decision(judge.Action.DISCARD, Verdict.DISCARDED, reason)
+            # Its own verdict only: the hypothesis has the merge's.
+            self._conclude(task, rep.model_copy(update={"hypothesis_id": None}), unneeded)
+            return
         if cand is None or cand.result is None or cand.result.metric is None:
             reason = f"the candidate {rep.candidate_id} has no score to replicate"
             decision = judge.Decision(judge.Action.NOT_REPRODUCED, Verdict.NOT_REPRODUCED, reason)

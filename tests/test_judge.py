@@ -19,6 +19,7 @@ from coordinator.settings import CoordinatorSettings
 from coordinator.store import Store
 from coordinator.store.records import Agreement
 from coordinator.tasks import register_task
+from shared.errors import StaleLease
 from shared.models import (
     ExperimentKind,
     ExperimentState,
@@ -292,9 +293,12 @@ def test_two_winners_on_one_head_are_both_kept_by_merging(world: World) -> None:
     assert world.verdict(second) is Verdict.PENDING
     for worker in ("w1", "w2", "w3"):  # the new head's baselines
         world.run(worker, ok(0.5))
-    merge = world.run("w1", ok(0.25))
+    twin = world.run("w1", ok(0.25))  # the merge's replicate, queued with it, finishes first
+    assert world.store.get_experiment(twin).kind is ExperimentKind.REPLICATE  # type: ignore[union-attr]
+    assert world.verdict(second) is Verdict.PENDING  # it waits for its merge
+    assert world.store.lease("w1", "w1", HW, now=1.0, lease_ttl_s=1e9) is None  # not w1's
+    merge = world.run("w2", ok(0.25))  # the merge beats the head; its replicate agrees
     assert world.store.get_experiment(merge).kind is ExperimentKind.MERGE  # type: ignore[union-attr]
-    world.run("w2", ok(0.25))  # replicate of the merge -> kept
     assert world.verdict(second) is Verdict.KEPT
     files = world.scheduler.lineage(world.task_id).files_at(world.head())
     assert b"ALPHA = 0.5" in files["train.py"] and b"BETA = 0.5" in files["train.py"]
@@ -449,3 +453,27 @@ def test_a_worker_that_loses_trust_has_its_unchecked_runs_measured_again(world: 
     world.run("w1", ok(2.0))  # not better, says w1: re-checked
     hyp = world.store.get_hypothesis(later)
     assert hyp is not None and hyp.verdict is Verdict.PENDING and "lost trust" in hyp.reason
+
+
+def test_a_merge_that_is_not_better_withdraws_its_replicate(world: World) -> None:
+    """The merge's replicate runs alongside it; the merge is not better on the new head: its
+    replicate is withdrawn (its worker's lease is stale) and the hypothesis is discarded."""
+    world.submit(alpha="0.5", title="alpha")
+    second = world.submit(beta="0.5", title="beta")
+    alpha, beta = world.lease("w1"), world.lease("w2")
+    world.finish(alpha, ok(0.5))
+    world.finish(beta, ok(0.5))
+    world.run("w3", ok(0.5))  # alpha kept
+    world.run("w3", ok(0.5))  # beta reproduced on the old head: merge and replicate queued
+    for worker in ("w1", "w2", "w3"):
+        world.run(worker, ok(0.5))
+    twin = world.lease("w1")  # the replicate, running
+    world.run("w2", ok(0.5))  # the merge: no better than the new head
+    assert world.verdict(second) is Verdict.DISCARDED
+    exp = world.store.get_experiment(twin[1])
+    assert exp is not None and exp.state is ExperimentState.DONE
+    assert exp.verdict is Verdict.DISCARDED and "not needed" in exp.reason
+    with pytest.raises(StaleLease):  # the worker running it drops it
+        world.store.report(twin[1], "w1", twin[2], ok(0.25), now=1.0, max_attempts=3)
+    assert world.verdict(second) is Verdict.DISCARDED
+    assert world.store.pending_judgements() == []

@@ -1,6 +1,7 @@
 -- Lease the first eligible queued experiment for one worker: lowest score (priority, then
 -- FIFO) across its class's queue and the any-class queue. Skips experiments that exclude
--- this worker or its owner, explore experiments whose task has no measured head on this
+-- this worker or its owner or whose twin it leased (a merge and its replicate, queued
+-- together), explore experiments whose task has no measured head on this
 -- class yet, and, for a worker that lost trust, baselines and replicates (runs that other
 -- decisions rest on unchecked). Increments the fencing token and records the deadline.
 -- KEYS[1] this class's queue   KEYS[2] the any-class queue   KEYS[3] leases (zset by deadline)
@@ -18,10 +19,14 @@ local distrusted = redis.call('SISMEMBER', KEYS[5], worker_id) == 1
 
 local function eligible(experiment_id)
   local f = redis.call('HMGET', ARGV[6] .. experiment_id,
-    'state', 'kind', 'task_id', 'exclude_worker', 'exclude_owner', 'created_s')
+    'state', 'kind', 'task_id', 'exclude_worker', 'exclude_owner', 'created_s', 'twin')
   if f[1] ~= 'queued' then return false end
   local waited = tonumber(ARGV[4]) - (tonumber(f[6]) or tonumber(ARGV[4])) >= tonumber(ARGV[9])
   if f[4] == worker_id and not waited then return false end
+  if f[7] and f[7] ~= '' and not waited and
+      redis.call('HGET', ARGV[6] .. f[7], 'worker_id') == worker_id then
+    return false  -- a merge and its replicate run on two workers
+  end
   if f[5] and f[5] ~= '' and f[5] == owner and not waited then return false end
   if distrusted and (f[2] == 'baseline' or f[2] == 'replicate') then return false end
   if f[2] == 'explore' then

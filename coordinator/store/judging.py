@@ -336,3 +336,16 @@ class JudgeOps(StoreBase):
                 [commit, repr(metric)],
             )
         )
+
+    def withdraw(
+        self, experiment_id: str, *, verdict: str, reason: str, event: Fields, now: float
+    ) -> bool:
+        """Take an unfinished experiment out of the queue or its lease, decided; False if it
+        had finished already."""
+        return bool(
+            self._run(
+                "withdraw",
+                [keys.experiment(experiment_id), keys.LEASES, keys.JUDGE, keys.EVENTS],
+                [experiment_id, verdict, reason, repr(now), encode_fields(event)],
+            )
+        )

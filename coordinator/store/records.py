@@ -290,10 +290,18 @@ class RecordOps(StoreBase):
             out[commit] = [float(v) for v in values] if isinstance(values, list) else []
         return out
 
-    def pending_judgements(self, limit: int = 100) -> list[str]:
-        """Experiments whose result the scheduler has not applied yet, oldest first."""
-        items = cast("list[str]", self._r.zrange(keys.JUDGE, 0, limit - 1))
+    def pending_judgements(self, limit: int = 100, now: float | None = None) -> list[str]:
+        """Experiments whose result the scheduler has not applied yet, oldest first (only
+        those due by `now`: a deferred judgement waits until its time)."""
+        top = "+inf" if now is None else repr(now)
+        items = cast(
+            "list[str]", self._r.zrangebyscore(keys.JUDGE, "-inf", top, start=0, num=limit)
+        )
         return items
+
+    def defer_judgement(self, experiment_id: str, until: float) -> None:
+        """Look at this result again at `until` (it waits on another result)."""
+        self._r.zadd(keys.JUDGE, {experiment_id: until}, xx=True)
 
     def read_events(self, after: str = "0", count: int = 100) -> list[dict[str, Any]]:
         """Events after the given stream id, oldest first, each with its `event_id`."""

@@ -21,6 +21,7 @@ SCRIPT_NAMES = (
     "apply_keep",
     "recheck",
     "drop_run",
+    "withdraw",
     "index",
     "leader",
 )
