@@ -136,7 +136,7 @@ class HeadRecord(Record):
     commit: str
     bundle_hash: str
     code_bytes: int = 0
-    # Explores may lease only once the head's baselines say how it scores.
+    # Whether the head's baselines say how it scores: candidates on it are judged only then.
     ready: bool = False
     baselines_done: int = 0
     experiment_id: str | None = None

@@ -28,9 +28,10 @@ from shared.models import ExperimentKind, ExperimentState, ResultStatus, Verdict
 
 logger = logging.getLogger(__name__)
 
-# How long a merge's replicate that finished before its merge waits to be looked at again
-# (the merge's judgement judges it at once; this is the fallback after a crash).
-TWIN_RECHECK_S = 5.0
+# How long a judgement that waits on others (a candidate on a head still being measured, a
+# merge's replicate that finished before the merge) waits before it is looked at again; a
+# baseline's or the merge's judgement brings it forward, so this is the fallback.
+DEFER_S = 5.0
 
 __all__ = ["INIT_BRANCH", "Scheduler", "code_bytes", "derived_id", "new_id"]
 
@@ -49,7 +50,9 @@ class Scheduler(KeepOps):
         try:
             for experiment_id in pending:
                 try:
-                    self.judge_experiment(experiment_id, records.get(experiment_id))
+                    # A merge's judgement may have judged its replicate: read that one again.
+                    known = records.get(experiment_id)
+                    self.judge_experiment(experiment_id, None if known and known.twin else known)
                     handled += 1
                 except Exception:
                     logger.exception("experiment %s: judging failed; will retry", experiment_id)
@@ -113,10 +116,16 @@ class Scheduler(KeepOps):
         )
         if untrusted:
             self.replace_baseline(exp, exp.worker_id or "")
+        self.store.undefer_judgements(self._clock())  # candidates waiting on this head
 
     def _judge_candidate(self, task: TaskRecord, exp: ExperimentRecord) -> None:
         hardware = self._hardware_of(exp)
         head, stats = self.stats(task.task_id, hardware, exp.parent_commit)
+        measuring = head is not None and not head.ready and exp.parent_commit == head.commit
+        if measuring and head and head.baselines_done < self.settings.baseline_runs:
+            # Run while the head's baselines ran: judged once they are in.
+            self.store.defer_judgement(exp.experiment_id, self._clock() + DEFER_S)
+            return
         shorter = head is not None and (exp.code_bytes or 0) < head.code_bytes
         decision = judge.judge_candidate(
             exp.result,
@@ -201,7 +210,7 @@ class Scheduler(KeepOps):
         cand = self.store.get_experiment(rep.candidate_id or "")
         if cand is not None and rep.twin and not cand.judged:
             # Queued alongside its merge, finished first: judged once the merge is.
-            self.store.defer_judgement(rep.experiment_id, self._clock() + TWIN_RECHECK_S)
+            self.store.defer_judgement(rep.experiment_id, self._clock() + DEFER_S)
             return
         if cand is not None and rep.twin and cand.verdict is not None:
             reason = f"not needed: the merge {cand.experiment_id} it replicates was not better"

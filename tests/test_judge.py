@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,7 +215,10 @@ class World:
 
 
 @pytest.fixture
-def world(redis_url: str, tmp_path: Path, task_dir_factory: Callable[..., Path]) -> Iterator[World]:
+def unmeasured(
+    redis_url: str, tmp_path: Path, task_dir_factory: Callable[..., Path]
+) -> Iterator[World]:
+    """The knobs task on HW, its head's three baselines queued, none run."""
     settings = CoordinatorSettings(
         data_dir=tmp_path / "data", redis_url=redis_url, baseline_runs=3, z=2.0
     )
@@ -222,11 +226,16 @@ def world(redis_url: str, tmp_path: Path, task_dir_factory: Callable[..., Path])
     scheduler = Scheduler(store, settings)
     task = register_task(store, settings, task_dir_factory("knobs", train=KNOBS))
     scheduler.ensure_class(task, HW)
-    world = World(store, scheduler, settings, task.task_id)
-    for worker, metric in (("w1", 1.0), ("w2", 1.01), ("w3", 0.99)):
-        world.run(worker, ok(metric))
-    yield world
+    yield World(store, scheduler, settings, task.task_id)
     store.close()
+
+
+@pytest.fixture
+def world(unmeasured: World) -> World:
+    """The knobs task with its head measured: 1.00 ± 0.01 (three baselines)."""
+    for worker, metric in (("w1", 1.0), ("w2", 1.01), ("w3", 0.99)):
+        unmeasured.run(worker, ok(metric))
+    return unmeasured
 
 
 def test_baselines_measure_the_head(world: World) -> None:
@@ -477,3 +486,27 @@ def test_a_merge_that_is_not_better_withdraws_its_replicate(world: World) -> Non
         world.store.report(twin[1], "w1", twin[2], ok(0.25), now=1.0, max_attempts=3)
     assert world.verdict(second) is Verdict.DISCARDED
     assert world.store.pending_judgements() == []
+
+
+def test_an_explore_run_while_the_head_is_measured_is_judged_once_it_is(
+    unmeasured: World,
+) -> None:
+    """Explores need not wait for the baselines: one that finishes first waits, unjudged,
+    and is judged against the head's three baselines as soon as they are in."""
+    world = unmeasured
+    hypothesis_id = world.submit(alpha="0.5")
+    first = world.lease("w1")  # a baseline
+    second = world.lease("w2")  # a baseline
+    third = world.lease("w3")  # a baseline
+    explore = world.lease("w4")
+    world.finish(explore, ok(0.5))
+    assert world.verdict(hypothesis_id) is Verdict.PENDING
+    assert world.store.pending_judgements(now=time.time()) == []  # deferred, not lost
+    assert world.store.pending_judgements() == [explore[1]]
+    for leased, metric in ((first, 1.0), (second, 1.01), (third, 0.99)):
+        world.finish(leased, ok(metric))
+    assert world.store.pending_judgements(now=time.time()) == [explore[1]]  # due now
+    world.scheduler.process_pending()
+    hyp = world.store.get_hypothesis(hypothesis_id)
+    assert hyp is not None and hyp.verdict is Verdict.PENDING and "replicating" in hyp.reason
+    assert "n=3" in hyp.reason

@@ -77,12 +77,16 @@ def test_lease_is_first_in_first_out_within_a_kind(store: Store) -> None:
     assert [lease(store, "w1"), lease(store, "w2")] == ["m1", "m2"]
 
 
-def test_explore_waits_until_the_head_is_measured_on_the_workers_class(store: Store) -> None:
-    """No head stats on this class: the explore stays queued."""
+def test_explore_waits_until_the_task_has_a_head_on_the_workers_class(store: Store) -> None:
+    """No head on this class (a task that cannot run there): the explore stays queued. With
+    one, even before its baselines are in, it is leased (judged once they are)."""
     queue(store, "x1", ExperimentKind.EXPLORE)
     assert store.lease("w1", "alice", HW, now=NOW, lease_ttl_s=TTL) is None
-    measure_head(store)
-    assert lease(store) == "x1"
+    head = {"commit": COMMIT, "bundle_hash": "h" * 64, "code_bytes": 10}
+    baseline = NewExperiment("", TASK, ExperimentKind.BASELINE, HW, {"bundle_hash": "h" * 64})
+    store.add_class(TASK, HW, head, baseline, ["base0"], now=NOW)
+    assert lease(store, "w1") == "base0"
+    assert lease(store, "w2") == "x1"
 
 
 def test_fencing_token_grows_with_every_lease(store: Store) -> None:

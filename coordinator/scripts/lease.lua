@@ -1,8 +1,8 @@
 -- Lease the first eligible queued experiment for one worker: lowest score (priority, then
 -- FIFO) across its class's queue and the any-class queue. Skips experiments that exclude
 -- this worker or its owner or whose twin it leased (a merge and its replicate, queued
--- together), explore experiments whose task has no measured head on this
--- class yet, and, for a worker that lost trust, baselines and replicates (runs that other
+-- together), explore experiments of a task without a head on this class
+-- (one that cannot run there), and, for a worker that lost trust, baselines and replicates (runs that other
 -- decisions rest on unchecked). Increments the fencing token and records the deadline.
 -- KEYS[1] this class's queue   KEYS[2] the any-class queue   KEYS[3] leases (zset by deadline)
 -- KEYS[4] this class's owners (zset by the last lease each got)
@@ -29,8 +29,8 @@ local function eligible(experiment_id)
   end
   if f[5] and f[5] ~= '' and f[5] == owner and not waited then return false end
   if distrusted and (f[2] == 'baseline' or f[2] == 'replicate') then return false end
-  if f[2] == 'explore' then
-    return redis.call('HGET', ARGV[7] .. f[3] .. ':' .. hardware, 'ready') == '1'
+  if f[2] == 'explore' then  -- judged once the head is measured, but may run meanwhile
+    return redis.call('HEXISTS', ARGV[7] .. f[3] .. ':' .. hardware, 'commit') == 1
   end
   return true
 end

@@ -303,6 +303,10 @@ class RecordOps(StoreBase):
         """Look at this result again at `until` (it waits on another result)."""
         self._r.zadd(keys.JUDGE, {experiment_id: until}, xx=True)
 
+    def undefer_judgements(self, now: float) -> int:
+        """Every deferred judgement due now; how many there were."""
+        return int(self._run("undefer", [keys.JUDGE], [repr(now)]))
+
     def read_events(self, after: str = "0", count: int = 100) -> list[dict[str, Any]]:
         """Events after the given stream id, oldest first, each with its `event_id`."""
         start = f"({after}" if after != "0" else "-"

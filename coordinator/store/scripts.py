@@ -22,6 +22,7 @@ SCRIPT_NAMES = (
     "recheck",
     "drop_run",
     "withdraw",
+    "undefer",
     "index",
     "leader",
 )
