@@ -40,6 +40,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from coordinator.proposers.base import run_proposer_loop
 from coordinator.proposers.mutation import MutationProposer, find_constants
@@ -334,6 +335,70 @@ def verdicts(client: CoordinatorClient) -> int:
     return tally.get("kept", 0)
 
 
+def _all_experiments(client: CoordinatorClient) -> list[dict[str, Any]]:
+    experiments: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 500, "task_id": TASK}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get_json("experiments", params)
+        experiments += page["experiments"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return experiments
+
+
+def timeline(client: CoordinatorClient, start_s: float, duration_s: float) -> list[str]:
+    """Where the time to target went: each kept change's chain (when its candidate and its
+    replicate were queued and finished), and how many runs were made on a head that had
+    moved on by the time they were leased ("stale")."""
+    experiments = _all_experiments(client)
+    by_id = {e["experiment_id"]: e for e in experiments}
+    events = client.get_json("events", {"limit": 1000})
+    kept = [
+        e
+        for e in events
+        if e.get("type") == "verdict" and e.get("verdict") == "kept" and e.get("commit")
+    ]
+    heads = sorted((float(e["time_s"]), str(e["commit"])) for e in kept)
+
+    def at(t: float | str | None) -> str:
+        return "-" if t is None else f"{float(t) - start_s:.1f}"
+
+    def head_at(t: float) -> str | None:
+        current = None
+        for moved_s, commit in heads:
+            if moved_s <= t:
+                current = commit
+        return current
+
+    lines = []
+    for event in kept:
+        cand = by_id.get(str(event["experiment_id"]), {})
+        reps = [
+            e
+            for e in experiments
+            if e["kind"] == "replicate" and e.get("candidate_id") == event["experiment_id"]
+        ]
+        lines.append(
+            f"kept at {at(event['time_s'])} s: {cand.get('kind')} queued "
+            f"{at(cand.get('created_s'))} finished {at(cand.get('finished_s'))}; replicate queued "
+            f"{', '.join(at(r.get('created_s')) for r in reps)} finished "
+            f"{', '.join(at(r.get('finished_s')) for r in reps)}"
+        )
+    runs: Counter[str] = Counter()
+    for e in experiments:
+        if not e.get("finished_s") or e.get("state") != "done":
+            continue
+        leased_s = float(e["finished_s"]) - duration_s
+        head = head_at(leased_s)
+        stale = head is not None and e["parent_commit"] != head and e["kind"] != "baseline"
+        runs[f"{e['kind']}{' (stale)' if stale else ''}"] += 1
+    lines.append("runs: " + ", ".join(f"{k} {v}" for k, v in sorted(runs.items())))
+    return lines
+
+
 def run_once(workers: int, seed: int, args: argparse.Namespace) -> RunResult:
     """One swarm of `workers` from the task's first code until the target (or the timeout)."""
     landscape = LANDSCAPES[args.landscape]
@@ -378,6 +443,10 @@ def run_once(workers: int, seed: int, args: argparse.Namespace) -> RunResult:
                         break
                     time.sleep(0.2)
                 kept = verdicts(reader)
+                if args.timeline:
+                    wall_start = time.time() - (time.monotonic() - start)
+                    for line in timeline(reader, wall_start, args.duration_s):
+                        logger.info("%s", line)
         finally:
             stop.set()
             for thread in threads:
@@ -432,6 +501,11 @@ def main() -> None:
     parser.add_argument("--target", type=float, help="the true score to reach")
     parser.add_argument("--timeout-s", type=float, default=1200.0, help="per run")
     parser.add_argument("--fsync", choices=("always", "everysec"), default="everysec")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="log each kept change's chain of runs, and the runs made on a stale head",
+    )
     parser.add_argument(
         "--replicate-wait-s",
         type=float,
