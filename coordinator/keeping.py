@@ -202,15 +202,9 @@ class KeepOps(RecheckOps):
         a conflict is recorded on the offer's hypothesis. Idempotent: the offer's ids are
         derived from the kept experiment and the class.
         """
-        queued = 0
-        for other in self.store.task_classes(task.task_id):
-            if other == hardware:
-                continue
-            offer_id = derived_id("h", "offer", cand.experiment_id, other)
-            head = self.store.get_head(task.task_id, other)
-            if head is None or self.store.get_hypothesis(offer_id) is not None:
-                continue
-            queued += self._offer(task, hardware, cand, commit, decision, other, head, offer_id)
+        kept = (hardware, cand, commit, decision)
+        others = [hw for hw in self.store.task_classes(task.task_id) if hw != hardware]
+        queued = sum(self._offer(task, kept, other) for other in others)
         if queued:
             self.notify(queued)
         return queued
@@ -218,24 +212,25 @@ class KeepOps(RecheckOps):
     def _offer(
         self,
         task: TaskRecord,
-        hardware: str,
-        cand: ExperimentRecord,
-        commit: str,
-        decision: judge.Decision,
+        kept: tuple[str, ExperimentRecord, str, judge.Decision],
         other: str,
-        head: HeadRecord,
-        offer_id: str,
     ) -> int:
+        """Offer the kept change to one other class; 1 if an experiment was queued there."""
+        hardware, cand, commit, decision = kept
+        offer_id = derived_id("h", "offer", cand.experiment_id, other)
+        head = self.store.get_head(task.task_id, other)
+        if head is None or self.store.get_hypothesis(offer_id) is not None:
+            return 0
         lineage = self.lineage(task.task_id)
         hyp = self.store.get_hypothesis(cand.hypothesis_id or "")
         title = hyp.title if hyp else f"experiment {cand.experiment_id}"
-        kept = (
+        whence = (
             f"Kept on {hardware} as {commit[:12]} ({task.spec.metric.name} "
             f"{decision.metric!r}, delta {decision.delta!r}); offered to {other}."
         )
         fields: dict[str, FieldValue] = {
             "title": title,
-            "rationale": f"{kept} {hyp.rationale if hyp else ''}".strip(),
+            "rationale": f"{whence} {hyp.rationale if hyp else ''}".strip(),
             "proposer": hyp.proposer if hyp else "human",
             "author": hyp.author if hyp else "",
             "parent_commit": head.commit,

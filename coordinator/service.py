@@ -7,7 +7,8 @@ the reaper and the judge loop, and stops it all cleanly.
 With `api_processes` > 1, `run_coordinator` starts the embedded Redis (unless a URL is
 set), makes the admin token and reconciles with the lineage itself, then serves the port
 from that many uvicorn worker processes, each an app connected to that Redis; one of them
-leads (coordinator.leader). The embedded Redis is not restarted if it dies in this mode.
+leads (coordinator.leader). The parent watches the embedded Redis and starts it again (same
+port, same data) if it dies, as a single process's app does.
 """
 
 from __future__ import annotations
@@ -66,12 +67,32 @@ def run_coordinator(settings: CoordinatorSettings) -> None:
         _server(settings).run()
 
 
+def _watch(embedded: EmbeddedRedis, interval_s: float, stop: threading.Event) -> None:
+    """Start the embedded Redis again whenever it dies, until `stop` (its own thread: a
+    Redis started here gets its die-with-parent signal when this thread ends)."""
+    while not stop.wait(interval_s):
+        try:
+            embedded.ensure_running()
+        except Exception:
+            logger.exception("embedded redis: could not start it again; retrying")
+
+
 def _run_processes(settings: CoordinatorSettings) -> None:
     embedded = None
     url = settings.redis_url
     if url is None:
         embedded = EmbeddedRedis(settings.redis_dir, appendfsync=settings.redis_appendfsync)
         url = embedded.start()
+    stop_watching = threading.Event()
+    watcher = None
+    if embedded is not None:
+        watcher = threading.Thread(
+            target=_watch,
+            args=(embedded, settings.reaper_interval_s, stop_watching),
+            name="redis-watch",
+            daemon=True,
+        )
+        watcher.start()
     try:
         store = Store(url)
         try:
@@ -95,6 +116,9 @@ def _run_processes(settings: CoordinatorSettings) -> None:
             **_UVICORN,
         )
     finally:
+        stop_watching.set()
+        if watcher is not None:
+            watcher.join()
         if embedded is not None:
             embedded.stop()
 

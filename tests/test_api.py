@@ -416,11 +416,16 @@ def test_a_killed_coordinator_with_embedded_redis_restarts_with_its_state(
     assert (running.data_dir / "redis" / "appendonly.aof").exists()
 
 
+@pytest.mark.parametrize("api_processes", [1, 2])
 def test_an_acknowledged_result_survives_a_killed_embedded_redis(
-    coordinator_factory: CoordinatorFactory, task_dir: Path
+    coordinator_factory: CoordinatorFactory, task_dir: Path, api_processes: int
 ) -> None:
-    """kill -9 the embedded Redis after a 201: it is restarted and the result is there."""
-    running = coordinator_factory(embedded=True)
+    """kill -9 the embedded Redis after a 201: it is restarted and the result is there
+    (one API process: its app restarts it; several: the parent that started it does)."""
+    if api_processes == 1:
+        running = coordinator_factory(embedded=True)
+    else:
+        running = coordinator_factory(embedded=True, mode="subprocess", api_processes=2)
     with running.client() as admin:
         assert admin.post("/api/v1/tasks", json=upload(task_dir)).status_code == 201
     http = running.client(running.create_token("worker", "w"))
