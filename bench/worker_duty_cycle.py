@@ -13,6 +13,7 @@ worker's and the runner's own part. Prints one markdown table row. Target: duty 
 
     .venv/bin/python bench/worker_duty_cycle.py --task tasks/tinylm -n 4
     .venv/bin/python bench/worker_duty_cycle.py --synthetic 20 -n 4 [--no-prefetch]
+    .venv/bin/python bench/worker_duty_cycle.py --task tasks/tinylm --budget-s 300 -n 3
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -67,6 +70,19 @@ def synthetic_task(root: Path, budget_s: float) -> Path:
     (folder / "train.py").write_text(SYNTHETIC_TRAIN.format(budget_s=budget_s))
     (folder / "task.toml").write_text(SYNTHETIC_TOML.format(budget_s=budget_s))
     return folder
+
+
+def with_budget(folder: Path, copy: Path, budget_s: float) -> Path:
+    """A copy of a task folder whose task.toml says `budget_s` (the only change)."""
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("__pycache__", "out", "data"))
+    toml = copy / "task.toml"
+    text, count = re.subn(
+        r"(?m)^budget_s\s*=.*$", f"budget_s = {budget_s:g}", toml.read_text(), count=1
+    )
+    if not count:
+        raise SystemExit(f"{folder}/task.toml has no budget_s line to change")
+    toml.write_text(text)
+    return copy
 
 
 def start_coordinator(root: Path, n: int) -> tuple[subprocess.Popen[bytes], str, str]:
@@ -147,10 +163,17 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=4, help="experiments to run (default 4)")
     parser.add_argument("--trust", default="trusted-code", choices=("sandboxed", "trusted-code"))
     parser.add_argument("--no-prefetch", action="store_true")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        help="run the task with this budget instead of its own (a copy of its folder)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="duty-") as tmp:
         root = Path(tmp)
         folder = synthetic_task(root, args.synthetic) if args.synthetic else args.task
+        if args.budget_s is not None:
+            folder = with_budget(folder, root / "task", args.budget_s)
         spec = load_task(folder)
         coordinator, url, admin_token = start_coordinator(root, args.n)
         try:
