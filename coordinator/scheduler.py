@@ -36,6 +36,11 @@ DEFER_S = 5.0
 __all__ = ["INIT_BRANCH", "Scheduler", "code_bytes", "derived_id", "new_id"]
 
 
+def _not_needed(merge_id: str) -> str:
+    """Why a merge's replicate, queued alongside it, is discarded without counting."""
+    return f"not needed: the merge {merge_id} it replicates was not better"
+
+
 class Scheduler(KeepOps):
     """Turns results into decisions, and decisions into queued experiments and commits."""
 
@@ -166,7 +171,7 @@ class Scheduler(KeepOps):
         if twin is None or twin.judged:
             return
         if not replicating:
-            reason = f"not needed: the merge {merge.experiment_id} it replicates was not better"
+            reason = _not_needed(merge.experiment_id)
             event: dict[str, FieldValue] = {
                 "type": "verdict",
                 "task_id": task.task_id,
@@ -213,7 +218,7 @@ class Scheduler(KeepOps):
             self.store.defer_judgement(rep.experiment_id, self._clock() + DEFER_S)
             return
         if cand is not None and rep.twin and cand.verdict is not None:
-            reason = f"not needed: the merge {cand.experiment_id} it replicates was not better"
+            reason = _not_needed(cand.experiment_id)
             unneeded = judge.Decision(judge.Action.DISCARD, Verdict.DISCARDED, reason)
             # Its own verdict only: the hypothesis has the merge's.
             self._conclude(task, rep.model_copy(update={"hypothesis_id": None}), unneeded)

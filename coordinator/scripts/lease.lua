@@ -1,9 +1,9 @@
 -- Lease the first eligible queued experiment for one worker: lowest score (priority, then
 -- FIFO) across its class's queue and the any-class queue. Skips experiments that exclude
 -- this worker or its owner or whose twin it leased (a merge and its replicate, queued
--- together), explore experiments of a task without a head on this class
--- (one that cannot run there), and, for a worker that lost trust, baselines and replicates (runs that other
--- decisions rest on unchecked). Increments the fencing token and records the deadline.
+-- together), explores of a task without a head on this class (one that cannot run there),
+-- and, for a worker that lost trust, baselines and replicates (runs that other decisions
+-- rest on unchecked). Increments the fencing token and records the deadline.
 -- KEYS[1] this class's queue   KEYS[2] the any-class queue   KEYS[3] leases (zset by deadline)
 -- KEYS[4] this class's owners (zset by the last lease each got)
 -- KEYS[5] the workers that lost trust (set)
