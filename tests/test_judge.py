@@ -20,7 +20,7 @@ from coordinator.settings import CoordinatorSettings
 from coordinator.store import Store
 from coordinator.store.records import Agreement
 from coordinator.tasks import register_task
-from shared.errors import StaleLease
+from shared.errors import Forbidden, StaleLease
 from shared.models import (
     ExperimentKind,
     ExperimentState,
@@ -466,7 +466,7 @@ def test_a_worker_that_loses_trust_has_its_unchecked_runs_measured_again(world: 
 
 def test_a_merge_that_is_not_better_withdraws_its_replicate(world: World) -> None:
     """The merge's replicate runs alongside it; the merge is not better on the new head: its
-    replicate is withdrawn (its worker's lease is stale) and the hypothesis is discarded."""
+    replicate is withdrawn (its worker is told to stop) and the hypothesis is discarded."""
     world.submit(alpha="0.5", title="alpha")
     second = world.submit(beta="0.5", title="beta")
     alpha, beta = world.lease("w1"), world.lease("w2")
@@ -482,7 +482,15 @@ def test_a_merge_that_is_not_better_withdraws_its_replicate(world: World) -> Non
     exp = world.store.get_experiment(twin[1])
     assert exp is not None and exp.state is ExperimentState.DONE
     assert exp.verdict is Verdict.DISCARDED and "not needed" in exp.reason
-    with pytest.raises(StaleLease):  # the worker running it drops it
+    # The worker running it is told to stop at its next heartbeat (no other worker is), and
+    # a report it sends anyway changes nothing.
+    renew = {"now": 1.0, "ttl_s": 30.0}
+    assert world.store.heartbeat(twin[1], "w1", twin[2], **renew) is True
+    with pytest.raises(StaleLease):
+        world.store.heartbeat(twin[1], "w1", twin[2] - 1, **renew)
+    with pytest.raises(Forbidden):
+        world.store.heartbeat(twin[1], "w2", twin[2], **renew)
+    with pytest.raises(StaleLease):
         world.store.report(twin[1], "w1", twin[2], ok(0.25), now=1.0, max_attempts=3)
     assert world.verdict(second) is Verdict.DISCARDED
     assert world.store.pending_judgements() == []

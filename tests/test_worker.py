@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from coordinator.store import Store
+from coordinator.store.base import FieldValue
 from shared.client import BundleMismatch, CoordinatorClient, CoordinatorUnavailable
 from shared.errors import (
     Forbidden,
@@ -448,6 +450,34 @@ def test_a_second_sigint_stops_the_run_at_once(
     assert worker.wait() == 0
     record = wait_for_state(coordinator, running["experiment_id"], ("queued",), 5)
     assert record["attempts"] == 0
+
+
+def test_a_withdrawn_experiment_stops_its_run_at_the_next_heartbeat(
+    coordinator: RunningCoordinator, workers: WorkerFactory, tmp_path: Path, redis_url: str
+) -> None:
+    """The coordinator withdraws a running experiment (as it does a merge's replicate once
+    the merge is not better): the worker is told so at its next heartbeat, stops the run,
+    reports nothing and goes on to the next experiment."""
+    register_task(coordinator, make_task(tmp_path, sleep_s=60, budget_s=90))
+    worker = workers.start(coordinator, coordinator.create_token("worker", "w"), "w")
+    running = _wait_for_slot(worker, "running")
+    withdrawn = running["experiment_id"]
+    reason = "not needed: withdrawn by the test"
+    event: dict[str, FieldValue] = {"type": "verdict", "experiment_id": withdrawn}
+    assert Store(redis_url).withdraw(
+        withdrawn, verdict="discarded", reason=reason, event=event, now=time.time()
+    )
+    # Heartbeats come every lease_ttl_s / 3 (5 s here): the run stops long before its 60 s.
+    wait_until(
+        lambda: _slot(worker).get("experiment_id") not in (None, withdrawn),
+        15,
+        "the worker to go on to the next experiment",
+    )
+    assert worker.alive()
+    record = wait_for_state(coordinator, withdrawn, ("done",), 5)
+    assert record["verdict"] == "discarded" and record["reason"] == reason
+    assert record["result"] is None and record["attempts"] == 0
+    assert f"coordinator cancelled {withdrawn}" in worker.log()
 
 
 def test_status_shows_the_running_experiment_and_its_time_left(

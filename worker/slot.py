@@ -288,7 +288,10 @@ class WorkerSlot:
             self._start_prefetch()
 
     def _abandon(self, held: HeldLease, why: str) -> None:
-        logger.warning(
+        # The coordinator asking for it is routine (a run no longer needed); anything else
+        # lost the run's work.
+        logger.log(
+            logging.INFO if held.cancelled.is_set() else logging.WARNING,
             "worker %s: experiment %s abandoned, no report: %s",
             self.worker_id,
             held.experiment_id,
