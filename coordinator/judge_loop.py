@@ -37,6 +37,7 @@ class JudgeLoop:
         self.scheduler = scheduler
         self.interval_s = interval_s
         self.leader = leader
+        self.relay: Callable[[], None] | None = None  # wakes the leader's, if not this one
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="judge", daemon=True)
@@ -45,7 +46,14 @@ class JudgeLoop:
         self._thread.start()
 
     def wake(self) -> None:
-        """A result was recorded: judge it soon (thread-safe, never blocks)."""
+        """A result was recorded: judge it soon, here or, through the relay, in the leading
+        process (thread-safe, never blocks on this loop)."""
+        self._wake.set()
+        if self.relay is not None and not self.leader():
+            self.relay()
+
+    def wake_here(self) -> None:
+        """Judge soon in this process (thread-safe, never blocks)."""
         self._wake.set()
 
     def stop(self, timeout_s: float = 30.0) -> None:

@@ -26,6 +26,7 @@ TOKENS = ROOT + "tokens"
 WORKERS = ROOT + "workers"
 AGREEMENT = ROOT + "agreement"  # hash: every worker's claims that reproduced, and that did not
 DISTRUSTED = ROOT + "distrusted"  # set: workers whose claims no longer count
+WAKEUPS = ROOT + "wakeups"  # pub/sub channel: wake-ups between API processes (coordinator.relay)
 
 
 def task(task_id: str) -> str:

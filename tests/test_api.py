@@ -9,6 +9,7 @@ import os
 import signal
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,6 +282,54 @@ def test_malformed_json_is_422_and_changes_nothing(swarm: Any) -> None:
     assert bad.status_code == 422
     exp = experiment(coordinator, lease["experiment_id"])
     assert exp["state"] == "leased" and exp["result"] is None
+
+
+def test_work_queued_in_one_api_process_wakes_long_polls_in_the_other(
+    coordinator_factory: CoordinatorFactory, task_dir: Path
+) -> None:
+    """Two API processes on one port: hypotheses submitted through one of them wake the long
+    polls waiting in both (relayed through Redis), not after their own poll timer (60 s
+    here, past the clients' 30 s timeout)."""
+    running = coordinator_factory(mode="subprocess", api_processes=2, lease_poll_s=60)
+    with running.client() as admin:
+        assert admin.post("/api/v1/tasks", json=upload(task_dir)).status_code == 201
+    token = running.create_token("worker", "w")
+    workers: list[Worker] = []
+    for i in range(6):  # six connections: both processes serve some
+        http = running.client(token)
+        answer = http.post("/api/v1/workers", json={"name": f"w{i}", "hardware": HW})
+        workers.append(Worker(http, answer.json()["worker_id"]))
+    for worker in workers[:2]:  # the head's two baselines, measured
+        assert worker.report(_lease_within(worker, 10)).status_code == 201
+    answers: list[httpx.Response] = []
+    threads = [
+        threading.Thread(target=lambda w=worker: answers.append(w.lease(wait_s=50)))
+        for worker in workers
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # the six are waiting
+    with running.client(running.create_token("proposer", "p")) as proposer:
+        for i in range(6):
+            change = {"train.py": f"SCORE = 0.{i + 1}\nprint('---')\nprint(f'score: {{SCORE}}')\n"}
+            assert proposer.post("/api/v1/hypotheses", json=_hypothesis(change)).status_code == 201
+    for thread in threads:
+        thread.join()
+    for worker in workers:
+        worker.http.close()
+    assert sorted(answer.status_code for answer in answers) == [200] * 6
+    assert {answer.json()["kind"] for answer in answers} == {"explore"}
+
+
+def _lease_within(worker: Worker, timeout_s: float) -> dict[str, Any]:
+    """A lease, asked for again (without waiting) until one comes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answer = worker.lease()
+        if answer.status_code == 200:
+            return dict(answer.json())
+        time.sleep(0.1)
+    raise AssertionError(f"no lease for {worker.worker_id} within {timeout_s} s")
 
 
 # -- tasks, hypotheses, reads ----------------------------------------------------------------

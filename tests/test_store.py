@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 
 from coordinator import keys
+from coordinator.relay import Relay
 from coordinator.store import NewExperiment, Store
 from coordinator.tokens import create_token, hash_token
 from shared.errors import Forbidden, StaleLease
 from shared.models import ExperimentKind, ExperimentState, Result, ResultStatus, Scope
+from tests.conftest import wait_until
 
 HW = "cpu:test-2c"
 TASK = "demo"
@@ -291,3 +294,35 @@ def test_tokens_are_stored_only_as_hashes(store: Store, redis_client: redis.Redi
     names = redis_client.keys("*")
     values = [str(redis_client.dump(name)) for name in names]
     assert not any(token in text for text in names + values)
+
+
+def test_the_relay_wakes_the_other_api_processes_and_not_its_own(store: Store) -> None:
+    """Two relays on one Redis, as two API processes have: each one's rings and results
+    reach the other's waiters (with their count), never its own."""
+    heard: dict[str, list[str]] = {"a": [], "b": []}
+
+    def relay(name: str) -> Relay:
+        return Relay(
+            store,
+            on_ring=lambda count: heard[name].append(f"ring {count}"),
+            on_result=lambda: heard[name].append("result"),
+        ).start()
+
+    a, b = relay("a"), relay("b")
+    try:
+        # The relays subscribe in their own threads: publish until both are listening.
+        def listening() -> bool:
+            a.ring(1)
+            b.ring(1)
+            return bool(heard["a"]) and bool(heard["b"])
+
+        wait_until(listening, 10, "both relays to listen")
+        b.result()
+        a.ring(3)
+        wait_until(lambda: "result" in heard["a"] and "ring 3" in heard["b"], 10, "the wake-ups")
+        time.sleep(0.3)  # anything echoed back would have arrived
+        assert set(heard["a"]) == {"ring 1", "result"}
+        assert set(heard["b"]) == {"ring 1", "ring 3"}
+    finally:
+        a.stop()
+        b.stop()

@@ -29,6 +29,7 @@ from coordinator.leader import Leadership
 from coordinator.metrics import Metrics
 from coordinator.reconcile import reconcile
 from coordinator.redis_server import EmbeddedRedis
+from coordinator.relay import Relay
 from coordinator.scheduler import Scheduler
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import Store
@@ -66,7 +67,7 @@ def _background_step(ctx: Context) -> None:
     if requeued:
         ctx.doorbell.ring(requeued)
     if len(reaped) > requeued:
-        ctx.judge.wake()
+        ctx.judge.wake_here()
 
 
 async def _background(ctx: Context) -> None:
@@ -95,6 +96,11 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         admin_token = await run_in_threadpool(ensure_admin_token, store, settings)
         leadership = Leadership(store, shared=settings.api_processes > 1)
         judge_loop = JudgeLoop(scheduler, settings.reaper_interval_s, leader=leadership.leads)
+        relay = None
+        if leadership.shared:  # several API processes: each one's wake-ups reach the others
+            relay = Relay(store, on_ring=doorbell.ring_here, on_result=judge_loop.wake_here)
+            doorbell.relay, judge_loop.relay = relay.ring, relay.result
+            relay.start()
         ctx = Context(
             settings, store, scheduler, doorbell, embedded, admin_token, judge_loop, leadership
         )
@@ -117,6 +123,8 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await run_in_threadpool(judge_loop.stop)
+            if relay is not None:
+                await run_in_threadpool(relay.stop)
             with contextlib.suppress(Exception):
                 await run_in_threadpool(leadership.let_go)
             await feed.stop()

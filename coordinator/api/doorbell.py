@@ -1,10 +1,12 @@
-"""Wakes long-polling lease requests when experiments are queued (in this process)."""
+"""Wakes long-polling lease requests when experiments are queued (in this process, and
+through `coordinator.relay` in the coordinator's other API processes)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 
 
 class Doorbell:
@@ -17,6 +19,7 @@ class Doorbell:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self.relay: Callable[[int], None] | None = None  # tells the other API processes
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -44,7 +47,14 @@ class Doorbell:
                 woken += 1
 
     def ring(self, count: int = 1) -> None:
-        """Wake `count` waiters; safe to call from any thread."""
+        """Wake `count` waiters here and, through the relay, in the other API processes;
+        safe to call from any thread."""
+        self.ring_here(count)
+        if self.relay is not None:
+            self.relay(count)
+
+    def ring_here(self, count: int = 1) -> None:
+        """Wake `count` waiters of this process; safe to call from any thread."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import redis
 
+from coordinator import keys
 from coordinator.models import TaskRecord
 from coordinator.store.scripts import Scripts
 
@@ -64,6 +65,17 @@ class StoreBase:
             logger.warning("redis %s: cannot read its appendonly setting: %s", self.url, exc)
             return False
         return answer.get("appendonly") == "yes"
+
+    def publish_wakeup(self, message: str) -> None:
+        """Tell the other API processes (coordinator.relay); lost if Redis is away."""
+        self._r.publish(keys.WAKEUPS, message)
+
+    def wakeups(self) -> redis.client.PubSub:
+        """A subscription to what `publish_wakeup` sends (the caller closes it)."""
+        client: Any = self._r  # redis-py leaves `pubsub` untyped
+        pubsub: redis.client.PubSub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(keys.WAKEUPS)
+        return pubsub
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return self._scripts[name](keys=keys, args=args, client=self._r)
