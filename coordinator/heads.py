@@ -74,8 +74,16 @@ class HeadOps:
         self._task_ids: tuple[float, list[str]] = (-TASKS_RECHECK_S, [])
         # During a judging pass (process_pending): each class's head and runs, once read.
         self._heads: dict[tuple[str, str], HeadRuns] | None = None
+        # Set when a decision made judgements that waited on it due (the judge loop looks
+        # again at once).
+        self.undeferred = False
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def undefer(self) -> None:
+        """Judgements that wait on others are due now (what they waited for may be done)."""
+        if self.store.undefer_judgements(self._clock()):
+            self.undeferred = True
 
     def lineage(self, task_id: str) -> Lineage:
         return Lineage(self.settings.lineage_dir, task_id)

@@ -66,9 +66,11 @@ class JudgeLoop:
         """Apply every pending judgement now, in this thread; how many were applied."""
         handled = 0
         while not self._stop.is_set() and self.leader():
+            self.scheduler.undeferred = False
             done = self.scheduler.process_pending(BATCH)
             handled += done
-            if done < BATCH:
+            # Again if a decision made judgements that waited on it due.
+            if done < BATCH and not self.scheduler.undeferred:
                 break
         return handled
 

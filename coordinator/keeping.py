@@ -20,7 +20,7 @@ from coordinator.rechecks import RecheckOps
 from coordinator.store import NewExperiment
 from coordinator.store.base import FieldValue
 from shared.errors import MergeConflict
-from shared.models import ExperimentKind, Verdict
+from shared.models import ExperimentKind, ExperimentState, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class KeepOps(RecheckOps):
         )
         if decided and follow_up is not None:
             self.notify(1)
+        if decided and verdict is not None and exp.kind is not ExperimentKind.EXPLORE:
+            self.undefer()  # merges stacked on a decided one
         return decided
 
     # -- keeping a change -------------------------------------------------------------------
@@ -184,6 +186,7 @@ class KeepOps(RecheckOps):
             )
             self.count_claim(cand.worker_id, agreed=True)
             self.notify(len(ids))
+            self.undefer()  # merges stacked on this one
 
     def offer_elsewhere(
         self,
@@ -288,48 +291,48 @@ class KeepOps(RecheckOps):
         task: TaskRecord,
         hardware: str,
         cand: ExperimentRecord,
-        rep: ExperimentRecord,
         head: HeadRecord,
         decision: judge.Decision,
+        *,
+        concluded: ExperimentRecord,
+        why: str,
+        experiment: dict[str, FieldValue] | None = None,
     ) -> None:
-        """A winner measured on an old head: merge it onto the current head and test again."""
+        """A winner measured on other code than the head's: merge it onto the current head
+        and test it again there, as a `merge` experiment with its replicate beside it.
+
+        `concluded` is the experiment whose judgement this is (the candidate's replicate, or
+        a stacked merge whose base did not become the head; `experiment`: fields of its own
+        to record); `why` starts its reason. While
+        another merge onto the same head is being judged (the tip), the change is stacked on
+        that merge's code instead: if the tip is kept, the head becomes exactly the code
+        this merge was built on, and it is judged against that head with no run of its own
+        again (see `Scheduler._unstack`); if not, it is merged onto the head then.
+        """
         lineage = self.lineage(task.task_id)
         code = cand.code_commit or cand.parent_commit
         try:
             merged = lineage.merge(cand.parent_commit, code, head.commit)
         except MergeConflict as exc:
             reason = (
-                f"reproduced ({decision.reason}), but the head moved to {head.commit[:12]} and "
-                f"the change conflicts with it in {', '.join(exc.paths)}: implement it again"
+                f"{why}, but the head moved to {head.commit[:12]} and the change conflicts "
+                f"with it in {', '.join(exc.paths)}: implement it again"
             )
             conflict = judge.Decision(
                 judge.Action.DISCARD, Verdict.CONFLICT, reason, decision.delta, decision.metric
             )
-            self._conclude(task, rep, conflict, hypothesis={"needs_code": True})
+            self._conclude(task, concluded, conflict, hypothesis={"needs_code": True})
             return
         if merged == lineage.files_at(head.commit):
-            reason = f"reproduced, but the head {head.commit[:12]} already has this change"
+            reason = f"{why}, but the head {head.commit[:12]} already has this change"
             same = judge.Decision(
                 judge.Action.DISCARD, Verdict.DISCARDED, reason, decision.delta, decision.metric
             )
-            self._conclude(task, rep, same)
+            self._conclude(task, concluded, same)
             return
         merge_id = derived_id("m", cand.experiment_id, head.commit)
-        hyp = self.store.get_hypothesis(cand.hypothesis_id or "")
-        title = hyp.title if hyp else cand.experiment_id
-        merged_commit = lineage.store_experiment(
-            merge_id, merged, parent=head.commit, message=f"merge: {title}"
-        )
         replicate_id = derived_id("r", merge_id)  # the id the judge gives its replicate
-        fields: dict[str, FieldValue] = {
-            "hypothesis_id": cand.hypothesis_id,
-            "bundle_hash": self.store.put_bundle(merged),
-            "parent_commit": head.commit,
-            "code_commit": merged_commit,
-            "code_bytes": code_bytes(merged, task.spec),
-            "candidate_id": cand.experiment_id,
-            "twin": replicate_id,
-        }
+        fields = self._merge_fields(task, hardware, cand, head, merged, merge_id, replicate_id)
         follow_up = NewExperiment(merge_id, task.task_id, ExperimentKind.MERGE, hardware, fields)
         # A reproduced change merged cleanly will likely beat the head again: its replicate
         # runs alongside it, on another worker, instead of after it (withdrawn if the merge
@@ -339,14 +342,97 @@ class KeepOps(RecheckOps):
             NewExperiment(replicate_id, task.task_id, ExperimentKind.REPLICATE, hardware, twin),
             now=self._clock(),
         )
-        reason = (
-            f"reproduced ({decision.reason}) on the old head {cand.parent_commit[:12]}; merged "
-            f"onto the head {head.commit[:12]} as experiment {merge_id}, which must beat it too"
-        )
+        onto = f"the head {head.commit[:12]}"
+        if fields.get("stacked_on"):
+            onto += f" (on top of the merge {fields['stacked_on']}, being judged)"
+        reason = f"{why}; merged onto {onto} as experiment {merge_id}, which must beat it too"
         pending = judge.Decision(
             judge.Action.REPLICATE, Verdict.PENDING, reason, decision.delta, decision.metric
         )
         self._conclude(
-            task, rep, pending, follow_up=follow_up, hypothesis={"experiment_id": merge_id}
+            task,
+            concluded,
+            pending,
+            follow_up=follow_up,
+            hypothesis={"experiment_id": merge_id},
+            experiment=experiment,
+        )
+        self.store.set_tip(
+            task.task_id,
+            hardware,
+            on=head.commit,
+            experiment_id=merge_id,
+            commit=str(fields["code_commit"]),
         )
         self.notify(1)  # the twin
+
+    def _merge_fields(
+        self,
+        task: TaskRecord,
+        hardware: str,
+        cand: ExperimentRecord,
+        head: HeadRecord,
+        merged: dict[str, bytes],
+        merge_id: str,
+        replicate_id: str,
+    ) -> dict[str, FieldValue]:
+        """The fields of the merge of `cand` onto `head` (`merged`), stacked on the tip when
+        one is being judged on that head; those already queued, after a crash."""
+        queued = self.store.get_experiment(replicate_id)
+        if queued is not None:  # repeated after a crash: the twin says what was chosen
+            return {
+                "hypothesis_id": cand.hypothesis_id,
+                "bundle_hash": queued.bundle_hash,
+                "parent_commit": queued.parent_commit,
+                "code_commit": queued.code_commit,
+                "code_bytes": queued.code_bytes,
+                "candidate_id": cand.experiment_id,
+                "twin": replicate_id,
+                "stacked_on": queued.stacked_on,
+            }
+        lineage = self.lineage(task.task_id)
+        code = cand.code_commit or cand.parent_commit
+        base, stacked_on = head.commit, None
+        tip = self._tip(task, hardware, head)
+        if tip is not None:
+            try:
+                stacked = lineage.merge(cand.parent_commit, code, tip[1])
+            except MergeConflict:
+                stacked = None  # it conflicts with the tip, not with the head
+            if stacked is not None and stacked != lineage.files_at(tip[1]):
+                merged, base, stacked_on = stacked, tip[1], tip[0]
+        hyp = self.store.get_hypothesis(cand.hypothesis_id or "")
+        title = hyp.title if hyp else cand.experiment_id
+        merged_commit = lineage.store_experiment(
+            merge_id, merged, parent=base, message=f"merge: {title}"
+        )
+        return {
+            "hypothesis_id": cand.hypothesis_id,
+            "bundle_hash": self.store.put_bundle(merged),
+            "parent_commit": base,
+            "code_commit": merged_commit,
+            "code_bytes": code_bytes(merged, task.spec),
+            "candidate_id": cand.experiment_id,
+            "twin": replicate_id,
+            "stacked_on": stacked_on,
+        }
+
+    def _tip(self, task: TaskRecord, hardware: str, head: HeadRecord) -> tuple[str, str] | None:
+        """The last merge queued onto this head, (experiment id, code commit), while it is
+        still being judged; None if there is none."""
+        tip = self.store.get_tip(task.task_id, hardware)
+        if tip.get("on") != head.commit or not tip.get("experiment_id"):
+            return None
+        if not self.carries(tip["experiment_id"]):
+            return None
+        return tip["experiment_id"], tip["commit"]
+
+    def carries(self, merge_id: str) -> bool:
+        """Whether this merge (or its replicate) still carries its hypothesis, undecided."""
+        merge = self.store.get_experiment(merge_id)
+        if merge is None or merge.state is ExperimentState.DEAD:
+            return False
+        hyp = self.store.get_hypothesis(merge.hypothesis_id or "")
+        if hyp is None or hyp.verdict is not Verdict.PENDING:
+            return False
+        return hyp.experiment_id in (merge.experiment_id, merge.twin)

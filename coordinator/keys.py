@@ -54,6 +54,12 @@ def head(task_id: str, hardware: str) -> str:
     return f"{HEAD_PREFIX}{task_id}:{hardware}"
 
 
+def tip(task_id: str, hardware: str) -> str:
+    """Hash: the last merge queued onto this class's head, which the next merge is stacked on
+    while it is judged (`on`: that head's commit, `experiment_id`, `commit`: its code)."""
+    return f"{ROOT}tip:{task_id}:{hardware}"
+
+
 def runs(task_id: str, hardware: str) -> str:
     """Hash: commit -> JSON list of ok metrics measured for that code on this class."""
     return f"{ROOT}runs:{task_id}:{hardware}"

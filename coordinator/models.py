@@ -59,6 +59,8 @@ class ExperimentRecord(Record):
     replicate_id: str | None = None
     # A merge and its replicate queued together: each names the other (run by two workers).
     twin: str | None = None
+    # A merge built on another merge still being judged (not on the head): that merge's id.
+    stacked_on: str | None = None
     attempts: int = 0
     fencing_token: int = 0
     worker_id: str | None = None

@@ -121,10 +121,16 @@ class Scheduler(KeepOps):
         )
         if untrusted:
             self.replace_baseline(exp, exp.worker_id or "")
-        self.store.undefer_judgements(self._clock())  # candidates waiting on this head
+        self.undefer()  # candidates waiting on this head
 
     def _judge_candidate(self, task: TaskRecord, exp: ExperimentRecord) -> None:
         hardware = self._hardware_of(exp)
+        experiment: dict[str, FieldValue] | None = None
+        if exp.stacked_on:
+            unstacked = self._unstack(task, hardware, exp)
+            if unstacked is None:
+                return
+            exp, experiment = unstacked, {"parent_commit": unstacked.parent_commit}
         head, stats = self.stats(task.task_id, hardware, exp.parent_commit)
         measuring = head is not None and not head.ready and exp.parent_commit == head.commit
         if measuring and head and head.baselines_done < self.settings.baseline_runs:
@@ -153,25 +159,67 @@ class Scheduler(KeepOps):
                 decision.action, Verdict.PENDING, reason, decision.delta, decision.metric
             )
         hypothesis: dict[str, FieldValue] | None = None
-        experiment: dict[str, FieldValue] | None = None
         if follow_up is not None:
             hypothesis = {"experiment_id": follow_up.experiment_id}
             if follow_up.kind is ExperimentKind.REPLICATE:
-                experiment = {"replicate_id": follow_up.experiment_id}
+                experiment = (experiment or {}) | {"replicate_id": follow_up.experiment_id}
         self._conclude(
             task, exp, decision, follow_up=follow_up, hypothesis=hypothesis, experiment=experiment
         )
         if exp.twin:
             self._settle_twin(task, exp, replicating=decision.action is judge.Action.REPLICATE)
 
-    def _settle_twin(self, task: TaskRecord, merge: ExperimentRecord, *, replicating: bool) -> None:
+    def _unstack(
+        self, task: TaskRecord, hardware: str, merge: ExperimentRecord
+    ) -> ExperimentRecord | None:
+        """A merge stacked on another merge (see `KeepOps._merge_forward`), to be judged.
+
+        If the head's code is now the code it was built on (the merge under it was kept),
+        it is a merge onto that head: returned so, with the head as its parent. If the merge
+        under it is still being judged, it waits. Otherwise (that merge was not kept, or the
+        head moved past it) its own change is merged onto the head as a new merge, its run and
+        its replicate's are set aside, and None is returned."""
+        self.forget_heads()  # the head may have moved in this pass (the merge under it kept)
+        head = self.store.get_head(task.task_id, hardware)
+        if head is None:
+            return merge
+        lineage = self.lineage(task.task_id)
+        if lineage.files_at(merge.parent_commit) == lineage.files_at(head.commit):
+            return merge.model_copy(update={"parent_commit": head.commit})
+        if self.carries(merge.stacked_on or ""):
+            self.store.defer_judgement(merge.experiment_id, self._clock() + DEFER_S)
+            return None
+        why = f"built on the merge {merge.stacked_on}, which is not the head {head.commit[:12]}"
+        # Not comparable with any head: this merge's own score is set aside.
+        decision = judge.Decision(judge.Action.DISCARD, Verdict.PENDING, why)
+        self._merge_forward(
+            task,
+            hardware,
+            merge,
+            head,
+            decision,
+            concluded=merge,
+            why=why,
+            experiment={"verdict": Verdict.DISCARDED.value},
+        )
+        self._settle_twin(task, merge, replicating=False, reason=f"not needed: {why}")
+        return None
+
+    def _settle_twin(
+        self,
+        task: TaskRecord,
+        merge: ExperimentRecord,
+        *,
+        replicating: bool,
+        reason: str | None = None,
+    ) -> None:
         """The merge's replicate, queued alongside it: judged now if it has finished and the
         merge is being replicated; withdrawn if the merge is not (its run is not needed)."""
         twin = self.store.get_experiment(merge.twin or "")
         if twin is None or twin.judged:
             return
         if not replicating:
-            reason = _not_needed(merge.experiment_id)
+            reason = reason or _not_needed(merge.experiment_id)
             event: dict[str, FieldValue] = {
                 "type": "verdict",
                 "task_id": task.task_id,
@@ -244,7 +292,8 @@ class Scheduler(KeepOps):
                 commit = self.commit_kept(task, hardware, cand, rep, head, decision)
                 self.apply_kept(task, hardware, cand, rep, commit, decision)
             else:
-                self._merge_forward(task, hardware, cand, rep, head, decision)
+                why = f"reproduced ({decision.reason}) on {cand.parent_commit[:12]}"
+                self._merge_forward(task, hardware, cand, head, decision, concluded=rep, why=why)
             return
         pair = None
         if decision.agreed and rep.result and rep.result.metric is not None and cand.code_commit:

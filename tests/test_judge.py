@@ -13,7 +13,7 @@ import pytest
 from coordinator import judge, trust
 from coordinator.hypotheses import build_context, submit_hypothesis
 from coordinator.lineage import branch_for
-from coordinator.models import HypothesisRecord
+from coordinator.models import ExperimentRecord, HypothesisRecord
 from coordinator.reconcile import reconcile
 from coordinator.scheduler import Scheduler
 from coordinator.settings import CoordinatorSettings
@@ -151,13 +151,15 @@ def test_zero_effect_candidates_are_rarely_kept() -> None:
 # ---------------------------------------------------------------------------------------
 
 KNOBS = """\
-# Two knobs on separate lines, so changes to each merge cleanly.
+# Three knobs on separate lines, so changes to each merge cleanly.
 ALPHA = 1.0  # first knob
 
 BETA = 1.0  # second knob
 
+GAMMA = 1.0  # third knob
+
 print("---")
-print(f"score: {ALPHA * BETA}")
+print(f"score: {ALPHA * BETA * GAMMA}")
 """
 
 
@@ -185,9 +187,13 @@ class World:
         """Lease the next experiment as this worker, report `result`, judge it."""
         return self.finish(self.lease(worker_id, hardware), result)
 
-    def submit(self, alpha: str = "1.0", beta: str = "1.0", title: str = "try") -> str:
-        train = KNOBS.replace("ALPHA = 1.0", f"ALPHA = {alpha}").replace(
-            "BETA = 1.0", f"BETA = {beta}"
+    def submit(
+        self, alpha: str = "1.0", beta: str = "1.0", title: str = "try", gamma: str = "1.0"
+    ) -> str:
+        train = (
+            KNOBS.replace("ALPHA = 1.0", f"ALPHA = {alpha}")
+            .replace("BETA = 1.0", f"BETA = {beta}")
+            .replace("GAMMA = 1.0", f"GAMMA = {gamma}")
         )
         create = HypothesisCreate(task_id=self.task_id, title=title, change={"train.py": train})
         submission = submit_hypothesis(self.scheduler, create)
@@ -311,6 +317,98 @@ def test_two_winners_on_one_head_are_both_kept_by_merging(world: World) -> None:
     assert world.verdict(second) is Verdict.KEPT
     files = world.scheduler.lineage(world.task_id).files_at(world.head())
     assert b"ALPHA = 0.5" in files["train.py"] and b"BETA = 0.5" in files["train.py"]
+
+
+def _three_winners(world: World) -> tuple[str, str, str]:
+    """alpha, beta and gamma each win on the first head; alpha is kept, then beta and gamma
+    reproduce on the old head: beta is merged onto the new head, gamma stacked on that merge.
+    Their hypotheses' ids."""
+    ids = tuple(world.submit(**{knob: "0.5"}, title=knob) for knob in ("alpha", "beta", "gamma"))
+    explores = [world.lease(worker) for worker in ("w1", "w2", "w3")]
+    for explore in explores:
+        world.finish(explore, ok(0.5))
+    world.run("w4", ok(0.5))  # alpha's replicate: kept
+    assert world.verdict(ids[0]) is Verdict.KEPT
+    world.run("w4", ok(0.5))  # beta's: reproduced on the old head, merged onto the new one
+    world.run("w5", ok(0.5))  # gamma's: the same, stacked on beta's merge
+    for worker in ("w1", "w2", "w3"):  # the new head's baselines
+        world.run(worker, ok(0.5))
+    return ids[0], ids[1], ids[2]
+
+
+def _merge_of(world: World, hypothesis_id: str) -> ExperimentRecord:
+    hyp = world.store.get_hypothesis(hypothesis_id)
+    assert hyp is not None and hyp.experiment_id
+    merge = world.store.get_experiment(hyp.experiment_id)
+    assert merge is not None and merge.kind is ExperimentKind.MERGE
+    return merge
+
+
+def test_a_winner_reproduced_while_a_merge_is_judged_is_stacked_on_it(world: World) -> None:
+    """Three winners on one head: the third is merged on top of the second's merge and run
+    beside it; once that merge is kept, the third is judged against the new head on its own
+    runs and kept, with no run of its own again."""
+    _, beta, gamma = _three_winners(world)
+    beta_merge, gamma_merge = _merge_of(world, beta), _merge_of(world, gamma)
+    assert gamma_merge.stacked_on == beta_merge.experiment_id
+    assert gamma_merge.parent_commit == beta_merge.code_commit
+    assert "on top of the merge" in (world.store.get_hypothesis(gamma).reason or "")  # type: ignore[union-attr]
+    # The two merges and their replicates run at once, on four workers; gamma's merge and
+    # both replicates finish first and wait.
+    twins = {world.lease(worker)[1]: worker for worker in ("w1", "w2")}
+    gamma_run, beta_run = world.lease("w3"), world.lease("w4")
+    assert {gamma_run[1], beta_run[1]} == {beta_merge.experiment_id, gamma_merge.experiment_id}
+    if gamma_run[1] != gamma_merge.experiment_id:
+        gamma_run, beta_run = beta_run, gamma_run
+    for twin_id, worker in twins.items():
+        twin = world.store.get_experiment(twin_id)
+        assert twin is not None
+        metric = 0.25 if twin.candidate_id == beta_merge.experiment_id else 0.125
+        world.finish((worker, twin_id, twin.fencing_token), ok(metric))
+    world.finish(gamma_run, ok(0.125))
+    assert world.verdict(gamma) is Verdict.PENDING  # it waits for beta's merge
+    world.finish(beta_run, ok(0.25))
+    assert world.verdict(beta) is Verdict.KEPT
+    world.scheduler.process_pending()  # what waited on it is due now
+    assert world.verdict(gamma) is Verdict.KEPT
+    files = world.scheduler.lineage(world.task_id).files_at(world.head())
+    for knob in (b"ALPHA", b"BETA", b"GAMMA"):
+        assert knob + b" = 0.5" in files["train.py"]
+    judged = world.store.get_experiment(gamma_merge.experiment_id)
+    assert judged is not None and judged.parent_commit != beta_merge.code_commit  # the head
+    kinds = [
+        e.kind for e in world.store.get_experiments(world.store.task_experiment_ids(world.task_id))
+    ]
+    assert kinds.count(ExperimentKind.MERGE) == 2  # no third merge for gamma
+
+
+def test_a_stacked_merge_whose_base_is_not_kept_is_merged_onto_the_head_alone(
+    world: World,
+) -> None:
+    """The merge under it is not better: the stacked merge's run is set aside, its replicate
+    withdrawn, and its own change merged onto the head and run again, then kept."""
+    _, beta, gamma = _three_winners(world)
+    beta_merge, gamma_merge = _merge_of(world, beta), _merge_of(world, gamma)
+    runs = [world.lease(worker) for worker in ("w1", "w2", "w3", "w4")]  # both merges, twins
+    by_id = {run[1]: run for run in runs}
+    world.finish(by_id[gamma_merge.experiment_id], ok(0.25))  # waits for beta's merge
+    world.finish(by_id[beta_merge.experiment_id], ok(0.5))  # no better than the head
+    assert world.verdict(beta) is Verdict.DISCARDED
+    world.scheduler.process_pending()
+    stacked = world.store.get_experiment(gamma_merge.experiment_id)
+    assert stacked is not None and stacked.verdict is Verdict.DISCARDED
+    assert "which is not the head" in stacked.reason
+    gamma_twin = world.store.get_experiment(gamma_merge.twin or "")
+    assert gamma_twin is not None and gamma_twin.state is ExperimentState.DONE
+    assert gamma_twin.verdict is Verdict.DISCARDED and "not needed" in gamma_twin.reason
+    again = _merge_of(world, gamma)
+    assert again.experiment_id != gamma_merge.experiment_id and again.stacked_on is None
+    assert again.parent_commit == world.head()
+    world.run("w5", ok(0.25))  # its replicate
+    world.run("w6", ok(0.25))  # the merge of gamma alone
+    assert world.verdict(gamma) is Verdict.KEPT
+    files = world.scheduler.lineage(world.task_id).files_at(world.head())
+    assert b"GAMMA = 0.5" in files["train.py"] and b"BETA = 1.0" in files["train.py"]
 
 
 def test_a_conflicting_winner_is_sent_back_to_be_implemented_again(world: World) -> None:

@@ -281,6 +281,19 @@ class RecordOps(StoreBase):
         head: HeadRecord = HeadRecord.from_hash(raw | {"task_id": task_id, "hardware": hardware})
         return head
 
+    def get_tip(self, task_id: str, hardware: str) -> dict[str, str]:
+        """The last merge queued onto the class's head (see `keys.tip`); {} if none."""
+        return self._hgetall(keys.tip(task_id, hardware))
+
+    def set_tip(
+        self, task_id: str, hardware: str, *, on: str, experiment_id: str, commit: str
+    ) -> None:
+        """Remember a merge queued onto the head `on` (one command: atomic)."""
+        self._r.hset(
+            keys.tip(task_id, hardware),
+            mapping={"on": on, "experiment_id": experiment_id, "commit": commit},
+        )
+
     def get_runs(self, task_id: str, hardware: str) -> dict[str, list[float]]:
         """commit -> the ok metrics measured for that code on this class."""
         raw = cast("dict[str, str]", self._r.hgetall(keys.runs(task_id, hardware)))
