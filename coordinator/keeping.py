@@ -297,13 +297,15 @@ class KeepOps(RecheckOps):
         concluded: ExperimentRecord,
         why: str,
         experiment: dict[str, FieldValue] | None = None,
+        claim_by: str | None = None,
     ) -> None:
         """A winner measured on other code than the head's: merge it onto the current head
         and test it again there, as a `merge` experiment with its replicate beside it.
 
         `concluded` is the experiment whose judgement this is (the candidate's replicate, or
         a stacked merge whose base did not become the head; `experiment`: fields of its own
-        to record); `why` starts its reason. While
+        to record; or an explore that looked better on a head that has moved: `claim_by` its
+        worker, whose claim the merge's verdict then checks); `why` starts its reason. While
         another merge onto the same head is being judged (the tip), the change is stacked on
         that merge's code instead: if the tip is kept, the head becomes exactly the code
         this merge was built on, and it is judged against that head with no run of its own
@@ -333,6 +335,7 @@ class KeepOps(RecheckOps):
         merge_id = derived_id("m", cand.experiment_id, head.commit)
         replicate_id = derived_id("r", merge_id)  # the id the judge gives its replicate
         fields = self._merge_fields(task, hardware, cand, head, merged, merge_id, replicate_id)
+        fields["claim_by"] = claim_by
         follow_up = NewExperiment(merge_id, task.task_id, ExperimentKind.MERGE, hardware, fields)
         # A reproduced change merged cleanly will likely beat the head again: its replicate
         # runs alongside it, on another worker, instead of after it (withdrawn if the merge

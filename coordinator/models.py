@@ -61,6 +61,9 @@ class ExperimentRecord(Record):
     twin: str | None = None
     # A merge built on another merge still being judged (not on the head): that merge's id.
     stacked_on: str | None = None
+    # A merge queued straight from an explore that looked better on a head that had moved
+    # on: the explore's worker, whose claim this merge's verdict checks.
+    claim_by: str | None = None
     attempts: int = 0
     fencing_token: int = 0
     worker_id: str | None = None

@@ -147,6 +147,23 @@ class Scheduler(KeepOps):
             last_error=exp.last_error,
         )
         follow_up = None
+        if decision.action is judge.Action.REPLICATE and exp.kind is ExperimentKind.EXPLORE:
+            current = self.store.get_head(task.task_id, hardware)
+            if current is not None and current.commit != exp.parent_commit:
+                # The head moved while it ran: what must be kept is its merge onto the head,
+                # so that is what runs next, with its replicate beside it.
+                why = f"better than {exp.parent_commit[:12]}, where it ran ({decision.reason})"
+                self._merge_forward(
+                    task,
+                    hardware,
+                    exp,
+                    current,
+                    decision,
+                    concluded=exp,
+                    why=why,
+                    claim_by=exp.worker_id,
+                )
+                return
         if decision.action is judge.Action.REPLICATE:
             follow_up = self._replicate_of(exp, hardware)
         elif decision.action is judge.Action.DISCARD and self.distrusted(exp.worker_id):
@@ -163,9 +180,13 @@ class Scheduler(KeepOps):
             hypothesis = {"experiment_id": follow_up.experiment_id}
             if follow_up.kind is ExperimentKind.REPLICATE:
                 experiment = (experiment or {}) | {"replicate_id": follow_up.experiment_id}
-        self._conclude(
+        decided = self._conclude(
             task, exp, decision, follow_up=follow_up, hypothesis=hypothesis, experiment=experiment
         )
+        ok = exp.result is not None and exp.result.status is ResultStatus.OK
+        if decided and ok and exp.claim_by and not self.distrusted(exp.worker_id):
+            # Better on the head too, or not: the explore's claim checked.
+            self.count_claim(exp.claim_by, agreed=decision.action is judge.Action.REPLICATE)
         if exp.twin:
             self._settle_twin(task, exp, replicating=decision.action is judge.Action.REPLICATE)
 

@@ -319,6 +319,35 @@ def test_two_winners_on_one_head_are_both_kept_by_merging(world: World) -> None:
     assert b"ALPHA = 0.5" in files["train.py"] and b"BETA = 0.5" in files["train.py"]
 
 
+def test_a_winner_whose_head_moved_while_it_ran_is_merged_forward_at_once(
+    world: World,
+) -> None:
+    """An explore that beats the head it ran on, which is no longer the head: no replicate
+    on the old head; its merge onto the new head runs with its replicate beside it, and
+    the verdict on the merge checks the explorer's claim."""
+    first = world.submit(alpha="0.5", title="alpha")
+    second = world.submit(beta="0.5", title="beta")
+    alpha, beta = world.lease("w1"), world.lease("w2")
+    world.finish(alpha, ok(0.5))
+    world.run("w3", ok(0.5))  # alpha's replicate: kept, the head moves
+    assert world.verdict(first) is Verdict.KEPT
+    explore = world.finish(beta, ok(0.5))  # better than the head it ran on
+    hyp = world.store.get_hypothesis(second)
+    assert hyp is not None and hyp.verdict is Verdict.PENDING and "merged onto" in hyp.reason
+    merge = _merge_of(world, second)
+    assert merge.candidate_id == explore and merge.claim_by == "w2"
+    assert merge.parent_commit == world.head()
+    recorded = world.store.get_experiment(explore)
+    assert recorded is not None and recorded.replicate_id is None  # none on the old head
+    for worker in ("w1", "w2", "w3"):  # the new head's baselines
+        world.run(worker, ok(0.5))
+    world.run("w1", ok(0.25))  # the merge's replicate, first
+    world.run("w2", ok(0.25))  # the merge: better; its replicate agrees
+    assert world.verdict(second) is Verdict.KEPT
+    # w2's claims checked: its explore (by the merge) and its merge (by the replicate).
+    assert world.store.count_agreement("w2", agreed=True).agreed == 2 + 1  # + this one
+
+
 def _three_winners(world: World) -> tuple[str, str, str]:
     """alpha, beta and gamma each win on the first head; alpha is kept, then beta and gamma
     reproduce on the old head: beta is merged onto the new head, gamma stacked on that merge.
