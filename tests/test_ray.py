@@ -224,9 +224,10 @@ def test_a_killed_actor_restarts_and_its_experiment_completes_once(
 
     record = wait_for_state(coordinator, slot["experiment_id"], ("done",), 60)
     assert record["result"]["status"] == "ok"
-    assert (record["attempts"], record["fencing_token"]) == (1, 2)
-    # The dying actor may still report its killed run as a crash (an attempt); what must
-    # hold is that the experiment completes, with an ok result, exactly once.
+    # Leased again after the kill. The dying actor may still report its killed run as a crash
+    # (an attempt), and on a busy machine a 2 s lease may lapse once more before a heartbeat
+    # lands: what must hold is that the experiment completes, with an ok result, exactly once.
+    assert record["attempts"] >= 1 and record["fencing_token"] >= 2
     events = result_events(coordinator, slot["experiment_id"])
     assert [e["status"] for e in events].count("ok") == 1
     assert launched.status(index)["pid"] != pid
