@@ -397,7 +397,7 @@ class KeepOps(RecheckOps):
         code = cand.code_commit or cand.parent_commit
         base, stacked_on = head.commit, None
         tip = self._tip(task, hardware, head)
-        if tip is not None:
+        if tip is not None and tip[0] != cand.experiment_id:  # not on itself, when restacked
             try:
                 stacked = lineage.merge(cand.parent_commit, code, tip[1])
             except MergeConflict:
