@@ -38,6 +38,10 @@ _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _MAX_FREEZE_ROUNDS = 50
+# How long a killed tree may take to be gone: a process killed inside a write to a busy disk
+# dies only when that write returns (seconds, while a machine flushes gigabytes). Waited out,
+# so that a run's processes never outlive its result; a tree that dies at once costs nothing.
+KILL_WAIT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +166,7 @@ class ProcessTree:
         with contextlib.suppress(OSError):
             os.killpg(self.root_pid, sig)
 
-    def kill_all(self, timeout_s: float = 5.0) -> list[ProcStat]:
+    def kill_all(self, timeout_s: float = KILL_WAIT_S) -> list[ProcStat]:
         """Freeze the whole tree, kill it, wait until it is gone; returns those it killed."""
         frozen: dict[tuple[int, int], ProcStat] = {}
         for _ in range(_MAX_FREEZE_ROUNDS):
