@@ -5,7 +5,8 @@ trailer), then offered to the task's other hardware classes and made the head in
 (`apply_kept`, both idempotent); `reconcile` repairs a crash between the steps. A winner
 measured on an old head is three-way merged onto the current head and queued as a `merge`
 experiment together with its replicate (two workers run them at once; the replicate is
-withdrawn if the merge is not better); a conflict sends its hypothesis back.
+withdrawn if the merge is not better), stacked on another merge onto that head while that
+one is judged (`_merge_fields`); a conflict sends its hypothesis back.
 """
 
 from __future__ import annotations
