@@ -5,8 +5,11 @@ trailer), then offered to the task's other hardware classes and made the head in
 (`apply_kept`, both idempotent); `reconcile` repairs a crash between the steps. A winner
 measured on an old head is three-way merged onto the current head and queued as a `merge`
 experiment together with its replicate (two workers run them at once; the replicate is
-withdrawn if the merge is not better), stacked on another merge onto that head while that
-one is judged (`_merge_fields`); a conflict sends its hypothesis back.
+withdrawn if the merge is not better); a conflict sends its hypothesis back. While another
+winner on that head is still being judged (the tip: a merge, or an explore being
+replicated), a winner is stacked on the tip's code instead (`_merge_fields`), and so is a
+winner found on the head itself (`stacks`): concurrent winners run merged, not one after
+another.
 """
 
 from __future__ import annotations
@@ -152,6 +155,7 @@ class KeepOps(RecheckOps):
         }
         # Offered first: a crash before the head moves repeats both (the offer is idempotent).
         self.offer_elsewhere(task, hardware, cand, commit, decision)
+        before = self.store.get_head(task.task_id, hardware)
         moved = self.store.apply_keep(
             task_id=task.task_id,
             hardware=hardware,
@@ -188,6 +192,34 @@ class KeepOps(RecheckOps):
             self.count_claim(cand.worker_id, agreed=True)
             self.notify(len(ids))
             self.undefer()  # merges stacked on this one
+            if before is not None and before.commit != commit:
+                self._withdraw_baselines(task, hardware, before.commit, commit)
+
+    def _withdraw_baselines(
+        self, task: TaskRecord, hardware: str, superseded: str, commit: str
+    ) -> None:
+        """The baselines of a head that is no longer the head, not finished yet, are not
+        needed: they would measure old code ahead of the merges and replicates queued behind
+        them (a running one is told to stop at its next heartbeat)."""
+        reason = f"not needed: the head moved on from {superseded[:12]} to {commit[:12]}"
+        for baseline_id in self.baseline_ids(task.task_id, hardware, superseded):
+            event: dict[str, FieldValue] = {
+                "type": "baseline",
+                "task_id": task.task_id,
+                "experiment_id": baseline_id,
+                "hardware": hardware,
+                "commit": superseded,
+                "metric": None,
+                "reason": reason,
+                "time_s": self._clock(),
+            }
+            self.store.withdraw(
+                baseline_id,
+                verdict=Verdict.DISCARDED.value,
+                reason=reason,
+                event=event,
+                now=self._clock(),
+            )
 
     def offer_elsewhere(
         self,
@@ -308,9 +340,11 @@ class KeepOps(RecheckOps):
         to record; or an explore that looked better on a head that has moved: `claim_by` its
         worker, whose claim the merge's verdict then checks); `why` starts its reason. While
         another merge onto the same head is being judged (the tip), the change is stacked on
-        that merge's code instead: if the tip is kept, the head becomes exactly the code
-        this merge was built on, and it is judged against that head with no run of its own
-        again (see `Scheduler._unstack`); if not, it is merged onto the head then.
+        that merge's code instead (or on an explore being replicated there: a winner found on
+        the head itself comes here only so, see `stacks`): if the tip is kept, the head
+        becomes exactly the code this merge was built on, and it is judged against that head
+        with no run of its own again (see `Scheduler._unstack`); if not, it is merged onto
+        the head then.
         """
         lineage = self.lineage(task.task_id)
         code = cand.code_commit or cand.parent_commit
@@ -348,7 +382,7 @@ class KeepOps(RecheckOps):
         )
         onto = f"the head {head.commit[:12]}"
         if fields.get("stacked_on"):
-            onto += f" (on top of the merge {fields['stacked_on']}, being judged)"
+            onto += f" (on top of experiment {fields['stacked_on']}, still being judged)"
         reason = f"{why}; merged onto {onto} as experiment {merge_id}, which must beat it too"
         pending = judge.Decision(
             judge.Action.REPLICATE, Verdict.PENDING, reason, decision.delta, decision.metric
@@ -395,16 +429,11 @@ class KeepOps(RecheckOps):
                 "stacked_on": queued.stacked_on,
             }
         lineage = self.lineage(task.task_id)
-        code = cand.code_commit or cand.parent_commit
         base, stacked_on = head.commit, None
         tip = self._tip(task, hardware, head)
-        if tip is not None and tip[0] != cand.experiment_id:  # not on itself, when restacked
-            try:
-                stacked = lineage.merge(cand.parent_commit, code, tip[1])
-            except MergeConflict:
-                stacked = None  # it conflicts with the tip, not with the head
-            if stacked is not None and stacked != lineage.files_at(tip[1]):
-                merged, base, stacked_on = stacked, tip[1], tip[0]
+        stacked = self._onto_tip(task, cand, tip)
+        if tip is not None and stacked is not None:
+            merged, base, stacked_on = stacked, tip[1], tip[0]
         hyp = self.store.get_hypothesis(cand.hypothesis_id or "")
         title = hyp.title if hyp else cand.experiment_id
         merged_commit = lineage.store_experiment(
@@ -421,9 +450,51 @@ class KeepOps(RecheckOps):
             "stacked_on": stacked_on,
         }
 
+    def stacks(self, task: TaskRecord, hardware: str, cand: ExperimentRecord) -> bool:
+        """Whether a winner found on the head would be stacked on the tip: another winner on
+        that head is still being judged, and this change merges cleanly onto its code and
+        adds to it. (Otherwise it is replicated on the head, and may become the tip.)"""
+        head = self.store.get_head(task.task_id, hardware)
+        if head is None or head.commit != cand.parent_commit:
+            return False
+        return self._onto_tip(task, cand, self._tip(task, hardware, head)) is not None
+
+    def mark_tip(self, task: TaskRecord, hardware: str, cand: ExperimentRecord) -> None:
+        """A winner found on the head, now being replicated there, is the tip (the code the
+        next winners on that head are stacked on) unless another winner is."""
+        head = self.store.get_head(task.task_id, hardware)
+        if head is None or head.commit != cand.parent_commit or not cand.code_commit:
+            return
+        if self._tip(task, hardware, head) is None:
+            self.store.set_tip(
+                task.task_id,
+                hardware,
+                on=head.commit,
+                experiment_id=cand.experiment_id,
+                commit=cand.code_commit,
+            )
+
+    def _onto_tip(
+        self, task: TaskRecord, cand: ExperimentRecord, tip: tuple[str, str] | None
+    ) -> dict[str, bytes] | None:
+        """`cand`'s change merged onto the tip's code; None if there is no tip, the tip is
+        `cand` itself (restacked), the change conflicts with the tip (not with the head) or
+        the tip has it already."""
+        if tip is None or tip[0] == cand.experiment_id:
+            return None
+        lineage = self.lineage(task.task_id)
+        try:
+            stacked = lineage.merge(
+                cand.parent_commit, cand.code_commit or cand.parent_commit, tip[1]
+            )
+        except MergeConflict:
+            return None
+        return None if stacked == lineage.files_at(tip[1]) else stacked
+
     def _tip(self, task: TaskRecord, hardware: str, head: HeadRecord) -> tuple[str, str] | None:
-        """The last merge queued onto this head, (experiment id, code commit), while it is
-        still being judged; None if there is none."""
+        """The last winner stacked onto this head (a merge, or the first explore replicated
+        there), (experiment id, code commit), while it is still being judged; None if there
+        is none."""
         tip = self.store.get_tip(task.task_id, hardware)
         if tip.get("on") != head.commit or not tip.get("experiment_id"):
             return None
@@ -431,12 +502,13 @@ class KeepOps(RecheckOps):
             return None
         return tip["experiment_id"], tip["commit"]
 
-    def carries(self, merge_id: str) -> bool:
-        """Whether this merge (or its replicate) still carries its hypothesis, undecided."""
-        merge = self.store.get_experiment(merge_id)
-        if merge is None or merge.state is ExperimentState.DEAD:
+    def carries(self, experiment_id: str) -> bool:
+        """Whether this winner (a merge or its twin, or an explore or its replicate) still
+        carries its hypothesis, undecided."""
+        exp = self.store.get_experiment(experiment_id)
+        if exp is None or exp.state is ExperimentState.DEAD:
             return False
-        hyp = self.store.get_hypothesis(merge.hypothesis_id or "")
-        if hyp is None or hyp.verdict is not Verdict.PENDING:
+        hyp = self.store.get_hypothesis(exp.hypothesis_id or "")
+        if hyp is None or hyp.verdict is not Verdict.PENDING or not hyp.experiment_id:
             return False
-        return hyp.experiment_id in (merge.experiment_id, merge.twin)
+        return hyp.experiment_id in (exp.experiment_id, exp.twin, exp.replicate_id)

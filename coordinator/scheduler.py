@@ -146,35 +146,11 @@ class Scheduler(KeepOps):
             shorter=shorter,
             last_error=exp.last_error,
         )
-        follow_up = None
-        if decision.action is judge.Action.REPLICATE and exp.kind is ExperimentKind.EXPLORE:
-            current = self.store.get_head(task.task_id, hardware)
-            if current is not None and current.commit != exp.parent_commit:
-                # The head moved while it ran: what must be kept is its merge onto the head,
-                # so that is what runs next, with its replicate beside it.
-                why = f"better than {exp.parent_commit[:12]}, where it ran ({decision.reason})"
-                self._merge_forward(
-                    task,
-                    hardware,
-                    exp,
-                    current,
-                    decision,
-                    concluded=exp,
-                    why=why,
-                    claim_by=exp.worker_id,
-                )
-                return
-        if decision.action is judge.Action.REPLICATE:
-            follow_up = self._replicate_of(exp, hardware)
-        elif decision.action is judge.Action.DISCARD and self.distrusted(exp.worker_id):
-            follow_up = self.recheck_of(exp, exp.worker_id or "")
-            reason = (
-                f"{decision.reason}; measured by {exp.worker_id}, who lost trust: re-checked "
-                f"by another worker as {follow_up.experiment_id}"
-            )
-            decision = judge.Decision(
-                decision.action, Verdict.PENDING, reason, decision.delta, decision.metric
-            )
+        explore = exp.kind is ExperimentKind.EXPLORE
+        replicating = decision.action is judge.Action.REPLICATE
+        if replicating and explore and self._merged_at_once(task, hardware, exp, decision):
+            return
+        follow_up, decision = self._follow_up(exp, hardware, decision)
         hypothesis: dict[str, FieldValue] | None = None
         if follow_up is not None:
             hypothesis = {"experiment_id": follow_up.experiment_id}
@@ -183,6 +159,8 @@ class Scheduler(KeepOps):
         decided = self._conclude(
             task, exp, decision, follow_up=follow_up, hypothesis=hypothesis, experiment=experiment
         )
+        if decided and explore and replicating:
+            self.mark_tip(task, hardware, exp)  # winners found next on this head stack on it
         ok = exp.result is not None and exp.result.status is ResultStatus.OK
         if decided and ok and exp.claim_by and not self.distrusted(exp.worker_id):
             # Better on the head too, or not: the explore's claim checked.
@@ -190,14 +168,56 @@ class Scheduler(KeepOps):
         if exp.twin:
             self._settle_twin(task, exp, replicating=decision.action is judge.Action.REPLICATE)
 
+    def _follow_up(
+        self, exp: ExperimentRecord, hardware: str, decision: judge.Decision
+    ) -> tuple[NewExperiment | None, judge.Decision]:
+        """What runs after a candidate: its replicate when it looks better; a re-check by
+        another worker when its worker lost trust and it looks no better (the decision then
+        stays pending)."""
+        if decision.action is judge.Action.REPLICATE:
+            return self._replicate_of(exp, hardware), decision
+        if decision.action is judge.Action.DISCARD and self.distrusted(exp.worker_id):
+            recheck = self.recheck_of(exp, exp.worker_id or "")
+            reason = (
+                f"{decision.reason}; measured by {exp.worker_id}, who lost trust: re-checked "
+                f"by another worker as {recheck.experiment_id}"
+            )
+            pending = judge.Decision(
+                decision.action, Verdict.PENDING, reason, decision.delta, decision.metric
+            )
+            return recheck, pending
+        return None, decision
+
+    def _merged_at_once(
+        self, task: TaskRecord, hardware: str, exp: ExperimentRecord, decision: judge.Decision
+    ) -> bool:
+        """An explore that looks better, merged instead of replicated where it ran: when the
+        head moved while it ran (what must be kept is its merge onto the head), or when
+        another winner on its head is being judged (it is stacked on that one). Its merge
+        runs next, with its replicate beside it, and its verdict checks the explorer's
+        claim. False if neither holds: it is replicated on its head."""
+        head = self.store.get_head(task.task_id, hardware)
+        if head is None:
+            return False
+        if head.commit != exp.parent_commit:
+            why = f"better than {exp.parent_commit[:12]}, where it ran ({decision.reason})"
+        elif self.stacks(task, hardware, exp):
+            why = f"better than the head ({decision.reason})"
+        else:
+            return False
+        self._merge_forward(
+            task, hardware, exp, head, decision, concluded=exp, why=why, claim_by=exp.worker_id
+        )
+        return True
+
     def _unstack(
         self, task: TaskRecord, hardware: str, merge: ExperimentRecord
     ) -> ExperimentRecord | None:
-        """A merge stacked on another merge (see `KeepOps._merge_forward`), to be judged.
+        """A merge stacked on another winner (see `KeepOps._merge_forward`), to be judged.
 
-        If the head's code is now the code it was built on (the merge under it was kept),
-        it is a merge onto that head: returned so, with the head as its parent. If the merge
-        under it is still being judged, it waits. Otherwise (that merge was not kept, or the
+        If the head's code is now the code it was built on (the winner under it was kept),
+        it is a merge onto that head: returned so, with the head as its parent. If the winner
+        under it is still being judged, it waits. Otherwise (that one was not kept, or the
         head moved past it) its own change is merged onto the head as a new merge, its run and
         its replicate's are set aside, and None is returned."""
         self.forget_heads()  # the head may have moved in this pass (the merge under it kept)
@@ -210,7 +230,7 @@ class Scheduler(KeepOps):
         if self.carries(merge.stacked_on or ""):
             self.store.defer_judgement(merge.experiment_id, self._clock() + DEFER_S)
             return None
-        why = f"built on the merge {merge.stacked_on}, which is not the head {head.commit[:12]}"
+        why = f"built on experiment {merge.stacked_on}, which is not the head {head.commit[:12]}"
         # Not comparable with any head: this merge's own score is set aside.
         decision = judge.Decision(judge.Action.DISCARD, Verdict.PENDING, why)
         self._merge_forward(
@@ -222,6 +242,7 @@ class Scheduler(KeepOps):
             concluded=merge,
             why=why,
             experiment={"verdict": Verdict.DISCARDED.value},
+            claim_by=merge.claim_by,
         )
         self._settle_twin(task, merge, replicating=False, reason=f"not needed: {why}")
         return None

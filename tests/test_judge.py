@@ -295,28 +295,91 @@ def test_a_crashed_explore_keeps_its_log_tail_for_proposers(world: World) -> Non
     assert context.history[-1].log_tail == "ValueError: alpha < 0"
 
 
-def test_two_winners_on_one_head_are_both_kept_by_merging(world: World) -> None:
-    """The second winner is merged onto the new head, tested as a merge, and kept too."""
+def _two_winners(world: World) -> tuple[str, str, ExperimentRecord]:
+    """alpha and beta each win on the head; beta finishes while alpha is being replicated, so
+    it is stacked on alpha. Their hypotheses' ids and beta's merge, not run yet."""
     first = world.submit(alpha="0.5", title="alpha")
     second = world.submit(beta="0.5", title="beta")
     alpha, beta = world.lease("w1"), world.lease("w2")
-    world.finish(alpha, ok(0.5))
-    world.finish(beta, ok(0.5))
-    world.run("w3", ok(0.5))  # replicate of alpha -> kept
-    world.run("w3", ok(0.5))  # replicate of beta -> the head moved -> merge queued
-    assert world.verdict(first) is Verdict.KEPT
+    alpha_id = world.finish(alpha, ok(0.5))  # replicated on the head: the tip
+    beta_id = world.finish(beta, ok(0.5))  # stacked on alpha
+    hyp = world.store.get_hypothesis(second)
+    assert hyp is not None and hyp.verdict is Verdict.PENDING
+    assert f"on top of experiment {alpha_id}" in hyp.reason
+    merge = _merge_of(world, second)
+    explored = world.store.get_experiment(alpha_id)
+    assert explored is not None and merge.stacked_on == alpha_id
+    assert merge.parent_commit == explored.code_commit and merge.claim_by == "w2"
+    recorded = world.store.get_experiment(beta_id)
+    assert recorded is not None and recorded.replicate_id is None  # not replicated alone
+    return first, second, merge
+
+
+def _run_at_once(world: World, workers: tuple[str, ...]) -> dict[str, tuple[str, str, int]]:
+    """Lease as each worker in turn; the leases by experiment id."""
+    return {run[1]: run for run in (world.lease(worker) for worker in workers)}
+
+
+def test_a_winner_found_while_another_is_replicated_is_stacked_on_it(world: World) -> None:
+    """Two winners on one head: the second runs merged on top of the first, beside the
+    first's replicate, and is kept once the first is, with no run of its own again."""
+    first, second, merge = _two_winners(world)
+    runs = _run_at_once(world, ("w3", "w4", "w5"))  # alpha's replicate, beta's merge, twin
+    assert merge.experiment_id in runs and merge.twin in runs
+    world.finish(runs.pop(merge.twin or ""), ok(0.25))  # beta's twin, first
+    world.finish(runs.pop(merge.experiment_id), ok(0.25))  # beta's merge: waits for alpha
     assert world.verdict(second) is Verdict.PENDING
-    for worker in ("w1", "w2", "w3"):  # the new head's baselines
-        world.run(worker, ok(0.5))
-    twin = world.run("w1", ok(0.25))  # the merge's replicate, queued with it, finishes first
-    assert world.store.get_experiment(twin).kind is ExperimentKind.REPLICATE  # type: ignore[union-attr]
-    assert world.verdict(second) is Verdict.PENDING  # it waits for its merge
-    assert world.store.lease("w1", "w1", HW, now=1.0, lease_ttl_s=1e9) is None  # not w1's
-    merge = world.run("w2", ok(0.25))  # the merge beats the head; its replicate agrees
-    assert world.store.get_experiment(merge).kind is ExperimentKind.MERGE  # type: ignore[union-attr]
+    (replicate,) = runs.values()
+    world.finish(replicate, ok(0.5))  # alpha's replicate: kept
+    assert world.verdict(first) is Verdict.KEPT
+    alpha_head = world.head()
+    world.scheduler.process_pending()  # what waited on it is due now
     assert world.verdict(second) is Verdict.KEPT
     files = world.scheduler.lineage(world.task_id).files_at(world.head())
     assert b"ALPHA = 0.5" in files["train.py"] and b"BETA = 0.5" in files["train.py"]
+    # alpha's head stopped being the head before its baselines ran: they are withdrawn, and
+    # what runs next measures beta's.
+    ids = world.scheduler.baseline_ids(world.task_id, HW, alpha_head)
+    for baseline in world.store.get_experiments(ids):
+        assert baseline.state is ExperimentState.DONE and baseline.result is None
+        assert baseline.verdict is Verdict.DISCARDED and "the head moved on" in baseline.reason
+    _, next_id, _ = world.lease("w1")
+    queued = world.store.get_experiment(next_id)
+    assert queued is not None and queued.kind is ExperimentKind.BASELINE
+    assert queued.parent_commit == world.head()
+    kinds = [
+        e.kind for e in world.store.get_experiments(world.store.task_experiment_ids(world.task_id))
+    ]
+    assert kinds.count(ExperimentKind.MERGE) == 1 and kinds.count(ExperimentKind.REPLICATE) == 2
+    # w2's claim checked by its merge's verdict: agreed.
+    assert world.store.count_agreement("w2", agreed=True).agreed == 1 + 1  # + this one
+
+
+def test_a_winner_stacked_on_one_not_reproduced_is_merged_onto_the_head_alone(
+    world: World,
+) -> None:
+    """The first winner does not reproduce: the second's merged run is set aside and its
+    own change alone runs as a merge onto the head, then is kept."""
+    first, second, merge = _two_winners(world)
+    runs = _run_at_once(world, ("w3", "w4", "w5"))
+    world.finish(runs.pop(merge.experiment_id), ok(0.25))  # waits for alpha
+    (replicate,) = [run for run_id, run in runs.items() if run_id != merge.twin]
+    world.finish(replicate, ok(1.0))  # alpha's replicate: no better than the head
+    assert world.verdict(first) is Verdict.NOT_REPRODUCED
+    world.scheduler.process_pending()
+    stacked = world.store.get_experiment(merge.experiment_id)
+    assert stacked is not None and stacked.verdict is Verdict.DISCARDED
+    assert "which is not the head" in stacked.reason
+    again = _merge_of(world, second)
+    assert again.experiment_id != merge.experiment_id and again.stacked_on is None
+    assert again.parent_commit == world.head() and again.claim_by == "w2"
+    with pytest.raises(StaleLease):  # the old twin was withdrawn (its worker told to stop)
+        world.finish(runs[merge.twin or ""], ok(0.25))
+    world.run("w6", ok(0.5))  # the new merge's replicate
+    world.run("w7", ok(0.5))  # the merge of beta alone
+    assert world.verdict(second) is Verdict.KEPT
+    files = world.scheduler.lineage(world.task_id).files_at(world.head())
+    assert b"BETA = 0.5" in files["train.py"] and b"ALPHA = 1.0" in files["train.py"]
 
 
 def test_a_winner_whose_head_moved_while_it_ran_is_merged_forward_at_once(
@@ -349,17 +412,16 @@ def test_a_winner_whose_head_moved_while_it_ran_is_merged_forward_at_once(
 
 
 def _three_winners(world: World) -> tuple[str, str, str]:
-    """alpha, beta and gamma each win on the first head; alpha is kept, then beta and gamma
-    reproduce on the old head: beta is merged onto the new head, gamma stacked on that merge.
-    Their hypotheses' ids."""
+    """alpha, beta and gamma each win on the first head; alpha is kept before beta and gamma
+    finish: beta is merged onto the new head, gamma stacked on that merge. Their
+    hypotheses' ids."""
     ids = tuple(world.submit(**{knob: "0.5"}, title=knob) for knob in ("alpha", "beta", "gamma"))
     explores = [world.lease(worker) for worker in ("w1", "w2", "w3")]
-    for explore in explores:
-        world.finish(explore, ok(0.5))
+    world.finish(explores[0], ok(0.5))
     world.run("w4", ok(0.5))  # alpha's replicate: kept
     assert world.verdict(ids[0]) is Verdict.KEPT
-    world.run("w4", ok(0.5))  # beta's: reproduced on the old head, merged onto the new one
-    world.run("w5", ok(0.5))  # gamma's: the same, stacked on beta's merge
+    world.finish(explores[1], ok(0.5))  # beta: better on the old head, merged onto the new one
+    world.finish(explores[2], ok(0.5))  # gamma: the same, stacked on beta's merge
     for worker in ("w1", "w2", "w3"):  # the new head's baselines
         world.run(worker, ok(0.5))
     return ids[0], ids[1], ids[2]
@@ -381,7 +443,7 @@ def test_a_winner_reproduced_while_a_merge_is_judged_is_stacked_on_it(world: Wor
     beta_merge, gamma_merge = _merge_of(world, beta), _merge_of(world, gamma)
     assert gamma_merge.stacked_on == beta_merge.experiment_id
     assert gamma_merge.parent_commit == beta_merge.code_commit
-    assert "on top of the merge" in (world.store.get_hypothesis(gamma).reason or "")  # type: ignore[union-attr]
+    assert "on top of experiment" in (world.store.get_hypothesis(gamma).reason or "")  # type: ignore[union-attr]
     # The two merges and their replicates run at once, on four workers; gamma's merge and
     # both replicates finish first and wait.
     twins = {world.lease(worker)[1]: worker for worker in ("w1", "w2")}
@@ -598,9 +660,8 @@ def test_a_merge_that_is_not_better_withdraws_its_replicate(world: World) -> Non
     second = world.submit(beta="0.5", title="beta")
     alpha, beta = world.lease("w1"), world.lease("w2")
     world.finish(alpha, ok(0.5))
-    world.finish(beta, ok(0.5))
     world.run("w3", ok(0.5))  # alpha kept
-    world.run("w3", ok(0.5))  # beta reproduced on the old head: merge and replicate queued
+    world.finish(beta, ok(0.5))  # better on the old head: merge and replicate queued
     for worker in ("w1", "w2", "w3"):
         world.run(worker, ok(0.5))
     twin = world.lease("w1")  # the replicate, running
