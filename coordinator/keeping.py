@@ -28,6 +28,9 @@ from shared.models import ExperimentKind, ExperimentState, Verdict
 
 logger = logging.getLogger(__name__)
 
+# How far down a stack of merges `_carry_tip` looks for the change just kept.
+MAX_STACK = 100
+
 
 class KeepOps(RecheckOps):
     """Recording decisions and keeping changes (see the module doc)."""
@@ -193,7 +196,32 @@ class KeepOps(RecheckOps):
             self.notify(len(ids))
             self.undefer()  # merges stacked on this one
             if before is not None and before.commit != commit:
+                self._carry_tip(task, hardware, cand, before.commit, commit)
                 self._withdraw_baselines(task, hardware, before.commit, commit)
+
+    def _carry_tip(
+        self, task: TaskRecord, hardware: str, kept: ExperimentRecord, old: str, commit: str
+    ) -> None:
+        """The tip on the old head, if it was built on the change just kept (stacked on it,
+        or on a merge stacked on it ...), is the tip on the new head: its code has the new
+        head's, and the winners found on the new head stack on it too."""
+        tip = self.store.get_tip(task.task_id, hardware)
+        tip_id = tip.get("experiment_id", "")
+        if tip.get("on") != old or not tip_id or tip_id == kept.experiment_id:
+            return
+        under, seen = self.store.get_experiment(tip_id), 0
+        while under is not None and under.stacked_on and seen < MAX_STACK:
+            if under.stacked_on == kept.experiment_id:
+                if self.carries(tip_id):
+                    self.store.set_tip(
+                        task.task_id,
+                        hardware,
+                        on=commit,
+                        experiment_id=tip_id,
+                        commit=tip["commit"],
+                    )
+                return
+            under, seen = self.store.get_experiment(under.stacked_on), seen + 1
 
     def _withdraw_baselines(
         self, task: TaskRecord, hardware: str, superseded: str, commit: str

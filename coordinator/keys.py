@@ -55,8 +55,9 @@ def head(task_id: str, hardware: str) -> str:
 
 
 def tip(task_id: str, hardware: str) -> str:
-    """Hash: the last merge queued onto this class's head, which the next merge is stacked on
-    while it is judged (`on`: that head's commit, `experiment_id`, `commit`: its code)."""
+    """Hash: the last winner stacked onto this class's head (a merge, or the first explore
+    replicated there), which the next winner is stacked on while it is judged (`on`: that
+    head's commit, `experiment_id`, `commit`: its code)."""
     return f"{ROOT}tip:{task_id}:{hardware}"
 
 

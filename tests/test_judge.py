@@ -355,6 +355,38 @@ def test_a_winner_found_while_another_is_replicated_is_stacked_on_it(world: Worl
     assert world.store.count_agreement("w2", agreed=True).agreed == 1 + 1  # + this one
 
 
+def test_a_winner_on_a_new_head_stacks_on_the_merge_still_judged_on_it(world: World) -> None:
+    """alpha is kept while beta's merge on top of it still runs: gamma, found on alpha's head,
+    is stacked on beta's merge (whose code has alpha's) and kept after it."""
+    first, second, merge = _two_winners(world)
+    runs = _run_at_once(world, ("w3", "w4", "w5"))
+    (replicate,) = [
+        run for run_id, run in runs.items() if run_id not in (merge.experiment_id, merge.twin)
+    ]
+    world.finish(replicate, ok(0.5))  # alpha's replicate: kept
+    assert world.verdict(first) is Verdict.KEPT
+    third = world.submit(alpha="0.5", gamma="0.5", title="gamma")  # on alpha's head
+    for worker in ("w1", "w2", "w6"):  # alpha's head's baselines
+        world.run(worker, ok(0.5))
+    gamma_id = world.run("w7", ok(0.25))  # gamma's explore, on alpha's head: better
+    gamma_merge = _merge_of(world, third)
+    assert gamma_merge.stacked_on == merge.experiment_id
+    assert gamma_merge.parent_commit == merge.code_commit and gamma_merge.candidate_id == gamma_id
+    world.finish(runs[merge.twin or ""], ok(0.25))
+    world.finish(runs[merge.experiment_id], ok(0.25))  # beta's merge: kept
+    assert world.verdict(second) is Verdict.KEPT
+    # beta's head's baselines, then gamma's merge and its replicate.
+    for worker in ("w1", "w2", "w3", "w4", "w5"):
+        leased = world.lease(worker)
+        gammas = (gamma_merge.experiment_id, gamma_merge.twin)
+        world.finish(leased, ok(0.125 if leased[1] in gammas else 0.25))
+    world.scheduler.process_pending()
+    assert world.verdict(third) is Verdict.KEPT
+    files = world.scheduler.lineage(world.task_id).files_at(world.head())
+    for knob in (b"ALPHA", b"BETA", b"GAMMA"):
+        assert knob + b" = 0.5" in files["train.py"]
+
+
 def test_a_winner_stacked_on_one_not_reproduced_is_merged_onto_the_head_alone(
     world: World,
 ) -> None:

@@ -282,13 +282,14 @@ class RecordOps(StoreBase):
         return head
 
     def get_tip(self, task_id: str, hardware: str) -> dict[str, str]:
-        """The last merge queued onto the class's head (see `keys.tip`); {} if none."""
+        """The last winner stacked onto the class's head (see `keys.tip`); {} if none."""
         return self._hgetall(keys.tip(task_id, hardware))
 
     def set_tip(
         self, task_id: str, hardware: str, *, on: str, experiment_id: str, commit: str
     ) -> None:
-        """Remember a merge queued onto the head `on` (one command: atomic)."""
+        """Remember the winner that the next ones found on the head `on` stack on (one
+        command: atomic)."""
         self._r.hset(
             keys.tip(task_id, hardware),
             mapping={"on": on, "experiment_id": experiment_id, "commit": commit},
