@@ -14,6 +14,7 @@ another.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from coordinator import judge
@@ -28,7 +29,7 @@ from shared.models import ExperimentKind, ExperimentState, Verdict
 
 logger = logging.getLogger(__name__)
 
-# How far down a stack of merges `_carry_tip` looks for the change just kept.
+# How far down a stack of merges `_tip_on` looks for the change being kept.
 MAX_STACK = 100
 
 
@@ -89,6 +90,8 @@ class KeepOps(RecheckOps):
             self.notify(1)
         if decided and verdict is not None and exp.kind is not ExperimentKind.EXPLORE:
             self.undefer()  # merges stacked on a decided one
+            if decision.verdict is not Verdict.KEPT:
+                self.measure_head(task, hardware)  # if it held back the head's baselines
         return decided
 
     # -- keeping a change -------------------------------------------------------------------
@@ -143,7 +146,11 @@ class KeepOps(RecheckOps):
             "code_bytes": cand.code_bytes or 0,
             "experiment_id": cand.experiment_id,
         }
-        ids = self.baseline_ids(task.task_id, hardware, commit)
+        before = self.store.get_head(task.task_id, hardware)
+        carried = self._tip_on(task, hardware, before, cand) if before else None
+        # Its baselines wait while a merge stacked on it runs: it is likely the head for one
+        # run only, and is measured by two already (see `measure_head`).
+        ids = [] if carried else self.baseline_ids(task.task_id, hardware, commit)
         event: dict[str, FieldValue] = {
             "type": "verdict",
             "task_id": task.task_id,
@@ -158,7 +165,6 @@ class KeepOps(RecheckOps):
         }
         # Offered first: a crash before the head moves repeats both (the offer is idempotent).
         self.offer_elsewhere(task, hardware, cand, commit, decision)
-        before = self.store.get_head(task.task_id, hardware)
         moved = self.store.apply_keep(
             task_id=task.task_id,
             hardware=hardware,
@@ -195,33 +201,57 @@ class KeepOps(RecheckOps):
             self.count_claim(cand.worker_id, agreed=True)
             self.notify(len(ids))
             self.undefer()  # merges stacked on this one
+            if carried is not None:  # winners found on the new head stack on it too
+                tip_id, tip_commit = carried
+                self.store.set_tip(
+                    task.task_id, hardware, on=commit, experiment_id=tip_id, commit=tip_commit
+                )
             if before is not None and before.commit != commit:
-                self._carry_tip(task, hardware, cand, before.commit, commit)
                 self._withdraw_baselines(task, hardware, before.commit, commit)
 
-    def _carry_tip(
-        self, task: TaskRecord, hardware: str, kept: ExperimentRecord, old: str, commit: str
-    ) -> None:
-        """The tip on the old head, if it was built on the change just kept (stacked on it,
-        or on a merge stacked on it ...), is the tip on the new head: its code has the new
-        head's, and the winners found on the new head stack on it too."""
-        tip = self.store.get_tip(task.task_id, hardware)
-        tip_id = tip.get("experiment_id", "")
-        if tip.get("on") != old or not tip_id or tip_id == kept.experiment_id:
-            return
-        under, seen = self.store.get_experiment(tip_id), 0
+    def _tip_on(
+        self, task: TaskRecord, hardware: str, old: HeadRecord, kept: ExperimentRecord
+    ) -> tuple[str, str] | None:
+        """The tip on the old head if it was built on the change being kept (stacked on it,
+        or on a merge stacked on it ...): its code has the new head's, so it is the tip on
+        the new head too. None otherwise."""
+        tip = self._tip(task, hardware, old)
+        if tip is None or tip[0] == kept.experiment_id:
+            return None
+        under, seen = self.store.get_experiment(tip[0]), 0
         while under is not None and under.stacked_on and seen < MAX_STACK:
             if under.stacked_on == kept.experiment_id:
-                if self.carries(tip_id):
-                    self.store.set_tip(
-                        task.task_id,
-                        hardware,
-                        on=commit,
-                        experiment_id=tip_id,
-                        commit=tip["commit"],
-                    )
-                return
+                return tip
             under, seen = self.store.get_experiment(under.stacked_on), seen + 1
+        return None
+
+    def measure_head(self, task: TaskRecord, hardware: str) -> int:
+        """Queue a kept head's baselines if they were held back (a merge was stacked on it)
+        and no winner is stacked on it any more; how many were queued. Idempotent: their ids
+        are derived from the head."""
+        head = self.store.get_head(task.task_id, hardware)
+        if head is None or not head.experiment_id or self._tip(task, hardware, head):
+            return 0
+        fields: dict[str, FieldValue] = {
+            "commit": head.commit,
+            "bundle_hash": head.bundle_hash,
+            "code_bytes": head.code_bytes,
+        }
+        baseline = self.baseline_of(task.task_id, hardware, fields)
+        queued = 0
+        for baseline_id in self.baseline_ids(task.task_id, hardware, head.commit):
+            new = dataclasses.replace(baseline, experiment_id=baseline_id)
+            queued += self.store.enqueue_experiment(new, now=self._clock())
+        if queued:
+            logger.info(
+                "task %s: %s head %s measured: %d baselines queued",
+                task.task_id,
+                hardware,
+                head.commit,
+                queued,
+            )
+            self.notify(queued)
+        return queued
 
     def _withdraw_baselines(
         self, task: TaskRecord, hardware: str, superseded: str, commit: str

@@ -337,12 +337,10 @@ def test_a_winner_found_while_another_is_replicated_is_stacked_on_it(world: Worl
     assert world.verdict(second) is Verdict.KEPT
     files = world.scheduler.lineage(world.task_id).files_at(world.head())
     assert b"ALPHA = 0.5" in files["train.py"] and b"BETA = 0.5" in files["train.py"]
-    # alpha's head stopped being the head before its baselines ran: they are withdrawn, and
-    # what runs next measures beta's.
+    # alpha's head, with beta's merge stacked on it, was the head for one run: its baselines
+    # were held back, and what runs next measures beta's.
     ids = world.scheduler.baseline_ids(world.task_id, HW, alpha_head)
-    for baseline in world.store.get_experiments(ids):
-        assert baseline.state is ExperimentState.DONE and baseline.result is None
-        assert baseline.verdict is Verdict.DISCARDED and "the head moved on" in baseline.reason
+    assert all(world.store.get_experiment(i) is None for i in ids)
     _, next_id, _ = world.lease("w1")
     queued = world.store.get_experiment(next_id)
     assert queued is not None and queued.kind is ExperimentKind.BASELINE
@@ -366,8 +364,6 @@ def test_a_winner_on_a_new_head_stacks_on_the_merge_still_judged_on_it(world: Wo
     world.finish(replicate, ok(0.5))  # alpha's replicate: kept
     assert world.verdict(first) is Verdict.KEPT
     third = world.submit(alpha="0.5", gamma="0.5", title="gamma")  # on alpha's head
-    for worker in ("w1", "w2", "w6"):  # alpha's head's baselines
-        world.run(worker, ok(0.5))
     gamma_id = world.run("w7", ok(0.25))  # gamma's explore, on alpha's head: better
     gamma_merge = _merge_of(world, third)
     assert gamma_merge.stacked_on == merge.experiment_id
@@ -385,6 +381,58 @@ def test_a_winner_on_a_new_head_stacks_on_the_merge_still_judged_on_it(world: Wo
     files = world.scheduler.lineage(world.task_id).files_at(world.head())
     for knob in (b"ALPHA", b"BETA", b"GAMMA"):
         assert knob + b" = 0.5" in files["train.py"]
+
+
+def test_a_head_whose_stacked_merge_is_not_kept_is_measured_then(world: World) -> None:
+    """alpha is kept while beta's merge on top of it runs: alpha's head has two runs and its
+    baselines wait; beta's merge is no better, so alpha stays the head and is measured."""
+    first, second, merge = _two_winners(world)
+    runs = _run_at_once(world, ("w3", "w4", "w5"))
+    (replicate,) = [
+        run for run_id, run in runs.items() if run_id not in (merge.experiment_id, merge.twin)
+    ]
+    world.finish(replicate, ok(0.5))  # alpha's replicate: kept
+    assert world.verdict(first) is Verdict.KEPT
+    ids = world.scheduler.baseline_ids(world.task_id, HW, world.head())
+    assert all(world.store.get_experiment(i) is None for i in ids)
+    world.finish(runs[merge.experiment_id], ok(0.5))  # beta's merge: no better than alpha
+    assert world.verdict(second) is Verdict.DISCARDED
+    baselines = world.store.get_experiments(ids)
+    assert len(baselines) == 3
+    assert all(
+        b.kind is ExperimentKind.BASELINE and b.state is ExperimentState.QUEUED for b in baselines
+    )
+    assert world.store.get_head(world.task_id, HW).baselines_done == 0  # type: ignore[union-attr]
+    for worker in ("w1", "w2", "w6"):
+        world.run(worker, ok(0.5))
+    assert world.store.get_head(world.task_id, HW).baselines_done == 3  # type: ignore[union-attr]
+
+
+def test_the_baselines_of_a_head_that_moved_on_before_they_finished_are_withdrawn(
+    world: World,
+) -> None:
+    """alpha is kept and its head's baselines start; beta, better on the old head, is merged
+    onto it and kept before they finish: they are withdrawn (their workers told to stop)."""
+    world.submit(alpha="0.5", title="alpha")
+    second = world.submit(beta="0.5", title="beta")
+    alpha, beta = world.lease("w1"), world.lease("w2")
+    world.finish(alpha, ok(0.5))
+    world.run("w3", ok(0.5))  # alpha's replicate: kept
+    alpha_head = world.head()
+    baselines = [world.lease(worker) for worker in ("w4", "w5", "w6")]  # alpha's head's
+    world.finish(beta, ok(0.25))  # better than where it ran: merged onto alpha's head at once
+    merge = _merge_of(world, second)
+    for worker in ("w7", "w8"):  # the merge and its replicate
+        world.run(worker, ok(0.25))
+    assert world.verdict(second) is Verdict.KEPT and world.head() != alpha_head
+    for worker, baseline_id, token in baselines:
+        record = world.store.get_experiment(baseline_id)
+        assert record is not None and record.state is ExperimentState.DONE
+        assert record.verdict is Verdict.DISCARDED and "the head moved on" in record.reason
+        with pytest.raises(StaleLease):
+            world.store.report(baseline_id, worker, token, ok(0.5), now=1.0, max_attempts=3)
+    assert merge.stacked_on is None
+    assert world.store.get_runs(world.task_id, HW).get(alpha_head) == [0.5, 0.5]
 
 
 def test_a_winner_stacked_on_one_not_reproduced_is_merged_onto_the_head_alone(
