@@ -351,8 +351,10 @@ def _all_experiments(client: CoordinatorClient) -> list[dict[str, Any]]:
 
 def timeline(client: CoordinatorClient, start_s: float, duration_s: float) -> list[str]:
     """Where the time to target went: each kept change's chain (when its candidate and its
-    replicate were queued and finished), and how many runs were made on a head that had
-    moved on by the time they were leased ("stale")."""
+    replicate were queued and finished), how many runs were made on a head that had moved on
+    by the time they were leased ("stale"), and how many were withdrawn (no result: before
+    they ran, or while they ran; a simulated worker does not heartbeat, so it runs a
+    withdrawn experiment to its end and its report is refused)."""
     experiments = _all_experiments(client)
     by_id = {e["experiment_id"]: e for e in experiments}
     events = client.get_json("events", {"limit": 1000})
@@ -390,6 +392,9 @@ def timeline(client: CoordinatorClient, start_s: float, duration_s: float) -> li
     runs: Counter[str] = Counter()
     for e in experiments:
         if not e.get("finished_s") or e.get("state") != "done":
+            continue
+        if e.get("result") is None:  # withdrawn before it ran, or while it ran
+            runs[f"{e['kind']} (withdrawn)"] += 1
             continue
         leased_s = float(e["finished_s"]) - duration_s
         head = head_at(leased_s)
