@@ -12,6 +12,8 @@ Guarantees:
   experiment_id, so a coordinator that crashed mid-way can simply call them again;
 - `merge` never writes anything: it returns the merged files or raises `MergeConflict`,
   never a file with conflict markers;
+- a full sha's files are read from git once per process (`files_at`'s cache): a sha
+  names the same content forever;
 - every failure is a `LineageError` with a message; a raw git exception never escapes.
 
 Does not:
@@ -27,12 +29,14 @@ import io
 import logging
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 from typing import TypeAlias, cast
 
+import cachetools
 import git
 from gitdb.base import IStream
 
@@ -54,6 +58,12 @@ _GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
 }
 _NO_COMMIT = "0" * 40
+_FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+# files_at's cache: (repo path, full sha) -> files, at most 64 MiB of file contents.
+_FILES: cachetools.LRUCache[tuple[str, str], dict[str, bytes]] = cachetools.LRUCache(
+    maxsize=64 * 2**20, getsizeof=lambda files: 1 + sum(len(b) for b in files.values())
+)
+_FILES_LOCK = threading.Lock()
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _REF_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _TRAILER_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
@@ -378,7 +388,22 @@ class Lineage:
         return heads
 
     def files_at(self, commit: str) -> dict[str, bytes]:
-        """All files of a commit (or tree), by task-relative path."""
+        """All files of a commit (or tree), by task-relative path.
+
+        Read once per full sha (what a sha names never changes) and then served from a
+        process-wide cache: the judge reads the same heads and merges again and again."""
+        if not _FULL_SHA.match(commit):
+            return self._read_files(commit)
+        key = (str(self.path), commit)
+        with _FILES_LOCK:
+            cached = _FILES.get(key)
+        if cached is None:
+            cached = self._read_files(commit)
+            with _FILES_LOCK, suppress(ValueError):  # larger than the whole cache
+                _FILES[key] = cached
+        return dict(cached)
+
+    def _read_files(self, commit: str) -> dict[str, bytes]:
         with self._open() as repo:
             tree = _resolve(repo, commit, "tree")
             if tree is None:

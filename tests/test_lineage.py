@@ -195,6 +195,28 @@ def test_unknown_commit_is_a_lineage_error(lineage: Lineage, root: str) -> None:
         _keep(lineage, "deadbeef", "e1", TRAIN)
 
 
+def test_a_commits_files_are_read_from_git_once(
+    lineage: Lineage, root: str, tmp_path: Path
+) -> None:
+    """files_at of a full sha is served from memory after the first read (the repo could go
+    away and it would still answer); a caller changing what it got changes nothing; another
+    repo without that commit still says it is unknown."""
+    first = lineage.files_at(root)
+    first["train.py"] = b"changed by the caller"
+    hidden = lineage.path.with_name("moved.git")
+    lineage.path.rename(hidden)
+    try:
+        assert lineage.files_at(root) == FILES  # not read from git: the repo is not there
+        with pytest.raises(LineageError):
+            lineage.files_at(BRANCH)  # a name, not a sha: always read
+    finally:
+        hidden.rename(lineage.path)
+    other = Lineage(tmp_path / "other", "demo")
+    other.init({"x.py": b"x = 1\n"}, branch=BRANCH, message="another task")
+    with pytest.raises(LineageError, match="unknown commit"):
+        other.files_at(root)
+
+
 def test_bad_paths_are_refused(lineage: Lineage) -> None:
     """A path that leaves the task folder never reaches a tree."""
     for path in ("../x.py", "/abs.py", "a//b.py", ".git/config", ""):
