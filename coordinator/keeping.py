@@ -222,6 +222,8 @@ class KeepOps(RecheckOps):
         while under is not None and under.stacked_on and seen < MAX_STACK:
             if under.stacked_on == kept.experiment_id:
                 return tip
+            if not self.carries(under.stacked_on):  # a merge in between was not kept
+                return None
             under, seen = self.store.get_experiment(under.stacked_on), seen + 1
         return None
 
