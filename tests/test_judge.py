@@ -353,9 +353,11 @@ def test_a_winner_found_while_another_is_replicated_is_stacked_on_it(world: Worl
     assert world.store.count_agreement("w2", agreed=True).agreed == 1 + 1  # + this one
 
 
-def test_a_winner_on_a_new_head_stacks_on_the_merge_still_judged_on_it(world: World) -> None:
-    """alpha is kept while beta's merge on top of it still runs: gamma, found on alpha's head,
-    is stacked on beta's merge (whose code has alpha's) and kept after it."""
+def _alpha_kept_under_beta(
+    world: World,
+) -> tuple[str, ExperimentRecord, dict[str, tuple[str, str, int]]]:
+    """`_two_winners`, then alpha's replicate, beta's merge and its twin leased at once, and
+    alpha kept first: beta's hypothesis id, its merge, the merge's and twin's leases."""
     first, second, merge = _two_winners(world)
     runs = _run_at_once(world, ("w3", "w4", "w5"))
     (replicate,) = [
@@ -363,6 +365,13 @@ def test_a_winner_on_a_new_head_stacks_on_the_merge_still_judged_on_it(world: Wo
     ]
     world.finish(replicate, ok(0.5))  # alpha's replicate: kept
     assert world.verdict(first) is Verdict.KEPT
+    return second, merge, runs
+
+
+def test_a_winner_on_a_new_head_stacks_on_the_merge_still_judged_on_it(world: World) -> None:
+    """alpha is kept while beta's merge on top of it still runs: gamma, found on alpha's head,
+    is stacked on beta's merge (whose code has alpha's) and kept after it."""
+    second, merge, runs = _alpha_kept_under_beta(world)
     third = world.submit(alpha="0.5", gamma="0.5", title="gamma")  # on alpha's head
     gamma_id = world.run("w7", ok(0.25))  # gamma's explore, on alpha's head: better
     gamma_merge = _merge_of(world, third)
@@ -371,7 +380,8 @@ def test_a_winner_on_a_new_head_stacks_on_the_merge_still_judged_on_it(world: Wo
     world.finish(runs[merge.twin or ""], ok(0.25))
     world.finish(runs[merge.experiment_id], ok(0.25))  # beta's merge: kept
     assert world.verdict(second) is Verdict.KEPT
-    # beta's head's baselines, then gamma's merge and its replicate.
+    # gamma's merge and its replicate (beta's head's baselines wait: gamma is stacked on
+    # it), then the baselines of the head gamma makes.
     for worker in ("w1", "w2", "w3", "w4", "w5"):
         leased = world.lease(worker)
         gammas = (gamma_merge.experiment_id, gamma_merge.twin)
@@ -386,13 +396,7 @@ def test_a_winner_on_a_new_head_stacks_on_the_merge_still_judged_on_it(world: Wo
 def test_a_head_whose_stacked_merge_is_not_kept_is_measured_then(world: World) -> None:
     """alpha is kept while beta's merge on top of it runs: alpha's head has two runs and its
     baselines wait; beta's merge is no better, so alpha stays the head and is measured."""
-    first, second, merge = _two_winners(world)
-    runs = _run_at_once(world, ("w3", "w4", "w5"))
-    (replicate,) = [
-        run for run_id, run in runs.items() if run_id not in (merge.experiment_id, merge.twin)
-    ]
-    world.finish(replicate, ok(0.5))  # alpha's replicate: kept
-    assert world.verdict(first) is Verdict.KEPT
+    second, merge, runs = _alpha_kept_under_beta(world)
     ids = world.scheduler.baseline_ids(world.task_id, HW, world.head())
     assert all(world.store.get_experiment(i) is None for i in ids)
     world.finish(runs[merge.experiment_id], ok(0.5))  # beta's merge: no better than alpha
