@@ -510,12 +510,13 @@ class KeepOps(RecheckOps):
             "stacked_on": stacked_on,
         }
 
-    def stacks(self, task: TaskRecord, hardware: str, cand: ExperimentRecord) -> bool:
+    def stacks(
+        self, task: TaskRecord, hardware: str, cand: ExperimentRecord, head: HeadRecord
+    ) -> bool:
         """Whether a winner found on the head would be stacked on the tip: another winner on
         that head is still being judged, and this change merges cleanly onto its code and
         adds to it. (Otherwise it is replicated on the head, and may become the tip.)"""
-        head = self.store.get_head(task.task_id, hardware)
-        if head is None or head.commit != cand.parent_commit:
+        if head.commit != cand.parent_commit:
             return False
         return self._onto_tip(task, cand, self._tip(task, hardware, head)) is not None
 

@@ -201,7 +201,7 @@ class Scheduler(KeepOps):
             return False
         if head.commit != exp.parent_commit:
             why = f"better than {exp.parent_commit[:12]}, where it ran ({decision.reason})"
-        elif self.stacks(task, hardware, exp):
+        elif self.stacks(task, hardware, exp, head):
             why = f"better than the head ({decision.reason})"
         else:
             return False
