@@ -5,11 +5,13 @@ proposer (`coordinator.proposers.mutation`, the same seed for every worker count
 the queue as deep as there are workers; N simulated workers, threads speaking the worker
 protocol through `shared.client.CoordinatorClient` with a token each (as N volunteers).
 A simulated worker leases, fetches the bundle, reads the editable file's constants and
-"runs" the experiment: it sleeps `--duration-s` and reports a score that is a smooth
+"runs" the experiment: it sleeps `--duration-s`, heartbeating as a real worker does (and
+stopping or switching runs when a heartbeat says so), and reports a score that is a smooth
 function of the constants plus Gaussian noise. So the benchmark measures the swarm's
-coordination and judging (baselines, replication, merges, the proposer), not the CPU.
-The coordinator's one time setting that a lone worker waits on, `replicate_wait_s`, is
-scaled with the run (120 s for a 300 s budget: 0.8 s for a 2 s run).
+coordination and judging (baselines, replication, merges, preemption, the proposer), not
+the CPU. The task's budget is the run's length, and the times a real swarm lives by are
+scaled as the run is to a 300 s budget: `replicate_wait_s` (120 s: 0.8 s for a 2 s run)
+and the heartbeat (every 20 s: 0.133 s).
 
 Time to target: from the workers' start until the head (the lineage's tip) has a true,
 noise-free score at or below `--target`. Speedup = T(first N) / T(N) (medians over seeds);
@@ -44,9 +46,10 @@ from typing import Any
 
 from coordinator.proposers.base import run_proposer_loop
 from coordinator.proposers.mutation import MutationProposer, find_constants
+from coordinator.settings import CoordinatorSettings
 from shared.client import CoordinatorClient
 from shared.errors import AutoswarmError
-from shared.models import Result, ResultReport, ResultStatus, WorkerCreate
+from shared.models import Lease, Result, ResultReport, ResultStatus, WorkerCreate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,13 +117,13 @@ LANDSCAPES = {
     ),
 }
 
-TASK_TOML = f"""\
+TASK_TOML = """\
 [task]
-name = "{TASK}"
+name = "{task}"
 description = "A simulated training run: a smooth function of its constants, plus noise."
 editable = ["train.py"]
 protected = []
-budget_s = 60
+budget_s = {budget_s}
 
 [metric]
 name = "val_bpb"
@@ -184,6 +187,7 @@ class Coordinator:
     data_dir: Path
     fsync: str
     replicate_wait_s: float
+    preempt_within: float
     port: int = field(default_factory=free_port)
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
     process: subprocess.Popen[bytes] | None = None
@@ -199,6 +203,7 @@ class Coordinator:
             "AUTOSWARM_ADMIN_TOKEN": self.admin_token,
             "AUTOSWARM_REDIS_APPENDFSYNC": self.fsync,
             "AUTOSWARM_REPLICATE_WAIT_S": str(self.replicate_wait_s),
+            "AUTOSWARM_PREEMPT_WITHIN": str(self.preempt_within),
             "AUTOSWARM_LOG_LEVEL": "WARNING",
         }
         log_path = self.data_dir / "coordinator.log"
@@ -230,8 +235,12 @@ class Coordinator:
         """An admin client (the benchmark makes tokens, registers the task, reads the head)."""
         return CoordinatorClient(self.url, self.admin_token, timeout_s=30)
 
-    def register_task(self, landscape: Landscape) -> None:
-        files = {"task.toml": TASK_TOML, "train.py": train_py(landscape), "program.md": PROGRAM_MD}
+    def register_task(self, landscape: Landscape, budget_s: float) -> None:
+        files = {
+            "task.toml": TASK_TOML.format(task=TASK, budget_s=budget_s),
+            "train.py": train_py(landscape),
+            "program.md": PROGRAM_MD,
+        }
         with self.client() as client:
             client.register_task({path: text.encode() for path, text in files.items()})
 
@@ -272,37 +281,61 @@ def sim_worker(
     seed: int,
     stop: threading.Event,
 ) -> None:
-    """Lease, fetch, "run" (sleep), report, until stopped: the worker protocol, no runner."""
+    """Lease, fetch, "run" (sleep, heartbeating), report, until stopped: the worker protocol,
+    no runner. A heartbeat may cancel the run (withdrawn) or switch it (a preempted explore)."""
     with CoordinatorClient(url, token, timeout_s=30) as client:
         create = WorkerCreate(name=f"sim-{index}", hardware=HARDWARE, slot="cpu")
         worker_id = client.register_worker(create)
+        lease: Lease | None = None
         while not stop.is_set():
             try:
-                lease = client.lease(worker_id, wait_s=1.0)
-                if lease is None:
-                    continue
-                true = scorer.score(client, lease.bundle_hash)
-                rng = random.Random(f"{seed}:{lease.experiment_id}:{lease.fencing_token}")
-                metric = true + rng.gauss(0.0, args.noise)
-                stop.wait(args.duration_s)
-                result = Result(
-                    status=ResultStatus.OK,
-                    metric=metric,
-                    metrics={"val_bpb": metric},
-                    wall_s=args.duration_s,
-                    training_s=args.duration_s,
-                    hardware=HARDWARE,
-                )
-                report = ResultReport(
-                    experiment_id=lease.experiment_id,
-                    fencing_token=lease.fencing_token,
-                    result=result,
-                )
-                client.report(report, worker_id)
-                scorer.count()
+                lease = lease or client.lease(worker_id, wait_s=1.0)
+                if lease is not None:
+                    lease = sim_run(client, worker_id, lease, scorer, args, seed, stop)
             except AutoswarmError as exc:  # a stale lease as the run stops, a busy moment
                 logger.debug("sim-%d: %s", index, exc)
+                lease = None
                 stop.wait(0.2)
+
+
+def sim_run(
+    client: CoordinatorClient,
+    worker_id: str,
+    lease: Lease,
+    scorer: Scorer,
+    args: argparse.Namespace,
+    seed: int,
+    stop: threading.Event,
+) -> Lease | None:
+    """One simulated run; the lease a heartbeat switched it to, if one did."""
+    true = scorer.score(client, lease.bundle_hash)
+    rng = random.Random(f"{seed}:{lease.experiment_id}:{lease.fencing_token}")
+    metric = true + rng.gauss(0.0, args.noise)
+    end = time.monotonic() + args.duration_s
+    while (left := end - time.monotonic()) > 0:
+        if stop.wait(min(left, args.heartbeat_s)):
+            return None
+        if end - time.monotonic() <= 0:
+            break
+        answer = client.heartbeat(
+            lease.experiment_id, worker_id, lease.fencing_token, can_switch=True
+        )
+        if answer.switch_to is not None or answer.cancel:
+            return answer.switch_to
+    result = Result(
+        status=ResultStatus.OK,
+        metric=metric,
+        metrics={"val_bpb": metric},
+        wall_s=args.duration_s,
+        training_s=args.duration_s,
+        hardware=HARDWARE,
+    )
+    report = ResultReport(
+        experiment_id=lease.experiment_id, fencing_token=lease.fencing_token, result=result
+    )
+    client.report(report, worker_id)
+    scorer.count()
+    return None
 
 
 # ---- one run -----------------------------------------------------------------------------------
@@ -352,9 +385,8 @@ def _all_experiments(client: CoordinatorClient) -> list[dict[str, Any]]:
 def timeline(client: CoordinatorClient, start_s: float, duration_s: float) -> list[str]:
     """Where the time to target went: each kept change's chain (when its candidate and its
     replicate were queued and finished), how many runs were made on a head that had moved on
-    by the time they were leased ("stale"), and how many were withdrawn (no result: before
-    they ran, or while they ran; a simulated worker does not heartbeat, so it runs a
-    withdrawn experiment to its end and its report is refused)."""
+    by the time they were leased ("stale"), how many were withdrawn (no result: before they
+    ran, or while they ran, stopped at a heartbeat) and how many explores were preempted."""
     experiments = _all_experiments(client)
     by_id = {e["experiment_id"]: e for e in experiments}
     events = client.get_json("events", {"limit": 1000})
@@ -400,6 +432,8 @@ def timeline(client: CoordinatorClient, start_s: float, duration_s: float) -> li
         head = head_at(leased_s)
         stale = head is not None and e["parent_commit"] != head and e["kind"] != "baseline"
         runs[f"{e['kind']}{' (stale)' if stale else ''}"] += 1
+    # A preempted explore's run stopped at a heartbeat; the explore ran again later.
+    runs["explore (preempted)"] = sum(1 for e in events if e.get("type") == "preempted")
     lines.append("runs: " + ", ".join(f"{k} {v}" for k, v in sorted(runs.items())))
     return lines
 
@@ -413,10 +447,12 @@ def run_once(workers: int, seed: int, args: argparse.Namespace) -> RunResult:
     reached: float | None = None
     score, kept = math.inf, 0
     with tempfile.TemporaryDirectory(prefix="swarm-scaling-") as tmp:
-        coordinator = Coordinator(Path(tmp), args.fsync, args.replicate_wait_s)
+        coordinator = Coordinator(
+            Path(tmp), args.fsync, args.replicate_wait_s, args.preempt_within
+        )
         coordinator.start()
         try:
-            coordinator.register_task(landscape)
+            coordinator.register_task(landscape, args.duration_s)
             with coordinator.client() as admin:
                 proposer_token = admin.create_token("proposer", "mutation")
                 tokens = [admin.create_token("worker", f"sim-{i}") for i in range(workers)]
@@ -517,11 +553,26 @@ def main() -> None:
         help="how long a replicate waits for another worker before its own may run it "
         "(default: the coordinator's 120 s scaled as the run is to a 300 s budget)",
     )
+    parser.add_argument(
+        "--heartbeat-s",
+        type=float,
+        help="how often a simulated worker heartbeats (default: a real worker's 20 s, "
+        "lease_ttl_s / 3, scaled as the run is to a 300 s budget)",
+    )
+    parser.add_argument(
+        "--preempt-within",
+        type=float,
+        default=CoordinatorSettings.model_fields["preempt_within"].default,
+        help="the coordinator's preempt_within: an explore younger than this share of the "
+        "budget is preempted by a waiting baseline, replicate or merge (0: never)",
+    )
     args = parser.parse_args()
     landscape = LANDSCAPES[args.landscape]
     args.target = args.target or landscape.target
     if args.replicate_wait_s is None:
         args.replicate_wait_s = round(120.0 * args.duration_s / 300.0, 3)
+    if args.heartbeat_s is None:
+        args.heartbeat_s = round(20.0 * args.duration_s / 300.0, 3)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for quiet in ("httpx", "coordinator"):
         logging.getLogger(quiet).setLevel(logging.WARNING)
@@ -534,6 +585,7 @@ def main() -> None:
     print(
         f"# {args.landscape}: {landscape.about}; start {start:.3f}, target {args.target}; "
         f"noise {args.noise}; run {args.duration_s} s; replicate wait {args.replicate_wait_s} s; "
+        f"heartbeat {args.heartbeat_s} s; preempt within {args.preempt_within}; "
         f"fsync {args.fsync}; seeds {args.seeds}"
     )
     results = {n: [run_once(n, seed, args) for seed in range(args.seeds)] for n in counts}

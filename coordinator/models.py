@@ -216,6 +216,13 @@ class LeaseAction(Body):
     fencing_token: int = Field(ge=0)
 
 
+class HeartbeatRequest(LeaseAction):
+    # True: the worker can stop this run and start another that the answer hands it
+    # (`switch_to`), so a young explore may be preempted by a waiting baseline, replicate
+    # or merge. A worker that cannot leaves it false and is never switched.
+    can_switch: bool = False
+
+
 class ResultSubmit(Body):
     """`ResultReport` plus the reporting worker's id (docs/protocol.md)."""
 

@@ -42,6 +42,10 @@ class CoordinatorSettings(LayeredSettings):
 
     # Leases: a worker heartbeats about every lease_ttl_s / 3.
     lease_ttl_s: float = Field(default=60.0, gt=0, le=24 * 3600)
+    # An explore leased less than this share of its task's budget ago is preempted, at its
+    # worker's next heartbeat, by a baseline, replicate or merge waiting for a worker (the
+    # explore goes back to its place in the queue). 0: never preempt.
+    preempt_within: float = Field(default=0.25, ge=0, le=1)
     # A lease that expires, or a failed baseline/replicate/merge run, counts one attempt.
     max_attempts: int = Field(default=3, ge=1, le=100)
     reaper_interval_s: float = Field(default=1.0, gt=0, le=60)

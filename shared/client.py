@@ -41,6 +41,7 @@ from shared.errors import (
     Unauthorized,
 )
 from shared.models import (
+    HeartbeatAnswer,
     HypothesisCreate,
     Lease,
     ProposerContext,
@@ -210,21 +211,19 @@ class CoordinatorClient:
         worker_id: str,
         fencing_token: int,
         *,
+        can_switch: bool = False,
         timeout_s: float | None = None,
-    ) -> tuple[float, bool]:
-        """Renew a lease: `(lease_ttl_s, cancel)`; `StaleLease` if the token is stale."""
+    ) -> HeartbeatAnswer:
+        """Renew a lease; `StaleLease` if the token is stale. With `can_switch`, the answer may
+        hand over another lease (`switch_to`) in place of a preempted explore."""
         response = self._request(
             "POST",
             f"leases/{experiment_id}/heartbeat",
-            json={"worker_id": worker_id, "fencing_token": fencing_token},
+            json={"worker_id": worker_id, "fencing_token": fencing_token, "can_switch": can_switch},
             timeout_s=timeout_s,
             stale_on_conflict=True,
         )
-        body = self._json(response)
-        try:
-            return float(body["lease_ttl_s"]), bool(body["cancel"])
-        except (KeyError, TypeError, ValueError):
-            raise InvalidInput(f"coordinator answered an invalid heartbeat: {body!r}") from None
+        return self._model(HeartbeatAnswer, self._json(response))
 
     def release(self, experiment_id: str, worker_id: str, fencing_token: int) -> None:
         """Hand a lease back; the experiment is queued again without counting an attempt."""

@@ -113,6 +113,15 @@ class Lease(Frozen):
     budget_s: float
 
 
+class HeartbeatAnswer(Frozen):
+    """A renewed lease: stop the run when `cancel`; run `switch_to` instead when given (its
+    explore was preempted by a waiting baseline, replicate or merge and queued again)."""
+
+    lease_ttl_s: float
+    cancel: bool
+    switch_to: Lease | None = None
+
+
 class ResultReport(Frozen):
     """A worker's report of one experiment, under its lease's fencing token."""
 

@@ -195,7 +195,8 @@ def test_worker_a_cannot_heartbeat_report_or_release_worker_bs_lease(swarm: Any)
         assert actor.report(lease).status_code == 403
     exp = experiment(coordinator, lease["experiment_id"])
     assert exp["state"] == "leased" and exp["result"] is None
-    assert b.act(lease, "heartbeat").json() == {"lease_ttl_s": 5.0, "cancel": False}
+    renewed = {"lease_ttl_s": 5.0, "cancel": False, "switch_to": None}
+    assert b.act(lease, "heartbeat").json() == renewed
 
 
 def test_a_result_is_recorded_once(swarm: Any) -> None:
@@ -230,7 +231,8 @@ def test_the_shared_client_runs_a_whole_cycle(swarm: Any) -> None:
         worker_id = client.register_worker(WorkerCreate(name="c", hardware=HW))
         lease = client.lease(worker_id, 1.0)
         assert lease is not None
-        assert client.heartbeat(lease.experiment_id, worker_id, lease.fencing_token)[1] is False
+        renewal = client.heartbeat(lease.experiment_id, worker_id, lease.fencing_token)
+        assert renewal.cancel is False and renewal.switch_to is None
         report = ResultReport(
             experiment_id=lease.experiment_id,
             fencing_token=lease.fencing_token,

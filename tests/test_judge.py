@@ -757,7 +757,7 @@ def test_a_merge_that_is_not_better_withdraws_its_replicate(world: World) -> Non
     # The worker running it is told to stop at its next heartbeat (no other worker is), and
     # a report it sends anyway changes nothing.
     renew = {"now": 1.0, "ttl_s": 30.0}
-    assert world.store.heartbeat(twin[1], "w1", twin[2], **renew) is True
+    assert world.store.heartbeat(twin[1], "w1", twin[2], **renew).cancel is True
     with pytest.raises(StaleLease):
         world.store.heartbeat(twin[1], "w1", twin[2] - 1, **renew)
     with pytest.raises(Forbidden):

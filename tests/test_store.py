@@ -11,10 +11,11 @@ import redis
 
 from coordinator import keys
 from coordinator.relay import Relay
-from coordinator.store import NewExperiment, Store
+from coordinator.store import NewExperiment, Preemption, Store
 from coordinator.tokens import create_token, hash_token
 from shared.errors import Forbidden, StaleLease
 from shared.models import ExperimentKind, ExperimentState, Result, ResultStatus, Scope
+from shared.task import TaskSpec
 from tests.conftest import wait_until
 
 HW = "cpu:test-2c"
@@ -140,6 +141,90 @@ def test_heartbeat_moves_the_deadline(store: Store, redis_client: redis.Redis) -
     store.heartbeat("b1", "w1", got[1], now=NOW + TTL - 1, ttl_s=TTL)
     assert store.reap(now=NOW + TTL + 1, max_attempts=3) == {}
     assert redis_client.zscore(keys.LEASES, "b1") == NOW + 2 * TTL - 1
+
+
+# ---- preemption: a young explore makes way for a waiting baseline, replicate or merge --------
+
+BUDGET_S = 100.0
+# w1 of alice on HW, which can switch: explores younger than a quarter of the budget yield.
+SWITCHING = Preemption("alice", HW, 0.25, 60.0)
+
+
+def _running_explore(store: Store, worker_id: str = "w1", owner: str = "alice") -> int:
+    """A task with a budget and a measured head, and an explore x1 leased at NOW: its token."""
+    spec = TaskSpec(name=TASK, budget_s=BUDGET_S)
+    store.record_task(
+        TASK, spec_json=spec.model_dump_json(), bundle_hash="t" * 64, init_commit=COMMIT, now=NOW
+    )
+    measure_head(store)
+    queue(store, "x1", ExperimentKind.EXPLORE)
+    queue(store, "x2", ExperimentKind.EXPLORE)
+    got = store.lease(worker_id, owner, HW, now=NOW, lease_ttl_s=TTL)
+    assert got is not None and got.experiment_id == "x1"
+    return got.fencing_token
+
+
+def test_a_young_explore_is_preempted_by_a_waiting_replicate(store: Store) -> None:
+    """A replicate queued while every worker runs an explore: the first heartbeat of a young
+    explore hands the replicate to its worker, the explore goes back to the front of the
+    explores with no attempt counted, and its old token is stale."""
+    token = _running_explore(store)
+    queue(store, "r1", ExperimentKind.REPLICATE)
+    renewal = store.heartbeat("x1", "w1", token, now=NOW + 20, ttl_s=TTL, preemption=SWITCHING)
+    assert renewal.cancel is True and renewal.switched is not None
+    assert (renewal.switched.experiment_id, renewal.switched.kind) == ("r1", "replicate")
+    replicate = store.get_experiment("r1")
+    assert replicate is not None and replicate.state is ExperimentState.LEASED
+    assert replicate.worker_id == "w1"
+    explore = store.get_experiment("x1")
+    assert explore is not None and explore.state is ExperimentState.QUEUED
+    assert explore.attempts == 0
+    with pytest.raises(StaleLease):
+        store.report("x1", "w1", token, OK, now=NOW + 21, max_attempts=3)
+    assert lease(store, "w2", owner="bob", now=NOW + 22) == "x1"  # before x2, queued later
+    events = [e for e in store.read_events("0", 100) if e.get("type") == "preempted"]
+    assert [(e["experiment_id"], e["to"], e["worker_id"]) for e in events] == [("x1", "r1", "w1")]
+
+
+def test_an_explore_is_not_preempted_when_old_or_when_its_worker_cannot_switch(
+    store: Store,
+) -> None:
+    """Past a quarter of its budget an explore runs on; so does one whose worker did not say
+    it can switch; a heartbeat of a baseline never switches. Each renews its lease."""
+    token = _running_explore(store)
+    queue(store, "m1", ExperimentKind.MERGE)
+    late = store.heartbeat("x1", "w1", token, now=NOW + 25, ttl_s=TTL, preemption=SWITCHING)
+    assert late.cancel is False and late.switched is None
+    assert store.heartbeat("x1", "w1", token, now=NOW + 1, ttl_s=TTL).switched is None
+    never = SWITCHING._replace(within=0.0)
+    assert store.heartbeat("x1", "w1", token, now=NOW + 1, ttl_s=TTL, preemption=never) == (
+        False,
+        None,
+    )
+    baseline = NewExperiment("b9", TASK, ExperimentKind.BASELINE, HW, {"bundle_hash": "h" * 64})
+    store.enqueue_experiment(baseline, now=NOW)
+    got = store.lease("w3", "carol", HW, now=NOW, lease_ttl_s=TTL)
+    assert got is not None and got.experiment_id == "b9"
+    carol = Preemption("carol", HW, 0.25, 60.0)
+    renewal = store.heartbeat("b9", "w3", got[1], now=NOW + 1, ttl_s=TTL, preemption=carol)
+    assert renewal.switched is None
+    explore = store.get_experiment("x1")
+    assert explore is not None and explore.state is ExperimentState.LEASED
+    assert store.get_experiment("m1") is not None
+    assert lease(store, "w2", owner="bob", now=NOW + 2) == "m1"
+
+
+def test_an_explore_is_not_preempted_by_what_its_worker_may_not_run(store: Store) -> None:
+    """A replicate that checks this worker's own claim (within the replicate wait) does not
+    preempt it; waiting explores never preempt anything."""
+    token = _running_explore(store)
+    queue(store, "r1", ExperimentKind.REPLICATE, exclude_worker="w1", exclude_owner="alice")
+    own = store.heartbeat("x1", "w1", token, now=NOW + 5, ttl_s=TTL, preemption=SWITCHING)
+    assert own.switched is None
+    assert lease(store, "w2", owner="bob", now=NOW + 6) == "r1"
+    queue(store, "x3", ExperimentKind.EXPLORE)
+    again = store.heartbeat("x1", "w1", token, now=NOW + 7, ttl_s=TTL, preemption=SWITCHING)
+    assert again.switched is None
 
 
 def test_report_with_a_stale_token_changes_nothing(store: Store) -> None:

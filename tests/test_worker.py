@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.store import Store
+from coordinator.store import NewExperiment, Store
 from coordinator.store.base import FieldValue
 from shared.client import BundleMismatch, CoordinatorClient, CoordinatorUnavailable
 from shared.errors import (
@@ -23,7 +23,14 @@ from shared.errors import (
     StaleLease,
     Unauthorized,
 )
-from shared.models import HypothesisCreate, Result, ResultReport, ResultStatus, WorkerCreate
+from shared.models import (
+    ExperimentKind,
+    HypothesisCreate,
+    Result,
+    ResultReport,
+    ResultStatus,
+    WorkerCreate,
+)
 from shared.task import hash_files
 from tests.conftest import RunningCoordinator, wait_until
 from tests.worker_helpers import (
@@ -478,6 +485,51 @@ def test_a_withdrawn_experiment_stops_its_run_at_the_next_heartbeat(
     assert record["verdict"] == "discarded" and record["reason"] == reason
     assert record["result"] is None and record["attempts"] == 0
     assert f"coordinator cancelled {withdrawn}" in worker.log()
+
+
+def test_a_young_explore_is_preempted_by_a_baseline_and_the_worker_runs_that_instead(
+    coordinator: RunningCoordinator, workers: WorkerFactory, tmp_path: Path, redis_url: str
+) -> None:
+    """Every worker busy with an explore when a baseline is queued: the worker running a
+    young explore is handed the baseline at its next heartbeat, stops the explore and runs
+    the baseline; the explore is queued again with no attempt counted."""
+    folder = make_task(tmp_path, sleep_s=60, budget_s=90)
+    task_id = register_task(coordinator, folder)
+    worker = workers.start(coordinator, coordinator.create_token("worker", "w"), "w")
+    first = _wait_for_slot(worker, "running")  # one of the head's baselines
+    store = Store(redis_url)
+    with CoordinatorClient(coordinator.base_url, coordinator.admin_token) as admin:
+        change = {"train.py": (folder / "train.py").read_text() + "# a change\n"}
+        hypothesis = HypothesisCreate(task_id=task_id, title="a change", change=change)
+        explore_id = admin.submit_hypothesis(hypothesis)["experiment_id"]
+        # The head's baselines would run first: withdraw them (the running one stops at its
+        # next heartbeat, every 5 s here), so that the worker takes the explore.
+        queued = list_experiments(coordinator, task_id=task_id, kind="baseline")
+        event: dict[str, FieldValue] = {"type": "verdict"}
+        for baseline in queued:
+            store.withdraw(
+                baseline["experiment_id"],
+                verdict="discarded",
+                reason="not needed: withdrawn by the test",
+                event=event,
+                now=time.time(),
+            )
+        wait_until(lambda: _slot(worker).get("experiment_id") == explore_id, 20, "the explore")
+        head = admin.get_json(f"tasks/{task_id}")["heads"][0]
+    extra = NewExperiment(
+        "baseline-extra",
+        task_id,
+        ExperimentKind.BASELINE,
+        first["hardware"],
+        {"bundle_hash": head["bundle_hash"], "parent_commit": head["commit"]},
+    )
+    assert store.enqueue_experiment(extra, now=time.time())
+    wait_until(lambda: _slot(worker).get("experiment_id") == "baseline-extra", 15, "the switch")
+    assert _slot(worker)["kind"] == "baseline" and worker.alive()
+    record = wait_for_state(coordinator, explore_id, ("queued",), 5)
+    assert record["attempts"] == 0 and record["result"] is None
+    assert f"{explore_id} preempted by baseline baseline-extra" in worker.log()
+    store.close()
 
 
 def test_status_shows_the_running_experiment_and_its_time_left(

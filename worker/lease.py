@@ -20,19 +20,26 @@ class HeldLease:
 
     Guarantees: `lost` is set as soon as a heartbeat learns that the fencing token is stale,
     or that the lease is another worker's or unknown; `cancelled` when the coordinator asks
-    for the experiment to stop. A heartbeat that fails because the coordinator is away is
+    for the experiment to stop, and with it `successor` (already heartbeated) when it hands
+    over another experiment to run in its place (a preempted explore, queued again by the
+    coordinator: nothing to hand back). A heartbeat that fails because the coordinator is away is
     tried again at the same pace; the lease may expire meanwhile, which the next heartbeat
     (or the report) learns as stale. After `close` no heartbeat is sent.
     Does not: stop the run (the slot reads the flags), or retry a release that failed (an
     unreleased lease expires after its TTL and the experiment is queued again).
     """
 
-    def __init__(self, lease: Lease, worker_id: str, client: CoordinatorClient) -> None:
+    def __init__(
+        self, lease: Lease, worker_id: str, client: CoordinatorClient, *, can_switch: bool = True
+    ) -> None:
         self.lease = lease
         self.worker_id = worker_id
         self.client = client
+        self.can_switch = can_switch
         self.lost = threading.Event()
         self.cancelled = threading.Event()
+        self.successor: HeldLease | None = None  # final once `close` returns
+        self._switch_lock = threading.Lock()
         self.leased_at = time.monotonic()
         self._ttl_s = lease.lease_ttl_s
         self._closed = threading.Event()
@@ -56,9 +63,16 @@ class HeldLease:
         """Stop heartbeats; with `release`, hand the lease back (best effort, logged)."""
         # Not joined: a heartbeat in flight to a hung coordinator must not hold up the slot,
         # and one that lands after the report or the release is answered 409 and ignored.
-        self._closed.set()
-        if release and not self.lost.is_set():
+        with self._switch_lock:
+            self._closed.set()
+        if release and not self.lost.is_set() and self.successor is None:
             self._release()
+
+    def drop(self) -> None:
+        """Hand back this lease and anything a preempting heartbeat handed over for it."""
+        self.close(release=True)
+        if self.successor is not None:
+            self.successor.drop()
 
     def _release(self) -> None:
         try:
@@ -81,8 +95,11 @@ class HeldLease:
     def _beat(self) -> None:
         while not self._closed.wait(max(MIN_INTERVAL_S, self._ttl_s / 3)):
             try:
-                ttl_s, cancel = self.client.heartbeat(
-                    self.experiment_id, self.worker_id, self.lease.fencing_token
+                answer = self.client.heartbeat(
+                    self.experiment_id,
+                    self.worker_id,
+                    self.lease.fencing_token,
+                    can_switch=self.can_switch and not self._closed.is_set(),
                 )
             except CoordinatorUnavailable as exc:
                 logger.warning(
@@ -105,9 +122,30 @@ class HeldLease:
                     exc,
                 )
                 continue
-            self._ttl_s = ttl_s
-            if cancel and not self.cancelled.is_set():
+            self._ttl_s = answer.lease_ttl_s
+            if answer.switch_to is not None:
+                self._switch(answer.switch_to)
+            elif answer.cancel and not self.cancelled.is_set():
                 logger.info(
                     "worker %s: coordinator cancelled %s", self.worker_id, self.experiment_id
                 )
                 self.cancelled.set()
+
+    def _switch(self, lease: Lease) -> None:
+        """The explore was preempted: hold (and heartbeat) the lease handed over, then stop."""
+        successor = HeldLease(lease, self.worker_id, self.client, can_switch=self.can_switch)
+        with self._switch_lock:
+            taken = not self._closed.is_set()
+            if taken:
+                self.successor = successor.start()
+                self.cancelled.set()
+        if not taken:  # reported or handed back meanwhile: nobody would run it
+            successor.close(release=True)
+            return
+        logger.info(
+            "worker %s: %s preempted by %s %s (queued again for later)",
+            self.worker_id,
+            self.experiment_id,
+            lease.kind,
+            lease.experiment_id,
+        )

@@ -3,7 +3,9 @@
 A slot prefetches: `prefetch_lead_s` before its run's budget ends it leases the next
 experiment and fetches its bundle in a background thread, so the machine does not wait on
 the network between runs. A prefetched lease is heartbeated while it waits and handed back
-when the slot pauses, finishes or stops.
+when the slot pauses, finishes or stops. A young explore (running or prefetched) may be
+preempted: a heartbeat hands over a waiting baseline, replicate or merge in its place, which
+the slot runs next (the coordinator has queued the explore again).
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class WorkerSlot:
         self._prefetch_thread: threading.Thread | None = None
         self._prefetched: HeldLease | None = None
         self._accepting_prefetch = True
+        self._switched: HeldLease | None = None  # handed over by a preempting heartbeat
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -118,11 +121,12 @@ class WorkerSlot:
         try:
             if self._register():
                 while self._may_lease():
-                    held = self._take_prefetched() or self._lease_now()
+                    held = self._take_switched() or self._take_prefetched() or self._lease_now()
                     if held is not None:
                         self._run_guarded(held)
         finally:
             self._drop_prefetched(final=True)
+            self._drop_switched()
             self.state = SlotState.STOPPED
             logger.info("worker %s: slot %s stopped", self.worker_id or self.name, self.slot)
 
@@ -153,6 +157,7 @@ class WorkerSlot:
         while self.controls.paused.is_set() and not self.controls.winding_down:
             self.state = SlotState.PAUSED
             self._drop_prefetched()
+            self._drop_switched()
             self.controls.stop.wait(POLL_S)
         limit = self.settings.max_experiments
         return not self.controls.winding_down and (limit is None or self.completed < limit)
@@ -195,7 +200,7 @@ class WorkerSlot:
             lease.fencing_token,
         )
         if not self._wants_more():
-            held.close(release=True)
+            held.drop()
             return None
         return held
 
@@ -222,7 +227,7 @@ class WorkerSlot:
             logger.exception(
                 "worker %s: experiment %s failed in the worker", self.worker_id, held.experiment_id
             )
-            held.close(release=True)
+            self._close(held, release=True)
             self._back_off(exc)
         finally:
             self.current = None
@@ -268,7 +273,7 @@ class WorkerSlot:
                 logger.error(
                     "worker %s: bundle of %s unusable: %s", self.worker_id, held.experiment_id, exc
                 )
-                held.close(release=True)
+                self._close(held, release=True)
                 self._back_off(exc)
                 return None
 
@@ -297,7 +302,7 @@ class WorkerSlot:
             held.experiment_id,
             why,
         )
-        held.close(release=True)
+        self._close(held, release=True)
 
     def _report(self, held: HeldLease, result: Result) -> None:
         self.state = SlotState.REPORTING
@@ -319,7 +324,7 @@ class WorkerSlot:
             )
             entry = self.outbox.put(report, self.worker_id)
             delivery = self.outbox.deliver(entry, self.client)
-            held.close(release=False)
+            self._close(held, release=False)
             last["delivery"] = str(delivery)
             if delivery is Delivery.UNAVAILABLE:
                 self.flusher.kick()
@@ -349,7 +354,7 @@ class WorkerSlot:
             if keep:
                 self._prefetched = held
         if not keep:
-            held.close(release=True)
+            held.drop()
             return
         logger.info("worker %s: experiment %s prefetched", self.worker_id, lease.experiment_id)
         try:
@@ -371,7 +376,7 @@ class WorkerSlot:
             held, self._prefetched = self._prefetched, None
         if held is not None and held.abandoned:
             held.close(release=False)
-            return None
+            return held.successor  # preempted while it waited: what was handed over instead
         return held
 
     def _drop_prefetched(self, *, final: bool = False) -> None:
@@ -380,7 +385,28 @@ class WorkerSlot:
             if final:
                 self._accepting_prefetch = False
         if held is not None:
-            held.close(release=True)
+            held.drop()
+
+    # ---- preemption ------------------------------------------------------------------------
+
+    def _close(self, held: HeldLease, *, release: bool) -> None:
+        """Close a lease; what a preempting heartbeat handed over in its place runs next."""
+        held.close(release=release)
+        if held.successor is not None:
+            self._drop_switched()  # never more than one: a successor is not an explore
+            self._switched = held.successor
+
+    def _take_switched(self) -> HeldLease | None:
+        held, self._switched = self._switched, None
+        if held is not None and held.abandoned:
+            held.close(release=False)
+            return held.successor
+        return held
+
+    def _drop_switched(self) -> None:
+        held, self._switched = self._switched, None
+        if held is not None:
+            held.drop()
 
     # ---- status ----------------------------------------------------------------------------
 

@@ -15,9 +15,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from coordinator.api.deps import BundleReader, Caller, Context, Ctx, WorkerCaller, own_worker
-from coordinator.models import LeaseAction, LeaseRequest, ResultSubmit, WorkerRecord
+from coordinator.models import (
+    HeartbeatRequest,
+    LeaseAction,
+    LeaseRequest,
+    ResultSubmit,
+    WorkerRecord,
+)
+from coordinator.store import Leased, Preemption
 from shared.errors import NotFound
-from shared.models import ExperimentKind, Lease, WorkerCreate
+from shared.models import ExperimentKind, HeartbeatAnswer, Lease, WorkerCreate
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +65,23 @@ async def register_worker(body: WorkerCreate, caller: WorkerCaller, ctx: Ctx) ->
     return {"worker_id": worker_id}
 
 
+def _lease_of(ctx: Context, got: Leased) -> Lease:
+    """The lease a worker gets for what the lease (or heartbeat) script handed it."""
+    task = ctx.store.get_task(got.task_id)
+    if task is None:
+        raise NotFound(f"experiment {got.experiment_id} vanished while being leased")
+    return Lease(
+        experiment_id=got.experiment_id,
+        task_id=task.task_id,
+        kind=ExperimentKind(got.kind),
+        fencing_token=got.fencing_token,
+        lease_ttl_s=ctx.settings.lease_ttl_s,
+        bundle_hash=got.bundle_hash,
+        spec=task.spec,
+        budget_s=task.spec.budget_s,
+    )
+
+
 def _try_lease(ctx: Context, caller: Caller, worker_id: str) -> Lease | None:
     """One pass of a lease request, in one thread-pool hop: the caller's worker, the lease
     script (which hands back what the lease needs), the task from memory."""
@@ -73,9 +97,6 @@ def _try_lease(ctx: Context, caller: Caller, worker_id: str) -> Lease | None:
     )
     if got is None:
         return None
-    task = ctx.store.get_task(got.task_id)
-    if task is None:
-        raise NotFound(f"experiment {got.experiment_id} vanished while being leased")
     logger.info(
         "worker %s: experiment %s (%s) leased, token %d",
         worker.worker_id,
@@ -83,16 +104,7 @@ def _try_lease(ctx: Context, caller: Caller, worker_id: str) -> Lease | None:
         got.kind,
         got.fencing_token,
     )
-    return Lease(
-        experiment_id=got.experiment_id,
-        task_id=task.task_id,
-        kind=ExperimentKind(got.kind),
-        fencing_token=got.fencing_token,
-        lease_ttl_s=ctx.settings.lease_ttl_s,
-        bundle_hash=got.bundle_hash,
-        spec=task.spec,
-        budget_s=task.spec.budget_s,
-    )
+    return _lease_of(ctx, got)
 
 
 @router.post(
@@ -119,20 +131,48 @@ async def lease(body: LeaseRequest, caller: WorkerCaller, ctx: Ctx, request: Req
 
 @router.post("/leases/{experiment_id}/heartbeat")
 async def heartbeat(
-    experiment_id: str, body: LeaseAction, caller: WorkerCaller, ctx: Ctx
-) -> dict[str, Any]:
-    def renew() -> bool:
-        own_worker(ctx, caller, body.worker_id)
-        return ctx.store.heartbeat(
+    experiment_id: str, body: HeartbeatRequest, caller: WorkerCaller, ctx: Ctx
+) -> HeartbeatAnswer:
+    """Renew a lease; `cancel` when the experiment is no longer wanted, and for a worker that
+    can switch, `switch_to` when its young explore was preempted (docs/protocol.md)."""
+
+    def renew() -> HeartbeatAnswer:
+        worker = own_worker(ctx, caller, body.worker_id)
+        preemption = None
+        if body.can_switch:
+            preemption = Preemption(
+                worker.owner,
+                worker.hardware,
+                ctx.settings.preempt_within,
+                ctx.settings.replicate_wait_s,
+            )
+        renewal = ctx.store.heartbeat(
             experiment_id,
             body.worker_id,
             body.fencing_token,
             now=time.time(),
             ttl_s=ctx.settings.lease_ttl_s,
+            preemption=preemption,
+        )
+        switch_to = None
+        if renewal.switched is not None:
+            switch_to = _lease_of(ctx, renewal.switched)
+            logger.info(
+                "worker %s: explore %s preempted by %s %s (leased, token %d)",
+                body.worker_id,
+                experiment_id,
+                switch_to.kind,
+                switch_to.experiment_id,
+                switch_to.fencing_token,
+            )
+        return HeartbeatAnswer(
+            lease_ttl_s=ctx.settings.lease_ttl_s, cancel=renewal.cancel, switch_to=switch_to
         )
 
-    cancel = await run_in_threadpool(renew)
-    return {"lease_ttl_s": ctx.settings.lease_ttl_s, "cancel": cancel}
+    answer = await run_in_threadpool(renew)
+    if answer.switch_to is not None:
+        ctx.doorbell.ring(1)  # the preempted explore is queued again for an idle worker
+    return answer
 
 
 @router.post("/leases/{experiment_id}/release", status_code=204)

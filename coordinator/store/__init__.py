@@ -10,12 +10,12 @@ task records it has read (a registered task never changes).
 from __future__ import annotations
 
 from coordinator.store.judging import PRIORITY, JudgeOps, NewExperiment, Submitted
-from coordinator.store.leases import Leased, LeaseOps
+from coordinator.store.leases import Leased, LeaseOps, Preemption, Renewal
 from coordinator.store.reads import ReadOps
 from coordinator.store.records import RecordOps
 from coordinator.store.stats import StatsOps
 
-__all__ = ["PRIORITY", "Leased", "NewExperiment", "Store", "Submitted"]
+__all__ = ["PRIORITY", "Leased", "NewExperiment", "Preemption", "Renewal", "Store", "Submitted"]
 
 
 class Store(LeaseOps, RecordOps, JudgeOps, StatsOps, ReadOps):

@@ -13,12 +13,16 @@ from typing import NamedTuple, cast
 
 from coordinator import keys
 from coordinator.store.base import StoreBase
+from coordinator.store.judging import PRIORITY
 from shared.errors import Forbidden, NotFound, StaleLease
-from shared.models import Result
+from shared.models import ExperimentKind, Result
 
 # How deep a lease looks into each queue for an eligible experiment.
 LEASE_SCAN = 512
 REAP_BATCH = 500
+# A queue entry's score is priority * PRIORITY_SCALE + its sequence number (lib.lua, enqueue).
+PRIORITY_SCALE = 10**12
+EXPLORE_SCORE = PRIORITY[ExperimentKind.EXPLORE] * PRIORITY_SCALE
 
 
 def _raise_for(code: int, experiment_id: str) -> None:
@@ -38,6 +42,24 @@ class Leased(NamedTuple):
     kind: str
     task_id: str
     bundle_hash: str
+
+
+class Preemption(NamedTuple):
+    """A heartbeating worker that can switch runs: its explore, if it was leased less than
+    `within` of its task's budget ago, is preempted by a baseline, replicate or merge
+    waiting in the queue that this worker may take (0: never)."""
+
+    owner: str
+    hardware: str
+    within: float
+    replicate_wait_s: float
+
+
+class Renewal(NamedTuple):
+    """What a heartbeat decided: stop this run (`cancel`), and run `switched` instead."""
+
+    cancel: bool
+    switched: Leased | None = None
 
 
 class LeaseOps(StoreBase):
@@ -83,16 +105,54 @@ class LeaseOps(StoreBase):
         return Leased(str(experiment_id), int(token), str(kind), str(task_id), str(bundle_hash))
 
     def heartbeat(
-        self, experiment_id: str, worker_id: str, fencing_token: int, *, now: float, ttl_s: float
-    ) -> bool:
-        """Renew the lease; returns whether the experiment was cancelled."""
+        self,
+        experiment_id: str,
+        worker_id: str,
+        fencing_token: int,
+        *,
+        now: float,
+        ttl_s: float,
+        preemption: Preemption | None = None,
+    ) -> Renewal:
+        """Renew the lease: whether the experiment was cancelled, and with `preemption` (a
+        worker that can switch runs), the lease it switches to when its young explore was
+        preempted by a waiting baseline, replicate or merge (the explore is queued again at
+        its place, no attempt counted)."""
+        way = preemption or Preemption("", "", 0.0, 0.0)
         answer = self._run(
             "heartbeat",
-            [keys.experiment(experiment_id), keys.LEASES],
-            [experiment_id, worker_id, fencing_token, repr(now), repr(ttl_s)],
+            [
+                keys.experiment(experiment_id),
+                keys.LEASES,
+                keys.queue(way.hardware) if way.hardware else keys.QUEUE_ANY,
+                keys.QUEUE_ANY,
+                keys.class_owners(way.hardware),
+                keys.DISTRUSTED,
+                keys.EVENTS,
+            ],
+            [
+                experiment_id,
+                worker_id,
+                fencing_token,
+                repr(now),
+                repr(ttl_s),
+                repr(way.within if way.hardware else 0.0),
+                way.owner,
+                way.hardware,
+                repr(way.replicate_wait_s),
+                keys.EXPERIMENT_PREFIX,
+                keys.HEAD_PREFIX,
+                keys.task(""),
+                LEASE_SCAN,
+                repr(EXPLORE_SCORE),
+            ],
         )
         _raise_for(int(answer[0]), experiment_id)
-        return bool(int(answer[1]))
+        if len(answer) < 7:
+            return Renewal(bool(int(answer[1])))
+        switched_id, token, kind, task_id, bundle_hash = answer[2:7]
+        switched = Leased(str(switched_id), int(token), str(kind), str(task_id), str(bundle_hash))
+        return Renewal(True, switched)
 
     def release(self, experiment_id: str, worker_id: str, fencing_token: int) -> None:
         """Hand the lease back; the experiment is queued again without counting an attempt."""

@@ -1,4 +1,5 @@
-"""Loads the Lua scripts of `coordinator/scripts/` (each prefixed with lib.lua) once."""
+"""Loads the Lua scripts of `coordinator/scripts/` (each prefixed with lib.lua, the leasing
+ones with leasing.lua too) once."""
 
 from __future__ import annotations
 
@@ -26,13 +27,14 @@ SCRIPT_NAMES = (
     "index",
     "leader",
 )
+# The helpers each script is built on, in order.
+_LIBS = {"lease": ("lib", "leasing"), "heartbeat": ("lib", "leasing")}
 
 
 def _source(name: str) -> str:
     folder = resources.files("coordinator.scripts")
-    lib = folder.joinpath("lib.lua").read_text(encoding="utf-8")
-    body = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    return lib + "\n" + body
+    parts = [*_LIBS.get(name, ("lib",)), name]
+    return "\n".join(folder.joinpath(f"{part}.lua").read_text(encoding="utf-8") for part in parts)
 
 
 class Scripts:
