@@ -118,7 +118,7 @@ def threshold(stats: HeadStats, spec: TaskSpec, z: float) -> float:
 
 
 def tolerance(stats: HeadStats, spec: TaskSpec, z: float) -> float:
-    """How far apart two runs of the same code may be and still agree."""
+    """How far a replicate may fall short of the run it checks and still agree with it."""
     scale = _SAME * max(1.0, abs(stats.mean or 0.0))
     return max(spec.min_effect, multiplier(z, stats.df) * stats.std * math.sqrt(2), scale)
 
@@ -182,7 +182,13 @@ def judge_replication(
     shorter: bool = False,
     last_error: str | None = None,
 ) -> Decision:
-    """A replicate's result: keep the candidate only if both runs beat the head and agree."""
+    """A replicate's result: keep the candidate only if both runs beat the head and agree.
+
+    Agreement is one-sided: the replicate confirms the claim unless it falls short of it by
+    more than the tolerance (the claim was lucky, or overstated). A replicate that scores
+    better than the claim confirms it: rejecting it would only throw away real gains that
+    two runs measured, at the rate at which two honest runs land far apart.
+    """
     name = spec.metric.name
     if replicate is None or replicate.status is not ResultStatus.OK or replicate.metric is None:
         reason = f"the replicate did not run to a score ({_failure(replicate, last_error)})"
@@ -194,11 +200,12 @@ def judge_replication(
     pair = (candidate + b) / 2
     delta = pair - stats.mean
     head = stats.describe(name)
-    gap, allowed = abs(candidate - b), tolerance(stats, spec, z)
-    agreed = gap <= allowed
+    shortfall, allowed = gain(candidate, b, spec), tolerance(stats, spec, z)
+    agreed = shortfall <= allowed
     runs = f"{name} {candidate:.6g} then {b:.6g}"
     if not agreed:
-        reason = f"{runs}: the runs disagree ({gap:.4g} > {allowed:.4g})"
+        short = f"the replicate falls {shortfall:.4g} short, more than {allowed:.4g}"
+        reason = f"{runs}: the runs disagree ({short})"
         return Decision(Action.NOT_REPRODUCED, Verdict.NOT_REPRODUCED, reason, delta, pair, False)
     first, why_first = _beats(candidate, stats, spec, z, shorter)
     second, why = _beats(b, stats, spec, z, shorter)

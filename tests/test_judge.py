@@ -115,6 +115,18 @@ def test_runs_that_disagree_are_not_reproduced() -> None:
     assert "disagree" in decision.reason
 
 
+def test_a_replicate_better_than_the_claim_confirms_it() -> None:
+    """Agreement is one-sided: 0.8 then 0.5 against 1.00 ± 0.01 is kept (the replicate does
+    not fall short of the claim), while 0.5 then 0.8 above is not."""
+    stats = stats_of([1.0, 1.01, 0.99])
+    decision = judge.judge_replication(0.8, ok(0.5), stats, MINIMIZE, 2.0)
+    assert decision.verdict is Verdict.KEPT and decision.agreed is True
+    maximized = judge.judge_replication(1.2, ok(1.5), stats, MAXIMIZE, 2.0)
+    assert maximized.verdict is Verdict.KEPT
+    short = judge.judge_replication(1.5, ok(1.2), stats, MAXIMIZE, 2.0)
+    assert short.verdict is Verdict.NOT_REPRODUCED and "falls 0.3 short" in short.reason
+
+
 def test_runs_that_agree_and_both_beat_the_head_are_kept() -> None:
     """0.80 then 0.81 against 1.00 ± 0.01: kept."""
     decision = judge.judge_replication(0.80, ok(0.81), stats_of([0.99, 1.0, 1.01]), MINIMIZE, 2.0)

@@ -300,7 +300,11 @@ class MutationProposer:
         }
         stats, last_kept = self.learn(context)
         busy = {arm for arm in map(self._arm_of, context.in_flight) if arm is not None}
-        tried = {h.title for h in context.history + context.in_flight if h.proposer == self.name}
+        tried = {
+            h.title
+            for h in context.history + context.in_flight
+            if h.proposer == self.name and not _worth_retrying(h, context.spec.lower_is_better)
+        }
         for widened, retry in _PASSES:
             options = self._options(
                 context, constants, blocked, tried if not retry else set(), widened
@@ -445,9 +449,19 @@ def _reward(verdict: Verdict, gain: float | None) -> tuple[float, float]:
         return 1.0, 0.0
     if verdict is Verdict.CRASHED:
         return 0.0, _CRASH_PENALTY
-    if verdict is Verdict.DISCARDED and gain is not None and gain > 0:
+    near = verdict in (Verdict.DISCARDED, Verdict.NOT_REPRODUCED)
+    if near and gain is not None and gain > 0:
         return _NEAR_MISS_REWARD, 1.0 - _NEAR_MISS_REWARD
     return 0.0, 1.0
+
+
+def _worth_retrying(summary: HypothesisSummary, lower_is_better: bool) -> bool:
+    """A move not reproduced although its runs' mean beat the head: the judge's call on two
+    noisy runs, not a verdict on the idea. It may be proposed again on a later head (its
+    code there differs; the same code is never proposed twice)."""
+    if summary.verdict is not Verdict.NOT_REPRODUCED or summary.delta is None:
+        return False
+    return (-summary.delta if lower_is_better else summary.delta) > 0
 
 
 def _times(n: int) -> str:
