@@ -447,9 +447,7 @@ def run_once(workers: int, seed: int, args: argparse.Namespace) -> RunResult:
     reached: float | None = None
     score, kept = math.inf, 0
     with tempfile.TemporaryDirectory(prefix="swarm-scaling-") as tmp:
-        coordinator = Coordinator(
-            Path(tmp), args.fsync, args.replicate_wait_s, args.preempt_within
-        )
+        coordinator = Coordinator(Path(tmp), args.fsync, args.replicate_wait_s, args.preempt_within)
         coordinator.start()
         try:
             coordinator.register_task(landscape, args.duration_s)
