@@ -91,7 +91,7 @@ class KeepOps(RecheckOps):
         if decided and verdict is not None and exp.kind is not ExperimentKind.EXPLORE:
             self.undefer()  # merges stacked on a decided one
             if decision.verdict is not Verdict.KEPT:
-                self.measure_head(task, hardware)  # if it held back the head's baselines
+                self.measure_head(task, hardware, exp)  # if it held back the head's baselines
         return decided
 
     # -- keeping a change -------------------------------------------------------------------
@@ -227,12 +227,20 @@ class KeepOps(RecheckOps):
             under, seen = self.store.get_experiment(under.stacked_on), seen + 1
         return None
 
-    def measure_head(self, task: TaskRecord, hardware: str) -> int:
-        """Queue a kept head's baselines if they were held back (a merge was stacked on it)
-        and no winner is stacked on it any more; how many were queued. Idempotent: their ids
-        are derived from the head."""
+    def measure_head(
+        self, task: TaskRecord, hardware: str, failed: ExperimentRecord | None = None
+    ) -> int:
+        """Queue a kept head's baselines if they were held back (a merge was stacked on it),
+        once no winner is stacked on it any more or the winner at the bottom of its stack
+        (`failed`, run on the head itself) was not kept: the stack starts again from the
+        head, which stays the head for another run at least, and its noise is known from
+        too few runs meanwhile. How many were queued. Idempotent: their ids are derived from
+        the head."""
         head = self.store.get_head(task.task_id, hardware)
-        if head is None or not head.experiment_id or self._tip(task, hardware, head):
+        if head is None or not head.experiment_id:
+            return 0
+        broken = failed is not None and failed.parent_commit == head.commit
+        if not broken and self._tip(task, hardware, head):
             return 0
         fields: dict[str, FieldValue] = {
             "commit": head.commit,
@@ -554,14 +562,28 @@ class KeepOps(RecheckOps):
 
     def _tip(self, task: TaskRecord, hardware: str, head: HeadRecord) -> tuple[str, str] | None:
         """The last winner stacked onto this head (a merge, or the first explore replicated
-        there), (experiment id, code commit), while it is still being judged; None if there
-        is none."""
+        there), (experiment id, code commit), while it and every winner under it are still
+        being judged; None if there is none (a stack whose bottom was not kept is built on
+        code that will never be the head)."""
         tip = self.store.get_tip(task.task_id, hardware)
         if tip.get("on") != head.commit or not tip.get("experiment_id"):
             return None
-        if not self.carries(tip["experiment_id"]):
-            return None
+        for under in self.stack_under(tip["experiment_id"]):
+            if under.experiment_id == head.experiment_id:  # the change the head was made of
+                break
+            if not self.carries(under.experiment_id):
+                return None
         return tip["experiment_id"], tip["commit"]
+
+    def stack_under(self, experiment_id: str) -> list[ExperimentRecord]:
+        """A stacked winner and the winners under it, top first, down to the one built on a
+        head (at most MAX_STACK)."""
+        chain: list[ExperimentRecord] = []
+        exp = self.store.get_experiment(experiment_id)
+        while exp is not None and len(chain) < MAX_STACK:
+            chain.append(exp)
+            exp = self.store.get_experiment(exp.stacked_on) if exp.stacked_on else None
+        return chain
 
     def carries(self, experiment_id: str) -> bool:
         """Whether this winner (a merge or its twin, or an explore or its replicate) still

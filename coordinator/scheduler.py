@@ -167,6 +167,8 @@ class Scheduler(KeepOps):
             self.count_claim(exp.claim_by, agreed=decision.action is judge.Action.REPLICATE)
         if exp.twin:
             self._settle_twin(task, exp, replicating=decision.action is judge.Action.REPLICATE)
+        if decided and not replicating and exp.kind is ExperimentKind.MERGE:
+            self._restack_above(task, hardware, exp.experiment_id)
 
     def _follow_up(
         self, exp: ExperimentRecord, hardware: str, decision: judge.Decision
@@ -245,7 +247,55 @@ class Scheduler(KeepOps):
             claim_by=merge.claim_by,
         )
         self._settle_twin(task, merge, replicating=False, reason=f"not needed: {why}")
+        self._restack_above(task, hardware, merge.experiment_id)
         return None
+
+    def _restack_above(self, task: TaskRecord, hardware: str, failed_id: str) -> None:
+        """The winners stacked on one that was not kept (`failed_id`: a merge not better, a
+        winner not reproduced, a merge set aside) are built on code that will never be the
+        head. Each one still queued or running is merged onto the head again now, bottom
+        first (so each next one stacks on the one before), instead of after a run that
+        could not count; its run and its replicate's are withdrawn. One that has finished
+        is restacked when it is judged (`_unstack`)."""
+        tip = self.store.get_tip(task.task_id, hardware).get("experiment_id", "")
+        chain = self.stack_under(tip) if tip else []
+        above = next((chain[:i] for i, e in enumerate(chain) if e.experiment_id == failed_id), [])
+        for merge in reversed(above):
+            live = self.store.get_experiment(merge.experiment_id)
+            if live is None or live.state not in (ExperimentState.QUEUED, ExperimentState.LEASED):
+                continue
+            head = self.store.get_head(task.task_id, hardware)
+            if head is None:
+                return
+            why = f"built on experiment {merge.stacked_on}, which was not kept"
+            decision = judge.Decision(judge.Action.DISCARD, Verdict.PENDING, why)
+            self._merge_forward(
+                task,
+                hardware,
+                live,
+                head,
+                decision,
+                concluded=live,
+                why=why,
+                experiment={"verdict": Verdict.DISCARDED.value},
+                claim_by=live.claim_by,
+            )
+            event: dict[str, FieldValue] = {
+                "type": "verdict",
+                "task_id": task.task_id,
+                "experiment_id": live.experiment_id,
+                "verdict": Verdict.DISCARDED.value,
+                "reason": f"not needed: {why}",
+                "time_s": self._clock(),
+            }
+            self.store.withdraw(
+                live.experiment_id,
+                verdict=Verdict.DISCARDED.value,
+                reason=f"not needed: {why}",
+                event=event,
+                now=self._clock(),
+            )
+            self._settle_twin(task, live, replicating=False, reason=f"not needed: {why}")
 
     def _settle_twin(
         self,
@@ -340,5 +390,8 @@ class Scheduler(KeepOps):
         pair = None
         if decision.agreed and rep.result and rep.result.metric is not None and cand.code_commit:
             pair = (hardware, cand.code_commit, [cand.result.metric, rep.result.metric])
-        if self._conclude(task, rep, decision, pair=pair) and decision.agreed is not None:
+        decided = self._conclude(task, rep, decision, pair=pair)
+        if decided and decision.agreed is not None:
             self.count_claim(cand.worker_id, agreed=decision.agreed)
+        if decided:
+            self._restack_above(task, hardware, cand.experiment_id)

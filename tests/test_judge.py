@@ -424,6 +424,63 @@ def test_a_head_whose_stacked_merge_is_not_kept_is_measured_then(world: World) -
     assert world.store.get_head(world.task_id, HW).baselines_done == 3  # type: ignore[union-attr]
 
 
+def test_winners_stacked_on_one_not_reproduced_are_restacked_on_the_head_at_once(
+    world: World,
+) -> None:
+    """alpha is replicated; beta is stacked on alpha, gamma on beta's merge; none of their
+    merges has run when alpha is not reproduced: both are withdrawn with their replicates,
+    beta is merged onto the head at once and gamma stacked on that merge (not one run
+    each, later)."""
+    ids = [world.submit(**{knob: "0.5"}, title=knob) for knob in ("alpha", "beta", "gamma")]
+    explores = [world.lease(worker) for worker in ("w1", "w2", "w3")]
+    for explore in explores:
+        world.finish(explore, ok(0.5))  # alpha replicated, beta and gamma stacked on it
+    beta_merge, gamma_merge = _merge_of(world, ids[1]), _merge_of(world, ids[2])
+    assert gamma_merge.stacked_on == beta_merge.experiment_id
+    replicate = world.lease("w4")
+    assert world.store.get_experiment(replicate[1]).candidate_id == explores[0][1]  # type: ignore[union-attr]
+    world.finish(replicate, ok(1.0))  # alpha: not reproduced
+    assert world.verdict(ids[0]) is Verdict.NOT_REPRODUCED
+    for old in (beta_merge, gamma_merge):
+        for run_id in (old.experiment_id, old.twin or ""):
+            record = world.store.get_experiment(run_id)
+            assert record is not None and record.state is ExperimentState.DONE
+            assert record.verdict is Verdict.DISCARDED and "not needed" in record.reason
+    beta_again, gamma_again = _merge_of(world, ids[1]), _merge_of(world, ids[2])
+    assert beta_again.state is ExperimentState.QUEUED and beta_again.stacked_on is None
+    assert beta_again.parent_commit == world.head()
+    assert gamma_again.stacked_on == beta_again.experiment_id
+    assert gamma_again.parent_commit == beta_again.code_commit
+    gammas = (gamma_again.experiment_id, gamma_again.twin)
+    for leased in _run_at_once(world, ("w5", "w6", "w7", "w8")).values():  # all four at once
+        world.finish(leased, ok(0.125 if leased[1] in gammas else 0.25))
+    world.scheduler.process_pending()
+    assert world.verdict(ids[1]) is Verdict.KEPT and world.verdict(ids[2]) is Verdict.KEPT
+    files = world.scheduler.lineage(world.task_id).files_at(world.head())
+    assert b"BETA = 0.5" in files["train.py"] and b"GAMMA = 0.5" in files["train.py"]
+    assert b"ALPHA = 0.5" not in files["train.py"]
+
+
+def test_a_head_whose_stack_breaks_at_the_bottom_is_measured_while_it_restacks(
+    world: World,
+) -> None:
+    """alpha kept under beta's merge, gamma stacked on beta's merge; beta's merge is not
+    better: gamma is merged onto alpha's head alone (the new tip), and alpha's head, which
+    stays the head for that run at least, is measured now rather than after it."""
+    second, merge, runs = _alpha_kept_under_beta(world)
+    third = world.submit(alpha="0.5", gamma="0.5", title="gamma")  # on alpha's head
+    world.run("w7", ok(0.25))  # gamma's explore: better, stacked on beta's merge
+    assert _merge_of(world, third).stacked_on == merge.experiment_id
+    ids = world.scheduler.baseline_ids(world.task_id, HW, world.head())
+    world.finish(runs[merge.twin or ""], ok(0.5))
+    world.finish(runs[merge.experiment_id], ok(0.5))  # beta's merge: no better than alpha
+    assert world.verdict(second) is Verdict.DISCARDED
+    restacked = _merge_of(world, third)  # restacked at once: it had not run
+    assert restacked.parent_commit == world.head() and restacked.stacked_on is None
+    baselines = world.store.get_experiments(ids)
+    assert [b.state for b in baselines] == [ExperimentState.QUEUED] * 3
+
+
 def test_the_baselines_of_a_head_that_moved_on_before_they_finished_are_withdrawn(
     world: World,
 ) -> None:

@@ -376,7 +376,7 @@ def test_moves_judged_on_an_earlier_head_come_last() -> None:
 
 
 def test_a_move_not_reproduced_though_its_runs_gained_is_tried_again_on_a_later_head() -> None:
-    """"X 1.0 -> 2.0" not reproduced although its two runs averaged a gain: on a later head it
+    """ "X 1.0 -> 2.0" not reproduced although its two runs averaged a gain: on a later head it
     is among the base steps again, not last; one whose runs lost waits until the end."""
     for delta, place in ((0.5, range(4)), (-0.5, [7])):
         history = [summary("X 1.0 -> 2.0", Verdict.NOT_REPRODUCED, delta)]
