@@ -127,6 +127,17 @@ def test_a_replicate_better_than_the_claim_confirms_it() -> None:
     assert short.verdict is Verdict.NOT_REPRODUCED and "falls 0.3 short" in short.reason
 
 
+def test_a_replicate_within_three_sigma_of_the_claim_agrees() -> None:
+    """Agreement is checked at z + 1: with sigma 0.01 known from 30 runs, a replicate 0.03
+    short of the claim (3 sigma, past z = 2's 2.8 sigma) agrees and is kept; 0.05 short
+    does not."""
+    stats = stats_of([0.99, 1.01] * 15)
+    kept = judge.judge_replication(0.80, ok(0.83), stats, MINIMIZE, 2.0)
+    assert kept.verdict is Verdict.KEPT and kept.agreed is True
+    short = judge.judge_replication(0.80, ok(0.85), stats, MINIMIZE, 2.0)
+    assert short.verdict is Verdict.NOT_REPRODUCED and short.agreed is False
+
+
 def test_runs_that_agree_and_both_beat_the_head_are_kept() -> None:
     """0.80 then 0.81 against 1.00 ± 0.01: kept."""
     decision = judge.judge_replication(0.80, ok(0.81), stats_of([0.99, 1.0, 1.01]), MINIMIZE, 2.0)
