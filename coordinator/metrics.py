@@ -6,9 +6,10 @@ coordinator process answers and however often it restarted. It keeps a cache it 
 rebuild: experiments reach `done` or `dead` once and never leave, so after one pass over the
 experiment index (the first scrape of a process, at most `SCAN_PER_SCRAPE` per scrape) a
 scrape reads only new experiments and the ones still queued or leased. Counters of what
-happened (results, judge decisions, expired leases) are folded from the event stream the
-same way; the stream keeps about 100,000 events, so a coordinator restarted after more than
-that counts from where the stream begins (a counter reset, which Prometheus handles).
+happened (results, judge decisions, expired leases, preemptions) are folded from the event
+stream the same way; the stream keeps about 100,000 events, so a coordinator restarted
+after more than that counts from where the stream begins (a counter reset, which
+Prometheus handles).
 
 Proposer spend is what proposers told the coordinator (`POST /tasks/{id}/spend`, sent by
 the LLM proposer after each call): each proposer's own ledger stays the authority for its
@@ -93,6 +94,7 @@ class StoreCollector:
         self._results: Counter[tuple[str, str, str]] = Counter()  # (task_id, kind, status)
         self._decisions: Counter[tuple[str, str]] = Counter()  # (task_id, verdict)
         self._expiries: Counter[str] = Counter()  # task_id
+        self._preemptions: Counter[str] = Counter()  # task_id
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -180,6 +182,8 @@ class StoreCollector:
                 self._decisions[(task_id, str(verdict))] += 1
             case "expired":
                 self._expiries[task_id] += 1
+            case "preempted":
+                self._preemptions[task_id] += 1
             case _:
                 pass
 
@@ -242,11 +246,18 @@ class StoreCollector:
             "Leases that expired without a report (the worker stopped renewing), by task.",
             labels=["task_id"],
         )
+        preemptions = CounterMetricFamily(
+            "autoswarm_preemptions",
+            "Explores preempted by a waiting baseline, replicate or merge (queued again), by task.",
+            labels=["task_id"],
+        )
         for task_id in tasks:
             expiries.add_metric([task_id], float(self._expiries[task_id]))
+            preemptions.add_metric([task_id], float(self._preemptions[task_id]))
         yield results
         yield decisions
         yield expiries
+        yield preemptions
 
 
 def _spend_families(spend: dict[str, dict[str, dict[str, float]]]) -> Iterator[Metric]:

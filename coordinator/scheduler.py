@@ -253,21 +253,27 @@ class Scheduler(KeepOps):
     def _restack_above(self, task: TaskRecord, hardware: str, failed_id: str) -> None:
         """The winners stacked on one that was not kept (`failed_id`: a merge not better, a
         winner not reproduced, a merge set aside) are built on code that will never be the
-        head. Each one still queued or running is merged onto the head again now, bottom
-        first (so each next one stacks on the one before), instead of after a run that
-        could not count; its run and its replicate's are withdrawn. One that has finished
-        is restacked when it is judged (`_unstack`)."""
+        head. Each one still queued or running is merged onto the head again now, instead of
+        after a run that could not count, the one that claimed the most first (each next one
+        stacks on the one before); its run and its replicate's are withdrawn. One that has
+        finished is restacked when it is judged (`_unstack`)."""
         tip = self.store.get_tip(task.task_id, hardware).get("experiment_id", "")
         chain = self.stack_under(tip) if tip else []
         above = next((chain[:i] for i, e in enumerate(chain) if e.experiment_id == failed_id), [])
-        for merge in reversed(above):
-            live = self.store.get_experiment(merge.experiment_id)
-            if live is None or live.state not in (ExperimentState.QUEUED, ExperimentState.LEASED):
-                continue
+        unfinished = [
+            live
+            for merge in reversed(above)
+            if (live := self.store.get_experiment(merge.experiment_id)) is not None
+            and live.state in (ExperimentState.QUEUED, ExperimentState.LEASED)
+        ]
+        # The strongest claim at the bottom: it is the likeliest to be kept, and a stack
+        # breaks at its weakest winner below the rest (a lucky run on a noisy head).
+        unfinished.sort(key=lambda merge: -self._claimed_gain(task, merge))
+        for live in unfinished:
             head = self.store.get_head(task.task_id, hardware)
             if head is None:
                 return
-            why = f"built on experiment {merge.stacked_on}, which was not kept"
+            why = f"built on experiment {failed_id}, which was not kept"
             decision = judge.Decision(judge.Action.DISCARD, Verdict.PENDING, why)
             self._merge_forward(
                 task,
@@ -296,6 +302,13 @@ class Scheduler(KeepOps):
                 now=self._clock(),
             )
             self._settle_twin(task, live, replicating=False, reason=f"not needed: {why}")
+
+    def _claimed_gain(self, task: TaskRecord, merge: ExperimentRecord) -> float:
+        """How much the change a merge carries gained where it was last judged (0: unknown)."""
+        hyp = self.store.get_hypothesis(merge.hypothesis_id or "")
+        if hyp is None or hyp.delta is None:
+            return 0.0
+        return -hyp.delta if task.spec.lower_is_better else hyp.delta
 
     def _settle_twin(
         self,

@@ -472,6 +472,19 @@ def test_winners_stacked_on_one_not_reproduced_are_restacked_on_the_head_at_once
     assert b"ALPHA = 0.5" not in files["train.py"]
 
 
+def test_restacked_winners_are_ordered_by_what_they_claimed(world: World) -> None:
+    """beta (0.5) is stacked on alpha, gamma (0.25: the stronger claim) on beta's merge;
+    alpha is not reproduced: gamma is merged onto the head first, beta stacked on it."""
+    ids = [world.submit(**{knob: "0.5"}, title=knob) for knob in ("alpha", "beta", "gamma")]
+    explores = [world.lease(worker) for worker in ("w1", "w2", "w3")]
+    for explore, metric in zip(explores, (0.5, 0.5, 0.25), strict=True):
+        world.finish(explore, ok(metric))
+    world.finish(world.lease("w4"), ok(1.0))  # alpha's replicate: not reproduced
+    beta_again, gamma_again = _merge_of(world, ids[1]), _merge_of(world, ids[2])
+    assert gamma_again.stacked_on is None and gamma_again.parent_commit == world.head()
+    assert beta_again.stacked_on == gamma_again.experiment_id
+
+
 def test_a_head_whose_stack_breaks_at_the_bottom_is_measured_while_it_restacks(
     world: World,
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from coordinator.store import NewExperiment, Store
+from shared.models import ExperimentKind
 from tests.conftest import CoordinatorFactory, RedisServer, RunningCoordinator, wait_until
 
 HW = "cpu:test-2c"
@@ -199,6 +202,29 @@ def test_request_latency_is_recorded_by_route_template(short_run: Run) -> None:
     name = "autoswarm_http_request_duration_seconds_count"
     assert value(samples, name, method="POST", route=LEASE_ROUTE, status="2xx") == run.lease_calls
     assert value(samples, name, method="POST", route=HEARTBEAT_ROUTE, status="2xx") == 1
+
+
+def test_a_preemption_is_counted(short_run: Run, redis_url: str) -> None:
+    """A baseline queued while the worker runs its young explore: the next heartbeat of a
+    worker that can switch hands it the baseline, and /metrics counts one preemption."""
+    run = short_run
+    assert value(scrape(run.coordinator.base_url), "autoswarm_preemptions_total", task_id=TASK) == 0
+    store = Store(redis_url)
+    head = store.get_head(TASK, HW)
+    assert head is not None
+    fields = {"bundle_hash": head.bundle_hash, "parent_commit": head.commit}
+    extra = NewExperiment("baseline-extra", TASK, ExperimentKind.BASELINE, HW, fields)
+    assert store.enqueue_experiment(extra, now=time.time())
+    store.close()
+    body = {"worker_id": run.worker_id, "fencing_token": run.held["fencing_token"]}
+    path = f"/api/v1/leases/{run.held['experiment_id']}/heartbeat"
+    answer = run.worker.post(path, json=body | {"can_switch": True}).json()
+    assert answer["cancel"] is True and answer["switch_to"]["experiment_id"] == "baseline-extra"
+    samples = scrape(run.coordinator.base_url)
+    assert value(samples, "autoswarm_preemptions_total", task_id=TASK) == 1
+    assert (
+        value(samples, "autoswarm_experiments", task_id=TASK, kind="explore", state="queued") == 2
+    )
 
 
 def test_no_label_names_an_experiment_worker_or_commit(short_run: Run) -> None:

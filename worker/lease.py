@@ -22,9 +22,10 @@ class HeldLease:
     or that the lease is another worker's or unknown; `cancelled` when the coordinator asks
     for the experiment to stop, and with it `successor` (already heartbeated) when it hands
     over another experiment to run in its place (a preempted explore, queued again by the
-    coordinator: nothing to hand back). A heartbeat that fails because the coordinator is away is
-    tried again at the same pace; the lease may expire meanwhile, which the next heartbeat
-    (or the report) learns as stale. After `close` no heartbeat is sent.
+    coordinator: nothing to hand back; no heartbeat follows). A heartbeat that fails because
+    the coordinator is away is tried again at the same pace; the lease may expire meanwhile,
+    which the next heartbeat (or the report) learns as stale. After `close` no heartbeat is
+    sent.
     Does not: stop the run (the slot reads the flags), or retry a release that failed (an
     unreleased lease expires after its TTL and the experiment is queued again).
     """
@@ -125,7 +126,8 @@ class HeldLease:
             self._ttl_s = answer.lease_ttl_s
             if answer.switch_to is not None:
                 self._switch(answer.switch_to)
-            elif answer.cancel and not self.cancelled.is_set():
+                return  # its token is stale now
+            if answer.cancel and not self.cancelled.is_set():
                 logger.info(
                     "worker %s: coordinator cancelled %s", self.worker_id, self.experiment_id
                 )
