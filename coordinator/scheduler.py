@@ -253,23 +253,22 @@ class Scheduler(KeepOps):
     def _restack_above(self, task: TaskRecord, hardware: str, failed_id: str) -> None:
         """The winners stacked on one that was not kept (`failed_id`: a merge not better, a
         winner not reproduced, a merge set aside) are built on code that will never be the
-        head. Each one still queued or running is merged onto the head again now, instead of
-        after a run that could not count, the one that claimed the most first (each next one
-        stacks on the one before); its run and its replicate's are withdrawn. One that has
-        finished is restacked when it is judged (`_unstack`)."""
+        head. Each one not judged yet is merged onto the head again now (running or not, or
+        finished: its score cannot count), the one that claimed the most first, each next one
+        stacked on the one before; its run and its replicate's are withdrawn if unfinished."""
         tip = self.store.get_tip(task.task_id, hardware).get("experiment_id", "")
         chain = self.stack_under(tip) if tip else []
         above = next((chain[:i] for i, e in enumerate(chain) if e.experiment_id == failed_id), [])
-        unfinished = [
+        undecided = [
             live
             for merge in reversed(above)
             if (live := self.store.get_experiment(merge.experiment_id)) is not None
-            and live.state in (ExperimentState.QUEUED, ExperimentState.LEASED)
+            and not live.judged
         ]
         # The strongest claim at the bottom: it is the likeliest to be kept, and a stack
         # breaks at its weakest winner below the rest (a lucky run on a noisy head).
-        unfinished.sort(key=lambda merge: -self._claimed_gain(task, merge))
-        for live in unfinished:
+        undecided.sort(key=lambda merge: -self._claimed_gain(task, merge))
+        for live in undecided:
             head = self.store.get_head(task.task_id, hardware)
             if head is None:
                 return

@@ -546,7 +546,7 @@ def test_a_winner_stacked_on_one_not_reproduced_is_merged_onto_the_head_alone(
     world.scheduler.process_pending()
     stacked = world.store.get_experiment(merge.experiment_id)
     assert stacked is not None and stacked.verdict is Verdict.DISCARDED
-    assert "which is not the head" in stacked.reason
+    assert f"built on experiment {merge.stacked_on}, which was not kept" in stacked.reason
     again = _merge_of(world, second)
     assert again.experiment_id != merge.experiment_id and again.stacked_on is None
     assert again.parent_commit == world.head() and again.claim_by == "w2"
@@ -665,7 +665,7 @@ def test_a_stacked_merge_whose_base_is_not_kept_is_merged_onto_the_head_alone(
     world.scheduler.process_pending()
     stacked = world.store.get_experiment(gamma_merge.experiment_id)
     assert stacked is not None and stacked.verdict is Verdict.DISCARDED
-    assert "which is not the head" in stacked.reason
+    assert f"built on experiment {beta_merge.experiment_id}, which was not kept" in stacked.reason
     gamma_twin = world.store.get_experiment(gamma_merge.twin or "")
     assert gamma_twin is not None and gamma_twin.state is ExperimentState.DONE
     assert gamma_twin.verdict is Verdict.DISCARDED and "not needed" in gamma_twin.reason
