@@ -31,9 +31,6 @@ logger = logging.getLogger(__name__)
 
 # How far down a stack of merges `_tip_on` looks for the change being kept.
 MAX_STACK = 100
-# A winner claiming more than this many times what the weakest winner in the tip's stack
-# claimed is not stacked on it: it would wait behind a likely lucky run (see `outclasses`).
-STRONGER = 2.0
 
 
 class KeepOps(RecheckOps):
@@ -442,12 +439,7 @@ class KeepOps(RecheckOps):
             return
         merge_id = derived_id("m", cand.experiment_id, head.commit)
         replicate_id = derived_id("r", merge_id)  # the id the judge gives its replicate
-        claim = self.gain_of(task, decision)
-        if claim is None:
-            claim = self.claimed_gain(task, cand)
-        fields = self._merge_fields(
-            task, hardware, cand, head, merged, merge_id, replicate_id, claim
-        )
+        fields = self._merge_fields(task, hardware, cand, head, merged, merge_id, replicate_id)
         fields["claim_by"] = claim_by
         follow_up = NewExperiment(merge_id, task.task_id, ExperimentKind.MERGE, hardware, fields)
         # A reproduced change merged cleanly will likely beat the head again: its replicate
@@ -491,7 +483,6 @@ class KeepOps(RecheckOps):
         merged: dict[str, bytes],
         merge_id: str,
         replicate_id: str,
-        claim: float,
     ) -> dict[str, FieldValue]:
         """The fields of the merge of `cand` onto `head` (`merged`), stacked on the tip when
         one is being judged on that head; those already queued, after a crash."""
@@ -511,7 +502,7 @@ class KeepOps(RecheckOps):
         base, stacked_on = head.commit, None
         tip = self._tip(task, hardware, head)
         stacked = self._onto_tip(task, cand, tip)
-        if tip is not None and stacked is not None and not self.outclasses(task, claim, tip[0]):
+        if tip is not None and stacked is not None:
             merged, base, stacked_on = stacked, tip[1], tip[0]
         hyp = self.store.get_hypothesis(cand.hypothesis_id or "")
         title = hyp.title if hyp else cand.experiment_id
@@ -530,59 +521,22 @@ class KeepOps(RecheckOps):
         }
 
     def stacks(
-        self,
-        task: TaskRecord,
-        hardware: str,
-        cand: ExperimentRecord,
-        head: HeadRecord,
-        claim: float | None,
+        self, task: TaskRecord, hardware: str, cand: ExperimentRecord, head: HeadRecord
     ) -> bool:
         """Whether a winner found on the head would be stacked on the tip: another winner on
-        that head is still being judged, this change merges cleanly onto its code and adds
-        to it, and it does not claim far more than the stack's weakest winner (`outclasses`).
-        Otherwise it is replicated on the head, and may become the tip."""
+        that head is still being judged, and this change merges cleanly onto its code and
+        adds to it. (Otherwise it is replicated on the head, and may become the tip.)"""
         if head.commit != cand.parent_commit:
             return False
-        tip = self._tip(task, hardware, head)
-        if tip is None or self._onto_tip(task, cand, tip) is None:
-            return False
-        return not self.outclasses(task, claim, tip[0])
-
-    def outclasses(self, task: TaskRecord, claim: float | None, tip_id: str) -> bool:
-        """Whether a winner claiming `claim` claims more than STRONGER times what the weakest
-        undecided winner in the tip's stack claimed. Stacked on it, it would wait for that one
-        (a marginal claim on a noisy head is often a lucky run): it starts on the head instead,
-        and becomes the tip."""
-        if claim is None:
-            return False
-        stack = [e for e in self.stack_under(tip_id) if self.carries(e.experiment_id)]
-        claims = [self.claimed_gain(task, e) for e in stack]
-        weakest = min(claims, default=0.0)
-        return weakest > 0 and claim > STRONGER * weakest
-
-    def gain_of(self, task: TaskRecord, decision: judge.Decision) -> float | None:
-        """The gain a decision measured, in the task's direction (None: none measured)."""
-        if decision.delta is None:
-            return None
-        return -decision.delta if task.spec.lower_is_better else decision.delta
-
-    def claimed_gain(self, task: TaskRecord, exp: ExperimentRecord) -> float:
-        """How much the change an experiment carries gained where it was last judged (its
-        hypothesis's delta, in the task's direction; 0 when unknown)."""
-        hyp = self.store.get_hypothesis(exp.hypothesis_id or "")
-        if hyp is None or hyp.delta is None:
-            return 0.0
-        return -hyp.delta if task.spec.lower_is_better else hyp.delta
+        return self._onto_tip(task, cand, self._tip(task, hardware, head)) is not None
 
     def mark_tip(self, task: TaskRecord, hardware: str, cand: ExperimentRecord) -> None:
         """A winner found on the head, now being replicated there, is the tip (the code the
-        next winners on that head are stacked on) unless another winner is and it does not
-        outclass that one's stack."""
+        next winners on that head are stacked on) unless another winner is."""
         head = self.store.get_head(task.task_id, hardware)
         if head is None or head.commit != cand.parent_commit or not cand.code_commit:
             return
-        tip = self._tip(task, hardware, head)
-        if tip is None or self.outclasses(task, self.claimed_gain(task, cand), tip[0]):
+        if self._tip(task, hardware, head) is None:
             self.store.set_tip(
                 task.task_id,
                 hardware,

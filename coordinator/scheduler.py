@@ -203,7 +203,7 @@ class Scheduler(KeepOps):
             return False
         if head.commit != exp.parent_commit:
             why = f"better than {exp.parent_commit[:12]}, where it ran ({decision.reason})"
-        elif self.stacks(task, hardware, exp, head, self.gain_of(task, decision)):
+        elif self.stacks(task, hardware, exp, head):
             why = f"better than the head ({decision.reason})"
         else:
             return False
@@ -267,7 +267,7 @@ class Scheduler(KeepOps):
         ]
         # The strongest claim at the bottom: it is the likeliest to be kept, and a stack
         # breaks at its weakest winner below the rest (a lucky run on a noisy head).
-        undecided.sort(key=lambda merge: -self.claimed_gain(task, merge))
+        undecided.sort(key=lambda merge: -self._claimed_gain(task, merge))
         for live in undecided:
             head = self.store.get_head(task.task_id, hardware)
             if head is None:
@@ -301,6 +301,13 @@ class Scheduler(KeepOps):
                 now=self._clock(),
             )
             self._settle_twin(task, live, replicating=False, reason=f"not needed: {why}")
+
+    def _claimed_gain(self, task: TaskRecord, merge: ExperimentRecord) -> float:
+        """How much the change a merge carries gained where it was last judged (0: unknown)."""
+        hyp = self.store.get_hypothesis(merge.hypothesis_id or "")
+        if hyp is None or hyp.delta is None:
+            return 0.0
+        return -hyp.delta if task.spec.lower_is_better else hyp.delta
 
     def _settle_twin(
         self,
