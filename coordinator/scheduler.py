@@ -21,7 +21,7 @@ import logging
 from coordinator import judge
 from coordinator.heads import INIT_BRANCH, code_bytes, derived_id, new_id
 from coordinator.keeping import KeepOps
-from coordinator.models import ExperimentRecord, TaskRecord
+from coordinator.models import ExperimentRecord, HeadRecord, TaskRecord
 from coordinator.store import NewExperiment
 from coordinator.store.base import FieldValue
 from shared.models import ExperimentKind, ExperimentState, ResultStatus, Verdict
@@ -234,19 +234,7 @@ class Scheduler(KeepOps):
             return None
         why = f"built on experiment {merge.stacked_on}, which is not the head {head.commit[:12]}"
         # Not comparable with any head: this merge's own score is set aside.
-        decision = judge.Decision(judge.Action.DISCARD, Verdict.PENDING, why)
-        self._merge_forward(
-            task,
-            hardware,
-            merge,
-            head,
-            decision,
-            concluded=merge,
-            why=why,
-            experiment={"verdict": Verdict.DISCARDED.value},
-            claim_by=merge.claim_by,
-        )
-        self._settle_twin(task, merge, replicating=False, reason=f"not needed: {why}")
+        self._set_aside(task, hardware, merge, head, why)
         self._restack_above(task, hardware, merge.experiment_id)
         return None
 
@@ -272,35 +260,46 @@ class Scheduler(KeepOps):
             head = self.store.get_head(task.task_id, hardware)
             if head is None:
                 return
-            why = f"built on experiment {failed_id}, which was not kept"
-            decision = judge.Decision(judge.Action.DISCARD, Verdict.PENDING, why)
-            self._merge_forward(
-                task,
-                hardware,
-                live,
-                head,
-                decision,
-                concluded=live,
-                why=why,
-                experiment={"verdict": Verdict.DISCARDED.value},
-                claim_by=live.claim_by,
+            self._set_aside(
+                task, hardware, live, head, f"built on experiment {failed_id}, which was not kept"
             )
+
+    def _set_aside(
+        self, task: TaskRecord, hardware: str, merge: ExperimentRecord, head: HeadRecord, why: str
+    ) -> None:
+        """A stacked winner built on code that will never be the head: its own change is merged
+        onto the head again (`_merge_forward`), its run (if unfinished) and its replicate's
+        are withdrawn; its score, if any, does not count."""
+        decision = judge.Decision(judge.Action.DISCARD, Verdict.PENDING, why)
+        self._merge_forward(
+            task,
+            hardware,
+            merge,
+            head,
+            decision,
+            concluded=merge,
+            why=why,
+            experiment={"verdict": Verdict.DISCARDED.value},
+            claim_by=merge.claim_by,
+        )
+        reason = f"not needed: {why}"
+        if merge.state in (ExperimentState.QUEUED, ExperimentState.LEASED):
             event: dict[str, FieldValue] = {
                 "type": "verdict",
                 "task_id": task.task_id,
-                "experiment_id": live.experiment_id,
+                "experiment_id": merge.experiment_id,
                 "verdict": Verdict.DISCARDED.value,
-                "reason": f"not needed: {why}",
+                "reason": reason,
                 "time_s": self._clock(),
             }
             self.store.withdraw(
-                live.experiment_id,
+                merge.experiment_id,
                 verdict=Verdict.DISCARDED.value,
-                reason=f"not needed: {why}",
+                reason=reason,
                 event=event,
                 now=self._clock(),
             )
-            self._settle_twin(task, live, replicating=False, reason=f"not needed: {why}")
+        self._settle_twin(task, merge, replicating=False, reason=reason)
 
     def _claimed_gain(self, task: TaskRecord, merge: ExperimentRecord) -> float:
         """How much the change a merge carries gained where it was last judged (0: unknown)."""
