@@ -233,26 +233,41 @@ class Scheduler(KeepOps):
             self.store.defer_judgement(merge.experiment_id, self._clock() + DEFER_S)
             return None
         why = f"built on experiment {merge.stacked_on}, which is not the head {head.commit[:12]}"
-        # Not comparable with any head: this merge's own score is set aside.
-        self._set_aside(task, hardware, merge, head, why)
-        self._restack_above(task, hardware, merge.experiment_id)
+        # Not comparable with any head: this merge's own score is set aside, and with it
+        # those stacked on the same base.
+        self._restack_above(task, hardware, merge.stacked_on or "", also=(merge, why))
         return None
 
-    def _restack_above(self, task: TaskRecord, hardware: str, failed_id: str) -> None:
+    def _restack_above(
+        self,
+        task: TaskRecord,
+        hardware: str,
+        failed_id: str,
+        *,
+        also: tuple[ExperimentRecord, str] | None = None,
+    ) -> None:
         """The winners stacked on one that was not kept (`failed_id`: a merge not better, a
-        winner not reproduced, a merge set aside) are built on code that will never be the
-        head. Each one not judged yet is merged onto the head again now (running or not, or
-        finished: its score cannot count), the one that claimed the most first, each next one
-        stacked on the one before; its run and its replicate's are withdrawn if unfinished."""
+        winner not reproduced, a base the head moved past) are built on code that will
+        never be the head. Each one not judged yet (and `also`, with its own reason) is
+        merged onto the head again now (running or not, or finished: its score cannot
+        count), the one that claimed the most first, each next one stacked on the one
+        before; its run and its replicate's are withdrawn if unfinished."""
         tip = self.store.get_tip(task.task_id, hardware).get("experiment_id", "")
-        chain = self.stack_under(tip) if tip else []
+        chain = self.stack_under(tip) if tip else []  # read before any restack moves the tip
         above = next((chain[:i] for i, e in enumerate(chain) if e.experiment_id == failed_id), [])
+        why = {
+            e.experiment_id: f"built on experiment {failed_id}, which was not kept" for e in above
+        }
         undecided = [
             live
             for merge in reversed(above)
             if (live := self.store.get_experiment(merge.experiment_id)) is not None
             and not live.judged
         ]
+        if also is not None:
+            undecided = [e for e in undecided if e.experiment_id != also[0].experiment_id]
+            undecided.append(also[0])
+            why[also[0].experiment_id] = also[1]
         # The strongest claim at the bottom: it is the likeliest to be kept, and a stack
         # breaks at its weakest winner below the rest (a lucky run on a noisy head).
         undecided.sort(key=lambda merge: -self._claimed_gain(task, merge))
@@ -260,9 +275,7 @@ class Scheduler(KeepOps):
             head = self.store.get_head(task.task_id, hardware)
             if head is None:
                 return
-            self._set_aside(
-                task, hardware, live, head, f"built on experiment {failed_id}, which was not kept"
-            )
+            self._set_aside(task, hardware, live, head, why[live.experiment_id])
 
     def _set_aside(
         self, task: TaskRecord, hardware: str, merge: ExperimentRecord, head: HeadRecord, why: str
