@@ -118,15 +118,15 @@ class LeaseOps(StoreBase):
         worker that can switch runs), the lease it switches to when its young explore was
         preempted by a waiting baseline, replicate or merge (the explore is queued again at
         its place, no attempt counted)."""
-        way = preemption or Preemption("", "", 0.0, 0.0)
+        asked = preemption or Preemption("", "", 0.0, 0.0)
         answer = self._run(
             "heartbeat",
             [
                 keys.experiment(experiment_id),
                 keys.LEASES,
-                keys.queue(way.hardware) if way.hardware else keys.QUEUE_ANY,
+                keys.queue(asked.hardware) if asked.hardware else keys.QUEUE_ANY,
                 keys.QUEUE_ANY,
-                keys.class_owners(way.hardware),
+                keys.class_owners(asked.hardware),
                 keys.DISTRUSTED,
                 keys.EVENTS,
             ],
@@ -136,10 +136,10 @@ class LeaseOps(StoreBase):
                 fencing_token,
                 repr(now),
                 repr(ttl_s),
-                repr(way.within if way.hardware else 0.0),
-                way.owner,
-                way.hardware,
-                repr(way.replicate_wait_s),
+                repr(asked.within if asked.hardware else 0.0),
+                asked.owner,
+                asked.hardware,
+                repr(asked.replicate_wait_s),
                 keys.EXPERIMENT_PREFIX,
                 keys.HEAD_PREFIX,
                 keys.task(""),
