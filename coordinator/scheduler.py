@@ -297,22 +297,27 @@ class Scheduler(KeepOps):
         )
         reason = f"not needed: {why}"
         if merge.state in (ExperimentState.QUEUED, ExperimentState.LEASED):
-            event: dict[str, FieldValue] = {
-                "type": "verdict",
-                "task_id": task.task_id,
-                "experiment_id": merge.experiment_id,
-                "verdict": Verdict.DISCARDED.value,
-                "reason": reason,
-                "time_s": self._clock(),
-            }
-            self.store.withdraw(
-                merge.experiment_id,
-                verdict=Verdict.DISCARDED.value,
-                reason=reason,
-                event=event,
-                now=self._clock(),
-            )
+            self._withdraw(task, merge.experiment_id, reason)
         self._settle_twin(task, merge, replicating=False, reason=reason)
+
+    def _withdraw(self, task: TaskRecord, experiment_id: str, reason: str) -> bool:
+        """Withdraw an unfinished experiment that is not needed (discarded, with its reason;
+        a running one is told to stop at its next heartbeat); False if it had finished."""
+        event: dict[str, FieldValue] = {
+            "type": "verdict",
+            "task_id": task.task_id,
+            "experiment_id": experiment_id,
+            "verdict": Verdict.DISCARDED.value,
+            "reason": reason,
+            "time_s": self._clock(),
+        }
+        return self.store.withdraw(
+            experiment_id,
+            verdict=Verdict.DISCARDED.value,
+            reason=reason,
+            event=event,
+            now=self._clock(),
+        )
 
     def _claimed_gain(self, task: TaskRecord, merge: ExperimentRecord) -> float:
         """How much the change a merge carries gained where it was last judged (0: unknown)."""
@@ -334,24 +339,9 @@ class Scheduler(KeepOps):
         twin = self.store.get_experiment(merge.twin or "")
         if twin is None or twin.judged:
             return
-        if not replicating:
-            reason = reason or _not_needed(merge.experiment_id)
-            event: dict[str, FieldValue] = {
-                "type": "verdict",
-                "task_id": task.task_id,
-                "experiment_id": twin.experiment_id,
-                "verdict": Verdict.DISCARDED.value,
-                "reason": reason,
-                "time_s": self._clock(),
-            }
-            if self.store.withdraw(
-                twin.experiment_id,
-                verdict=Verdict.DISCARDED.value,
-                reason=reason,
-                event=event,
-                now=self._clock(),
-            ):
-                return
+        unneeded = reason or _not_needed(merge.experiment_id)
+        if not replicating and self._withdraw(task, twin.experiment_id, unneeded):
+            return
         if twin.state in (ExperimentState.DONE, ExperimentState.DEAD):
             self.judge_experiment(twin.experiment_id)
 
