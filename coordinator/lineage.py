@@ -39,6 +39,7 @@ from typing import TypeAlias, cast
 import cachetools
 import git
 from gitdb.base import IStream
+from gitdb.db.loose import LooseObjectDB
 
 from shared.errors import LineageError, MergeConflict
 from shared.models import Frozen
@@ -64,6 +65,8 @@ _FILES: cachetools.LRUCache[tuple[str, str], dict[str, bytes]] = cachetools.LRUC
     maxsize=64 * 2**20, getsizeof=lambda files: 1 + sum(len(b) for b in files.values())
 )
 _FILES_LOCK = threading.Lock()
+# Commits already found in a repo, by (repo path, full sha): what a sha names never changes.
+_COMMITS: cachetools.LRUCache[tuple[str, str], bool] = cachetools.LRUCache(maxsize=4096)
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _REF_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _TRAILER_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
@@ -151,8 +154,12 @@ def _hash_object(kind: bytes, data: bytes) -> bytes:
 
 
 def _store_object(repo: git.Repo) -> _Writer:
+    """Writes loose objects the way git does (zlib, a temporary file renamed into place), in
+    this process: gitdb's loose store, where the repo's own store starts a `git` per object."""
+    loose = LooseObjectDB(str(Path(repo.common_dir) / "objects"))
+
     def write(kind: bytes, data: bytes) -> bytes:
-        return cast(bytes, repo.odb.store(IStream(kind, len(data), io.BytesIO(data))).binsha)
+        return cast(bytes, loose.store(IStream(kind, len(data), io.BytesIO(data))).binsha)
 
     return write
 
@@ -317,9 +324,16 @@ class Lineage:
             repo.close()
 
     def _commit(self, repo: git.Repo, rev: str) -> str:
+        key = (str(self.path), rev)
+        with _FILES_LOCK:
+            if key in _COMMITS:
+                return rev
         sha = _resolve(repo, rev)
         if sha is None:
             raise LineageError(f"task {self.task_id}: unknown commit {rev!r}")
+        if sha == rev:  # a full sha, and a commit's
+            with _FILES_LOCK:
+                _COMMITS[key] = True
         return sha
 
     def init(self, files: Mapping[str, bytes], *, branch: str, message: str) -> str:

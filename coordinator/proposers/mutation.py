@@ -190,14 +190,21 @@ def find_constants(source: str, path: str = "") -> list[Constant]:
     return found
 
 
-def replace_constant(source: str, constant: Constant, new_text: str) -> str | None:
-    """The source with only the constant's value text replaced; None if it would not parse."""
+def replace_constant(
+    source: str, constant: Constant, new_text: str, *, check: bool = True
+) -> str | None:
+    """The source with only the constant's value text replaced; None if it would not parse
+    (`check=False`: not parsed here; the caller parses the one it keeps)."""
     new_source = source[: constant.start] + new_text + source[constant.end :]
+    return new_source if not check or _parses(new_source) else None
+
+
+def _parses(source: str) -> bool:
     try:
-        ast.parse(new_source)
+        ast.parse(source)
     except SyntaxError:
-        return None
-    return new_source
+        return False
+    return True
 
 
 def format_number(value: Number, like: str) -> str:
@@ -309,10 +316,12 @@ class MutationProposer:
             options = self._options(
                 context, constants, blocked, tried if not retry else set(), widened
             )
-            if not options:
-                continue
-            option, momentum = self._choose(options, stats, last_kept, busy)
-            return self._hypothesis(context, option, stats.get(option.arm, ArmStats()), momentum)
+            while options:
+                option, momentum = self._choose(options, stats, last_kept, busy)
+                if _parses(option.content):  # parsed only once chosen: a file per option is slow
+                    arm_stats = stats.get(option.arm, ArmStats())
+                    return self._hypothesis(context, option, arm_stats, momentum)
+                del options[option.arm]
         logger.info("mutation: task %s: every perturbation is spent", context.task_id)
         return None
 
@@ -397,7 +406,7 @@ class MutationProposer:
                 title = f"{arm[0]} {''.join(constant.text.split())} -> {new_text}"
                 if title in tried:
                     continue
-                content = replace_constant(source, constant, new_text)
+                content = replace_constant(source, constant, new_text, check=False)
                 if content is None:
                     continue
                 hashes = change_hashes({constant.path: content}, context.head_files)
