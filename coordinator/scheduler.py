@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 # merge's replicate that finished before the merge) waits before it is looked at again; a
 # baseline's or the merge's judgement brings it forward, so this is the fallback.
 DEFER_S = 5.0
+# A winner that gains more than this many times what a winner stacked on its head claimed goes
+# under it (`Scheduler._outclassed`).
+OUTCLASS = 2.0
 
 __all__ = ["INIT_BRANCH", "Scheduler", "code_bytes", "derived_id", "new_id"]
 
@@ -146,9 +149,9 @@ class Scheduler(KeepOps):
             shorter=shorter,
             last_error=exp.last_error,
         )
-        explore = exp.kind is ExperimentKind.EXPLORE
         replicating = decision.action is judge.Action.REPLICATE
-        if replicating and explore and self._merged_at_once(task, hardware, exp, decision):
+        if replicating and exp.kind is ExperimentKind.EXPLORE:
+            self._place_winner(task, hardware, exp, decision, experiment)
             return
         follow_up, decision = self._follow_up(exp, hardware, decision)
         hypothesis: dict[str, FieldValue] | None = None
@@ -159,8 +162,6 @@ class Scheduler(KeepOps):
         decided = self._conclude(
             task, exp, decision, follow_up=follow_up, hypothesis=hypothesis, experiment=experiment
         )
-        if decided and explore and replicating:
-            self.mark_tip(task, hardware, exp)  # winners found next on this head stack on it
         ok = exp.result is not None and exp.result.status is ResultStatus.OK
         if decided and ok and exp.claim_by and not self.distrusted(exp.worker_id):
             # Better on the head too, or not: the explore's claim checked.
@@ -169,6 +170,32 @@ class Scheduler(KeepOps):
             self._settle_twin(task, exp, replicating=decision.action is judge.Action.REPLICATE)
         if decided and not replicating and exp.kind is ExperimentKind.MERGE:
             self._restack_above(task, hardware, exp.experiment_id)
+
+    def _place_winner(
+        self,
+        task: TaskRecord,
+        hardware: str,
+        exp: ExperimentRecord,
+        decision: judge.Decision,
+        experiment: dict[str, FieldValue] | None,
+    ) -> None:
+        """An explore that looks better: merged at once (`_merged_at_once`), or replicated on
+        its head, where it is the tip unless another winner is; the winners on the head's
+        stack that it outclasses (`_outclassed`) are set aside and go on top of it."""
+        outclassed = self._outclassed(task, hardware, exp, decision)
+        if not self._merged_at_once(task, hardware, exp, decision):
+            replicate = self._replicate_of(exp, hardware)
+            decided = self._conclude(
+                task,
+                exp,
+                decision,
+                follow_up=replicate,
+                hypothesis={"experiment_id": replicate.experiment_id},
+                experiment=(experiment or {}) | {"replicate_id": replicate.experiment_id},
+            )
+            if decided:
+                self.mark_tip(task, hardware, exp)  # winners found next on this head stack on it
+        self._restack(task, hardware, outclassed, self._why_outclassed(exp, decision, outclassed))
 
     def _follow_up(
         self, exp: ExperimentRecord, hardware: str, decision: judge.Decision
@@ -259,46 +286,131 @@ class Scheduler(KeepOps):
             e.experiment_id: f"built on experiment {failed_id}, which was not kept" for e in above
         }
         undecided = [
-            live
+            (live, live)
             for merge in reversed(above)
             if (live := self.store.get_experiment(merge.experiment_id)) is not None
             and not live.judged
         ]
         if also is not None:
-            undecided = [e for e in undecided if e.experiment_id != also[0].experiment_id]
-            undecided.append(also[0])
+            undecided = [e for e in undecided if e[0].experiment_id != also[0].experiment_id]
+            undecided.append((also[0], also[0]))
             why[also[0].experiment_id] = also[1]
+        self._restack(task, hardware, undecided, why)
+
+    def _restack(
+        self,
+        task: TaskRecord,
+        hardware: str,
+        winners: list[tuple[ExperimentRecord, ExperimentRecord]],
+        why: dict[str, str],
+    ) -> None:
+        """Set aside these stacked winners, (winner, the unjudged run that carries it), each
+        with its reason (`why`, by winner id): merged onto the head again, the one that
+        claimed the most first, each next one stacked on the tip (the one before)."""
         # The strongest claim at the bottom: it is the likeliest to be kept, and a stack
         # breaks at its weakest winner below the rest (a lucky run on a noisy head).
-        undecided.sort(key=lambda merge: -self._claimed_gain(task, merge))
-        for live in undecided:
+        for winner, carrier in sorted(winners, key=lambda w: -self._claimed_gain(task, w[0])):
             head = self.store.get_head(task.task_id, hardware)
             if head is None:
                 return
-            self._set_aside(task, hardware, live, head, why[live.experiment_id])
+            self._set_aside(task, hardware, winner, head, why[winner.experiment_id], carrier)
 
     def _set_aside(
-        self, task: TaskRecord, hardware: str, merge: ExperimentRecord, head: HeadRecord, why: str
+        self,
+        task: TaskRecord,
+        hardware: str,
+        winner: ExperimentRecord,
+        head: HeadRecord,
+        why: str,
+        carrier: ExperimentRecord,
     ) -> None:
-        """A stacked winner built on code that will never be the head: its own change is merged
-        onto the head again (`_merge_forward`), its run (if unfinished) and its replicate's
-        are withdrawn; its score, if any, does not count."""
+        """A stacked winner (a merge, or the explore at the bottom of a stack) set aside: its
+        own change is merged onto the head again (`_merge_forward`); the run that carried it
+        (the merge, or the explore's replicate) is concluded so and withdrawn if unfinished,
+        and so is a merge's replicate; a score of theirs, if any, does not count."""
         decision = judge.Decision(judge.Action.DISCARD, Verdict.PENDING, why)
+        claim_by = winner.claim_by if winner.kind is ExperimentKind.MERGE else winner.worker_id
         self._merge_forward(
             task,
             hardware,
-            merge,
+            winner,
             head,
             decision,
-            concluded=merge,
+            concluded=carrier,
             why=why,
             experiment={"verdict": Verdict.DISCARDED.value},
-            claim_by=merge.claim_by,
+            claim_by=claim_by,
         )
         reason = f"not needed: {why}"
-        if merge.state in (ExperimentState.QUEUED, ExperimentState.LEASED):
-            self._withdraw(task, merge.experiment_id, reason)
-        self._settle_twin(task, merge, replicating=False, reason=reason)
+        if carrier.state in (ExperimentState.QUEUED, ExperimentState.LEASED):
+            self._withdraw(task, carrier.experiment_id, reason)
+        self._settle_twin(task, winner, replicating=False, reason=reason)
+
+    def _outclassed(
+        self, task: TaskRecord, hardware: str, exp: ExperimentRecord, decision: judge.Decision
+    ) -> list[tuple[ExperimentRecord, ExperimentRecord]]:
+        """The winners on the head's stack that a new winner outclasses: from the lowest one
+        that claimed less than 1/OUTCLASS of what `exp` gained and whose deciding run has not
+        finished, up to the tip, each with that run ((winner, carrier), the unfinished ones).
+        The tip is moved down under them (or cleared, when that was the bottom): `exp` takes
+        their place and they go on top of it (`_restack`). A stack breaks at its weakest
+        winner, most often a lucky run on a head whose noise was underestimated; a real but
+        small gain waits one run more. Empty when none is outclassed."""
+        if decision.delta is None:
+            return []
+        gain = -decision.delta if task.spec.lower_is_better else decision.delta
+        head = self.store.get_head(task.task_id, hardware)
+        tip = self._tip(task, hardware, head) if head is not None else None
+        if head is None or tip is None:
+            return []
+        chain = self.stack_under(tip[0])
+        members = next(
+            (chain[:i] for i, e in enumerate(chain) if e.experiment_id == head.experiment_id),
+            chain,
+        )[::-1]  # bottom first, the head's own change left out
+        for i, member in enumerate(members):
+            carrier = self._carrier(member)
+            if carrier is None or self._claimed_gain(task, member) * OUTCLASS >= gain:
+                continue
+            if i:
+                below = members[i - 1]
+                commit = below.code_commit or below.parent_commit
+                self.store.set_tip(
+                    task.task_id,
+                    hardware,
+                    on=head.commit,
+                    experiment_id=below.experiment_id,
+                    commit=commit,
+                )
+            else:
+                self.store.set_tip(
+                    task.task_id, hardware, on=head.commit, experiment_id="", commit=""
+                )
+            above = ((m, self._carrier(m)) for m in members[i + 1 :])
+            return [(member, carrier)] + [(m, c) for m, c in above if c is not None]
+        return []
+
+    def _carrier(self, winner: ExperimentRecord) -> ExperimentRecord | None:
+        """The unfinished run a stacked winner's verdict waits on (a merge's own, the
+        replicate of the explore at the bottom); None once it has finished."""
+        run = winner if winner.kind is ExperimentKind.MERGE else None
+        if winner.kind is ExperimentKind.EXPLORE and winner.replicate_id:
+            run = self.store.get_experiment(winner.replicate_id)
+        unfinished = (ExperimentState.QUEUED, ExperimentState.LEASED)
+        return run if run is not None and not run.judged and run.state in unfinished else None
+
+    @staticmethod
+    def _why_outclassed(
+        exp: ExperimentRecord,
+        decision: judge.Decision,
+        outclassed: list[tuple[ExperimentRecord, ExperimentRecord]],
+    ) -> dict[str, str]:
+        gain = abs(decision.delta or 0.0)
+        why = (
+            f"set aside under experiment {exp.experiment_id}, a winner that gained {gain:.4g}, "
+            f"more than {OUTCLASS:g} times what this one claimed: the stronger claim goes first"
+        )
+        return {winner.experiment_id: why for winner, _ in outclassed}
 
     def _withdraw(self, task: TaskRecord, experiment_id: str, reason: str) -> bool:
         """Withdraw an unfinished experiment that is not needed (discarded, with its reason;
@@ -345,6 +457,14 @@ class Scheduler(KeepOps):
         if twin.state in (ExperimentState.DONE, ExperimentState.DEAD):
             self.judge_experiment(twin.experiment_id)
 
+    def _carried_by(self, rep: ExperimentRecord) -> str | None:
+        """The experiment that carries this replicate's hypothesis now, if not this replicate
+        (nor the merge it was queued alongside): its winner was set aside and merged again."""
+        hyp = self.store.get_hypothesis(rep.hypothesis_id or "")
+        if hyp is None or not hyp.experiment_id:
+            return None
+        return None if hyp.experiment_id in (rep.experiment_id, rep.twin) else hyp.experiment_id
+
     def _replicate_of(self, cand: ExperimentRecord, hardware: str) -> NewExperiment:
         """The same code on the same class, by another worker (another owner where one is
         active: seen within five lease TTLs)."""
@@ -366,6 +486,13 @@ class Scheduler(KeepOps):
 
     def _judge_replicate(self, task: TaskRecord, rep: ExperimentRecord) -> None:
         hardware = self._hardware_of(rep)
+        carrier = self._carried_by(rep)
+        if carrier is not None:
+            # Finished just as its winner was set aside (see `_set_aside`): not needed.
+            reason = f"not needed: its hypothesis is carried by experiment {carrier} now"
+            unneeded = judge.Decision(judge.Action.DISCARD, Verdict.DISCARDED, reason)
+            self._conclude(task, rep.model_copy(update={"hypothesis_id": None}), unneeded)
+            return
         cand = self.store.get_experiment(rep.candidate_id or "")
         if cand is not None and rep.twin and not cand.judged:
             # Queued alongside its merge, finished first: judged once the merge is.

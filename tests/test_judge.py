@@ -488,6 +488,67 @@ def test_restacked_winners_are_ordered_by_what_they_claimed(world: World) -> Non
     assert claims == [pytest.approx(-0.5), pytest.approx(-0.75)]
 
 
+def test_a_winner_that_claims_far_more_goes_under_the_one_being_replicated(
+    world: World,
+) -> None:
+    """alpha gains 0.1 and is replicated; beta, found next on the same head, gains 0.5: more
+    than twice alpha's claim. Rather than stacking beta on a claim that may be a lucky run,
+    alpha's replicate is withdrawn, beta is replicated on the head, and alpha is merged on
+    top of beta (beside its replicate); both are kept."""
+    first = world.submit(alpha="0.5", title="alpha")
+    second = world.submit(beta="0.5", title="beta")
+    alpha, beta = world.lease("w1"), world.lease("w2")
+    alpha_id = world.finish(alpha, ok(0.9))  # better, if barely: replicated, the tip
+    replicate_id = world.store.get_experiment(alpha_id).replicate_id  # type: ignore[union-attr]
+    assert replicate_id and world.store.get_experiment(replicate_id) is not None
+    beta_id = world.finish(beta, ok(0.5))
+    withdrawn = world.store.get_experiment(replicate_id)
+    assert withdrawn is not None and withdrawn.state is ExperimentState.DONE
+    assert withdrawn.verdict is Verdict.DISCARDED and "not needed" in withdrawn.reason
+    explored = world.store.get_experiment(beta_id)
+    assert explored is not None and explored.replicate_id  # beta: replicated on the head
+    alpha_merge = _merge_of(world, first)
+    assert alpha_merge.stacked_on == beta_id and alpha_merge.parent_commit == explored.code_commit
+    tip = world.store.get_tip(world.task_id, HW)  # alpha's merge, on beta: the next stack there
+    assert tip["experiment_id"] == alpha_merge.experiment_id and tip["on"] == world.head()
+    assert alpha_merge.claim_by == "w1"
+    hyp = world.store.get_hypothesis(first)
+    assert hyp is not None and hyp.verdict is Verdict.PENDING and "set aside under" in hyp.reason
+    assert hyp.delta == pytest.approx(-0.1)  # its claim stands
+    # beta's replicate, alpha's merge and its twin run at once
+    runs = _run_at_once(world, ("w3", "w4", "w5"))
+    assert set(runs) == {explored.replicate_id, alpha_merge.experiment_id, alpha_merge.twin}
+    for run_id, leased in runs.items():
+        world.finish(leased, ok(0.5 if run_id == explored.replicate_id else 0.4))
+    world.scheduler.process_pending()
+    assert world.verdict(second) is Verdict.KEPT and world.verdict(first) is Verdict.KEPT
+    files = world.scheduler.lineage(world.task_id).files_at(world.head())
+    assert b"ALPHA = 0.5" in files["train.py"] and b"BETA = 0.5" in files["train.py"]
+
+
+def test_a_winner_that_claims_far_more_goes_under_the_outclassed_part_of_a_stack(
+    world: World,
+) -> None:
+    """alpha (0.5) is replicated, gamma (0.9, a fifth of alpha's gain) stacked on it; beta
+    (0.5) outclasses gamma but not alpha: gamma's merge is withdrawn, beta is stacked on
+    alpha, gamma on beta."""
+    ids = [world.submit(**{knob: "0.5"}, title=knob) for knob in ("alpha", "gamma", "beta")]
+    explores = [world.lease(worker) for worker in ("w1", "w2", "w3")]
+    alpha_id = world.finish(explores[0], ok(0.5))
+    world.finish(explores[1], ok(0.9))  # gamma: stacked on alpha
+    gamma_merge = _merge_of(world, ids[1])
+    assert gamma_merge.stacked_on == alpha_id
+    world.finish(explores[2], ok(0.5))  # beta
+    old = world.store.get_experiment(gamma_merge.experiment_id)
+    assert old is not None and old.verdict is Verdict.DISCARDED and "not needed" in old.reason
+    beta_merge, gamma_again = _merge_of(world, ids[2]), _merge_of(world, ids[1])
+    assert beta_merge.stacked_on == alpha_id
+    assert gamma_again.stacked_on == beta_merge.experiment_id
+    assert gamma_again.parent_commit == beta_merge.code_commit
+    tip = world.store.get_tip(world.task_id, HW)
+    assert tip["experiment_id"] == gamma_again.experiment_id
+
+
 def test_a_head_whose_stack_breaks_at_the_bottom_is_measured_while_it_restacks(
     world: World,
 ) -> None:
