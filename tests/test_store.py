@@ -184,6 +184,16 @@ def test_a_young_explore_is_preempted_by_a_waiting_replicate(store: Store) -> No
     assert lease(store, "w2", owner="bob", now=NOW + 22) == "x1"  # before x2, queued later
     events = [e for e in store.read_events("0", 100) if e.get("type") == "preempted"]
     assert [(e["experiment_id"], e["to"], e["worker_id"]) for e in events] == [("x1", "r1", "w1")]
+    # Once preempted, it runs on: it waited for a free worker once already.
+    queue(store, "r2", ExperimentKind.REPLICATE)
+    relet = store.get_experiment("x1")
+    assert relet is not None and relet.worker_id == "w2"
+    bob = SWITCHING._replace(owner="bob")
+    again = store.heartbeat(
+        "x1", "w2", relet.fencing_token, now=NOW + 23, ttl_s=TTL, preemption=bob
+    )
+    assert again.cancel is False and again.switched is None
+    assert lease(store, "w3", owner="carol", now=NOW + 24) == "r2"
 
 
 def test_an_explore_is_not_preempted_when_old_or_when_its_worker_cannot_switch(

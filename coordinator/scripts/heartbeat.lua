@@ -4,7 +4,8 @@
 -- less than a share of its task's budget ago, and a baseline, replicate or merge waits in
 -- the queue that this worker may take (leasing.lua), the explore goes back to its place in
 -- the queue (no attempt counted; its holder's token is stale from now on) and the waiting
--- experiment is leased to this worker in its place.
+-- experiment is leased to this worker in its place. An explore is preempted once at most: it
+-- waited for a free worker again then, which takes up to a whole run while all are busy.
 -- KEYS[1] the experiment hash   KEYS[2] leases (zset by deadline)
 -- KEYS[3] the worker's class queue   KEYS[4] the any-class queue
 -- KEYS[5] the class's owners (zset)   KEYS[6] the workers that lost trust (set)
@@ -27,8 +28,8 @@ redis.call('ZADD', KEYS[2], deadline, ARGV[1])
 
 local share = tonumber(ARGV[6])
 if share <= 0 then return {1, 0} end
-local e = redis.call('HMGET', KEYS[1], 'kind', 'leased_s', 'task_id', 'queue', 'score')
-if e[1] ~= 'explore' then return {1, 0} end
+local e = redis.call('HMGET', KEYS[1], 'kind', 'leased_s', 'task_id', 'queue', 'score', 'preempted')
+if e[1] ~= 'explore' or (tonumber(e[6]) or 0) > 0 then return {1, 0} end
 local w = {
   id = ARGV[2], owner = ARGV[7], hardware = ARGV[8], now = now,
   replicate_wait_s = tonumber(ARGV[9]), exp_prefix = ARGV[10], head_prefix = ARGV[11],
