@@ -9,7 +9,7 @@ withdrawn if the merge is not better); a conflict sends its hypothesis back. Whi
 winner on that head is still being judged (the tip: a merge, or an explore being
 replicated), a winner is stacked on the tip's code instead (`_merge_fields`), and so is a
 winner found on the head itself (`stacks`): concurrent winners run merged, not one after
-another.
+another, the strongest claims at the bottom (`Scheduler._outclassed`).
 """
 
 from __future__ import annotations
