@@ -401,9 +401,11 @@ class KeepOps(RecheckOps):
         why: str,
         experiment: dict[str, FieldValue] | None = None,
         claim_by: str | None = None,
+        yields: bool = False,
     ) -> None:
         """A winner measured on other code than the head's: merge it onto the current head
-        and test it again there, as a `merge` experiment with its replicate beside it.
+        and test it again there, as a `merge` experiment with its replicate beside it (which
+        preempt no explore if it `yields`).
 
         `concluded` is the experiment whose judgement this is (the candidate's replicate, or
         a stacked merge whose base did not become the head; `experiment`: fields of its own
@@ -441,6 +443,7 @@ class KeepOps(RecheckOps):
         replicate_id = derived_id("r", merge_id)  # the id the judge gives its replicate
         fields = self._merge_fields(task, hardware, cand, head, merged, merge_id, replicate_id)
         fields["claim_by"] = claim_by
+        fields["yields"] = yields or None
         follow_up = NewExperiment(merge_id, task.task_id, ExperimentKind.MERGE, hardware, fields)
         # A reproduced change merged cleanly will likely beat the head again: its replicate
         # runs alongside it, on another worker, instead of after it (withdrawn if the merge

@@ -64,6 +64,9 @@ class ExperimentRecord(Record):
     # A merge queued straight from an explore that looked better on a head that had moved
     # on: the explore's worker, whose claim this merge's verdict checks.
     claim_by: str | None = None
+    # A run that does not preempt an explore (a winner set aside under a stronger one: it
+    # is off the critical path and may be set aside again).
+    yields: bool = False
     attempts: int = 0
     fencing_token: int = 0
     worker_id: str | None = None

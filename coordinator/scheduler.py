@@ -195,7 +195,9 @@ class Scheduler(KeepOps):
             )
             if decided:
                 self.mark_tip(task, hardware, exp)  # winners found next on this head stack on it
-        self._restack(task, hardware, outclassed, self._why_outclassed(exp, decision, outclassed))
+        # Off the critical path now, and likely to be set aside again: no preempting for them.
+        why = self._why_outclassed(exp, decision, outclassed)
+        self._restack(task, hardware, outclassed, why, yields=True)
 
     def _follow_up(
         self, exp: ExperimentRecord, hardware: str, decision: judge.Decision
@@ -303,17 +305,21 @@ class Scheduler(KeepOps):
         hardware: str,
         winners: list[tuple[ExperimentRecord, ExperimentRecord]],
         why: dict[str, str],
+        *,
+        yields: bool = False,
     ) -> None:
         """Set aside these stacked winners, (winner, the unjudged run that carries it), each
         with its reason (`why`, by winner id): merged onto the head again, the one that
-        claimed the most first, each next one stacked on the tip (the one before)."""
+        claimed the most first, each next one stacked on the tip (the one before); their
+        runs preempt no explore if they `yield`."""
         # The strongest claim at the bottom: it is the likeliest to be kept, and a stack
         # breaks at its weakest winner below the rest (a lucky run on a noisy head).
         for winner, carrier in sorted(winners, key=lambda w: -self._claimed_gain(task, w[0])):
             head = self.store.get_head(task.task_id, hardware)
             if head is None:
                 return
-            self._set_aside(task, hardware, winner, head, why[winner.experiment_id], carrier)
+            reason = why[winner.experiment_id]
+            self._set_aside(task, hardware, winner, head, reason, carrier, yields=yields)
 
     def _set_aside(
         self,
@@ -323,6 +329,8 @@ class Scheduler(KeepOps):
         head: HeadRecord,
         why: str,
         carrier: ExperimentRecord,
+        *,
+        yields: bool = False,
     ) -> None:
         """A stacked winner (a merge, or the explore at the bottom of a stack) set aside: its
         own change is merged onto the head again (`_merge_forward`); the run that carried it
@@ -340,6 +348,7 @@ class Scheduler(KeepOps):
             why=why,
             experiment={"verdict": Verdict.DISCARDED.value},
             claim_by=claim_by,
+            yields=yields,
         )
         reason = f"not needed: {why}"
         if carrier.state in (ExperimentState.QUEUED, ExperimentState.LEASED):

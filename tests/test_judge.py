@@ -512,6 +512,8 @@ def test_a_winner_that_claims_far_more_goes_under_the_one_being_replicated(
     tip = world.store.get_tip(world.task_id, HW)  # alpha's merge, on beta: the next stack there
     assert tip["experiment_id"] == alpha_merge.experiment_id and tip["on"] == world.head()
     assert alpha_merge.claim_by == "w1"
+    twin = world.store.get_experiment(alpha_merge.twin or "")
+    assert alpha_merge.yields and twin is not None and twin.yields  # they preempt no explore
     hyp = world.store.get_hypothesis(first)
     assert hyp is not None and hyp.verdict is Verdict.PENDING and "set aside under" in hyp.reason
     assert hyp.delta == pytest.approx(-0.1)  # its claim stands

@@ -226,8 +226,14 @@ def test_an_explore_is_not_preempted_when_old_or_when_its_worker_cannot_switch(
 
 def test_an_explore_is_not_preempted_by_what_its_worker_may_not_run(store: Store) -> None:
     """A replicate that checks this worker's own claim (within the replicate wait) does not
-    preempt it; waiting explores never preempt anything."""
+    preempt it, nor does a merge that yields (a winner set aside under a stronger one, off
+    the critical path), though it is leased before explores; waiting explores never preempt
+    anything."""
     token = _running_explore(store)
+    queue(store, "m1", ExperimentKind.MERGE, yields="1")
+    yielding = store.heartbeat("x1", "w1", token, now=NOW + 3, ttl_s=TTL, preemption=SWITCHING)
+    assert yielding.switched is None
+    assert lease(store, "w2", owner="bob", now=NOW + 4) == "m1"
     queue(store, "r1", ExperimentKind.REPLICATE, exclude_worker="w1", exclude_owner="alice")
     own = store.heartbeat("x1", "w1", token, now=NOW + 5, ttl_s=TTL, preemption=SWITCHING)
     assert own.switched is None

@@ -2,10 +2,10 @@
 -- experiment was withdrawn while it ran (withdraw.lua) answers cancel to its holder alone.
 -- A young explore is preempted: when its worker can switch runs, the explore was leased
 -- less than a share of its task's budget ago, and a baseline, replicate or merge waits in
--- the queue that this worker may take (leasing.lua), the explore goes back to its place in
--- the queue (no attempt counted; its holder's token is stale from now on) and the waiting
--- experiment is leased to this worker in its place. An explore is preempted once at most: it
--- waited for a free worker again then, which takes up to a whole run while all are busy.
+-- the queue that this worker may take (leasing.lua) and that does not yield, the explore
+-- goes back to its place in the queue (no attempt counted; its holder's token is stale from
+-- now on) and the waiting experiment is leased to this worker in its place. An explore is
+-- preempted once at most: it waited for a free worker again then, up to a whole run.
 -- KEYS[1] the experiment hash   KEYS[2] leases (zset by deadline)
 -- KEYS[3] the worker's class queue   KEYS[4] the any-class queue
 -- KEYS[5] the class's owners (zset)   KEYS[6] the workers that lost trust (set)
@@ -33,7 +33,7 @@ if e[1] ~= 'explore' or (tonumber(e[6]) or 0) > 0 then return {1, 0} end
 local w = {
   id = ARGV[2], owner = ARGV[7], hardware = ARGV[8], now = now,
   replicate_wait_s = tonumber(ARGV[9]), exp_prefix = ARGV[10], head_prefix = ARGV[11],
-  distrusted = redis.call('SISMEMBER', KEYS[6], ARGV[2]) == 1,
+  distrusted = redis.call('SISMEMBER', KEYS[6], ARGV[2]) == 1, preempting = true,
 }
 -- What waits first (cheap when nothing does), then the explore's age against its budget.
 local waiting, queue = choose(w, KEYS[3], KEYS[4], tonumber(ARGV[13]), ARGV[14])

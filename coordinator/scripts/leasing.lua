@@ -1,17 +1,19 @@
 -- Choosing and taking a queued experiment for one worker, shared by lease.lua and
 -- heartbeat.lua (prepended to them after lib.lua; no KEYS/ARGV of its own).
 -- `w` describes the worker: {id, owner, hardware, now, replicate_wait_s, distrusted,
--- exp_prefix, head_prefix}.
+-- exp_prefix, head_prefix, preempting}.
 
 -- Whether the worker may take this queued experiment now. Not: one that excludes this worker
 -- or its owner (a replicate) or whose twin it holds (a merge and its replicate run on two
 -- workers), until it has waited replicate_wait_s for another worker; an explore of a task
 -- without a head on this class (it could not be judged here); a baseline or replicate, for
--- a worker that lost trust (other decisions rest on them unchecked).
+-- a worker that lost trust (other decisions rest on them unchecked). With `w.preempting`
+-- (a heartbeat's choice, which would preempt the worker's explore): not one that `yields`.
 local function eligible(w, experiment_id)
   local f = redis.call('HMGET', w.exp_prefix .. experiment_id,
-    'state', 'kind', 'task_id', 'exclude_worker', 'exclude_owner', 'created_s', 'twin')
+    'state', 'kind', 'task_id', 'exclude_worker', 'exclude_owner', 'created_s', 'twin', 'yields')
   if f[1] ~= 'queued' then return false end
+  if w.preempting and f[8] == '1' then return false end
   local waited = w.now - (tonumber(f[6]) or w.now) >= w.replicate_wait_s
   if f[4] == w.id and not waited then return false end
   if f[7] and f[7] ~= '' and not waited and
