@@ -64,7 +64,7 @@ _FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 _FILES: cachetools.LRUCache[tuple[str, str], dict[str, bytes]] = cachetools.LRUCache(
     maxsize=64 * 2**20, getsizeof=lambda files: 1 + sum(len(b) for b in files.values())
 )
-_FILES_LOCK = threading.Lock()
+_CACHE_LOCK = threading.Lock()  # both caches'
 # Commits already found in a repo, by (repo path, full sha): what a sha names never changes.
 _COMMITS: cachetools.LRUCache[tuple[str, str], bool] = cachetools.LRUCache(maxsize=4096)
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -325,14 +325,14 @@ class Lineage:
 
     def _commit(self, repo: git.Repo, rev: str) -> str:
         key = (str(self.path), rev)
-        with _FILES_LOCK:
+        with _CACHE_LOCK:
             if key in _COMMITS:
                 return rev
         sha = _resolve(repo, rev)
         if sha is None:
             raise LineageError(f"task {self.task_id}: unknown commit {rev!r}")
         if sha == rev:  # a full sha, and a commit's
-            with _FILES_LOCK:
+            with _CACHE_LOCK:
                 _COMMITS[key] = True
         return sha
 
@@ -409,11 +409,11 @@ class Lineage:
         if not _FULL_SHA.match(commit):
             return self._read_files(commit)
         key = (str(self.path), commit)
-        with _FILES_LOCK:
+        with _CACHE_LOCK:
             cached = _FILES.get(key)
         if cached is None:
             cached = self._read_files(commit)
-            with _FILES_LOCK, suppress(ValueError):  # larger than the whole cache
+            with _CACHE_LOCK, suppress(ValueError):  # larger than the whole cache
                 _FILES[key] = cached
         return dict(cached)
 

@@ -381,20 +381,14 @@ class Scheduler(KeepOps):
             carrier = self._carrier(member)
             if carrier is None or self._claimed_gain(task, member) * OUTCLASS >= gain:
                 continue
-            if i:
-                below = members[i - 1]
-                commit = below.code_commit or below.parent_commit
-                self.store.set_tip(
-                    task.task_id,
-                    hardware,
-                    on=head.commit,
-                    experiment_id=below.experiment_id,
-                    commit=commit,
-                )
-            else:
-                self.store.set_tip(
-                    task.task_id, hardware, on=head.commit, experiment_id="", commit=""
-                )
+            below = members[i - 1] if i else None  # none: the new winner is the bottom
+            self.store.set_tip(
+                task.task_id,
+                hardware,
+                on=head.commit,
+                experiment_id=below.experiment_id if below else "",
+                commit=(below.code_commit or below.parent_commit) if below else "",
+            )
             above = ((m, self._carrier(m)) for m in members[i + 1 :])
             return [(member, carrier)] + [(m, c) for m, c in above if c is not None]
         return []
