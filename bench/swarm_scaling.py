@@ -46,6 +46,7 @@ from typing import Any
 
 from coordinator.proposers.base import run_proposer_loop
 from coordinator.proposers.mutation import MutationProposer, find_constants
+from coordinator.redis_server import die_with_parent
 from coordinator.settings import CoordinatorSettings
 from shared.client import CoordinatorClient
 from shared.errors import AutoswarmError
@@ -209,7 +210,12 @@ class Coordinator:
         log_path = self.data_dir / "coordinator.log"
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "coordinator"], cwd=REPO, env=env, stdout=log, stderr=log
+                [sys.executable, "-m", "coordinator"],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=log,
+                preexec_fn=die_with_parent,  # a benchmark stopped by a signal leaves no server
             )
         with self.client() as client:
             deadline = time.monotonic() + 60

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from coordinator.redis_server import die_with_parent
 from shared.client import CoordinatorClient
 from shared.task import load_task, read_task_files
 from worker.hardware import cpu_count
@@ -98,7 +99,12 @@ def start_coordinator(root: Path, n: int) -> tuple[subprocess.Popen[bytes], str,
     }
     log = (root / "coordinator.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "coordinator"], cwd=REPO, env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "coordinator"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=log,
+        preexec_fn=die_with_parent,  # a benchmark stopped by a signal leaves no server
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -124,7 +130,12 @@ def run_worker(root: Path, url: str, token: str, n: int, trust: str, prefetch: b
     ]  # fmt: skip
     with (root / "worker.log").open("wb") as log:
         code = subprocess.call(
-            [sys.executable, "-m", "worker", *args], cwd=REPO, env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "worker", *args],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=log,
+            preexec_fn=die_with_parent,
         )
     if code != 0:
         raise SystemExit(f"worker exited {code}; see {root}/worker.log")
