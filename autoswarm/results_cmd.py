@@ -174,27 +174,35 @@ def leaderboard(
             typer.echo(json.dumps(boards, indent=2))
             return
         for board in boards:
-            for cls in board["classes"]:
-                table = Table(
-                    title=(
-                        f"{board['task_id']} on {cls['hardware']}: {board['metric']} "
-                        f"{_num(cls['mean'])} ± {_num(cls['std'], 3) or '?'} (n={cls['runs']})"
-                    )
-                )
-                for column in ("#", "commit", "change", board["metric"], "delta", "owner"):
-                    table.add_column(column)
-                for i, change in enumerate(cls["chain"]):
-                    table.add_row(
-                        str(i),
-                        change["commit"][:7],
-                        change["title"],
-                        _num(change["metric"]),
-                        _signed(change["delta"]),
-                        change["owner"] or "",
-                    )
+            for table in board_tables(board):
                 console.print(table)
 
     _run(join, token, show_boards)
+
+
+def board_tables(board: dict[str, Any]) -> list[Table]:
+    """One table per hardware class: its head's score, then its chain of kept changes."""
+    tables = []
+    for cls in board["classes"]:
+        table = Table(
+            title=(
+                f"{board['task_id']} on {cls['hardware']}: {board['metric']} "
+                f"{_num(cls['mean'])} ± {_num(cls['std'], 3) or '?'} (n={cls['runs']})"
+            )
+        )
+        for column in ("#", "commit", "change", board["metric"], "delta", "owner"):
+            table.add_column(column)
+        for i, change in enumerate(cls["chain"]):
+            table.add_row(
+                str(i),
+                change["commit"][:7],
+                change["title"],
+                _num(change["metric"]),
+                _signed(change["delta"]),
+                change["owner"] or "",
+            )
+        tables.append(table)
+    return tables
 
 
 def experiments(

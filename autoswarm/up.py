@@ -2,7 +2,10 @@
 
 One process runs the coordinator (embedded Redis, lineage under the data folder) and the
 proposer; worker subprocesses run the experiments; the terminal shows a live table, and
-`results.tsv` and `progress.png` are rewritten as results arrive.
+`results.tsv` and `progress.png` are rewritten as results arrive. Ctrl-C, SIGTERM, SIGHUP
+(the terminal closed) or `--max-experiments` stop it cleanly: workers hand back their
+leases, the lineage is printed, Redis is shut down. If `up` itself is killed, its workers
+and its Redis get SIGTERM from the kernel (PR_SET_PDEATHSIG) rather than run on.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from rich.table import Table
 from autoswarm.console import console, err_console
 from autoswarm.report import ExperimentRow, plot_progress, rows_from_summaries, to_tsv
 from shared.errors import AutoswarmError, SandboxUnavailable
+from shared.lifetime import die_with_parent
 from shared.task import TaskSpec, read_task_files
 
 logger = logging.getLogger(__name__)
@@ -84,9 +88,16 @@ class Swarm:
             sys.executable, "-m", "worker", "--join", url, "--token", token, "--trust", trust,
             "--state-dir", str(state), "--name", f"local-{index}", "--wait-s", "5",
         ]  # fmt: skip
-        # The token goes in argv of a local child only; the sandbox never sees it.
+        # The token goes in argv of a local child only; the sandbox never sees it. Started
+        # from the main thread, so the child's SIGTERM comes when this process ends.
         self.workers.append(
-            subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent(),
+            )
         )
 
     def shut_down(self) -> None:
@@ -141,6 +152,8 @@ def run_up(
         coordinator = serve_in_thread(settings)
     swarm = Swarm()
     previous = _install_stop(swarm.stop)
+    admin: CoordinatorClient | None = None
+    task_id = ""
     try:
         admin = CoordinatorClient(coordinator.url, coordinator.admin_token, timeout_s=60)
         task_id = admin.register_task(read_task_files(task_dir, spec))["task_id"]
@@ -159,27 +172,50 @@ def run_up(
         )
         swarm.proposer_thread.start()
         console.print(
-            f"dashboard: [link]{coordinator.url}/[/link]   logs: {data_dir / 'logs'}   "
-            f"trust: {trust}   Ctrl-C stops"
+            f"dashboard and API: [link]{coordinator.url}/[/link] (API under "
+            f"{coordinator.url}/api/v1)\nadmin token: {coordinator.admin_token} "
+            f"(also in {settings.admin_token_file}, readable only by you)\n"
+            f"logs: {data_dir / 'logs'}   trust: {trust}   Ctrl-C stops"
         )
         _watch(admin, spec, task_id, swarm, out_dir, max_experiments)
     except AutoswarmError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         return 1
     finally:
-        with console.status("stopping workers (leases are handed back) and the coordinator"):
+        with console.status("stopping workers (leases are handed back)"):
             swarm.shut_down()
+        if admin is not None and task_id:
+            print_lineage(admin, task_id)
+        with console.status("stopping the coordinator"):
             coordinator.stop()
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 
-def _install_stop(stop: threading.Event) -> Any:
+def print_lineage(client: Any, task_id: str) -> None:
+    """The chain of kept changes per hardware class, as `autoswarm leaderboard` shows it."""
+    from autoswarm.results_cmd import board_tables
+
+    try:
+        board = client.get_json(f"tasks/{task_id}/leaderboard")
+    except AutoswarmError as exc:
+        err_console.print(f"[yellow]the lineage could not be read:[/yellow] {exc}")
+        return
+    for table in board_tables(board):
+        console.print(table)
+
+
+def _install_stop(stop: threading.Event) -> dict[int, Any]:
+    """SIGINT, SIGTERM and SIGHUP set `stop`; the handlers they had before, to restore."""
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    return signal.signal(signal.SIGINT, on_signal)
+    return {
+        signum: signal.signal(signum, on_signal)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
 
 
 def _watch(

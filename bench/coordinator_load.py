@@ -57,10 +57,10 @@ import redis
 
 from coordinator import keys
 from coordinator.heads import new_id
-from coordinator.redis_server import die_with_parent
 from coordinator.store import NewExperiment, Store
 from shared.client import CoordinatorClient
 from shared.errors import AutoswarmError
+from shared.lifetime import die_with_parent
 from shared.models import ExperimentKind
 
 REPO = Path(__file__).resolve().parent.parent
@@ -276,7 +276,7 @@ class Coordinator:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=die_with_parent,  # a benchmark stopped by a signal leaves no server
+                preexec_fn=die_with_parent(),  # a benchmark stopped by a signal leaves no server
             )
         with self.client() as client:
             deadline = time.monotonic() + START_TIMEOUT_S

@@ -33,12 +33,13 @@ import redis
 from coordinator import keys
 from coordinator.hypotheses import submit_hypothesis
 from coordinator.models import WorkerRecord
-from coordinator.redis_server import die_with_parent, free_port, redis_binary
+from coordinator.redis_server import free_port, redis_binary
 from coordinator.scheduler import Scheduler
 from coordinator.service import serve_in_thread
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import NewExperiment, Store
 from coordinator.tasks import register_task
+from shared.lifetime import die_with_parent
 from shared.models import ExperimentKind, HypothesisCreate, Result, ResultStatus
 
 CLASSES = {
@@ -398,7 +399,7 @@ def main() -> None:
             [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(root)],
             stdout=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with_parent(),
         )  # fmt: skip
         url = f"redis://127.0.0.1:{port}/0"
         try:

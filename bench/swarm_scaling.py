@@ -46,10 +46,10 @@ from typing import Any
 
 from coordinator.proposers.base import run_proposer_loop
 from coordinator.proposers.mutation import MutationProposer, find_constants
-from coordinator.redis_server import die_with_parent
 from coordinator.settings import CoordinatorSettings
 from shared.client import CoordinatorClient
 from shared.errors import AutoswarmError
+from shared.lifetime import die_with_parent
 from shared.models import Lease, Result, ResultReport, ResultStatus, WorkerCreate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -215,7 +215,7 @@ class Coordinator:
                 env=env,
                 stdout=log,
                 stderr=log,
-                preexec_fn=die_with_parent,  # a benchmark stopped by a signal leaves no server
+                preexec_fn=die_with_parent(),  # a benchmark stopped by a signal leaves no server
             )
         with self.client() as client:
             deadline = time.monotonic() + 60

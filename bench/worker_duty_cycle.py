@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coordinator.redis_server import die_with_parent
 from shared.client import CoordinatorClient
+from shared.lifetime import die_with_parent
 from shared.task import load_task, read_task_files
 from worker.hardware import cpu_count
 
@@ -104,7 +104,7 @@ def start_coordinator(root: Path, n: int) -> tuple[subprocess.Popen[bytes], str,
         env=env,
         stdout=log,
         stderr=log,
-        preexec_fn=die_with_parent,  # a benchmark stopped by a signal leaves no server
+        preexec_fn=die_with_parent(),  # a benchmark stopped by a signal leaves no server
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -135,7 +135,7 @@ def run_worker(root: Path, url: str, token: str, n: int, trust: str, prefetch: b
             env=env,
             stdout=log,
             stderr=log,
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with_parent(),
         )
     if code != 0:
         raise SystemExit(f"worker exited {code}; see {root}/worker.log")
