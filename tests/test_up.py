@@ -1,0 +1,110 @@
+"""`autoswarm up` as a researcher runs it: a real subprocess with its coordinator, embedded
+Redis, worker processes and the mutation proposer, on a task that runs in a moment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, wait_until
+
+pytestmark = pytest.mark.slow
+
+TRAIN = """\
+import random
+X = 4.0  # the score is lowest at X = 1
+print("---")
+print(f"score: {abs(X - 1.0) + random.gauss(0, 0.001):.6f}")
+"""
+TOML = """\
+[task]
+name = "quick"
+editable = ["train.py"]
+protected = ["prepare.py"]
+budget_s = 5
+
+[metric]
+name = "score"
+direction = "minimize"
+"""
+
+
+def make_task(root: Path) -> Path:
+    folder = root / "quick"
+    folder.mkdir()
+    (folder / "task.toml").write_text(TOML)
+    (folder / "train.py").write_text(TRAIN)
+    (folder / "prepare.py").write_text("# nothing to prepare\n")
+    (folder / "program.md").write_text("# quick\n\nMake `score` lower.\n")
+    return folder
+
+
+def up_argv(task: Path, data_dir: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "autoswarm", "up", "--task", str(task), "--workers", "2",
+        "--trust", "trusted-code", "--data-dir", str(data_dir), "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def processes_under(folder: Path) -> list[int]:
+    """Pids whose command line names `folder` (workers' state folders, Redis's config)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(folder) in cmdline and int(entry.name) != os.getpid():
+            found.append(int(entry.name))
+    return found
+
+
+def test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running(tmp_path: Path) -> None:
+    task, data_dir, out = make_task(tmp_path), tmp_path / "data", tmp_path / "out"
+    done = subprocess.run(
+        up_argv(task, data_dir, out, "--max-experiments", "2"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    token_file = data_dir / "admin.token"
+    token = token_file.read_text().strip()
+    assert f"admin token: {token}" in done.stdout
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert "/api/v1" in done.stdout
+    assert "quick on cpu" in done.stdout  # the lineage, printed at the end
+    rows = (out / "results.tsv").read_text().splitlines()
+    assert rows[0].startswith("commit\t") and len(rows) > 1
+    assert processes_under(data_dir) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_killing_up_stops_its_workers_and_redis(tmp_path: Path) -> None:
+    task, data_dir, out = make_task(tmp_path), tmp_path / "data", tmp_path / "out"
+    up = subprocess.Popen(
+        up_argv(task, data_dir, out),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # two workers and Redis name the data folder in their command lines
+        wait_until(lambda: len(processes_under(data_dir)) >= 3, 120, "up's workers and Redis")
+        up.send_signal(signal.SIGKILL)
+        up.wait(10)
+        wait_until(lambda: processes_under(data_dir) == [], 60, "up's children to exit")
+    finally:
+        if up.poll() is None:
+            up.kill()
+        for pid in processes_under(data_dir):
+            os.kill(pid, signal.SIGKILL)
