@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,27 +23,6 @@ X = 4.0  # the score is lowest at X = 1
 print("---")
 print(f"score: {abs(X - 1.0) + random.gauss(0, 0.001):.6f}")
 """
-TOML = """\
-[task]
-name = "quick"
-editable = ["train.py"]
-protected = ["prepare.py"]
-budget_s = 5
-
-[metric]
-name = "score"
-direction = "minimize"
-"""
-
-
-def make_task(root: Path) -> Path:
-    folder = root / "quick"
-    folder.mkdir()
-    (folder / "task.toml").write_text(TOML)
-    (folder / "train.py").write_text(TRAIN)
-    (folder / "prepare.py").write_text("# nothing to prepare\n")
-    (folder / "program.md").write_text("# quick\n\nMake `score` lower.\n")
-    return folder
 
 
 def up_argv(task: Path, data_dir: Path, out: Path, *extra: str) -> list[str]:
@@ -67,8 +47,10 @@ def processes_under(folder: Path) -> list[int]:
     return found
 
 
-def test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running(tmp_path: Path) -> None:
-    task, data_dir, out = make_task(tmp_path), tmp_path / "data", tmp_path / "out"
+def test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running(
+    tmp_path: Path, task_dir_factory: Callable[..., Path]
+) -> None:
+    task, data_dir, out = task_dir_factory("quick", TRAIN), tmp_path / "data", tmp_path / "out"
     done = subprocess.run(
         up_argv(task, data_dir, out, "--max-experiments", "2"),
         cwd=REPO,
@@ -89,8 +71,10 @@ def test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running(tmp_path:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_killing_up_stops_its_workers_and_redis(tmp_path: Path) -> None:
-    task, data_dir, out = make_task(tmp_path), tmp_path / "data", tmp_path / "out"
+def test_killing_up_stops_its_workers_and_redis(
+    tmp_path: Path, task_dir_factory: Callable[..., Path]
+) -> None:
+    task, data_dir, out = task_dir_factory("quick", TRAIN), tmp_path / "data", tmp_path / "out"
     up = subprocess.Popen(
         up_argv(task, data_dir, out),
         cwd=REPO,
