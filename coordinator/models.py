@@ -224,6 +224,10 @@ class HeartbeatRequest(LeaseAction):
     # (`switch_to`), so a young explore may be preempted by a waiting baseline, replicate
     # or merge. A worker that cannot leaves it false and is never switched.
     can_switch: bool = False
+    # How long the run of this lease has run (0 while it waits behind the worker's current
+    # run): an explore is preempted only within a share of its budget of this. Absent: the
+    # time since it was leased counts.
+    running_s: float | None = Field(default=None, ge=0, le=10_000_000)
 
 
 class ResultSubmit(Body):

@@ -223,14 +223,23 @@ class CoordinatorClient:
         fencing_token: int,
         *,
         can_switch: bool = False,
+        running_s: float | None = None,
         timeout_s: float | None = None,
     ) -> HeartbeatAnswer:
         """Renew a lease; `StaleLease` if the token is stale. With `can_switch`, the answer may
-        hand over another lease (`switch_to`) in place of a preempted explore."""
+        hand over another lease (`switch_to`) in place of a preempted explore that has run for
+        `running_s` (0: not started yet; None: the coordinator counts from the lease)."""
+        body: dict[str, Any] = {
+            "worker_id": worker_id,
+            "fencing_token": fencing_token,
+            "can_switch": can_switch,
+        }
+        if running_s is not None:
+            body["running_s"] = round(running_s, 3)
         response = self._request(
             "POST",
             f"leases/{experiment_id}/heartbeat",
-            json={"worker_id": worker_id, "fencing_token": fencing_token, "can_switch": can_switch},
+            json=body,
             timeout_s=timeout_s,
             stale_on_conflict=True,
         )

@@ -111,6 +111,9 @@ class Lease(Frozen):
     bundle_hash: str
     spec: TaskSpec
     budget_s: float
+    # An explore may give way to a waiting baseline, replicate or merge during the first
+    # this many seconds of its run (0: never); its worker heartbeats more often meanwhile.
+    preemptible_s: float = 0.0
 
 
 class HeartbeatAnswer(Frozen):

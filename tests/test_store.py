@@ -224,6 +224,22 @@ def test_an_explore_is_not_preempted_when_old_or_when_its_worker_cannot_switch(
     assert lease(store, "w2", owner="bob", now=NOW + 2) == "m1"
 
 
+def test_the_time_an_explore_has_run_is_what_its_worker_says(store: Store) -> None:
+    """An explore leased long ago that has not started (prefetched behind the worker's
+    current run: 0 s) still gives way; one leased a moment ago whose run has gone past a
+    quarter of its budget does not."""
+    token = _running_explore(store)
+    queue(store, "r1", ExperimentKind.REPLICATE)
+    ran_long = store.heartbeat(
+        "x1", "w1", token, now=NOW + 1, ttl_s=TTL, preemption=SWITCHING, running_s=30.0
+    )
+    assert ran_long.switched is None
+    waited = store.heartbeat(
+        "x1", "w1", token, now=NOW + 50, ttl_s=TTL, preemption=SWITCHING, running_s=0.0
+    )
+    assert waited.switched is not None and waited.switched.experiment_id == "r1"
+
+
 def test_an_explore_is_not_preempted_by_what_its_worker_may_not_run(store: Store) -> None:
     """A replicate that checks this worker's own claim (within the replicate wait) does not
     preempt it, nor does a merge that yields (a winner set aside under a stronger one, off

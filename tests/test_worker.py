@@ -32,7 +32,7 @@ from shared.models import (
     WorkerCreate,
 )
 from shared.task import hash_files
-from tests.conftest import RunningCoordinator, wait_until
+from tests.conftest import CoordinatorFactory, RunningCoordinator, wait_until
 from tests.worker_helpers import (
     WorkerFactory,
     WorkerProcess,
@@ -488,11 +488,17 @@ def test_a_withdrawn_experiment_stops_its_run_at_the_next_heartbeat(
 
 
 def test_a_young_explore_is_preempted_by_a_baseline_and_the_worker_runs_that_instead(
-    coordinator: RunningCoordinator, workers: WorkerFactory, tmp_path: Path, redis_url: str
+    coordinator_factory: CoordinatorFactory,
+    workers: WorkerFactory,
+    tmp_path: Path,
+    redis_url: str,
 ) -> None:
     """Every worker busy with an explore when a baseline is queued: the worker running a
     young explore is handed the baseline at its next heartbeat, stops the explore and runs
-    the baseline; the explore is queued again with no attempt counted."""
+    the baseline; the explore is queued again with no attempt counted. Heartbeats come
+    every 20 s here (lease_ttl_s / 3), but while an explore may be preempted (its first 9 s:
+    0.1 of its budget) they come every quarter of that: the switch comes within seconds."""
+    coordinator = coordinator_factory(lease_ttl_s=60.0, preempt_within=0.1)
     folder = make_task(tmp_path, sleep_s=60, budget_s=90)
     task_id = register_task(coordinator, folder)
     worker = workers.start(coordinator, coordinator.create_token("worker", "w"), "w")
@@ -503,7 +509,7 @@ def test_a_young_explore_is_preempted_by_a_baseline_and_the_worker_runs_that_ins
         hypothesis = HypothesisCreate(task_id=task_id, title="a change", change=change)
         explore_id = admin.submit_hypothesis(hypothesis)["experiment_id"]
         # The head's baselines would run first: withdraw them (the running one stops at its
-        # next heartbeat, every 5 s here), so that the worker takes the explore.
+        # next heartbeat, within 20 s here), so that the worker takes the explore.
         queued = list_experiments(coordinator, task_id=task_id, kind="baseline")
         event: dict[str, FieldValue] = {"type": "verdict"}
         for baseline in queued:
@@ -514,7 +520,7 @@ def test_a_young_explore_is_preempted_by_a_baseline_and_the_worker_runs_that_ins
                 event=event,
                 now=time.time(),
             )
-        wait_until(lambda: _slot(worker).get("experiment_id") == explore_id, 20, "the explore")
+        wait_until(lambda: _slot(worker).get("experiment_id") == explore_id, 40, "the explore")
         head = admin.get_json(f"tasks/{task_id}")["heads"][0]
     extra = NewExperiment(
         "baseline-extra",
@@ -524,7 +530,7 @@ def test_a_young_explore_is_preempted_by_a_baseline_and_the_worker_runs_that_ins
         {"bundle_hash": head["bundle_hash"], "parent_commit": head["commit"]},
     )
     assert store.enqueue_experiment(extra, now=time.time())
-    wait_until(lambda: _slot(worker).get("experiment_id") == "baseline-extra", 15, "the switch")
+    wait_until(lambda: _slot(worker).get("experiment_id") == "baseline-extra", 8, "the switch")
     assert _slot(worker)["kind"] == "baseline" and worker.alive()
     record = wait_for_state(coordinator, explore_id, ("queued",), 5)
     assert record["attempts"] == 0 and record["result"] is None

@@ -13,6 +13,10 @@ from shared.models import Lease
 logger = logging.getLogger(__name__)
 
 MIN_INTERVAL_S = 0.05
+# While an explore may still be preempted, it heartbeats this often: a quarter of its window,
+# and not more often than once a second.
+EARLY_BEATS = 4
+EARLY_MIN_S = 1.0
 
 
 class HeldLease:
@@ -25,7 +29,10 @@ class HeldLease:
     coordinator: nothing to hand back; no heartbeat follows). A heartbeat that fails because
     the coordinator is away is tried again at the same pace; the lease may expire meanwhile,
     which the next heartbeat (or the report) learns as stale. After `close` no heartbeat is
-    sent.
+    sent. Each heartbeat says how long the run has run (0 until `started`); `started` sends
+    one at once, and while the run is within the lease's `preemptible_s` they come every
+    quarter of it: a baseline, replicate or merge queued meanwhile preempts the young
+    explore before it has cost much, not up to a whole heartbeat interval later.
     Does not: stop the run (the slot reads the flags), or retry a release that failed (an
     unreleased lease expires after its TTL and the experiment is queued again).
     """
@@ -42,8 +49,10 @@ class HeldLease:
         self.successor: HeldLease | None = None  # final once `close` returns
         self._switch_lock = threading.Lock()
         self.leased_at = time.monotonic()
+        self.run_started: float | None = None
         self._ttl_s = lease.lease_ttl_s
         self._closed = threading.Event()
+        self._wake = threading.Event()  # beat now: closed, or the run just started
         self._thread = threading.Thread(
             target=self._beat, name=f"heartbeat-{lease.experiment_id}", daemon=True
         )
@@ -60,12 +69,22 @@ class HeldLease:
         self._thread.start()
         return self
 
+    def started(self) -> None:
+        """The run of this lease starts now: heartbeat at once."""
+        self.run_started = time.monotonic()
+        self._wake.set()
+
+    def running_s(self) -> float:
+        """How long the run has run; 0 while the lease waits (prefetched)."""
+        return 0.0 if self.run_started is None else time.monotonic() - self.run_started
+
     def close(self, *, release: bool) -> None:
         """Stop heartbeats; with `release`, hand the lease back (best effort, logged)."""
         # Not joined: a heartbeat in flight to a hung coordinator must not hold up the slot,
         # and one that lands after the report or the release is answered 409 and ignored.
         with self._switch_lock:
             self._closed.set()
+        self._wake.set()
         if release and not self.lost.is_set() and self.successor is None:
             self._release()
 
@@ -94,13 +113,18 @@ class HeldLease:
             logger.info("worker %s: experiment %s handed back", self.worker_id, self.experiment_id)
 
     def _beat(self) -> None:
-        while not self._closed.wait(max(MIN_INTERVAL_S, self._ttl_s / 3)):
+        while True:
+            self._wake.wait(self._interval())
+            self._wake.clear()
+            if self._closed.is_set():
+                return
             try:
                 answer = self.client.heartbeat(
                     self.experiment_id,
                     self.worker_id,
                     self.lease.fencing_token,
                     can_switch=self.can_switch and not self._closed.is_set(),
+                    running_s=self.running_s(),
                 )
             except CoordinatorUnavailable as exc:
                 logger.warning(
@@ -132,6 +156,13 @@ class HeldLease:
                     "worker %s: coordinator cancelled %s", self.worker_id, self.experiment_id
                 )
                 self.cancelled.set()
+
+    def _interval(self) -> float:
+        interval = self._ttl_s / 3
+        window = self.lease.preemptible_s
+        if self.can_switch and window > 0 and self.running_s() < window:
+            interval = min(interval, max(EARLY_MIN_S, window / EARLY_BEATS))
+        return max(MIN_INTERVAL_S, interval)
 
     def _switch(self, lease: Lease) -> None:
         """The explore was preempted: hold (and heartbeat) the lease handed over, then stop."""

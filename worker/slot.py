@@ -254,6 +254,7 @@ class WorkerSlot:
         if self.controls.stop.is_set():
             raise RunAbandoned("the worker is stopping")
         self.state = SlotState.RUNNING
+        held.started()
         result = self.runner.run(
             task_dir, lease.spec, budget_s=lease.budget_s, on_tick=lambda s: self._tick(held, s)
         )

@@ -79,6 +79,9 @@ def _lease_of(ctx: Context, got: Leased) -> Lease:
         bundle_hash=got.bundle_hash,
         spec=task.spec,
         budget_s=task.spec.budget_s,
+        preemptible_s=(
+            ctx.settings.preempt_within * task.spec.budget_s if got.kind == "explore" else 0.0
+        ),
     )
 
 
@@ -153,6 +156,7 @@ async def heartbeat(
             now=time.time(),
             ttl_s=ctx.settings.lease_ttl_s,
             preemption=preemption,
+            running_s=body.running_s,
         )
         switch_to = None
         if renewal.switched is not None:

@@ -1,7 +1,9 @@
 -- Renew a lease: only the current fencing token of the worker holding it. A lease whose
 -- experiment was withdrawn while it ran (withdraw.lua) answers cancel to its holder alone.
--- A young explore is preempted: when its worker can switch runs, the explore was leased
--- less than a share of its task's budget ago, and a baseline, replicate or merge waits in
+-- A young explore is preempted: when its worker can switch runs, the explore has run for
+-- less than a share of its task's budget (as its worker says; a lease waiting behind the
+-- worker's current run has run for 0 s; a worker that does not say: since it was leased),
+-- and a baseline, replicate or merge waits in
 -- the queue that this worker may take (leasing.lua) and that does not yield, the explore
 -- goes back to its place in the queue (no attempt counted; its holder's token is stale from
 -- now on) and the waiting experiment is leased to this worker in its place. An explore is
@@ -15,6 +17,7 @@
 -- ARGV[7] owner   ARGV[8] hardware class   ARGV[9] replicate_wait_s
 -- ARGV[10] experiment key prefix   ARGV[11] head key prefix   ARGV[12] task key prefix
 -- ARGV[13] entries scanned per queue   ARGV[14] the lowest explore score (priority 2)
+-- ARGV[15] seconds the explore's run has run, as its worker says ('': not said)
 -- Returns {1, cancel (0/1)} renewed; {1, 1, experiment_id, fencing_token, kind, task_id,
 -- bundle_hash} preempted for that lease; {-1} unknown; {-2} another worker's; {-3} stale token.
 local f = redis.call('HMGET', KEYS[1], 'cancel', 'worker_id', 'fencing_token')
@@ -41,7 +44,8 @@ if not waiting then return {1, 0} end
 local spec = redis.call('HGET', ARGV[12] .. e[3], 'spec')
 local ok, decoded = pcall(cjson.decode, spec or '')
 local budget = ok and type(decoded) == 'table' and tonumber(decoded['budget_s'])
-if not budget or now - (tonumber(e[2]) or now) >= share * budget then return {1, 0} end
+local ran = tonumber(ARGV[15]) or (now - (tonumber(e[2]) or now))
+if not budget or ran >= share * budget then return {1, 0} end
 
 redis.call('HSET', KEYS[1], 'state', 'queued', 'lease_deadline', '')
 redis.call('HINCRBY', KEYS[1], 'fencing_token', 1)  -- its run is over: a late report is stale

@@ -113,11 +113,13 @@ class LeaseOps(StoreBase):
         now: float,
         ttl_s: float,
         preemption: Preemption | None = None,
+        running_s: float | None = None,
     ) -> Renewal:
         """Renew the lease: whether the experiment was cancelled, and with `preemption` (a
         worker that can switch runs), the lease it switches to when its young explore was
         preempted by a waiting baseline, replicate or merge (the explore is queued again at
-        its place, no attempt counted)."""
+        its place, no attempt counted). `running_s`: how long the explore's run has run, as
+        its worker says (0 while it waits behind another run); None: since it was leased."""
         asked = preemption or Preemption("", "", 0.0, 0.0)
         answer = self._run(
             "heartbeat",
@@ -145,6 +147,7 @@ class LeaseOps(StoreBase):
                 keys.task(""),
                 LEASE_SCAN,
                 repr(EXPLORE_SCORE),
+                "" if running_s is None else repr(running_s),
             ],
         )
         _raise_for(int(answer[0]), experiment_id)
