@@ -43,10 +43,6 @@ def _run(join: str, token: str, action: Callable[[CoordinatorClient], None]) -> 
     """Run `action` with a client; an error becomes a message and exit code 1."""
     try:
         with CoordinatorClient(join, token, timeout_s=30) as client:
-            if not token:
-                # The shared client always sends a bearer token; a public-read coordinator
-                # needs none, and an empty one is not a valid header.
-                client._http.headers.pop("Authorization", None)
             action(client)
     except AutoswarmError as exc:
         err_console.print(f"[red]error:[/red] {exc}")

@@ -142,7 +142,8 @@ class CoordinatorClient:
         self.timeout_s = timeout_s
         self._http = httpx.Client(
             base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}"},
+            # No token (a public-read coordinator, /livez): no Authorization header at all.
+            headers={"Authorization": f"Bearer {token}"} if token else {},
             timeout=timeout_s,
             transport=transport,
             verify=_tls(),

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from coordinator import leaderboard as boards
 from coordinator.api import views
-from coordinator.api.deps import AnyCaller, Caller, Context, Ctx, require
+from coordinator.api.deps import Caller, Context, Ctx, require
 from coordinator.api.sse import Feed
 from coordinator.models import HypothesisRecord, TaskPublic, WorkerPublic
 from coordinator.read_models import (
@@ -103,7 +103,9 @@ async def readyz(ctx: Ctx) -> JSONResponse:
 
 
 @router.get("/time")
-async def server_time(caller: AnyCaller) -> dict[str, float]:
+async def server_time() -> dict[str, float]:
+    """The coordinator's clock, open to all (as /livez): `autoswarm doctor` checks a
+    volunteer's clock against it before the volunteer has a token in hand."""
     return {"time_s": time.time()}
 
 
