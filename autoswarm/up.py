@@ -6,6 +6,13 @@ proposer; worker subprocesses run the experiments; the terminal shows a live tab
 (the terminal closed) or `--max-experiments` stop it cleanly: workers hand back their
 leases, the lineage is printed, Redis is shut down. If `up` itself is killed, its workers
 and its Redis get SIGTERM from the kernel (PR_SET_PDEATHSIG) rather than run on.
+
+Workers: by default one for a CUDA task (a worker runs one slot per GPU), and for a CPU
+task one per `resources.cpus` cores (one when the task does not say: a run has the whole
+machine). The cores are shared out: each worker is pinned to its own (and told so by
+OMP_NUM_THREADS and its kin), so two runs never compete for a core, and its hardware class
+says how many it has (`cpu:x86_64-2c`): scores are compared only between workers with as
+many cores.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -32,7 +40,7 @@ from autoswarm.console import console, err_console
 from autoswarm.report import ExperimentRow, plot_progress, rows_from_summaries, to_tsv
 from shared.errors import AutoswarmError, SandboxUnavailable
 from shared.lifetime import die_with_parent
-from shared.task import TaskSpec, read_task_files
+from shared.task import Device, TaskSpec, read_task_files
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +80,48 @@ def choose_trust(trust: str, proposer: str) -> str:
     )
 
 
+def default_workers(spec: TaskSpec) -> int:
+    """One per `resources.cpus` cores for a CPU task that says, else one (a CUDA task's
+    worker runs a slot per GPU)."""
+    from worker.hardware import cpu_count
+
+    cpus = spec.resources.cpus
+    if spec.resources.device is Device.CUDA or cpus is None:
+        return 1
+    return max(1, cpu_count() // cpus)
+
+
+def share_cores(workers: int, cpus: int | None) -> list[list[int]]:
+    """The cores of this process dealt out, `cpus` to each worker (default: an equal share;
+    spare ones unused); no pinning ([] each) when there are too few to go round."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    each = cpus or len(cores) // workers
+    if each == 0 or each * workers > len(cores):
+        return [[] for _ in range(workers)]
+    return [cores[i * each : (i + 1) * each] for i in range(workers)]
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def worker_start(cores: list[int]) -> tuple[Callable[[], None], dict[str, str]]:
+    """The `preexec_fn` of a local worker (dies with `up`, pinned to `cores`) and its
+    environment (thread counts set to its cores, unless the researcher set them)."""
+    arm = die_with_parent()
+
+    def start() -> None:  # pragma: no cover - runs in the child, between fork and exec
+        if arm is not None:
+            arm()
+        if cores:
+            os.sched_setaffinity(0, cores)
+
+    env = dict(os.environ)
+    if cores:
+        for name in THREAD_VARIABLES:
+            env.setdefault(name, str(len(cores)))
+    return start, env
+
+
 @dataclass
 class Swarm:
     """The processes `up` started, and how to stop them in order."""
@@ -80,7 +130,9 @@ class Swarm:
     stop: threading.Event = field(default_factory=threading.Event)
     proposer_thread: threading.Thread | None = None
 
-    def start_worker(self, index: int, url: str, token: str, trust: str, data_dir: Path) -> None:
+    def start_worker(
+        self, index: int, url: str, token: str, trust: str, data_dir: Path, cores: list[int]
+    ) -> None:
         state = data_dir / "workers" / f"w{index}"
         state.mkdir(parents=True, exist_ok=True)
         log = (data_dir / "logs" / f"worker-{index}.log").open("ab")
@@ -90,13 +142,15 @@ class Swarm:
         ]  # fmt: skip
         # The token goes in argv of a local child only; the sandbox never sees it. Started
         # from the main thread, so the child's SIGTERM comes when this process ends.
+        start, env = worker_start(cores)
         self.workers.append(
             subprocess.Popen(
                 argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent(),
+                env=env,
+                preexec_fn=start,
             )
         )
 
@@ -159,8 +213,11 @@ def run_up(
         task_id = admin.register_task(read_task_files(task_dir, spec))["task_id"]
         worker_token = admin.create_token("worker", "local")
         proposer_token = admin.create_token("proposer", proposer_kind)
+        cpu_task = spec.resources.device is Device.CPU
+        pinned = share_cores(workers, spec.resources.cpus) if cpu_task else []
         for index in range(workers):
-            swarm.start_worker(index, coordinator.url, worker_token, trust, data_dir)
+            cores = pinned[index] if pinned else []
+            swarm.start_worker(index, coordinator.url, worker_token, trust, data_dir, cores)
         client = CoordinatorClient(coordinator.url, proposer_token, timeout_s=60)
         report_spend(proposer, client)
         swarm.proposer_thread = threading.Thread(
@@ -175,7 +232,8 @@ def run_up(
             f"dashboard and API: [link]{coordinator.url}/[/link] (API under "
             f"{coordinator.url}/api/v1)\nadmin token: {coordinator.admin_token} "
             f"(also in {settings.admin_token_file}, readable only by you)\n"
-            f"logs: {data_dir / 'logs'}   trust: {trust}   Ctrl-C stops"
+            f"workers: {workers_line(workers, pinned)}   trust: {trust}\n"
+            f"logs: {data_dir / 'logs'}   Ctrl-C stops"
         )
         _watch(admin, spec, task_id, swarm, out_dir, max_experiments)
     except AutoswarmError as exc:
@@ -191,6 +249,13 @@ def run_up(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0
+
+
+def workers_line(workers: int, pinned: list[list[int]]) -> str:
+    if pinned and pinned[0]:
+        each = len(pinned[0])
+        return f"{workers}, {each} core{'s' if each > 1 else ''} each"
+    return str(workers)
 
 
 def print_lineage(client: Any, task_id: str) -> None:

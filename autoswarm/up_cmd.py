@@ -17,7 +17,13 @@ DEFAULT_TASK = Path(__file__).resolve().parents[1] / "tasks" / "tinylm"
 
 def up(
     task: Path = typer.Option(DEFAULT_TASK, "--task", help="The task folder (default: tinylm)."),
-    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Local worker processes."),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        max=64,
+        help="Local worker processes (default: one per `resources.cpus` cores of the task).",
+    ),
     proposer: str = typer.Option(
         "mutation", "--proposer", help="'mutation' (offline, no key) or 'llm'."
     ),
@@ -42,7 +48,7 @@ def up(
     seed: int = typer.Option(0, "--seed", help="Seed of the mutation proposer."),
 ) -> None:
     """Run the AutoResearch loop here: coordinator, workers, proposer, live table, dashboard."""
-    from autoswarm.up import run_up
+    from autoswarm.up import default_workers, run_up
 
     spec = load_or_exit(task)
     chosen = build_proposer(
@@ -53,7 +59,7 @@ def up(
         code = run_up(
             task,
             spec,
-            workers=workers,
+            workers=workers or default_workers(spec),
             proposer=chosen,
             proposer_kind=proposer,
             trust=trust,

@@ -71,6 +71,9 @@ class ResourceSpec(_Frozen):
     device: Device = Device.CPU
     memory_mb: int = Field(default=4096, ge=64, le=4_000_000)
     disk_mb: int = Field(default=2048, ge=16, le=4_000_000)
+    # Cores one run of a CPU task should have to itself: `autoswarm up` runs one worker per
+    # that many cores, each pinned to its own. None: the whole machine, one run at a time.
+    cpus: int | None = Field(default=None, ge=1, le=4096)
 
 
 class TaskSpec(_Frozen):

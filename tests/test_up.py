@@ -4,6 +4,7 @@ Redis, worker processes and the mutation proposer, on a task that runs in a mome
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import stat
 import subprocess
@@ -13,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from autoswarm.up import default_workers, share_cores
+from shared.task import ResourceSpec, load_task
 from tests.conftest import REPO, wait_until
+from worker.hardware import cpu_count, normalise
 
 pytestmark = pytest.mark.slow
 
@@ -65,9 +69,25 @@ def test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running(
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert "/api/v1" in done.stdout
     assert "quick on cpu" in done.stdout  # the lineage, printed at the end
-    rows = (out / "results.tsv").read_text().splitlines()
-    assert rows[0].startswith("commit\t") and len(rows) > 1
+    rows = [row.split("\t") for row in (out / "results.tsv").read_text().splitlines()]
+    assert rows[0][0] == "commit" and len(rows) > 1
+    # Two workers share the cores out: each is pinned to half, and its class says so.
+    hardware = {row[rows[0].index("hardware")] for row in rows[1:]}
+    assert hardware == {f"cpu:{normalise(platform.machine())}-{cpu_count() // 2}c"}
+    assert "workers: 2" in done.stdout
     assert processes_under(data_dir) == []
+
+
+def test_workers_default_to_one_per_cpus_of_the_task_each_on_its_own_cores() -> None:
+    tinylm = load_task(REPO / "tasks" / "tinylm")
+    assert tinylm.resources.cpus == 2
+    assert default_workers(tinylm) == max(1, cpu_count() // 2)
+    assert default_workers(tinylm.model_copy(update={"resources": ResourceSpec()})) == 1
+    shares = share_cores(2, None)
+    if cpu_count() >= 2:
+        assert all(shares) and not set(shares[0]) & set(shares[1])
+        assert len(shares[0]) == len(shares[1]) == cpu_count() // 2
+    assert share_cores(cpu_count() + 1, None) == [[]] * (cpu_count() + 1)  # too few cores
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
