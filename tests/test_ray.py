@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -12,7 +18,7 @@ import pytest
 
 from shared.client import CoordinatorClient
 from shared.models import HypothesisCreate
-from tests.conftest import CoordinatorFactory, RunningCoordinator, wait_until
+from tests.conftest import REPO, CoordinatorFactory, RunningCoordinator, wait_until
 from tests.worker_helpers import (
     SLEEPY_TRAIN,
     list_experiments,
@@ -173,6 +179,48 @@ def launch(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     for launched in started:
         launched.stop.set()
         launched.thread.join(timeout=60)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_workers_command_runs_worker_actors(
+    coordinator_factory: CoordinatorFactory, tmp_path: Path
+) -> None:
+    """`autoswarm ray-workers --join URL --token T --num-workers 1` (a local Ray, as no
+    --address is given) runs an actor whose worker completes experiments; SIGTERM stops it
+    with exit 0. Runs before the module's own Ray starts, so one Ray runs at a time."""
+    coordinator = coordinator_factory()
+    token = coordinator.create_token("worker", "ray-cli")
+    task_id = register_task(coordinator, make_task(tmp_path, sleep_s=0.5))
+    home = Path(tempfile.mkdtemp(prefix="rw", dir="/tmp"))  # short: control sockets' paths
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOSWARM_", "RAY_"))}
+    env |= {"HOME": str(home), "PYTHONPATH": str(REPO)}
+    log = tmp_path / "ray-workers.log"
+    with log.open("ab") as out:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "autoswarm", "ray-workers", "--join", coordinator.base_url,
+             "--token", token, "--num-workers", "1", "--trust", "trusted-code",
+             "--cpus-per-worker", "0.5", "--name", "clirw"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+
+        def done_by_an_actor() -> bool:
+            assert launcher.poll() is None, log.read_text()[-3000:]
+            done = list_experiments(coordinator, task_id=task_id, status="done")
+            return any(e["result"]["status"] == "ok" for e in done)
+
+        wait_until(done_by_an_actor, 120, "an experiment done by the actor")
+        with CoordinatorClient(coordinator.base_url, coordinator.admin_token) as client:
+            names = {w["name"] for w in client.get_json("workers")}
+        assert any(name.startswith("clirw") for name in names), names
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(90) == 0, log.read_text()[-3000:]
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.mark.ray
