@@ -34,7 +34,7 @@ test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: install
-	$(BIN)/autoswarm up --task tasks/tinylm
+	$(BIN)/autoswarm up --task tasks/tinylm --max-experiments 3
 
 # Each benchmark prints a markdown table; docs/benchmarks.md records the results.
 bench: install
