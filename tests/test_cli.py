@@ -11,7 +11,6 @@ here or elsewhere runs.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shlex
@@ -29,11 +28,12 @@ from typing import Any
 import httpx
 import pytest
 import typer.main
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from autoswarm.cli import app
 from shared.client import CoordinatorClient
 from shared.task import load_task, read_task_files
+from tests.cli_helpers import invoke
 from tests.conftest import REPO, free_port, wait_until
 from tests.worker_helpers import SLEEPY_TRAIN, make_task
 
@@ -73,17 +73,6 @@ WORKER_SETTINGS = {  # a coordinator that answers quickly, for a task that runs 
     "AUTOSWARM_LEASE_POLL_S": "0.2",
     "AUTOSWARM_BASELINE_RUNS": "2",
 }
-
-
-def invoke(*args: str) -> Result:
-    """`autoswarm ARGS` in this process; the root logger is put back as it was after."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        return CliRunner().invoke(app, list(args), catch_exceptions=False)
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner, Result
 
-from autoswarm.cli import app
+from tests.cli_helpers import invoke
 from tests.conftest import CoordinatorFactory
 from tests.read_helpers import Run, drive_run, serve
 
@@ -31,18 +29,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         driven.close()
     finally:
         served.stop()
-
-
-def invoke(*args: str) -> Result:
-    """`autoswarm ARGS` in this process; the root logger is put back as it was after (the
-    CLI points it at the runner's stream, which closes, while the coordinator logs on)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        return CliRunner().invoke(app, list(args), catch_exceptions=False)
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 def cli(run: Run, *args: str) -> str:
