@@ -300,7 +300,8 @@ def _watch(
                 h["hypothesis_id"]: h for h in client.get_json(f"tasks/{task_id}/hypotheses")
             }
             rows = rows_from_summaries(experiments)
-            live.update(render(spec, task, experiments, hypotheses, swarm))
+            workers = client.get_json("workers")
+            live.update(render(spec, task, experiments, hypotheses, workers, swarm))
             if len(rows) != written:
                 write_exports(rows, spec, out_dir)
                 written = len(rows)
@@ -351,9 +352,10 @@ def render(
     task: dict[str, Any],
     experiments: list[dict[str, Any]],
     hypotheses: dict[str, dict[str, Any]],
+    workers: list[dict[str, Any]],
     swarm: Swarm,
 ) -> Group:
-    """The live view: the head per hardware class, then the latest experiments."""
+    """The live view: the head per hardware class, the workers, the latest experiments."""
     heads = Table(title=f"{spec.name}: {spec.metric.name} ({spec.metric.direction})")
     for column in ("hardware", "head", spec.metric.name, "± std", "runs"):
         heads.add_column(column)
@@ -381,9 +383,33 @@ def render(
         )
     kept = sum(1 for h in hypotheses.values() if h.get("verdict") == "kept")
     alive = sum(1 for p in swarm.workers if p.poll() is None)
+    queued = sum(1 for e in experiments if e.get("state") == "queued")
     footer = Panel(
-        f"{len(experiments)} experiments · {len(hypotheses)} hypotheses · {kept} kept · "
-        f"{alive} workers running",
+        f"{len(experiments)} experiments ({queued} queued) · {len(hypotheses)} hypotheses · "
+        f"{kept} kept · {alive} workers running",
         expand=False,
     )
-    return Group(heads, latest, footer)
+    return Group(heads, workers_table(spec, experiments, workers), latest, footer)
+
+
+def workers_table(
+    spec: TaskSpec, experiments: list[dict[str, Any]], workers: list[dict[str, Any]]
+) -> Table:
+    """Per worker: its class, what it runs now (leased), and its last result."""
+    table = Table(title="workers")
+    for column in ("worker", "hardware", "now", "last result"):
+        table.add_column(column, overflow="ellipsis", no_wrap=True)
+    for worker in sorted(workers, key=lambda w: str(w.get("name", ""))):
+        mine = [e for e in experiments if e.get("worker_id") == worker["worker_id"]]
+        running = [e for e in mine if e.get("state") == "leased"]
+        done = [e for e in mine if e.get("state") == "done" and e.get("status")]
+        now = "idle"
+        if running:
+            now = f"{running[-1]['kind']}: {running[-1].get('title') or running[-1]['kind']}"
+        last = "—"
+        if done:
+            metric = done[-1].get("metric")
+            shown = "" if metric is None else f" {spec.metric.name} {metric:.6f}"
+            last = f"{done[-1]['status']}{shown}"
+        table.add_row(str(worker.get("name", "")), str(worker.get("hardware", "")), now, last)
+    return table

@@ -75,6 +75,7 @@ def test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running(
     hardware = {row[rows[0].index("hardware")] for row in rows[1:]}
     assert hardware == {f"cpu:{normalise(platform.machine())}-{cpu_count() // 2}c"}
     assert "workers: 2" in done.stdout
+    assert "local-0" in done.stdout and "local-1" in done.stdout  # the live view's workers
     assert processes_under(data_dir) == []
 
 
