@@ -127,7 +127,6 @@ def require(*scopes: Scope) -> Callable[..., object]:
     return check
 
 
-AnyCaller = Annotated[Caller, Depends(require(*Scope))]
 AdminCaller = Annotated[Caller, Depends(require())]
 WorkerCaller = Annotated[Caller, Depends(require(Scope.WORKER))]
 ProposerCaller = Annotated[Caller, Depends(require(Scope.PROPOSER))]

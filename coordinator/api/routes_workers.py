@@ -70,18 +70,18 @@ def _lease_of(ctx: Context, got: Leased) -> Lease:
     task = ctx.store.get_task(got.task_id)
     if task is None:
         raise NotFound(f"experiment {got.experiment_id} vanished while being leased")
+    kind = ExperimentKind(got.kind)
+    preemptible = kind is ExperimentKind.EXPLORE
     return Lease(
         experiment_id=got.experiment_id,
         task_id=task.task_id,
-        kind=ExperimentKind(got.kind),
+        kind=kind,
         fencing_token=got.fencing_token,
         lease_ttl_s=ctx.settings.lease_ttl_s,
         bundle_hash=got.bundle_hash,
         spec=task.spec,
         budget_s=task.spec.budget_s,
-        preemptible_s=(
-            ctx.settings.preempt_within * task.spec.budget_s if got.kind == "explore" else 0.0
-        ),
+        preemptible_s=ctx.settings.preempt_within * task.spec.budget_s if preemptible else 0.0,
     )
 
 

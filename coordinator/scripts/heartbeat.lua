@@ -3,8 +3,8 @@
 -- A young explore is preempted: when its worker can switch runs, the explore has run for
 -- less than a share of its task's budget (as its worker says; a lease waiting behind the
 -- worker's current run has run for 0 s; a worker that does not say: since it was leased),
--- and a baseline, replicate or merge waits in
--- the queue that this worker may take (leasing.lua) and that does not yield, the explore
+-- and a baseline, replicate or merge waits in the queue that this worker may take
+-- (leasing.lua) and that does not yield, the explore
 -- goes back to its place in the queue (no attempt counted; its holder's token is stale from
 -- now on) and the waiting experiment is leased to this worker in its place. An explore is
 -- preempted once at most: it waited for a free worker again then, up to a whole run.
