@@ -258,7 +258,8 @@ class Coordinator:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOSWARM_")}
         env |= {
-            "PYTHONPATH": str(REPO),
+            # The repository first, then whatever the caller had (carried wheels, say).
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             "AUTOSWARM_DATA_DIR": str(self.data_dir),
             "AUTOSWARM_PORT": str(self.port),
             "AUTOSWARM_ADMIN_TOKEN": self.admin_token,
