@@ -17,6 +17,9 @@ Rules (DESIGN.md, "The coordinator's decisions"), with the statistics made expli
   flaky worker) and counts for the worker's trust. In simulation (a true gain of 10 sigma,
   sigma from 3 runs), |a - b| ≤ k·sigma·√2 threw away 4.6% of real winners; this rule
   0.13%, at any df.
+- A near miss held back only by how few runs measured the head (`measured_too_little`) asks for
+  one more baseline of the head, up to `max_baseline_runs`; the near miss stays discarded, the
+  candidates after it are judged with the better-measured head.
 - A tie in score goes to the shorter code: with no measurable noise (sigma = 0), a candidate
   scoring exactly the head's mean with fewer bytes of editable code counts as better.
 - Scores are only ever compared within one hardware class (the caller's job: it passes
@@ -127,6 +130,18 @@ def tolerance(stats: HeadStats, spec: TaskSpec, z: float) -> float:
     z + 1: see the module's rules)."""
     scale = _SAME * max(1.0, abs(stats.mean or 0.0))
     return max(spec.min_effect, multiplier(z + 1, stats.df) * stats.std * math.sqrt(2), scale)
+
+
+def measured_too_little(value: float, stats: HeadStats, spec: TaskSpec, z: float) -> bool:
+    """Whether a run that did not beat the head was held back by how little the head was
+    measured rather than by the noise itself: its gain is more than min_effect and more than
+    z·sigma, but not more than the threshold, whose widening for few runs (Student's t for
+    sigma's df, √(1 + 1/n) for the mean) is what more runs of the head narrow. Such a near
+    miss asks for another baseline; it is not judged again (that would be a second chance)."""
+    if stats.mean is None or stats.runs == 0:
+        return False
+    got = gain(value, stats.mean, spec)
+    return max(spec.min_effect, z * stats.std) < got <= threshold(stats, spec, z)
 
 
 def _beats(

@@ -166,10 +166,67 @@ class Scheduler(KeepOps):
         if decided and ok and exp.claim_by and not self.distrusted(exp.worker_id):
             # Better on the head too, or not: the explore's claim checked.
             self.count_claim(exp.claim_by, agreed=decision.action is judge.Action.REPLICATE)
+        if decided and decision.action is judge.Action.DISCARD:
+            self._measure_head_again(task, hardware, head, stats, exp)
         if exp.twin:
             self._settle_twin(task, exp, replicating=decision.action is judge.Action.REPLICATE)
         if decided and not replicating and exp.kind is ExperimentKind.MERGE:
             self._restack_above(task, hardware, exp.experiment_id)
+
+    def _measure_head_again(
+        self,
+        task: TaskRecord,
+        hardware: str,
+        head: HeadRecord | None,
+        stats: judge.HeadStats,
+        exp: ExperimentRecord,
+    ) -> None:
+        """One more baseline of the head when this discarded run was a near miss that how few
+        runs measured the head decided (judge.measured_too_little), up to max_baseline_runs.
+        Its id is derived from the head's run count: near misses while it waits add nothing."""
+        ok = exp.result is not None and exp.result.status is ResultStatus.OK
+        metric = exp.result.metric if ok and exp.result else None
+        if head is None or metric is None or exp.parent_commit != head.commit:
+            return
+        if stats.runs >= self.settings.max_baseline_runs:
+            return
+        if not judge.measured_too_little(metric, stats, task.spec, self.settings.z):
+            return
+        again = NewExperiment(
+            derived_id("b", task.task_id, hardware, head.commit, "more", str(stats.runs)),
+            task.task_id,
+            ExperimentKind.BASELINE,
+            hardware,
+            {
+                "bundle_hash": head.bundle_hash,
+                "parent_commit": head.commit,
+                "code_commit": head.commit,
+                "code_bytes": head.code_bytes,
+            },
+        )
+        threshold = judge.threshold(stats, task.spec, self.settings.z)
+        reason = (
+            f"{exp.experiment_id} missed by less than the threshold's widening for a head "
+            f"measured {stats.runs} times ({judge.gain(metric, stats.mean or 0.0, task.spec):.4g}"
+            f" <= {threshold:.4g}, beyond z·sigma {self.settings.z * stats.std:.4g}): "
+            "the head is measured once more"
+        )
+        event: dict[str, FieldValue] = {
+            "type": "baseline_queued",
+            "task_id": task.task_id,
+            "experiment_id": again.experiment_id,
+            "after": exp.experiment_id,
+            "hardware": hardware,
+            "commit": head.commit,
+            "reason": reason,
+            "time_s": self._clock(),
+        }
+        queued = self.store.recheck(
+            again, hypothesis_id=None, hypothesis=None, event=event, now=self._clock()
+        )
+        if queued:
+            logger.info("task %s: %s", task.task_id, reason)
+            self.notify(1)
 
     def _place_winner(
         self,

@@ -63,6 +63,9 @@ class CoordinatorSettings(LayeredSettings):
     # A replicate waits this long for another worker before its finder may run it too.
     replicate_wait_s: float = Field(default=120.0, ge=0, le=24 * 3600)
     baseline_runs: int = Field(default=3, ge=1, le=50)
+    # A head is measured again, a run at a time up to this many, while near misses say that
+    # how few runs measured it decides (judge.measured_too_little); baseline_runs: never.
+    max_baseline_runs: int = Field(default=8, ge=1, le=50)
     z: float = Field(default=2.0, gt=0, le=10)
 
     # Size limits, checked before parsing (bytes of the request body).

@@ -169,6 +169,60 @@ def test_zero_effect_candidates_are_rarely_kept() -> None:
     assert kept / 400 < 0.02
 
 
+def test_a_near_miss_held_back_by_few_head_runs_asks_for_more() -> None:
+    """Head 1.00 ± 0.01 (n=3): the threshold is 4.53·0.01·1.15 = 0.052, z·sigma 0.02. A gain
+    of 0.04 lies between them: measured too little. 0.01 is within the noise itself, 0.10
+    beats the head; neither asks. With eight runs of the same spread 0.04 beats the head."""
+    stats = stats_of([0.99, 1.00, 1.01])
+    assert judge.measured_too_little(0.96, stats, MINIMIZE, 2.0)
+    assert not judge.measured_too_little(0.99, stats, MINIMIZE, 2.0)
+    assert not judge.measured_too_little(0.90, stats, MINIMIZE, 2.0)
+    assert not judge.measured_too_little(1.04, stats, MINIMIZE, 2.0)  # worse, not a near miss
+    assert judge.measured_too_little(1.04, stats, MAXIMIZE, 2.0)
+    assert not judge.measured_too_little(0.96, stats_of([]), MINIMIZE, 2.0)
+    strict = TaskSpec(name="t", min_effect=0.05)
+    assert not judge.measured_too_little(0.96, stats, strict, 2.0)  # min_effect decides
+    better_measured = stats_of([0.99, 1.00, 1.01, 0.99, 1.00, 1.01, 0.99, 1.01])
+    decision = judge.judge_candidate(ok(0.96), better_measured, MINIMIZE, 2.0)
+    assert decision.action is judge.Action.REPLICATE
+
+
+def _sequence(rng: random.Random, effect: float, adaptive: bool, max_runs: int = 8) -> bool:
+    """One head (three baselines of N(0, 1)), then up to six candidates of true gain `effect`,
+    each replicated when it beats the head; with `adaptive`, each near miss that few head
+    runs decided adds a baseline, up to `max_runs`. Whether one was kept."""
+    head = [rng.gauss(0, 1) for _ in range(3)]
+    for _ in range(6):
+        stats = stats_of(head)
+        value = rng.gauss(-effect, 1)
+        first = judge.judge_candidate(ok(value), stats, MINIMIZE, 2.0)
+        if first.action is judge.Action.REPLICATE:
+            second = judge.judge_replication(value, ok(rng.gauss(-effect, 1)), stats, MINIMIZE, 2.0)
+            if second.verdict is Verdict.KEPT:
+                return True
+        elif adaptive and len(head) < max_runs:
+            if judge.measured_too_little(value, stats, MINIMIZE, 2.0):
+                head.append(rng.gauss(0, 1))
+    return False
+
+
+def test_more_baselines_after_near_misses_find_real_gains_and_no_false_ones() -> None:
+    """Simulated, 1,500 heads each way, each with up to six candidates: with a real gain of 2.5
+    sigma, measuring the head again after near misses keeps a change on about twice as many
+    heads (0.28 -> 0.52 in a longer run); with no gain, it keeps one on about as few (0.022 ->
+    0.025 of heads: under 0.5% of candidates)."""
+    heads = 1500
+    real, false = {}, {}
+    for adaptive in (False, True):
+        rng = random.Random(7)
+        real[adaptive] = sum(_sequence(rng, 2.5, adaptive) for _ in range(heads))
+        rng = random.Random(8)
+        false[adaptive] = sum(_sequence(rng, 0.0, adaptive) for _ in range(heads))
+    assert real[True] > 1.5 * real[False]
+    assert false[True] / (6 * heads) < 0.005
+    assert false[True] <= 1.5 * false[False]
+
+
 # ---------------------------------------------------------------------------------------
 # The scheduler, on real Redis and git
 # ---------------------------------------------------------------------------------------
@@ -803,6 +857,38 @@ def test_noise_estimate_learns_from_replications(world: World) -> None:
     world.run("w2", ok(0.96))  # agrees within 4.53·0.01·1.41, but is not better
     assert world.verdict(hypothesis_id) is Verdict.NOT_REPRODUCED
     assert world.scheduler.stats(world.task_id, HW)[1].df == before + 1
+
+
+def test_a_near_miss_has_the_head_measured_once_more(world: World) -> None:
+    """0.96 against 1.00 ± 0.01 (n=3): discarded, and one more baseline of the head is queued
+    ahead of the explores; a second near miss while it runs queues nothing. Once it ran, the
+    head has four runs; at max_baseline_runs no more are queued."""
+    first = world.submit(alpha="0.96")
+    world.submit(alpha="0.97")
+    world.submit(alpha="0.98")
+    world.run("w1", ok(0.96))
+    assert world.verdict(first) is Verdict.DISCARDED
+    baseline = world.lease("w2")
+    exp = world.store.get_experiment(baseline[1])
+    assert exp is not None and exp.kind is ExperimentKind.BASELINE
+    assert exp.parent_commit == world.head()
+    world.run("w3", ok(0.965))  # another near miss while the baseline runs
+    world.finish(baseline, ok(1.0))
+    stats = world.scheduler.stats(world.task_id, HW)[1]
+    assert stats.runs == 4
+    world.scheduler.settings = world.settings.model_copy(update={"max_baseline_runs": 4})
+    assert judge.measured_too_little(0.975, stats, MINIMIZE, 2.0)
+    world.run("w4", ok(0.975))  # a near miss on four runs, the most allowed
+    assert world.store.lease("w5", "w5", HW, now=1.0, lease_ttl_s=10) is None
+
+
+def test_max_baseline_runs_at_baseline_runs_measures_no_head_again(world: World) -> None:
+    """max_baseline_runs at baseline_runs turns it off: a near miss queues nothing."""
+    runs = world.settings.baseline_runs
+    world.scheduler.settings = world.settings.model_copy(update={"max_baseline_runs": runs})
+    world.submit(alpha="0.96")
+    world.run("w1", ok(0.96))
+    assert world.store.lease("w2", "w2", HW, now=1.0, lease_ttl_s=10) is None
 
 
 OTHER = "cpu:other-8c"
