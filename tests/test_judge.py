@@ -200,9 +200,12 @@ def _sequence(rng: random.Random, effect: float, adaptive: bool, max_runs: int =
             second = judge.judge_replication(value, ok(rng.gauss(-effect, 1)), stats, MINIMIZE, 2.0)
             if second.verdict is Verdict.KEPT:
                 return True
-        elif adaptive and len(head) < max_runs:
-            if judge.measured_too_little(value, stats, MINIMIZE, 2.0):
-                head.append(rng.gauss(0, 1))
+        elif (
+            adaptive
+            and len(head) < max_runs
+            and judge.measured_too_little(value, stats, MINIMIZE, 2.0)
+        ):
+            head.append(rng.gauss(0, 1))
     return False
 
 
