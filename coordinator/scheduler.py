@@ -16,6 +16,7 @@ lock is local; under several API processes only the leader judges).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from coordinator import judge
@@ -192,17 +193,14 @@ class Scheduler(KeepOps):
             return
         if not judge.measured_too_little(metric, stats, task.spec, self.settings.z):
             return
-        again = NewExperiment(
-            derived_id("b", task.task_id, hardware, head.commit, "more", str(stats.runs)),
-            task.task_id,
-            ExperimentKind.BASELINE,
-            hardware,
-            {
-                "bundle_hash": head.bundle_hash,
-                "parent_commit": head.commit,
-                "code_commit": head.commit,
-                "code_bytes": head.code_bytes,
-            },
+        head_fields: dict[str, FieldValue] = {
+            "bundle_hash": head.bundle_hash,
+            "commit": head.commit,
+            "code_bytes": head.code_bytes,
+        }
+        again_id = derived_id("b", task.task_id, hardware, head.commit, "more", str(stats.runs))
+        again = dataclasses.replace(
+            self.baseline_of(task.task_id, hardware, head_fields), experiment_id=again_id
         )
         threshold = judge.threshold(stats, task.spec, self.settings.z)
         reason = (

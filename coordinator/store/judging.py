@@ -305,7 +305,8 @@ class JudgeOps(StoreBase):
         event: Fields,
         now: float,
     ) -> bool:
-        """Queue a result's re-check and reopen its hypothesis; False if queued before."""
+        """Queue one experiment once, with its event: a result's re-check (reopening its hypothesis)
+        or, with no hypothesis, one more baseline of a head; False if queued before."""
         return bool(
             self._run(
                 "recheck",
