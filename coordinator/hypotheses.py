@@ -127,7 +127,10 @@ def submit_hypothesis(scheduler: Scheduler, create: HypothesisCreate) -> Submiss
     else:
         scheduler.notify(1)
     if implements is not None:
-        store.mark_implemented(implements.hypothesis_id, hypothesis_id)
+        reason = f"implemented as {hypothesis_id}"
+        if implements.verdict is Verdict.CONFLICT:  # keep why it had to be done again
+            reason = f"{implements.reason}; implemented again as {hypothesis_id}"
+        store.mark_implemented(implements.hypothesis_id, reason)
     return Submission(hypothesis_id, submitted.experiment_id, submitted.duplicate)
 
 
@@ -179,7 +182,9 @@ def build_context(
         for e in store.get_experiments([c for c in crashed if c])
     }
     for hyp in reversed(hypotheses):  # oldest first
-        if hyp.verdict is Verdict.PENDING and hyp.needs_code:
+        if hyp.needs_code and hyp.verdict in (Verdict.PENDING, Verdict.CONFLICT):
+            # Text-only ideas, and winners whose change conflicted with a newer head: both
+            # wait for code on the current head (the conflict's reason says why).
             pending.append(_summary(hyp))
         elif hyp.verdict is Verdict.PENDING and hyp.experiment_id:
             in_flight.append(_summary(hyp))

@@ -172,6 +172,6 @@ class ProposerContext(Frozen):
     head_std: float | None = None
     history: list[HypothesisSummary] = Field(default_factory=list)
     in_flight: list[HypothesisSummary] = Field(default_factory=list)
-    # Text-only hypotheses waiting for code, oldest first.
+    # Hypotheses waiting for code on this head, oldest first: text-only ones, and conflicts.
     pending: list[HypothesisSummary] = Field(default_factory=list)
     queue_depth: int = 0

@@ -814,6 +814,22 @@ def test_a_conflicting_winner_is_sent_back_to_be_implemented_again(world: World)
     hyp = world.store.get_hypothesis(second)
     assert hyp is not None and hyp.verdict is Verdict.CONFLICT and hyp.needs_code
     assert "train.py" in hyp.reason
+    # A proposer is asked to implement it again, on the new head...
+    context = build_context(world.scheduler, world.task_id)
+    assert [p.hypothesis_id for p in context.pending] == [second]
+    waiting = context.pending[0]
+    assert waiting.verdict is Verdict.CONFLICT and "train.py" in waiting.reason
+    redo = context.head_files["train.py"].replace("ALPHA = 0.5", "ALPHA = 0.4  # on 0.5's head")
+    create = HypothesisCreate(
+        task_id=world.task_id, title="alpha 0.4", change={"train.py": redo}, implements=second
+    )
+    again = submit_hypothesis(world.scheduler, create)
+    assert again.experiment_id is not None and not again.duplicate
+    # ...and once it is, it waits no more, and says both why and by what.
+    hyp = world.store.get_hypothesis(second)
+    assert hyp is not None and not hyp.needs_code
+    assert "train.py" in hyp.reason and f"implemented again as {again.hypothesis_id}" in hyp.reason
+    assert build_context(world.scheduler, world.task_id).pending == []
 
 
 def test_reconcile_repairs_a_crash_between_the_commit_and_the_redis_update(world: World) -> None:

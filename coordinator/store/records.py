@@ -245,12 +245,9 @@ class RecordOps(StoreBase):
         raw = self._hgetall(keys.hypothesis(hypothesis_id))
         return HypothesisRecord.from_hash(raw) if raw.get("hypothesis_id") else None
 
-    def mark_implemented(self, hypothesis_id: str, by_hypothesis_id: str) -> None:
-        """A text-only hypothesis got its code as another hypothesis (one HSET)."""
-        self._r.hset(
-            keys.hypothesis(hypothesis_id),
-            mapping={"needs_code": "0", "reason": f"implemented as {by_hypothesis_id}"},
-        )
+    def mark_implemented(self, hypothesis_id: str, reason: str) -> None:
+        """A hypothesis waiting for code got it as another hypothesis (one HSET)."""
+        self._r.hset(keys.hypothesis(hypothesis_id), mapping={"needs_code": "0", "reason": reason})
 
     def list_hypotheses(self, task_id: str, limit: int = 200) -> list[HypothesisRecord]:
         """The task's hypotheses, newest first."""
