@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 hypothesis_app = typer.Typer(help="Submit hypotheses by hand.", no_args_is_help=True)
 
 Join = typer.Option(
-    "http://127.0.0.1:8765", "--join", envvar="AUTOSWARM_JOIN", help="The coordinator's URL."
+    "http://127.0.0.1:8470", "--join", envvar="AUTOSWARM_JOIN", help="The coordinator's URL."
 )
 Token = typer.Option(None, "--token", envvar="AUTOSWARM_TOKEN", help="A proposer or admin token.")
 TokenFile = typer.Option(None, "--token-file", help="A file holding the token.")
@@ -74,7 +74,7 @@ def propose(
 ) -> None:
     """Keep a task's queue a few experiments ahead of the workers with new hypotheses."""
     from coordinator.proposers.base import run_proposer_loop
-    from shared.client import CoordinatorClient
+    from shared.client import CoordinatorClient, url_problem
 
     secret = resolve_token(token, token_file)
     chosen: Proposer = build_proposer(proposer, model, fallback, cap_usd, secret_file, ledger, seed)
@@ -85,6 +85,10 @@ def propose(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    problem = url_problem(join)
+    if problem:
+        err_console.print(f"[red]error:[/red] --join: {problem}")
+        raise typer.Exit(2)
     with CoordinatorClient(join, secret) as client:
         report_spend(chosen, client)
         try:

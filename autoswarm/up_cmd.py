@@ -12,6 +12,8 @@ from autoswarm.propose_cmd import build_proposer
 from autoswarm.task_cmd import load_or_exit
 from shared.errors import AutoswarmError
 
+TRUST_CHOICES = ("auto", "sandboxed", "trusted-code")
+
 DEFAULT_TASK = Path(__file__).resolve().parents[1] / "tasks" / "tinylm"
 
 
@@ -50,6 +52,10 @@ def up(
     """Run the AutoResearch loop here: coordinator, workers, proposer, live table, dashboard."""
     from autoswarm.up import default_workers, run_up
 
+    if trust not in TRUST_CHOICES:  # checked before anything starts: the workers would die
+        raise typer.BadParameter(
+            f"{trust!r} is not one of {', '.join(TRUST_CHOICES)}", param_hint="--trust"
+        )
     spec = load_or_exit(task)
     chosen = build_proposer(
         proposer, model, [], cap_usd, secret_file, data_dir / "llm-spend.jsonl", seed

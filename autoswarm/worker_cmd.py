@@ -69,8 +69,9 @@ def worker(
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(x) for x in first["loc"])
-        hint = " (give --join URL)" if field == "join" else ""
-        err_console.print(f"[red]error:[/red] worker setting {field}: {first['msg']}{hint}")
+        hint = " (give --join URL)" if field == "join" and not first.get("input") else ""
+        message = str(first["msg"]).removeprefix("Value error, ")
+        err_console.print(f"[red]error:[/red] worker setting {field}: {message}{hint}")
         raise typer.Exit(2) from None
     raise typer.Exit(run_worker(settings))
 

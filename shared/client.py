@@ -127,6 +127,17 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
+def url_problem(base_url: str) -> str | None:
+    """Why `base_url` cannot be a coordinator's URL (a typo, not an outage), else None."""
+    try:
+        url = httpx.URL(base_url) if "://" in base_url else None
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        return f"{base_url!r} is not a coordinator URL: give it as http://HOST:PORT (or https://)"
+    return None
+
+
 class CoordinatorClient:
     """A typed client of one coordinator, authenticated by one bearer token (see module doc)."""
 
@@ -138,6 +149,9 @@ class CoordinatorClient:
         timeout_s: float = 10.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        problem = url_problem(base_url)
+        if problem:
+            raise InvalidInput(problem)
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self._http = httpx.Client(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.task import TaskSpec
 
@@ -98,6 +98,16 @@ class HypothesisCreate(Frozen):
     parent_commit: str | None = Field(default=None, max_length=64)
     # The text-only hypothesis (by id) that this change implements, keeping its author.
     implements: str | None = Field(default=None, max_length=64)
+
+    @field_validator("title")
+    @classmethod
+    def _one_line(cls, title: str) -> str:
+        """A title is a kept change's commit subject: one line with something on it."""
+        if not title.strip():
+            raise ValueError("a title must not be blank")
+        if "\n" in title or "\r" in title:
+            raise ValueError("a title must be one line (put the rest in the rationale)")
+        return title
 
 
 class Lease(Frozen):

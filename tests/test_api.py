@@ -384,6 +384,19 @@ def test_a_change_to_a_protected_file_is_refused(swarm: Any) -> None:
         assert http.get("/api/v1/tasks/tiny/context").json()["queue_depth"] == 0
 
 
+def test_a_title_of_two_lines_or_blank_is_422_and_queues_nothing(swarm: Any) -> None:
+    """A kept change's title is its commit subject: one non-blank line, checked at the door."""
+    coordinator, _ = swarm
+    change = {"train.py": "SCORE = 0.5\nprint('---')\nprint(f'score: {SCORE}')\n"}
+    with coordinator.client(coordinator.create_token("proposer", "p")) as http:
+        for title in ("lower\nthe score", "lower the score\r", "   "):
+            answer = http.post("/api/v1/hypotheses", json=_hypothesis(change) | {"title": title})
+            assert answer.status_code == 422, title
+            assert "title" in answer.text
+        context = http.get("/api/v1/tasks/tiny/context").json()
+    assert context["queue_depth"] == 0 and context["in_flight"] == [] and context["history"] == []
+
+
 def test_the_context_shows_program_head_and_in_flight(swarm: Any) -> None:
     """A proposer reads program.md, the editable files at the head, and what is queued."""
     coordinator, make = swarm

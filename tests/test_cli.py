@@ -108,6 +108,26 @@ def test_task_check_prints_the_spec_or_one_clear_error(tmp_path: Path) -> None:
     assert "bad task folder" in answer.stderr and "name" in answer.stderr
 
 
+def test_up_refuses_an_unknown_trust_before_starting_anything(tmp_path: Path) -> None:
+    """`up --trust bogus` exits 2 naming the choices; no data folder, no coordinator."""
+    data_dir = tmp_path / "data"
+    answer = invoke("up", "--trust", "bogus", "--data-dir", str(data_dir))
+    assert answer.exit_code == 2
+    assert "--trust" in answer.output and "trusted-code" in answer.output
+    assert not data_dir.exists()
+
+
+def test_a_join_url_without_a_scheme_is_refused_at_once(tmp_path: Path) -> None:
+    """A typo in --join is not an outage: worker and propose exit 2 saying how to write it."""
+    for command in (
+        ("worker", "--join", "127.0.0.1:8470", "--token", "t", "--state-dir", str(tmp_path)),
+        ("propose", "--task", "tiny", "--join", "127.0.0.1:8470", "--token", "t"),
+    ):
+        answer = invoke(*command)
+        assert answer.exit_code == 2, answer.output
+        assert "http://HOST:PORT" in answer.output and "Traceback" not in answer.output
+
+
 def test_task_run_runs_once_and_prints_the_summary_block(tmp_path: Path) -> None:
     """A run here prints its metric and summary block (exit 0); a crashing one exits 1."""
     task = make_task(tmp_path, "once", sleep_s=0.1, score=0.25)

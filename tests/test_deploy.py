@@ -474,6 +474,23 @@ def test_tryout_secrets_are_placeholders() -> None:
             assert base64.b64decode(value).decode().startswith(PLACEHOLDER_PREFIX), key
 
 
+def test_the_launcher_can_read_the_queue_where_it_sizes_itself_by_it() -> None:
+    """NUM_WORKERS=auto reads the queue (read scope): production's launcher gets the read
+    token the operator's guide has them create, from the Secret, optional elsewhere."""
+    docs = rendered("production")
+    sizes = [
+        c["data"]["NUM_WORKERS"] for c in find(docs, "ConfigMap") if "NUM_WORKERS" in c["data"]
+    ]
+    assert sizes == ["auto"]
+    deployment = one(docs, "Deployment", "autoswarm-ray-launcher")
+    (launcher,) = containers(deployment["spec"]["template"]["spec"])
+    env = {var["name"]: var for var in launcher.get("env", [])}
+    ref = env["AUTOSWARM_READ_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == "autoswarm-tokens" and ref["key"] == "read-token"
+    guide = (REPO / "docs" / "operators.md").read_text()
+    assert "--from-literal=read-token=" in guide and "token create --scope read" in guide
+
+
 def test_production_applies_no_secrets() -> None:
     """Production renders no Secret, so `kubectl apply -k` never overwrites real ones."""
     assert find(rendered("production"), "Secret") == []

@@ -11,6 +11,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from shared.client import url_problem
 from shared.settings import LayeredSettings
 
 DEFAULT_STATE_DIR = Path("~/.autoswarm/worker")
@@ -43,6 +44,14 @@ class WorkerSettings(LayeredSettings):
     backoff_max_s: float = Field(default=30.0, gt=0, le=3600)
     # Stop after this many experiments (None: run until stopped).
     max_experiments: int | None = Field(default=None, ge=1)
+
+    @field_validator("join")
+    @classmethod
+    def _a_url(cls, join: str) -> str:
+        problem = url_problem(join)
+        if problem:
+            raise ValueError(problem)
+        return join
 
     @field_validator("state_dir", "cache_dir", "work_dir", "token_file")
     @classmethod
