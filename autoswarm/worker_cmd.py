@@ -125,6 +125,22 @@ def status(
             str(slot.get("state", "")),
             str(slot.get("experiment_id") or "—"),
             "—" if left is None else f"{left:.0f} s",
-            str(slot.get("last_result") or "—"),
+            _last_result(slot.get("last_result")),
         )
     console.print(table)
+
+
+def _last_result(last: dict[str, Any] | None) -> str:
+    """One line for a slot's last result: 'ID ok 0.2848 (0.15 s), recorded'."""
+    if not last:
+        return "—"
+    metric = last.get("metric")
+    parts = [str(last.get("experiment_id", "")), str(last.get("status", ""))]
+    if metric is not None:
+        parts.append(f"{metric:.6g}")
+    if last.get("wall_s") is not None:
+        parts.append(f"({last['wall_s']:.1f} s)")
+    line = " ".join(p for p in parts if p)
+    if last.get("error"):
+        line += f": {last['error']}"
+    return f"{line}, {last['delivery']}" if last.get("delivery") else line

@@ -359,6 +359,7 @@ def test_worker_joins_and_is_paused_resumed_and_finished(
         wait_until(lambda: worker_state("paused"), 30, "the worker paused")
         table = control(state, "status").stdout
         assert "worker dave (paused)" in table
+        assert " ok " in table and "{" not in table  # its last result, as words, not a dict
         with served.admin() as client:
             queued = client.get_json("experiments", {"task_id": served.task_id, "status": "queued"})
             leased_before = {e["experiment_id"] for e in _leased_by(client, served, "dave")}
