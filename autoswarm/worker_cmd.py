@@ -33,7 +33,12 @@ def worker(
         None, "--token", help="A worker token (or AUTOSWARM_TOKEN, or --token-file)."
     ),
     token_file: Path | None = typer.Option(None, "--token-file", help="A file holding the token."),
-    name: str | None = typer.Option(None, "--name", help="Your name on the contributors page."),
+    name: str | None = typer.Option(
+        None,
+        "--name",
+        help="This machine's name in the logs and experiments (default: the host name); "
+        "credit on the contributors page goes to the token's name.",
+    ),
     gpus: str | None = typer.Option(
         None, "--gpus", help="'all' (default), 'none' (CPU), or indices like 0,1."
     ),

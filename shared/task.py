@@ -200,6 +200,14 @@ def _check_files_exist(root: Path, spec: TaskSpec) -> None:
             if not full.is_relative_to(resolved_root):
                 raise TaskError(TASK_FILE, field, f"path {path!r} escapes the task folder")
             if not full.is_file():
+                if not (root / TASK_FILE).is_file():  # the default autoresearch layout
+                    raise TaskError(
+                        path,
+                        None,
+                        f"file is missing: with no {TASK_FILE} a task folder is read as "
+                        "karpathy/autoresearch's layout (train.py edited, prepare.py "
+                        f"protected); add a {TASK_FILE} for any other layout",
+                    )
                 raise TaskError(path, field, "file is missing")
 
 

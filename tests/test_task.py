@@ -132,6 +132,18 @@ def test_missing_folder_is_a_task_error(tmp_path: Path) -> None:
         load_task(tmp_path / "nope")
 
 
+def test_a_folder_without_task_toml_or_train_py_says_that_task_toml_is_missing(
+    tmp_path: Path,
+) -> None:
+    """No task.toml means the autoresearch layout: its error says so, and what to add."""
+    folder = tmp_path / "strategy"
+    folder.mkdir()
+    (folder / "strategy.py").write_text("X = 1\n")
+    with pytest.raises(TaskError, match=r"with no task\.toml") as info:
+        load_task(folder)
+    assert "train.py" in str(info.value) and "add a task.toml" in str(info.value)
+
+
 def test_hash_files_is_order_independent_and_content_sensitive(tmp_path: Path) -> None:
     """The bundle hash depends on content and names, not on dict order."""
     a = {"a.py": b"1", "b.py": b"2"}
