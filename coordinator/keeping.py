@@ -315,6 +315,42 @@ class KeepOps(RecheckOps):
             self.notify(queued)
         return queued
 
+    def ensure_class(self, task: TaskRecord, hardware: str) -> bool:
+        """HeadOps.ensure_class; a class added now is also offered what others kept before."""
+        added = super().ensure_class(task, hardware)
+        if added:
+            self.offer_history(task, hardware)
+        return added
+
+    def offer_history(self, task: TaskRecord, hardware: str) -> int:
+        """Offer a (new) class every change kept on the task's other classes, oldest first,
+        each as `offer_elsewhere` would have when it was kept; how many were queued. Changes
+        that were themselves offers are not offered again (their origin is). Idempotent."""
+        lineage = self.lineage(task.task_id)
+        queued = 0
+        for other in self.store.task_classes(task.task_id):
+            if other == hardware:
+                continue
+            for info in reversed(lineage.history(branch_for(other))):  # oldest first
+                cand = self.store.get_experiment(info.trailers.get("Experiment", ""))
+                if cand is None or cand.hypothesis_id is None:
+                    continue  # the task's first commit, or a change from elsewhere
+                if cand.hypothesis_id == derived_id("h", "offer", cand.candidate_id or "", other):
+                    continue  # an offer kept there: offered from its own origin
+                metric = _number(info.trailers.get("Metric", "").rpartition("=")[2])
+                delta = _number(info.trailers.get("Delta", ""))
+                kept = judge.Decision(judge.Action.KEEP, Verdict.KEPT, "kept", delta, metric)
+                queued += self._offer(task, (other, cand, info.sha, kept), hardware)
+        if queued:
+            logger.info(
+                "task %s: %d kept changes offered to the new class %s",
+                task.task_id,
+                queued,
+                hardware,
+            )
+            self.notify(queued)
+        return queued
+
     def _offer(
         self,
         task: TaskRecord,
@@ -600,3 +636,11 @@ class KeepOps(RecheckOps):
         if hyp is None or hyp.verdict is not Verdict.PENDING or not hyp.experiment_id:
             return False
         return hyp.experiment_id in (exp.experiment_id, exp.twin, exp.replicate_id)
+
+
+def _number(text: str) -> float | None:
+    """A trailer's number, or None when it has none."""
+    try:
+        return float(text)
+    except ValueError:
+        return None

@@ -913,6 +913,29 @@ def test_max_baseline_runs_at_baseline_runs_measures_no_head_again(world: World)
 OTHER = "cpu:other-8c"
 
 
+def test_a_class_added_later_is_offered_what_was_kept_before(world: World) -> None:
+    """A change kept before a second class existed is offered to it when it appears (its
+    branch starts at the task's first commit): merged there, judged there, kept there."""
+    first = world.submit(alpha="0.5", title="halve alpha")
+    world.run("w1", ok(0.5))
+    world.run("w2", ok(0.5))  # replicated: kept on HW, no other class yet
+    assert world.verdict(first) is Verdict.KEPT
+    world.add_class(OTHER, (2.0, 2.01, 1.99))  # its three baselines run first
+    offered = [h for h in world.titled("halve alpha") if h.hypothesis_id != first]
+    assert len(offered) == 1 and offered[0].hardware == OTHER
+    assert f"Kept on {HW}" in offered[0].rationale
+    offer = world.run("v3", ok(1.0), OTHER)
+    exp = world.store.get_experiment(offer)
+    assert exp is not None and exp.kind is ExperimentKind.MERGE and exp.hardware == OTHER
+    world.run("v4", ok(1.01), OTHER)  # its replicate: kept on OTHER
+    assert world.verdict(offered[0].hypothesis_id) is Verdict.KEPT
+    files = world.scheduler.lineage(world.task_id).files_at(world.head(OTHER))
+    assert b"ALPHA = 0.5" in files["train.py"]
+    task = world.scheduler.get_task(world.task_id)
+    assert world.scheduler.offer_history(task, OTHER) == 0  # once only
+    assert world.scheduler.offer_history(task, HW) == 0  # an offer is not offered back
+
+
 def test_a_change_kept_on_one_class_is_offered_to_the_others(world: World) -> None:
     """Kept on one class: merged onto the other class's head, judged there on that class's
     own scores (2.0 there, 1.0 here: never compared), kept there too; not offered back."""
