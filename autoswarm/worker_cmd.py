@@ -136,7 +136,7 @@ def status(
 
 
 def _last_result(last: dict[str, Any] | None) -> str:
-    """One line for a slot's last result: 'ID ok 0.2848 (0.15 s), recorded'."""
+    """One line for a slot's last result, e.g. 'ID ok 0.284756 (0.2 s), recorded'."""
     if not last:
         return "—"
     metric = last.get("metric")
