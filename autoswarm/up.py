@@ -183,7 +183,8 @@ def run_up(
     out_dir: Path,
     max_experiments: int | None,
 ) -> int:
-    """Run the loop until Ctrl-C (or `max_experiments` judged); the exit code."""
+    """Run the loop until Ctrl-C (or `max_experiments` more judged); the exit code (1: an error,
+    or every worker stopped)."""
     from autoswarm.propose_cmd import report_spend
     from coordinator.proposers.base import run_proposer_loop
     from coordinator.service import serve_in_thread
@@ -191,6 +192,7 @@ def run_up(
     from shared.client import CoordinatorClient
 
     trust = choose_trust(trust, proposer_kind)
+    code = 0
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "logs").mkdir(exist_ok=True)
     # One worker cannot hand a replicate to another: it replicates its own find at once.
@@ -235,7 +237,8 @@ def run_up(
             f"workers: {workers_line(workers, pinned)}   trust: {trust}\n"
             f"logs: {data_dir / 'logs'}   Ctrl-C stops"
         )
-        _watch(admin, spec, task_id, swarm, out_dir, max_experiments)
+        if not _watch(admin, spec, task_id, swarm, out_dir, max_experiments):
+            code = 1
     except AutoswarmError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         return 1
@@ -248,7 +251,7 @@ def run_up(
             coordinator.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return 0
+    return code
 
 
 def workers_line(workers: int, pinned: list[list[int]]) -> str:
@@ -290,8 +293,12 @@ def _watch(
     swarm: Swarm,
     out_dir: Path,
     max_experiments: int | None,
-) -> None:
-    written = -1
+) -> bool:
+    """The live view until stopped or `max_experiments` more hypotheses are judged (this run's:
+    a data folder's earlier ones do not count); False if every worker stopped first."""
+    written: list[Any] | None = None
+    judged_before: int | None = None
+    workers_alive = True
     with Live(console=console, refresh_per_second=1, transient=False) as live:
         while not swarm.stop.is_set():
             task = client.get_json(f"tasks/{task_id}")
@@ -302,16 +309,23 @@ def _watch(
             rows = rows_from_summaries(experiments)
             workers = client.get_json("workers")
             live.update(render(spec, task, experiments, hypotheses, workers, swarm))
-            if len(rows) != written:
+            if rows != written:  # a verdict changing rewrites a row, too
                 write_exports(rows, spec, out_dir)
-                written = len(rows)
+                written = rows
             judged = sum(1 for h in hypotheses.values() if h.get("verdict") != "pending")
-            if max_experiments is not None and judged >= max_experiments:
+            judged_before = judged if judged_before is None else judged_before
+            if max_experiments is not None and judged - judged_before >= max_experiments:
                 break
             if all(p.poll() is not None for p in swarm.workers):
                 err_console.print("[red]every worker stopped[/red]; see the logs folder")
+                workers_alive = False
                 break
             swarm.stop.wait(REFRESH_S)
+    # The last verdicts may have landed after this pass read the experiments.
+    rows = rows_from_summaries(list_experiments(client, task_id))
+    if rows != written:
+        write_exports(rows, spec, out_dir)
+    return workers_alive
 
 
 def list_experiments(client: Any, task_id: str) -> list[dict[str, Any]]:

@@ -36,6 +36,14 @@ def up_argv(task: Path, data_dir: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def judged_rows(rows: list[list[str]]) -> int:
+    """results.tsv rows (header first) of explores and merges with a verdict."""
+    kind, verdict = rows[0].index("kind"), rows[0].index("verdict")
+    return sum(
+        1 for r in rows[1:] if r[kind] in ("explore", "merge") and r[verdict] not in ("", "pending")
+    )
+
+
 def processes_under(folder: Path) -> list[int]:
     """Pids whose command line names `folder` (workers' state folders, Redis's config)."""
     found = []
@@ -76,6 +84,18 @@ def test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running(
     assert hardware == {f"cpu:{normalise(platform.machine())}-{cpu_count() // 2}c"}
     assert "workers: 2" in done.stdout
     assert "local-0" in done.stdout and "local-1" in done.stdout  # the live view's workers
+    assert processes_under(data_dir) == []
+    # Again on the same data folder: it goes on, and counts only what it judges itself.
+    again = subprocess.run(
+        up_argv(task, data_dir, out, "--max-experiments", "2"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    more = [row.split("\t") for row in (out / "results.tsv").read_text().splitlines()]
+    assert judged_rows(more) >= judged_rows(rows) + 2, "the second run judged its own two"
     assert processes_under(data_dir) == []
 
 
