@@ -45,7 +45,7 @@ def up(
         Path("."), "--out", help="Where results.tsv and progress.png are written."
     ),
     max_experiments: int | None = typer.Option(
-        None, "--max-experiments", min=1, help="Stop once this many hypotheses are judged."
+        None, "--max-experiments", min=1, help="Stop once this run has judged this many hypotheses."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the mutation proposer."),
 ) -> None:
