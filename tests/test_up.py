@@ -36,6 +36,12 @@ def up_argv(task: Path, data_dir: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def run_up(task: Path, data_dir: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`autoswarm up` to its end, its output captured."""
+    argv = up_argv(task, data_dir, out, *extra)
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=240)
+
+
 def judged_rows(rows: list[list[str]]) -> int:
     """results.tsv rows (header first) of explores and merges with a verdict."""
     kind, verdict = rows[0].index("kind"), rows[0].index("verdict")
@@ -63,13 +69,7 @@ def test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running(
     tmp_path: Path, task_dir_factory: Callable[..., Path]
 ) -> None:
     task, data_dir, out = task_dir_factory("quick", TRAIN), tmp_path / "data", tmp_path / "out"
-    done = subprocess.run(
-        up_argv(task, data_dir, out, "--max-experiments", "2"),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    done = run_up(task, data_dir, out, "--max-experiments", "2")
     assert done.returncode == 0, done.stdout + done.stderr
     token_file = data_dir / "admin.token"
     token = token_file.read_text().strip()
@@ -86,13 +86,7 @@ def test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running(
     assert "local-0" in done.stdout and "local-1" in done.stdout  # the live view's workers
     assert processes_under(data_dir) == []
     # Again on the same data folder: it goes on, and counts only what it judges itself.
-    again = subprocess.run(
-        up_argv(task, data_dir, out, "--max-experiments", "2"),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    again = run_up(task, data_dir, out, "--max-experiments", "2")
     assert again.returncode == 0, again.stdout + again.stderr
     more = [row.split("\t") for row in (out / "results.tsv").read_text().splitlines()]
     assert judged_rows(more) >= judged_rows(rows) + 2, "the second run judged its own two"
