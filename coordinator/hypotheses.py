@@ -115,7 +115,13 @@ def submit_hypothesis(scheduler: Scheduler, create: HypothesisCreate) -> Submiss
         "change_hash": hash_files(change),
     }
     submitted = store.submit_hypothesis(
-        hypothesis_id, task.task_id, hyp_fields, explore, bundle_hash, now=now
+        hypothesis_id,
+        task.task_id,
+        hyp_fields,
+        explore,
+        bundle_hash,
+        now=now,
+        implements=_implementing(implements, hypothesis_id),
     )
     if submitted.duplicate:
         logger.info(
@@ -126,12 +132,19 @@ def submit_hypothesis(scheduler: Scheduler, create: HypothesisCreate) -> Submiss
         )
     else:
         scheduler.notify(1)
-    if implements is not None:
-        reason = f"implemented as {hypothesis_id}"
-        if implements.verdict is Verdict.CONFLICT:  # keep why it had to be done again
-            reason = f"{implements.reason}; implemented again as {hypothesis_id}"
-        store.mark_implemented(implements.hypothesis_id, reason)
     return Submission(hypothesis_id, submitted.experiment_id, submitted.duplicate)
+
+
+def _implementing(
+    implements: HypothesisRecord | None, hypothesis_id: str
+) -> tuple[str, str] | None:
+    """(the hypothesis implemented, its new reason), for `submit_hypothesis`."""
+    if implements is None:
+        return None
+    reason = f"implemented as {hypothesis_id}"
+    if implements.verdict is Verdict.CONFLICT:  # keep why it had to be done again
+        reason = f"{implements.reason}; implemented again as {hypothesis_id}"
+    return implements.hypothesis_id, reason
 
 
 def _implemented(store: Store, create: HypothesisCreate) -> HypothesisRecord:

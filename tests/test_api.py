@@ -11,6 +11,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -427,6 +428,29 @@ def test_a_text_only_hypothesis_waits_for_code_and_keeps_its_author(swarm: Any) 
     assert implemented["experiment_id"] and again.status_code == 422
     assert context["pending"] == []
     assert [h["author"] for h in context["in_flight"]] == ["ada"]
+
+
+def test_one_hypothesis_implemented_at_once_by_many_gets_one_implementation(swarm: Any) -> None:
+    """Proposers racing to implement the same words: one wins, the rest get 409 or 422."""
+    coordinator, _ = swarm
+    token = coordinator.create_token("proposer", "p")
+    with coordinator.client(token) as http:
+        words = {**_hypothesis(None), "title": "try a deeper model", "author": "ada"}
+        human = http.post("/api/v1/hypotheses", json=words).json()["hypothesis_id"]
+
+    def implement(n: int) -> int:
+        change = {"train.py": f"SCORE = 0.{n + 1}\nprint('---')\nprint(f'score: {{SCORE}}')\n"}
+        with coordinator.client(token) as http:
+            body = {**_hypothesis(change), "implements": human}
+            return int(http.post("/api/v1/hypotheses", json=body).status_code)
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(implement, range(8)))
+    with coordinator.client(token) as http:
+        context = http.get("/api/v1/tasks/tiny/context").json()
+    assert codes.count(201) == 1 and set(codes) <= {201, 409, 422}, codes
+    assert [h["author"] for h in context["in_flight"]] == ["ada"]
+    assert context["pending"] == []
 
 
 def test_experiments_are_paged_with_a_cursor(swarm: Any) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from coordinator import keys
 from coordinator.store.base import FieldValue, StoreBase, encode_fields
+from shared.errors import Conflict
 from shared.models import ExperimentKind
 
 PRIORITY = {
@@ -88,11 +89,15 @@ class JudgeOps(StoreBase):
         *,
         now: float,
         offered_to: str | None = None,
+        implements: tuple[str, str] | None = None,
     ) -> Submitted:
         """Record a hypothesis and queue its experiment unless that code was explored before.
 
         `offered_to`: a change kept on another class, offered to this one (its experiment is
-        bound to the class): a duplicate only if the same code was offered to it before."""
+        bound to the class): a duplicate only if the same code was offered to it before.
+        `implements`: (hypothesis_id, reason), the text-only hypothesis this one implements,
+        marked done with that reason in the same step; Conflict if it no longer needs code
+        (then nothing is recorded)."""
         bundle = bundle_hash or "none"
         explored = (
             keys.offered(task_id, bundle, offered_to)
@@ -111,6 +116,7 @@ class JudgeOps(StoreBase):
                 keys.EXPERIMENTS,
                 keys.task_experiments(task_id),
                 explored,
+                keys.hypothesis(implements[0]) if implements else keys.SEQ,
             ],
             [
                 hypothesis_id,
@@ -119,8 +125,13 @@ class JudgeOps(StoreBase):
                 explore.encoded() if explore else "",
                 repr(now),
                 PRIORITY[explore.kind if explore else ExperimentKind.EXPLORE],
+                implements[0] if implements else "",
+                implements[1] if implements else "",
             ],
         )
+        if len(answer) > 3:
+            assert implements is not None
+            raise Conflict(f"hypothesis {implements[0]} was implemented meanwhile")
         experiment_id, duplicate, prior = str(answer[0]), int(answer[1]), str(answer[2])
         return Submitted(experiment_id or None, bool(duplicate), prior or None)
 

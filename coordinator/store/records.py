@@ -245,10 +245,6 @@ class RecordOps(StoreBase):
         raw = self._hgetall(keys.hypothesis(hypothesis_id))
         return HypothesisRecord.from_hash(raw) if raw.get("hypothesis_id") else None
 
-    def mark_implemented(self, hypothesis_id: str, reason: str) -> None:
-        """A hypothesis waiting for code got it as another hypothesis (one HSET)."""
-        self._r.hset(keys.hypothesis(hypothesis_id), mapping={"needs_code": "0", "reason": reason})
-
     def list_hypotheses(self, task_id: str, limit: int = 200) -> list[HypothesisRecord]:
         """The task's hypotheses, newest first."""
         ids = cast("list[str]", self._r.zrevrange(keys.task_hypotheses(task_id), 0, limit - 1))
