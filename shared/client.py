@@ -152,8 +152,10 @@ class CoordinatorClient:
         problem = url_problem(base_url)
         if problem:
             raise InvalidInput(problem)
-        self.base_url = base_url.rstrip("/")
+        # The API's own prefix is added per request: a URL copied with it still works.
+        self.base_url = base_url.rstrip("/").removesuffix(API_PREFIX).rstrip("/")
         self.timeout_s = timeout_s
+        self._has_token = bool(token)
         self._http = httpx.Client(
             base_url=self.base_url,
             # No token (a public-read coordinator, /livez): no Authorization header at all.
@@ -192,6 +194,9 @@ class CoordinatorClient:
             response = self._http.request(method, url, json=json, params=params, timeout=timeout)
         except httpx.TransportError as exc:
             raise CoordinatorUnavailable(f"{self.base_url}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code == 401 and not self._has_token:
+            needs = "needs a token: pass --token or set AUTOSWARM_TOKEN"
+            raise Unauthorized(f"{self.base_url} {needs}")
         if response.status_code >= 400:
             _raise_for(response, stale_on_conflict=stale_on_conflict)
         return response

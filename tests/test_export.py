@@ -104,9 +104,20 @@ def test_status_once_renders_the_table(run: Run) -> None:
 
 
 def test_a_private_coordinator_without_a_token_is_an_error(run: Run) -> None:
-    """No token: exit code 1 and the coordinator's reason."""
+    """No token: exit code 1, saying how to give one; a wrong one: the coordinator's reason."""
     answer = invoke("leaderboard", "--join", run.served.base_url, "--token", "")
-    assert answer.exit_code == 1 and "Authorization" in answer.output
+    assert answer.exit_code == 1 and "pass --token" in answer.output, answer.output
+    wrong = invoke("leaderboard", "--join", run.served.base_url, "--token", "not-a-token")
+    assert wrong.exit_code == 1 and "pass --token" not in wrong.output, wrong.output
+
+
+def test_a_join_url_copied_with_the_api_prefix_works(run: Run) -> None:
+    """`--join http://HOST:PORT/api/v1/`: the prefix is not added twice."""
+    joined = cli(run, "leaderboard", "--task", run.task_id, "--json")
+    prefixed = f"{run.served.base_url}/api/v1/"
+    answer = invoke("leaderboard", "--join", prefixed, "--token", run.served.admin_token,
+                    "--task", run.task_id, "--json")  # fmt: skip
+    assert answer.exit_code == 0 and json.loads(answer.stdout) == json.loads(joined), answer.output
 
 
 def test_a_public_coordinator_needs_no_token(coordinator_factory: CoordinatorFactory) -> None:
