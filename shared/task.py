@@ -39,6 +39,11 @@ class ScoringMode(StrEnum):
     EVALUATOR = "evaluator"
 
 
+class EvaluatorStart(StrEnum):
+    AFTER_RUN = "after-run"  # started once the run has ended well
+    WITH_RUN = "with-run"  # started with the run; reads one line from stdin, then scores
+
+
 class Device(StrEnum):
     CPU = "cpu"
     CUDA = "cuda"
@@ -65,6 +70,12 @@ class ScoringSpec(_Frozen):
     command: tuple[str, ...] | None = None
     files: tuple[str, ...] = ()
     timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    # with-run: the evaluator imports and sets up while the run trains, so that its startup
+    # is not added to every experiment; it must read one line from standard input before it
+    # reads the artifacts, which the worker writes once the run has ended well (after-run
+    # gives it an empty input, so such an evaluator runs either way). timeout_s counts from
+    # that line.
+    start: EvaluatorStart = EvaluatorStart.AFTER_RUN
 
 
 class ResourceSpec(_Frozen):
@@ -99,6 +110,10 @@ class TaskSpec(_Frozen):
             raise ValueError(f"files both editable and protected: {sorted(overlap)}")
         if self.scoring.mode is ScoringMode.EVALUATOR and not self.scoring.command:
             raise ValueError("scoring mode 'evaluator' needs [scoring] command")
+        if self.scoring.start is EvaluatorStart.WITH_RUN and self.scoring.mode is not (
+            ScoringMode.EVALUATOR
+        ):
+            raise ValueError("[scoring] start = 'with-run' needs mode 'evaluator'")
         return self
 
     @property

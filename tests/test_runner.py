@@ -476,6 +476,54 @@ def test_failing_evaluator_is_invalid(
     assert result.error is not None and "cannot score this" in result.error
 
 
+WITH_RUN_TOML = EVAL_TOML.replace("timeout_s = 10", 'timeout_s = 10\nstart = "with-run"').replace(
+    "budget_s = 5", "budget_s = 40"
+)
+
+
+def test_an_evaluator_started_with_the_run_sets_up_meanwhile_and_scores_after_it(
+    make_task: MakeTask, make_runner: Callable[..., Runner]
+) -> None:
+    """`start = "with-run"`: the evaluator is up while the run still runs (the run waits for
+    it), finds no artifacts yet, and scores them once it reads its line."""
+    task, spec = make_task(
+        "eval_run_waits.py", toml=WITH_RUN_TOML, prepare="prepare_data.py",
+        evaluate="evaluate_warm.py",
+    )  # fmt: skip
+    result = make_runner().run(task, spec)
+    assert result.status is ResultStatus.OK, (result.error, result.log_tail)
+    assert result.metric == pytest.approx(0.02)
+    assert "artifacts before the line []" in result.log_tail
+    assert "line 'go\\n'" in result.log_tail
+
+
+def test_an_evaluator_started_after_the_run_reads_an_empty_line(
+    make_task: MakeTask, make_runner: Callable[..., Runner]
+) -> None:
+    """The same evaluator after the run: the artifacts are there and its input is empty."""
+    task, spec = make_task(
+        "eval_run.py", toml=EVAL_TOML, prepare="prepare_data.py", evaluate="evaluate_warm.py"
+    )
+    result = make_runner().run(task, spec)
+    assert result.status is ResultStatus.OK, result.error
+    assert "'prediction.txt'" in result.log_tail and "line ''" in result.log_tail
+
+
+def test_a_failed_run_kills_the_evaluator_started_with_it(
+    make_task: MakeTask, make_runner: Callable[..., Runner], pid_dir: Path
+) -> None:
+    """The run crashes: the waiting evaluator never scores, and it is gone when `run` returns."""
+    task, spec = make_task(
+        "eval_run_waits.py", toml=WITH_RUN_TOML, prepare="prepare_data.py",
+        evaluate="evaluate_warm.py",
+    )  # fmt: skip
+    result = make_runner(env={"PAYLOAD_CRASH": "1"}).run(task, spec)
+    assert result.status is ResultStatus.CRASH and "evaluator ready" in result.log_tail
+    assert "==> evaluator <==" not in result.log_tail
+    assert not alive(pids_written(pid_dir)["evaluator"])
+    assert run_processes(task.parent / "work") == []
+
+
 # ---- hardware ----------------------------------------------------------------------------------
 
 

@@ -244,27 +244,87 @@ def supervise(
     every remaining member is killed before this returns. If `on_tick` raises, the tree is
     killed and the exception propagates (the caller's way to abandon a run).
     """
-    env = {**env, MARKER_ENV: marker}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_preexec(limits or Limits()),
-        )
-    watch = _Watch(proc, tick_s)
-    tree = ProcessTree(proc.pid, marker)
-    try:
-        return watch.run(tree, deadline_s, memory_limit_mb, on_tick, sample_vram_mb)
-    finally:
-        if proc.returncode is None:
-            tree.kill_all()
-            watch.reap(block=True)
-        watch.close()
+    started = Started(
+        argv, cwd=cwd, env=env, log_path=log_path, marker=marker, limits=limits, tick_s=tick_s
+    )
+    return started.finish(
+        deadline_s,
+        memory_limit_mb=memory_limit_mb,
+        on_tick=on_tick,
+        sample_vram_mb=sample_vram_mb,
+    )
+
+
+class Started:
+    """A command started now and supervised later (`finish`, as `supervise` does).
+
+    With `gated`, its standard input is a pipe that `release` writes one line to and closes:
+    a command that sets itself up first and then reads that line waits for it (a warm
+    evaluator waits so for the run it scores). `finish` counts its wall time and deadline
+    from the release. Until `finish` or `kill`, nothing watches its time or memory.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        marker: str,
+        limits: Limits | None = None,
+        gated: bool = False,
+        tick_s: float = TICK_S,
+    ) -> None:
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env={**env, MARKER_ENV: marker},
+                stdin=subprocess.PIPE if gated else subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_preexec(limits or Limits()),
+            )
+        self._watch = _Watch(self.proc, tick_s)
+        self._tree = ProcessTree(self.proc.pid, marker)
+
+    def release(self, line: bytes = b"go\n") -> None:
+        """Write `line` to a gated command's input and close it; its clock starts now."""
+        stdin, self.proc.stdin = self.proc.stdin, None
+        if stdin is not None:
+            with contextlib.suppress(OSError):  # it may have exited already: finish says how
+                stdin.write(line)
+                stdin.flush()
+            with contextlib.suppress(OSError):
+                stdin.close()
+        self._watch.started = time.monotonic()
+
+    def finish(
+        self,
+        deadline_s: float,
+        *,
+        memory_limit_mb: float | None = None,
+        on_tick: Callable[[float], None] | None = None,
+        sample_vram_mb: Callable[[Sequence[int]], float | None] | None = None,
+    ) -> Outcome:
+        """Watch it until it ends (see `supervise`); its whole tree is gone when this returns."""
+        try:
+            return self._watch.run(self._tree, deadline_s, memory_limit_mb, on_tick, sample_vram_mb)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        """Kill its whole tree now, if it still runs, and reap it."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+            self.proc.stdin = None
+        if self.proc.returncode is None:
+            self._tree.kill_all()
+            self._watch.reap(block=True)
+        self._watch.close()
 
 
 class _Watch:

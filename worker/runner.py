@@ -31,9 +31,17 @@ from typing import Any
 from shared.errors import AutoswarmError, SummaryError
 from shared.models import MAX_LOG_TAIL_CHARS, Result, ResultStatus
 from shared.summary import parse_summary, read_metric
-from shared.task import TASK_FILE, Device, ScoringMode, TaskSpec, hash_files, protected_hashes
+from shared.task import (
+    TASK_FILE,
+    Device,
+    EvaluatorStart,
+    ScoringMode,
+    TaskSpec,
+    hash_files,
+    protected_hashes,
+)
 from worker.hardware import VramSampler
-from worker.process import TICK_S, Limits, Outcome, supervise
+from worker.process import TICK_S, Limits, Outcome, Started, supervise
 from worker.sandbox import Sandbox, is_secret_name, scrub_env
 
 logger = logging.getLogger(__name__)
@@ -214,18 +222,41 @@ class Runner:
         env["AUTOSWARM_OUT_DIR"] = str(work / "out")
         env["AUTOSWARM_DATA_DIR"] = str(work / "data")
         readonly = [work / p for p in spec.protected] + [work / "data"]
-        outcome = self._supervise(
-            spec,
-            spec.run.command,
-            work,
-            env,
-            exp_dir / "run.log",
-            run_id,
-            deadline_s=budget_s + spec.run.startup_s + spec.run.grace_s,
-            readonly=readonly,
-            writable=[work, *caches.values()],
-            on_tick=on_tick,
-        )
+        evaluator = None
+        if spec.scoring.start is EvaluatorStart.WITH_RUN:
+            evaluator = self._start_evaluator(exp_dir, run_id, task_dir, spec, prepared)
+        try:
+            outcome = self._start(
+                spec, spec.run.command, work, env, exp_dir / "run.log", run_id,
+                readonly=readonly, writable=[work, *caches.values()],
+            ).finish(
+                budget_s + spec.run.startup_s + spec.run.grace_s,
+                **self._watching(spec),
+                on_tick=on_tick,
+            )  # fmt: skip
+            return self._score(
+                exp_dir, run_id, task_dir, spec, prepared, budget_s, hashes, outcome, on_tick,
+                evaluator,
+            )  # fmt: skip
+        finally:
+            if evaluator is not None:
+                evaluator.kill()
+
+    def _score(
+        self,
+        exp_dir: Path,
+        run_id: str,
+        task_dir: Path,
+        spec: TaskSpec,
+        prepared: Path,
+        budget_s: float,
+        hashes: dict[str, str],
+        outcome: Outcome,
+        on_tick: OnTick | None,
+        evaluator: Started | None,
+    ) -> Result:
+        """The result of a run that ended: its failure, its summary's metric or its score."""
+        work = exp_dir / "work"
         log = _read_log(exp_dir / "run.log")
         summary = parse_summary(log)
         fields: dict[str, Any] = {
@@ -254,44 +285,52 @@ class Runner:
             except SummaryError as exc:
                 return Result(status=ResultStatus.INVALID, error=str(exc), **fields)
             return Result(status=ResultStatus.OK, metric=metric, metrics=metrics, **fields)
-        return self._evaluate(exp_dir, run_id, task_dir, spec, prepared, fields, on_tick)
+        if evaluator is None:
+            evaluator = self._start_evaluator(exp_dir, run_id, task_dir, spec, prepared)
+        return self._evaluate(exp_dir, evaluator, spec, fields, on_tick)
 
-    def _evaluate(
-        self,
-        exp_dir: Path,
-        run_id: str,
-        task_dir: Path,
-        spec: TaskSpec,
-        prepared: Path,
-        fields: dict[str, Any],
-        on_tick: OnTick | None,
-    ) -> Result:
-        """Score the run's artifacts with the task's evaluator, a second fresh process."""
+    def _start_evaluator(
+        self, exp_dir: Path, run_id: str, task_dir: Path, spec: TaskSpec, prepared: Path
+    ) -> Started:
+        """The task's evaluator, a second fresh process, started on an eval/ folder whose
+        artifacts/ stays empty until `_evaluate`. Started with the run (`with-run`), it is
+        gated: its input is a pipe, and it waits for the line `_evaluate` writes there."""
         assert spec.scoring.command is not None
         ev = exp_dir / "eval"
         (ev / ".tmp").mkdir(parents=True)
+        (ev / "artifacts").mkdir()
         _copy_files(task_dir, ev, spec.protected + spec.scoring.files, readonly=True)
         _link_tree(prepared / "data", ev / "data")
         _link_tree(prepared / "heldout", ev / "heldout")
-        _link_tree(exp_dir / "work" / "out", ev / "artifacts")
-        _make_readonly(ev / "artifacts")
         env = self._env(ev)
         env["AUTOSWARM_ARTIFACTS_DIR"] = str(ev / "artifacts")
         env["AUTOSWARM_DATA_DIR"] = str(ev / "data")
         env["AUTOSWARM_HELDOUT_DIR"] = str(ev / "heldout")
         readonly = [ev / p for p in spec.protected + spec.scoring.files]
         readonly += [ev / "data", ev / "heldout", ev / "artifacts"]
+        return self._start(
+            spec, spec.scoring.command, ev, env, exp_dir / "eval.log", f"{run_id}-eval",
+            readonly=readonly, writable=[ev],
+            gated=spec.scoring.start is EvaluatorStart.WITH_RUN,
+        )  # fmt: skip
+
+    def _evaluate(
+        self,
+        exp_dir: Path,
+        evaluator: Started,
+        spec: TaskSpec,
+        fields: dict[str, Any],
+        on_tick: OnTick | None,
+    ) -> Result:
+        """Score the run's artifacts: they are linked into the evaluator's artifacts/, then
+        it is released and watched for the task's timeout_s."""
+        _link_tree(exp_dir / "work" / "out", exp_dir / "eval" / "artifacts")
+        _make_readonly(exp_dir / "eval" / "artifacts")
+        evaluator.release()
         offset_s = fields["wall_s"]
-        outcome = self._supervise(
-            spec,
-            spec.scoring.command,
-            ev,
-            env,
-            exp_dir / "eval.log",
-            f"{run_id}-eval",
-            deadline_s=spec.scoring.timeout_s,
-            readonly=readonly,
-            writable=[ev],
+        outcome = evaluator.finish(
+            spec.scoring.timeout_s,
+            **self._watching(spec),
             on_tick=None if on_tick is None else (lambda s: on_tick(offset_s + s)),
         )
         log = _read_log(exp_dir / "eval.log")
@@ -309,7 +348,7 @@ class Runner:
                 return Result(status=ResultStatus.OK, metric=metric, metrics=metrics, **fields)
         return Result(status=ResultStatus.INVALID, error=_clip(error), **fields)
 
-    def _supervise(
+    def _start(
         self,
         spec: TaskSpec,
         command: Sequence[str],
@@ -318,31 +357,31 @@ class Runner:
         log_path: Path,
         marker: str,
         *,
-        deadline_s: float,
         readonly: Sequence[Path],
         writable: Sequence[Path],
-        on_tick: OnTick | None,
-    ) -> Outcome:
+        gated: bool = False,
+    ) -> Started:
+        """`command` started in the sandbox, under the task's limits (not yet watched)."""
         cpu = spec.resources.device is Device.CPU
         argv = self.sandbox.wrap(
             _resolve(command), work_dir=cwd, readonly=readonly, writable=writable, env=env
         )
-        return supervise(
-            argv,
-            cwd=cwd,
-            env=env,
-            log_path=log_path,
-            marker=marker,
-            deadline_s=deadline_s,
-            limits=Limits(
-                open_files=OPEN_FILES,
-                file_size_mb=spec.resources.disk_mb,
-                data_mb=spec.resources.memory_mb if cpu else None,
-            ),
-            memory_limit_mb=spec.resources.memory_mb if cpu else None,
-            on_tick=on_tick,
-            sample_vram_mb=None if cpu else self._vram_sampler(),
+        limits = Limits(
+            open_files=OPEN_FILES,
+            file_size_mb=spec.resources.disk_mb,
+            data_mb=spec.resources.memory_mb if cpu else None,
         )
+        return Started(
+            argv, cwd=cwd, env=env, log_path=log_path, marker=marker, limits=limits, gated=gated
+        )
+
+    def _watching(self, spec: TaskSpec) -> dict[str, Any]:
+        """How `Started.finish` watches a run or evaluator of this task: memory, VRAM."""
+        cpu = spec.resources.device is Device.CPU
+        return {
+            "memory_limit_mb": spec.resources.memory_mb if cpu else None,
+            "sample_vram_mb": None if cpu else self._vram_sampler(),
+        }
 
     def _env(self, home: Path) -> dict[str, str]:
         return scrub_env(os.environ, home=home, tmp_dir=home / ".tmp") | self.extra_env

@@ -1,6 +1,7 @@
 """
 tinylm's evaluator: scores the run's artifacts/model.pt2 on held-out text and prints val_bpb.
-Runs as its own process after the run; never imports train.py. Usage: python evaluate.py
+Starts with the run and waits for one line on stdin before it reads the artifacts; never
+imports train.py. Usage: python evaluate.py (then a line, or an empty stdin)
 
 What it guarantees:
 - the artifact is read as data: the archive may hold only the files torch.export.save
@@ -38,6 +39,7 @@ import zipfile
 
 import numpy as np
 import torch
+import torch.export.pt2_archive._package  # noqa: F401  torch.export.load's loader: ~1.4 s to import
 import torch.nn.functional as F
 
 from prepare import EVAL_BATCH_SIZE, MAX_SEQ_LEN, VOCAB_SIZE
@@ -216,6 +218,9 @@ if __name__ == "__main__":
     val = np.fromfile(os.path.join(HELDOUT_DIR, "val.bin"), dtype=np.uint8)
     assert len(val) >= EVAL_WINDOWS * MAX_SEQ_LEN + 1, "held-out data is too short"
     val = torch.from_numpy(val[: EVAL_WINDOWS * MAX_SEQ_LEN + 1].astype(np.int64))
+    # Started with the run (task.toml: start = "with-run"): all above ran while it trained.
+    # The worker writes this line once the run has ended well and its artifacts are in place.
+    sys.stdin.readline()
     program = load_program(os.path.join(ARTIFACTS_DIR, "model.pt2"))
     check_program(program)
     try:
