@@ -81,7 +81,9 @@ class Runner:
       the evaluator is alive, however it ended (see `worker.process` for the exact rules);
     - an experiment's failure is a status (`crash`, `timeout`, `invalid`), never an exception;
       a protected or evaluator file that changed during the run makes it `invalid`;
-    - in evaluator mode the score comes only from the evaluator's summary block.
+    - in evaluator mode the score comes only from the evaluator's summary block; an evaluator
+      that starts `with-run` is started just before the run, sees an empty artifacts/ until
+      the run has ended well, then gets its line; when the run fails it is killed unscored.
     Does not:
     - confine the code: the sandbox does, and `Unsandboxed` confines nothing;
     - limit a CUDA task's memory (CPU tasks: RLIMIT_DATA per process, and the tree is killed
