@@ -99,15 +99,24 @@ def _is_float(text: str | None) -> bool:
 
 
 def reconcile(scheduler: Scheduler) -> int:
-    """Reconcile every task and class with the lineage, then apply pending judgements."""
+    """Reconcile every task and class with the lineage, make the offers of kept changes to
+    other classes that a crash left unmade, then apply pending judgements."""
     applied = 0
     for task in scheduler.store.list_tasks():
         with scheduler.task_lock(task.task_id):
-            for hardware in scheduler.store.task_classes(task.task_id):
+            classes = scheduler.store.task_classes(task.task_id)
+            for hardware in classes:
                 try:
                     applied += reconcile_class(scheduler, task, hardware)
                 except Exception:
                     logger.exception("task %s: %s: reconcile failed", task.task_id, hardware)
+            # Offers a crash cut short (between a keep or a new class and its offers): each
+            # made already is found by its derived id, so this costs reads, not merges.
+            for hardware in classes if len(classes) > 1 else ():
+                try:
+                    scheduler.offer_history(task, hardware)
+                except Exception:
+                    logger.exception("task %s: %s: offers failed", task.task_id, hardware)
     # A judgement can queue another (a replicate's keep frees nothing else), so a few rounds.
     for _ in range(10):
         if scheduler.process_pending(1000) == 0:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from coordinator import judge, trust
+from coordinator.heads import HeadOps
 from coordinator.hypotheses import build_context, submit_hypothesis
 from coordinator.lineage import branch_for
 from coordinator.models import ExperimentRecord, HypothesisRecord
@@ -934,6 +935,22 @@ def test_a_class_added_later_is_offered_what_was_kept_before(world: World) -> No
     task = world.scheduler.get_task(world.task_id)
     assert world.scheduler.offer_history(task, OTHER) == 0  # once only
     assert world.scheduler.offer_history(task, HW) == 0  # an offer is not offered back
+
+
+def test_offers_a_crash_left_unmade_are_made_at_restart(world: World) -> None:
+    """The coordinator died after adding a class but before offering it what was kept: the
+    restart's reconcile makes the offer, once."""
+    first = world.submit(alpha="0.5", title="halve alpha")
+    world.run("w1", ok(0.5))
+    world.run("w2", ok(0.5))
+    assert world.verdict(first) is Verdict.KEPT
+    task = world.scheduler.get_task(world.task_id)
+    HeadOps.ensure_class(world.scheduler, task, OTHER)  # the class, without its offers
+    assert len(world.titled("halve alpha")) == 1
+    reconcile(Scheduler(world.store, world.settings))
+    reconcile(Scheduler(world.store, world.settings))
+    offered = [h for h in world.titled("halve alpha") if h.hypothesis_id != first]
+    assert [h.hardware for h in offered] == [OTHER]
 
 
 def test_a_change_kept_on_one_class_is_offered_to_the_others(world: World) -> None:
