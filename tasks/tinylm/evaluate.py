@@ -1,7 +1,7 @@
 """
 tinylm's evaluator: scores the run's artifacts/model.pt2 on held-out text and prints val_bpb.
 Starts with the run and waits for one line on stdin before it reads the artifacts; never
-imports train.py. Usage: python evaluate.py (then a line, or an empty stdin)
+imports train.py. Usage: python evaluate.py (from a terminal, or with a line or EOF on stdin)
 
 What it guarantees:
 - the artifact is read as data: the archive may hold only the files torch.export.save
@@ -220,7 +220,8 @@ if __name__ == "__main__":
     val = torch.from_numpy(val[: EVAL_WINDOWS * MAX_SEQ_LEN + 1].astype(np.int64))
     # Started with the run (task.toml: start = "with-run"): all above ran while it trained.
     # The worker writes this line once the run has ended well and its artifacts are in place.
-    sys.stdin.readline()
+    if not sys.stdin.isatty():  # run by hand from a terminal: the artifacts are there
+        sys.stdin.readline()
     program = load_program(os.path.join(ARTIFACTS_DIR, "model.pt2"))
     check_program(program)
     try:
