@@ -225,7 +225,14 @@ def run_up(
         swarm.proposer_thread = threading.Thread(
             target=run_proposer_loop,
             args=(client, task_id, proposer),
-            kwargs={"stop": swarm.stop, "queue_ahead": max(2, workers), "poll_s": 1.0},
+            kwargs={
+                "stop": swarm.stop,
+                "queue_ahead": max(2, workers),
+                "poll_s": 1.0,
+                # Bounded: no more than it will judge (fast runs judged dozens before the
+                # watch saw the count, spending moves a later run on this folder needed).
+                "max_hypotheses": max_experiments,
+            },
             name="proposer",
             daemon=True,
         )

@@ -45,7 +45,10 @@ def up(
         Path("."), "--out", help="Where results.tsv and progress.png are written."
     ),
     max_experiments: int | None = typer.Option(
-        None, "--max-experiments", min=1, help="Stop once this run has judged this many hypotheses."
+        None,
+        "--max-experiments",
+        min=1,
+        help="Propose this many hypotheses, then stop once this run has judged as many.",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the mutation proposer."),
 ) -> None:

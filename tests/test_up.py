@@ -89,7 +89,9 @@ def test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running(
     again = run_up(task, data_dir, out, "--max-experiments", "2")
     assert again.returncode == 0, again.stdout + again.stderr
     more = [row.split("\t") for row in (out / "results.tsv").read_text().splitlines()]
-    assert judged_rows(more) >= judged_rows(rows) + 2, "the second run judged its own two"
+    # Its two proposals: one is run and judged; the other may repeat code explored before,
+    # judged a duplicate at once with no run of its own (no row).
+    assert judged_rows(more) > judged_rows(rows), "the second run judged hypotheses of its own"
     assert processes_under(data_dir) == []
 
 
