@@ -500,13 +500,15 @@ def test_an_evaluator_started_with_the_run_sets_up_meanwhile_and_scores_after_it
 def test_an_evaluator_started_after_the_run_reads_an_empty_line(
     make_task: MakeTask, make_runner: Callable[..., Runner]
 ) -> None:
-    """The same evaluator after the run: the artifacts are there and its input is empty."""
+    """The same evaluator after the run: the artifacts are there when it starts, and its
+    input is empty."""
     task, spec = make_task(
         "eval_run.py", toml=EVAL_TOML, prepare="prepare_data.py", evaluate="evaluate_warm.py"
     )
     result = make_runner().run(task, spec)
     assert result.status is ResultStatus.OK, result.error
-    assert "'prediction.txt'" in result.log_tail and "line ''" in result.log_tail
+    assert "artifacts before the line ['prediction.txt', 'sub']" in result.log_tail
+    assert "line ''" in result.log_tail
 
 
 def test_a_failed_run_kills_the_evaluator_started_with_it(

@@ -287,20 +287,22 @@ class Runner:
             except SummaryError as exc:
                 return Result(status=ResultStatus.INVALID, error=str(exc), **fields)
             return Result(status=ResultStatus.OK, metric=metric, metrics=metrics, **fields)
-        if evaluator is None:
+        _link_tree(work / "out", exp_dir / "eval" / "artifacts")
+        _make_readonly(exp_dir / "eval" / "artifacts")
+        if evaluator is None:  # after the run: it starts with its artifacts in place
             evaluator = self._start_evaluator(exp_dir, run_id, task_dir, spec, prepared)
         return self._evaluate(exp_dir, evaluator, spec, fields, on_tick)
 
     def _start_evaluator(
         self, exp_dir: Path, run_id: str, task_dir: Path, spec: TaskSpec, prepared: Path
     ) -> Started:
-        """The task's evaluator, a second fresh process, started on an eval/ folder whose
-        artifacts/ stays empty until `_evaluate`. Started with the run (`with-run`), it is
-        gated: its input is a pipe, and it waits for the line `_evaluate` writes there."""
+        """The task's evaluator, a second fresh process, on the eval/ folder. Started with
+        the run (`with-run`), before artifacts/ has anything in it, it is gated: its input is
+        a pipe, and it waits for the line `_evaluate` writes there."""
         assert spec.scoring.command is not None
         ev = exp_dir / "eval"
-        (ev / ".tmp").mkdir(parents=True)
-        (ev / "artifacts").mkdir()
+        (ev / ".tmp").mkdir(parents=True, exist_ok=True)
+        (ev / "artifacts").mkdir(exist_ok=True)
         _copy_files(task_dir, ev, spec.protected + spec.scoring.files, readonly=True)
         _link_tree(prepared / "data", ev / "data")
         _link_tree(prepared / "heldout", ev / "heldout")
@@ -324,10 +326,8 @@ class Runner:
         fields: dict[str, Any],
         on_tick: OnTick | None,
     ) -> Result:
-        """Score the run's artifacts: they are linked into the evaluator's artifacts/, then
-        it is released and watched for the task's timeout_s."""
-        _link_tree(exp_dir / "work" / "out", exp_dir / "eval" / "artifacts")
-        _make_readonly(exp_dir / "eval" / "artifacts")
+        """Score the run's artifacts, now in the evaluator's artifacts/: release it (a gated
+        one gets its line) and watch it for the task's timeout_s."""
         evaluator.release()
         offset_s = fields["wall_s"]
         outcome = evaluator.finish(
