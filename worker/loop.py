@@ -107,7 +107,10 @@ class Worker:
             detail = "resumed: leasing experiments again"
         elif command == "finish":
             self.controls.finishing.set()
-            detail = "finishing: the worker stops after the current experiment"
+            detail = (
+                "finishing: the worker stops after the current experiment (an idle one once"
+                f" its wait for work ends, within {self.settings.wait_s:g} s)"
+            )
         if detail:
             logger.info("worker %s: %s", name, detail)
         return {"ok": True, "detail": detail, **self.status()}
