@@ -25,6 +25,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,19 @@ def prepare_key(task_dir: Path, spec: TaskSpec) -> str:
         files[TASK_FILE] = toml_path.read_bytes()
     files["\0prepare"] = repr(spec.run.prepare).encode()
     return hash_files(files)[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class _Experiment:
+    """What one experiment's steps share: its folder, ids, task, data, budget, hashes."""
+
+    exp_dir: Path
+    run_id: str
+    task_dir: Path
+    spec: TaskSpec
+    prepared: Path
+    budget_s: float
+    hashes: dict[str, str]
 
 
 class Runner:
@@ -178,19 +192,24 @@ class Runner:
         on_tick: OnTick | None = None,
     ) -> Result:
         """Run the task's code once for its budget and score it (see the class docstring)."""
-        budget = spec.budget_s if budget_s is None else budget_s
         hashes = protected_hashes(task_dir, spec)
         prepared = self.prepare(task_dir, spec, on_tick=on_tick)
         run_id = uuid.uuid4().hex[:16]
-        exp_dir = self.work_root / f"run-{run_id}"
-        self.last_experiment_dir = exp_dir
+        x = _Experiment(
+            exp_dir=self.work_root / f"run-{run_id}",
+            run_id=run_id,
+            task_dir=task_dir,
+            spec=spec,
+            prepared=prepared,
+            budget_s=spec.budget_s if budget_s is None else budget_s,
+            hashes=hashes,
+        )
+        self.last_experiment_dir = x.exp_dir
         try:
-            result = self._run_in(
-                exp_dir, run_id, task_dir, spec, prepared, budget, hashes, on_tick
-            )
+            result = self._run_in(x, on_tick)
         finally:
             if not self.keep_work:
-                _rmtree(exp_dir)
+                _rmtree(x.exp_dir)
         logger.info(
             "runner: experiment %s of task %s: %s (metric %s) in %.1f s",
             run_id,
@@ -201,65 +220,46 @@ class Runner:
         )
         return result
 
-    def _run_in(
-        self,
-        exp_dir: Path,
-        run_id: str,
-        task_dir: Path,
-        spec: TaskSpec,
-        prepared: Path,
-        budget_s: float,
-        hashes: dict[str, str],
-        on_tick: OnTick | None,
-    ) -> Result:
-        work = exp_dir / "work"
+    def _run_in(self, x: _Experiment, on_tick: OnTick | None) -> Result:
+        spec, work = x.spec, x.exp_dir / "work"
         for name in ("out", ".tmp"):
             (work / name).mkdir(parents=True)
-        _copy_files(task_dir, work, spec.editable, readonly=False)
-        _copy_files(task_dir, work, spec.protected, readonly=True)
-        _link_tree(prepared / "data", work / "data")
+        _copy_files(x.task_dir, work, spec.editable, readonly=False)
+        _copy_files(x.task_dir, work, spec.protected, readonly=True)
+        _link_tree(x.prepared / "data", work / "data")
         caches = self._compile_caches()
         env = self._env(work) | _cache_env(caches)
-        env["AUTOSWARM_BUDGET_S"] = f"{budget_s:g}"
+        env["AUTOSWARM_BUDGET_S"] = f"{x.budget_s:g}"
         env["AUTOSWARM_OUT_DIR"] = str(work / "out")
         env["AUTOSWARM_DATA_DIR"] = str(work / "data")
         readonly = [work / p for p in spec.protected] + [work / "data"]
         evaluator = None
         if spec.scoring.start is EvaluatorStart.WITH_RUN:
-            evaluator = self._start_evaluator(exp_dir, run_id, task_dir, spec, prepared)
+            evaluator = self._start_evaluator(x)
         try:
             outcome = self._start(
-                spec, spec.run.command, work, env, exp_dir / "run.log", run_id,
+                spec, spec.run.command, work, env, x.exp_dir / "run.log", x.run_id,
                 readonly=readonly, writable=[work, *caches.values()],
             ).finish(
-                budget_s + spec.run.startup_s + spec.run.grace_s,
+                x.budget_s + spec.run.startup_s + spec.run.grace_s,
                 **self._watching(spec),
                 on_tick=on_tick,
             )  # fmt: skip
-            return self._score(
-                exp_dir, run_id, task_dir, spec, prepared, budget_s, hashes, outcome, on_tick,
-                evaluator,
-            )  # fmt: skip
+            return self._score(x, outcome, on_tick, evaluator)
         finally:
             if evaluator is not None:
                 evaluator.kill()
 
     def _score(
         self,
-        exp_dir: Path,
-        run_id: str,
-        task_dir: Path,
-        spec: TaskSpec,
-        prepared: Path,
-        budget_s: float,
-        hashes: dict[str, str],
+        x: _Experiment,
         outcome: Outcome,
         on_tick: OnTick | None,
         evaluator: Started | None,
     ) -> Result:
         """The result of a run that ended: its failure, its summary's metric or its score."""
-        work = exp_dir / "work"
-        log = _read_log(exp_dir / "run.log")
+        spec, work = x.spec, x.exp_dir / "work"
+        log = _read_log(x.exp_dir / "run.log")
         summary = parse_summary(log)
         fields: dict[str, Any] = {
             "exit_code": outcome.exit_code,
@@ -274,10 +274,12 @@ class Runner:
         }
         if outcome.leftovers_killed:
             logger.info(
-                "runner: experiment %s left %d processes, killed", run_id, outcome.leftovers_killed
+                "runner: experiment %s left %d processes, killed",
+                x.run_id,
+                outcome.leftovers_killed,
             )
-        problem = _tampered(task_dir, work, spec, hashes) or _run_failure(
-            outcome, spec, budget_s, log
+        problem = _tampered(x.task_dir, work, spec, x.hashes) or _run_failure(
+            outcome, spec, x.budget_s, log
         )
         if problem is not None:
             return Result(status=problem[0], error=_clip(problem[1]), **fields)
@@ -287,25 +289,23 @@ class Runner:
             except SummaryError as exc:
                 return Result(status=ResultStatus.INVALID, error=str(exc), **fields)
             return Result(status=ResultStatus.OK, metric=metric, metrics=metrics, **fields)
-        _link_tree(work / "out", exp_dir / "eval" / "artifacts")
-        _make_readonly(exp_dir / "eval" / "artifacts")
+        _link_tree(work / "out", x.exp_dir / "eval" / "artifacts")
+        _make_readonly(x.exp_dir / "eval" / "artifacts")
         if evaluator is None:  # after the run: it starts with its artifacts in place
-            evaluator = self._start_evaluator(exp_dir, run_id, task_dir, spec, prepared)
-        return self._evaluate(exp_dir, evaluator, spec, fields, on_tick)
+            evaluator = self._start_evaluator(x)
+        return self._evaluate(x.exp_dir, evaluator, spec, fields, on_tick)
 
-    def _start_evaluator(
-        self, exp_dir: Path, run_id: str, task_dir: Path, spec: TaskSpec, prepared: Path
-    ) -> Started:
+    def _start_evaluator(self, x: _Experiment) -> Started:
         """The task's evaluator, a second fresh process, on the eval/ folder. Started with
         the run (`with-run`), before artifacts/ has anything in it, it is gated: its input is
         a pipe, and it waits for the line `_evaluate` writes there."""
+        spec, ev = x.spec, x.exp_dir / "eval"
         assert spec.scoring.command is not None
-        ev = exp_dir / "eval"
         (ev / ".tmp").mkdir(parents=True, exist_ok=True)
         (ev / "artifacts").mkdir(exist_ok=True)
-        _copy_files(task_dir, ev, spec.protected + spec.scoring.files, readonly=True)
-        _link_tree(prepared / "data", ev / "data")
-        _link_tree(prepared / "heldout", ev / "heldout")
+        _copy_files(x.task_dir, ev, spec.protected + spec.scoring.files, readonly=True)
+        _link_tree(x.prepared / "data", ev / "data")
+        _link_tree(x.prepared / "heldout", ev / "heldout")
         env = self._env(ev)
         env["AUTOSWARM_ARTIFACTS_DIR"] = str(ev / "artifacts")
         env["AUTOSWARM_DATA_DIR"] = str(ev / "data")
@@ -313,7 +313,7 @@ class Runner:
         readonly = [ev / p for p in spec.protected + spec.scoring.files]
         readonly += [ev / "data", ev / "heldout", ev / "artifacts"]
         return self._start(
-            spec, spec.scoring.command, ev, env, exp_dir / "eval.log", f"{run_id}-eval",
+            spec, spec.scoring.command, ev, env, x.exp_dir / "eval.log", f"{x.run_id}-eval",
             readonly=readonly, writable=[ev],
             gated=spec.scoring.start is EvaluatorStart.WITH_RUN,
         )  # fmt: skip
