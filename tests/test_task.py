@@ -99,6 +99,8 @@ memory_mb = 512
         ("[task\n", "task.toml", None, "not valid TOML"),
         ("[bogus]\nx = 1\n", "task.toml", "bogus", "unknown table"),
         ('[scoring]\nmode = "evaluator"\n', "task.toml", "task", "needs [scoring] command"),
+        ('[scoring]\nstart = "with-run"\n', "task.toml", "task", "needs mode 'evaluator'"),
+        ('[scoring]\nstart = "early"\n', "task.toml", "scoring.start", "after-run"),
         ('[task]\nnmae = "typo"\n', "task.toml", "nmae", "Extra inputs"),
     ],
 )
