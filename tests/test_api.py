@@ -20,6 +20,7 @@ import httpx
 import pytest
 import redis
 
+from coordinator.api.app import _connect
 from coordinator.settings import CoordinatorSettings
 from shared.client import CoordinatorClient, decode_bundle
 from shared.models import Result, ResultReport, ResultStatus, WorkerCreate
@@ -531,6 +532,21 @@ def test_an_acknowledged_result_survives_a_killed_embedded_redis(
     exp = experiment(running, lease["experiment_id"])
     assert exp["result"]["metric"] == 0.75
     http.close()
+
+
+def test_an_api_process_starting_while_redis_is_away_waits_for_it(tmp_path: Path) -> None:
+    """Redis comes up a second after the process starts connecting: it connects (failing at
+    once made uvicorn stop the coordinator's other API processes with it)."""
+    server = RedisServer(tmp_path / "redis")  # its port chosen, nothing listening yet
+    later = threading.Timer(1.0, server.start)
+    later.start()
+    try:
+        settings = CoordinatorSettings(data_dir=tmp_path / "data", redis_url=server.url)
+        store, embedded = _connect(settings)
+        assert embedded is None and store.ping()
+    finally:
+        later.join()
+        server.stop()
 
 
 def _new_pid(pidfile: Path, old: int) -> bool:

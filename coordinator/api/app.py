@@ -39,11 +39,16 @@ from shared import __version__
 logger = logging.getLogger(__name__)
 
 
+REDIS_WAIT_S = 30.0  # how long a starting process waits for Redis (being restarted, say)
+
+
 def _connect(settings: CoordinatorSettings) -> tuple[Store, EmbeddedRedis | None]:
     if settings.redis_url:
         store = Store(settings.redis_url)
-        if not store.ping():
-            raise RuntimeError("cannot reach Redis at AUTOSWARM_REDIS_URL")
+        if not _await_redis(store, REDIS_WAIT_S):
+            raise RuntimeError(
+                f"cannot reach Redis at AUTOSWARM_REDIS_URL (waited {REDIS_WAIT_S:g} s)"
+            )
         if not store.appendonly_enabled():
             logger.warning(
                 "!!! redis: appendonly is OFF on the configured server: acknowledged results "
@@ -53,6 +58,22 @@ def _connect(settings: CoordinatorSettings) -> tuple[Store, EmbeddedRedis | None
     embedded = EmbeddedRedis(settings.redis_dir, appendfsync=settings.redis_appendfsync)
     store = Store(embedded.start())
     return store, embedded
+
+
+def _await_redis(store: Store, wait_s: float) -> bool:
+    """Whether Redis answers within `wait_s`. An API process that starts while Redis is away
+    (the embedded one being restarted after a crash) waits for it: failing at once made
+    uvicorn stop every other API process with it."""
+    deadline = time.monotonic() + wait_s
+    delay_s = 0.05
+    while not store.ping():
+        if time.monotonic() >= deadline:
+            return False
+        if delay_s == 0.05:
+            logger.warning("redis: not answering; waiting up to %.0f s for it", wait_s)
+        time.sleep(delay_s)
+        delay_s = min(delay_s * 2, 1.0)
+    return True
 
 
 def _background_step(ctx: Context) -> None:
