@@ -47,7 +47,8 @@ def _connect(settings: CoordinatorSettings) -> tuple[Store, EmbeddedRedis | None
         store = Store(settings.redis_url)
         if not _await_redis(store, REDIS_WAIT_S):
             raise RuntimeError(
-                f"cannot reach Redis at AUTOSWARM_REDIS_URL (waited {REDIS_WAIT_S:g} s)"
+                f"cannot reach Redis at AUTOSWARM_REDIS_URL (waited {REDIS_WAIT_S:g} s):"
+                " check that it runs and that the URL names its host and port"
             )
         if not store.appendonly_enabled():
             logger.warning(

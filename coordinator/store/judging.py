@@ -131,7 +131,10 @@ class JudgeOps(StoreBase):
         )
         if len(answer) > 3:
             assert implements is not None
-            raise Conflict(f"hypothesis {implements[0]} was implemented meanwhile")
+            raise Conflict(
+                f"hypothesis {implements[0]} was implemented meanwhile: read the task's context"
+                " again for what still needs code"
+            )
         experiment_id, duplicate, prior = str(answer[0]), int(answer[1]), str(answer[2])
         return Submitted(experiment_id or None, bool(duplicate), prior or None)
 
