@@ -17,7 +17,7 @@ import hashlib
 import tomllib
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -58,11 +58,29 @@ class MetricSpec(_Frozen):
     direction: Direction = Direction.MINIMIZE
 
 
+def preloadable(command: tuple[str, ...]) -> bool:
+    """True for `python <script>.py [args...]`, the one form a preloading runner can start."""
+    return len(command) >= 2 and command[0] in ("python", "python3") and command[1].endswith(".py")
+
+
 class RunSpec(_Frozen):
     command: tuple[str, ...] = ("python", "train.py")
     prepare: tuple[str, ...] | None = None
     startup_s: float = Field(default=30.0, ge=0, le=3600)
     grace_s: float = Field(default=5.0, ge=0, le=600)
+    # Modules a worker imports ahead, in the next run's interpreter, while this one is
+    # scored: `python <script>` then starts with them imported and its clock starts only
+    # when its turn comes (the script itself runs only then). Needs a `python <script>`
+    # command. A variable the script sets before importing one of them comes too late.
+    preload: tuple[
+        Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")], ...
+    ] = Field(default=(), max_length=64)
+
+    @model_validator(mode="after")
+    def _check_preload(self) -> RunSpec:
+        if self.preload and not preloadable(self.command):
+            raise ValueError("preload needs a command of the form ['python', '<script>.py', ...]")
+        return self
 
 
 class ScoringSpec(_Frozen):

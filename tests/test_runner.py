@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -524,6 +526,80 @@ def test_a_failed_run_kills_the_evaluator_started_with_it(
     assert "==> evaluator <==" not in result.log_tail
     assert not alive(pids_written(pid_dir)["evaluator"])
     assert run_processes(task.parent / "work") == []
+
+
+# ---- runs started ahead ([run] preload) --------------------------------------------------------
+
+PRELOAD = 'preload = ["colorsys"]\n'  # appended to BASE_TOML's [run]
+
+
+def test_a_run_started_ahead_imports_meanwhile_and_runs_its_script_only_on_its_turn(
+    make_task: MakeTask, make_runner: Callable[..., Runner], tmp_path: Path
+) -> None:
+    """The first run starts the next one ahead, an interpreter that imports the module and
+    waits; the second `run` uses it, and its script starts only then and sees what `python
+    train.py` would: its name, __main__, argv, its folder on sys.path, an empty input."""
+    task, spec = make_task("preload_probe.py", extra_toml=PRELOAD)
+    runner = make_runner()
+    first = runner.run(task, spec, warm_next=lambda: True)
+    assert first.status is ResultStatus.OK, (first.error, first.log_tail)
+    assert first.metrics["preloaded"] == 1  # not started ahead: imported on its own clock
+    (ahead,) = run_processes(tmp_path / "work")  # the next run's interpreter, waiting
+    assert ahead != first.metrics["pid"]
+    turn = time.time()
+    second = runner.run(task, spec, warm_next=lambda: False)
+    assert second.status is ResultStatus.OK, (second.error, second.log_tail)
+    m = second.metrics
+    assert m["pid"] == ahead and m["preloaded"] == 1 and m["started_at"] >= turn
+    assert m["as_main"] == m["argv_ok"] == m["file_ok"] == m["path_ok"] == m["stdin_empty"] == 1
+    assert not alive(ahead)
+    assert run_processes(tmp_path / "work") == []  # warm_next said no: nothing ahead now
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_a_run_started_ahead_is_dropped_when_another_run_comes(
+    make_task: MakeTask, make_runner: Callable[..., Runner], tmp_path: Path
+) -> None:
+    """Another budget is another run: the one ahead is killed and its folder removed; so
+    it is with `drop_warm` (a worker pausing or stopping)."""
+    task, spec = make_task("preload_probe.py", extra_toml=PRELOAD)
+    runner = make_runner()
+    runner.run(task, spec, budget_s=1, warm_next=lambda: True)
+    (ahead,) = run_processes(tmp_path / "work")
+    other = runner.run(task, spec, budget_s=2, warm_next=lambda: True)
+    assert other.status is ResultStatus.OK and other.metrics["pid"] != ahead
+    assert not alive(ahead)
+    (ahead,) = run_processes(tmp_path / "work")
+    runner.drop_warm()
+    assert not alive(ahead) and run_processes(tmp_path / "work") == []
+    assert list((tmp_path / "work").iterdir()) == []
+    runner.drop_warm()  # twice is harmless
+
+
+def test_a_preload_that_fails_or_dies_costs_the_next_experiment_nothing(
+    make_task: MakeTask,
+    make_runner: Callable[..., Runner],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A module that cannot be imported is named in the run's log and the script runs as
+    usual; an interpreter ahead that died meanwhile is replaced by a fresh start, and the
+    worker's log says so."""
+    task, spec = make_task("preload_probe.py", extra_toml='preload = ["no_such_module_x"]\n')
+    runner = make_runner()
+    assert runner.run(task, spec, warm_next=lambda: True).status is ResultStatus.OK
+    result = runner.run(task, spec, warm_next=lambda: True)
+    assert result.status is ResultStatus.OK, (result.error, result.log_tail)
+    assert "autoswarm: preload no_such_module_x: ModuleNotFoundError" in result.log_tail
+    (ahead,) = run_processes(tmp_path / "work")
+    os.kill(ahead, signal.SIGKILL)
+    while alive(ahead):  # dead once a zombie
+        time.sleep(0.01)
+    with caplog.at_level("WARNING", logger="worker.runner"):
+        result = runner.run(task, spec)
+    assert result.status is ResultStatus.OK, (result.error, result.log_tail)
+    assert result.metrics["pid"] != ahead
+    assert "exited (-9); starting afresh" in caplog.text
 
 
 # ---- hardware ----------------------------------------------------------------------------------

@@ -362,6 +362,41 @@ def test_evaluator_sees_the_artifacts_read_only(
     assert result.metric == 2.0
 
 
+PRELOAD_TRAIN = """\
+import os, sys, time
+print("---")
+print("val_bpb: 1.0")
+print(f"preloaded: {int('colorsys' in sys.modules)}")
+print(f"started_at: {time.time():.3f}")
+print(f"own_file_writable: {int(os.access(__file__, os.W_OK))}")
+"""
+
+
+@pytest.mark.sandbox
+def test_a_run_started_ahead_in_the_sandbox_is_the_run_it_would_be(
+    tmp_path: Path, bwrap_sandbox: BwrapSandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`[run] preload`: the next run's sandbox starts while this one ends and waits; the
+    editable file copied in at its turn belongs to the sandbox's user as in any run."""
+    toml = SUMMARY_TOML + 'preload = ["colorsys"]\n'
+    task = make_task(tmp_path, toml, {"train.py": PRELOAD_TRAIN, "prepare.py": ""})
+    spec = load_task(task)
+    runner = runner_with(bwrap_sandbox, tmp_path)
+    results = []
+    with caplog.at_level(logging.INFO, logger="worker.runner"):
+        for _ in range(2):
+            turn = time.time()
+            results.append(runner.run(task, spec, warm_next=lambda: True))
+        runner.drop_warm()
+    done = [r.getMessage() for r in caplog.records if "experiment" in r.getMessage()]
+    assert len(done) == 2 and "started ahead" not in done[0] and "started ahead" in done[1]
+    for result in results:
+        assert result.status is ResultStatus.OK, result.log_tail
+        assert result.metrics["preloaded"] == result.metrics["own_file_writable"] == 1
+    assert results[1].metrics["started_at"] >= turn
+    assert list((tmp_path / "work-root").iterdir()) == []
+
+
 @pytest.mark.sandbox
 @pytest.mark.slow
 def test_metric_inside_equals_metric_outside(tmp_path: Path, bwrap_sandbox: BwrapSandbox) -> None:

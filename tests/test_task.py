@@ -102,6 +102,13 @@ memory_mb = 512
         ('[scoring]\nstart = "with-run"\n', "task.toml", "task", "needs mode 'evaluator'"),
         ('[scoring]\nstart = "early"\n', "task.toml", "scoring.start", "after-run"),
         ('[task]\nnmae = "typo"\n', "task.toml", "nmae", "Extra inputs"),
+        ('[run]\npreload = ["os; rm"]\n', "task.toml", "run.preload.0", "should match"),
+        (
+            '[run]\ncommand = ["bash", "run.sh"]\npreload = ["torch"]\n',
+            "task.toml",
+            "run",
+            "preload needs a command of the form",
+        ),
     ],
 )
 def test_broken_folder_gets_one_clear_error(

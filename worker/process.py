@@ -380,7 +380,7 @@ class _Watch:
             exit_code=self.proc.returncode,
             timed_out=timed_out,
             out_of_memory=out_of_memory,
-            wall_s=self.ended - self.started,
+            wall_s=max(0.0, self.ended - self.started),  # it may have ended before its release
             peak_rss_mb=max(peak_rss_mb, self.maxrss_mb),
             peak_vram_mb=peak_vram_mb,
             leftovers_killed=len(leftovers),

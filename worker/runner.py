@@ -25,7 +25,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,26 @@ EVAL_TAIL_CHARS = 4000
 _PYTHON_NAMES = ("python", "python3")
 
 OnTick = Callable[[float], None]
+WarmNext = Callable[[], bool]
+# The interpreter of a preloaded run (`[run] preload`), as `python -c` arguments:
+# MODULES... -- SCRIPT ARGS... It imports the modules (one that fails is only named: the
+# script imports it itself, or fails as it would anyway), waits for its line, then runs the
+# script as `python SCRIPT ARGS...` would (the script's folder first on sys.path). No line
+# (the worker dropped it): it exits without running anything.
+PRELOAD_MAIN = """\
+import importlib, os, runpy, sys
+split = sys.argv.index("--")
+for module in sys.argv[1:split]:
+    try:
+        importlib.import_module(module)
+    except BaseException as exc:
+        print(f"autoswarm: preload {module}: {type(exc).__name__}: {exc}", file=sys.stderr)
+if not sys.stdin.readline():
+    sys.exit("autoswarm: a preloaded run was dropped before its turn")
+sys.argv = sys.argv[split + 1:]
+sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 class PrepareError(AutoswarmError):
@@ -83,6 +103,17 @@ class _Experiment:
     hashes: dict[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class _Warm:
+    """A run started ahead (`[run] preload`): its folder ready but for the editable files,
+    its interpreter importing or waiting for its line. Used by the next `run` of the same
+    task version and budget, dropped otherwise."""
+
+    key: str
+    x: _Experiment
+    process: Started
+
+
 class Runner:
     """Runs one experiment of a task on this machine and returns its `Result`.
 
@@ -97,7 +128,15 @@ class Runner:
       a protected or evaluator file that changed during the run makes it `invalid`;
     - in evaluator mode the score comes only from the evaluator's summary block; an evaluator
       that starts `with-run` is started just before the run, sees an empty artifacts/ until
-      the run has ended well, then gets its line; when the run fails it is killed unscored.
+      the run has ended well, then gets its line; when the run fails it is killed unscored;
+    - with `[run] preload` and `warm_next`, as a run starts the next one is started ahead
+      in a fresh folder and sandbox: its interpreter imports those modules while this run
+      trains (every such run shares its first seconds with one, so runs stay comparable),
+      then waits; it is dropped when the run ends and `warm_next()` says no. The next `run`
+      of the same task version and budget copies its editable files in and gives it its
+      line: only then does the script run and its clock (wall time, deadline) start. Any
+      other `run` drops it, as `drop_warm` does. A run not started ahead imports the same
+      modules before its script, on its own clock.
     Does not:
     - confine the code: the sandbox does, and `Unsandboxed` confines nothing;
     - limit a CUDA task's memory (CPU tasks: RLIMIT_DATA per process, and the tree is killed
@@ -126,6 +165,7 @@ class Runner:
         self.extra_env = _without_secrets(env or {})
         self.last_experiment_dir: Path | None = None
         self._vram: VramSampler | None = None
+        self._warm: _Warm | None = None
 
     # ---- prepare -------------------------------------------------------------------------
 
@@ -190,41 +230,93 @@ class Runner:
         *,
         budget_s: float | None = None,
         on_tick: OnTick | None = None,
+        warm_next: WarmNext | None = None,
     ) -> Result:
-        """Run the task's code once for its budget and score it (see the class docstring)."""
+        """Run the task's code once for its budget and score it (see the class docstring).
+        `warm_next`, asked once the run has ended: whether to keep the next run started
+        ahead (None: start none)."""
         hashes = protected_hashes(task_dir, spec)
         prepared = self.prepare(task_dir, spec, on_tick=on_tick)
-        run_id = uuid.uuid4().hex[:16]
-        x = _Experiment(
-            exp_dir=self.work_root / f"run-{run_id}",
-            run_id=run_id,
-            task_dir=task_dir,
-            spec=spec,
-            prepared=prepared,
-            budget_s=spec.budget_s if budget_s is None else budget_s,
-            hashes=hashes,
-        )
+        budget = spec.budget_s if budget_s is None else budget_s
+        warm = self._take_warm(_warm_key(prepared, spec, budget))
+        if warm is not None:
+            x = replace(warm.x, task_dir=task_dir, hashes=hashes)
+        else:
+            run_id = uuid.uuid4().hex[:16]
+            x = _Experiment(
+                exp_dir=self.work_root / f"run-{run_id}",
+                run_id=run_id,
+                task_dir=task_dir,
+                spec=spec,
+                prepared=prepared,
+                budget_s=budget,
+                hashes=hashes,
+            )
         self.last_experiment_dir = x.exp_dir
         try:
-            result = self._run_in(x, on_tick)
+            result = self._run_in(x, on_tick, warm, warm_next)
         finally:
             if not self.keep_work:
                 _rmtree(x.exp_dir)
         logger.info(
-            "runner: experiment %s of task %s: %s (metric %s) in %.1f s",
-            run_id,
+            "runner: experiment %s of task %s: %s (metric %s) in %.1f s%s",
+            x.run_id,
             spec.name,
             result.status,
             result.metric,
             result.wall_s,
+            ", started ahead" if warm is not None else "",
         )
         return result
 
-    def _run_in(self, x: _Experiment, on_tick: OnTick | None) -> Result:
+    def drop_warm(self) -> None:
+        """Kill the run started ahead, if any, and remove its folder (idempotent)."""
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            warm.process.kill()
+            _rmtree(warm.x.exp_dir)
+
+    def _take_warm(self, key: str) -> _Warm | None:
+        """The run started ahead when it fits `key` and its interpreter lives; else None."""
+        warm, self._warm = self._warm, None
+        if warm is None:
+            return None
+        if warm.key == key and warm.process.proc.poll() is None:
+            return warm
+        if warm.key == key:  # killed meanwhile (out of memory?): not this experiment's fault
+            logger.warning(
+                "runner: the interpreter started ahead for task %s exited (%s); starting"
+                " afresh: %s",
+                warm.x.spec.name,
+                warm.process.proc.returncode,
+                _read_log(warm.x.exp_dir / "run.log")[-500:].strip(),
+            )
+        self._warm = warm
+        self.drop_warm()
+        return None
+
+    def _start_warm(self, x: _Experiment) -> None:
+        """Start the next run of `x`'s task version ahead (see the class docstring)."""
+        run_id = uuid.uuid4().hex[:16]
+        nxt = replace(x, exp_dir=self.work_root / f"run-{run_id}", run_id=run_id)
+        try:
+            process = self._start_run(nxt, *self._setup_run(nxt, editable=False))
+        except Exception:  # only ahead of time: the next run starts the usual way instead
+            logger.exception("runner: could not start the next run ahead")
+            _rmtree(nxt.exp_dir)
+            return
+        self._warm = _Warm(_warm_key(nxt.prepared, nxt.spec, nxt.budget_s), nxt, process)
+
+    def _setup_run(
+        self, x: _Experiment, *, editable: bool
+    ) -> tuple[Path, dict[str, str], list[Path], list[Path]]:
+        """The run's work folder, filled (the editable files only with `editable`): the
+        folder, the environment, and the paths the sandbox binds read-only and writable."""
         spec, work = x.spec, x.exp_dir / "work"
         for name in ("out", ".tmp"):
             (work / name).mkdir(parents=True)
-        _copy_files(x.task_dir, work, spec.editable, readonly=False)
+        if editable:
+            _copy_files(x.task_dir, work, spec.editable, readonly=False)
         _copy_files(x.task_dir, work, spec.protected, readonly=True)
         _link_tree(x.prepared / "data", work / "data")
         caches = self._compile_caches()
@@ -233,20 +325,60 @@ class Runner:
         env["AUTOSWARM_OUT_DIR"] = str(work / "out")
         env["AUTOSWARM_DATA_DIR"] = str(work / "data")
         readonly = [work / p for p in spec.protected] + [work / "data"]
+        return work, env, readonly, [work, *caches.values()]
+
+    def _start_run(
+        self,
+        x: _Experiment,
+        work: Path,
+        env: dict[str, str],
+        readonly: list[Path],
+        writable: list[Path],
+    ) -> Started:
+        """The run's process, not yet released. With `[run] preload` every run, started
+        ahead or not, goes through `PRELOAD_MAIN`, so its script always starts with the same
+        modules imported (a fresh one imports them on its own clock)."""
+        command = list(x.spec.run.command)
+        if x.spec.run.preload:
+            command = ["python", "-c", PRELOAD_MAIN, *x.spec.run.preload, "--", *command[1:]]
+        return self._start(
+            x.spec, command, work, env, x.exp_dir / "run.log", x.run_id,
+            readonly=readonly, writable=writable, gated=bool(x.spec.run.preload),
+        )  # fmt: skip
+
+    def _run_in(
+        self,
+        x: _Experiment,
+        on_tick: OnTick | None,
+        warm: _Warm | None,
+        warm_next: WarmNext | None,
+    ) -> Result:
+        spec = x.spec
+        process = None if warm is None else warm.process
         evaluator = None
-        if spec.scoring.start is EvaluatorStart.WITH_RUN:
-            evaluator = self._start_evaluator(x)
         try:
-            outcome = self._start(
-                spec, spec.run.command, work, env, x.exp_dir / "run.log", x.run_id,
-                readonly=readonly, writable=[work, *caches.values()],
-            ).finish(
+            if warm is None:
+                work, env, readonly, writable = self._setup_run(x, editable=True)
+            else:
+                _copy_editable(x.task_dir, x.exp_dir / "work", spec.editable)
+            if spec.scoring.start is EvaluatorStart.WITH_RUN:
+                evaluator = self._start_evaluator(x)
+            if process is None:
+                process = self._start_run(x, work, env, readonly, writable)
+            process.release()  # its turn: the script starts now, and its clock
+            if spec.run.preload and warm_next is not None:
+                self._start_warm(x)
+            outcome = process.finish(
                 x.budget_s + spec.run.startup_s + spec.run.grace_s,
                 **self._watching(spec),
                 on_tick=on_tick,
-            )  # fmt: skip
+            )
+            if warm_next is not None and not warm_next():
+                self.drop_warm()
             return self._score(x, outcome, on_tick, evaluator)
         finally:
+            if process is not None:
+                process.kill()
             if evaluator is not None:
                 evaluator.kill()
 
@@ -507,6 +639,25 @@ def _copy_files(src: Path, dst: Path, paths: Sequence[str], *, readonly: bool) -
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / path, target)
         target.chmod(0o444 if readonly else 0o644)
+
+
+def _copy_editable(src: Path, work: Path, paths: Sequence[str]) -> None:
+    """The editable files into a work folder made ahead, owned as the folder is (a sandbox
+    run as root has handed the folder to its own user by now)."""
+    _copy_files(src, work, paths, readonly=False)
+    owner = work.stat()
+    if os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, 0):
+        for path in paths:
+            target = work / path
+            while target != work:
+                os.chown(target, owner.st_uid, owner.st_gid, follow_symlinks=False)
+                target = target.parent
+
+
+def _warm_key(prepared: Path, spec: TaskSpec, budget_s: float) -> str:
+    """What a run started ahead must share with the run that uses it: the task version
+    (its prepared folder's name is its key), the whole spec and the budget."""
+    return f"{prepared.name}\0{spec.model_dump_json()}\0{budget_s:g}"
 
 
 def _link_tree(src: Path, dst: Path) -> None:

@@ -3,7 +3,9 @@
 A slot prefetches: `prefetch_lead_s` before its run's budget ends it leases the next
 experiment and fetches its bundle in a background thread, so the machine does not wait on
 the network between runs. A prefetched lease is heartbeated while it waits and handed back
-when the slot pauses, finishes or stops. A young explore (running or prefetched) may be
+when the slot pauses, finishes or stops. For a task with `[run] preload` the runner starts
+the next run's interpreter ahead as each run starts; the slot keeps it while it wants more
+work and drops it when it pauses or stops. A young explore (running or prefetched) may be
 preempted: a heartbeat hands over a waiting baseline, replicate or merge in its place, which
 the slot runs next (the coordinator has queued the explore again).
 """
@@ -127,6 +129,7 @@ class WorkerSlot:
         finally:
             self._drop_prefetched(final=True)
             self._drop_switched()
+            self.runner.drop_warm()
             self.state = SlotState.STOPPED
             logger.info("worker %s: slot %s stopped", self.worker_id or self.name, self.slot)
 
@@ -158,6 +161,7 @@ class WorkerSlot:
             self.state = SlotState.PAUSED
             self._drop_prefetched()
             self._drop_switched()
+            self.runner.drop_warm()
             self.controls.stop.wait(POLL_S)
         limit = self.settings.max_experiments
         return not self.controls.winding_down and (limit is None or self.completed < limit)
@@ -256,7 +260,11 @@ class WorkerSlot:
         self.state = SlotState.RUNNING
         held.started()
         result = self.runner.run(
-            task_dir, lease.spec, budget_s=lease.budget_s, on_tick=lambda s: self._tick(held, s)
+            task_dir,
+            lease.spec,
+            budget_s=lease.budget_s,
+            on_tick=lambda s: self._tick(held, s),
+            warm_next=self._wants_more,
         )
         self.completed += 1
         self._report(held, result)

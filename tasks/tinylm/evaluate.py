@@ -17,9 +17,9 @@ What it guarantees:
   cut must not move (whole rows: at every position). The cuts and the shuffle come from
   os.urandom, new per row, pass, batch and evaluation, so a model cannot know where they
   fall: one that peeks at a fraction f of the positions passes with probability about
-  exp(-f * CUT_ROWS), with CUT_ROWS = 896 cut rows per evaluation: exp(-7) for one peek per
-  128-byte window (a gain of ~0.01 bpb), exp(-21) for three; a kept result is replicated,
-  with fresh cuts.
+  exp(-f * CUT_ROWS), with CUT_ROWS = 448 cut rows per evaluation: exp(-3.5) for one peek
+  per 128-byte window (a gain of ~0.01 bpb), exp(-10.5) for three; a kept result is
+  replicated, with fresh cuts, so it passes both with exp(-7) and exp(-21).
   A row cannot read the other rows or its own place in the batch, and since every check row
   is compared with its own scoring pass, behaving differently in check passes is caught too;
 - non-finite logits, a wrong output shape or any failed check print an error and exit 1
@@ -50,11 +50,11 @@ from prepare import EVAL_BATCH_SIZE, MAX_SEQ_LEN, VOCAB_SIZE
 
 ARTIFACTS_DIR = os.environ.get("AUTOSWARM_ARTIFACTS_DIR", "artifacts")  # the run's out/
 HELDOUT_DIR = os.environ.get("AUTOSWARM_HELDOUT_DIR", "heldout")  # val.bin lives here
-EVAL_WINDOWS = 512  # held-out windows of MAX_SEQ_LEN bytes scored (65,536 predictions)
+EVAL_WINDOWS = 256  # held-out windows of MAX_SEQ_LEN bytes scored (32,768 predictions)
 CAUSAL_TOL = 1e-4  # max change of an earlier logit when later bytes change
 CHECK_PASSES = 2  # check passes per batch, each with fresh cuts and a fresh shuffle
 WHOLE_ROWS = EVAL_BATCH_SIZE // 8  # rows per check pass kept whole: compared at every position
-CUT_ROWS = CHECK_PASSES * EVAL_WINDOWS // EVAL_BATCH_SIZE * (EVAL_BATCH_SIZE - WHOLE_ROWS)  # 896
+CUT_ROWS = CHECK_PASSES * EVAL_WINDOWS // EVAL_BATCH_SIZE * (EVAL_BATCH_SIZE - WHOLE_ROWS)  # 448
 ARCHIVE_FILES = re.compile(  # all that torch.export.save writes for one plain program
     r"^[A-Za-z0-9_.-]+/("
     r"models/model\.json|data/sample_inputs/model\.pt|"
