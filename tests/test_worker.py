@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import time
@@ -51,6 +52,8 @@ from worker.control import (
     send_command,
 )
 from worker.outbox import Delivery, Outbox, OutboxFlusher
+from worker.process import list_processes
+from worker.runner import PRELOAD_MAIN
 from worker.settings import WorkerSettings
 
 HW = "cpu:test-2c"
@@ -410,6 +413,42 @@ def test_a_paused_worker_leases_nothing(
         20,
         "the baselines to run after resume",
     )
+
+
+def _interpreters_ahead(worker: WorkerProcess) -> list[int]:
+    """Live interpreters started ahead (`[run] preload`) in this worker's work folder."""
+    found = []
+    for pid in list_processes():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            continue
+        if PRELOAD_MAIN.encode() in cmdline and cwd.is_relative_to(worker.state_dir):
+            found.append(pid)
+    return found
+
+
+def test_a_worker_keeps_the_next_run_started_ahead_only_while_it_wants_work(
+    coordinator: RunningCoordinator, workers: WorkerFactory, tmp_path: Path
+) -> None:
+    """A task with `[run] preload`: while a run runs, the next one's interpreter waits beside
+    it; a pause drops it once the run has ended, and a worker that finishes leaves none."""
+    folder = make_task(tmp_path, sleep_s=4.0)
+    with (folder / "task.toml").open("a") as toml:
+        toml.write('preload = ["colorsys"]\n')
+    task_id = register_task(coordinator, folder)
+    worker = workers.start(coordinator, coordinator.create_token("worker", "w"), "w")
+    _wait_for_slot(worker, "running")
+    wait_until(lambda: len(_interpreters_ahead(worker)) == 1, 10, "an interpreter ahead")
+    send_command(worker.state_dir, "pause")
+    _wait_for_slot(worker, "paused")
+    wait_until(lambda: not _interpreters_ahead(worker), 10, "the paused worker to drop it")
+    send_command(worker.state_dir, "finish")
+    assert worker.wait() == 0
+    assert _interpreters_ahead(worker) == []
+    done = [e for e in list_experiments(coordinator, task_id=task_id) if e["state"] == "done"]
+    assert done and all(e["result"]["status"] == "ok" for e in done)
 
 
 def test_finish_stops_after_the_current_experiment(
