@@ -576,6 +576,35 @@ def test_a_run_started_ahead_is_dropped_when_another_run_comes(
     runner.drop_warm()  # twice is harmless
 
 
+SLOW_MODULE = """\
+import os, pathlib, time
+time.sleep(1.0)
+pathlib.Path(os.environ["PAYLOAD_PID_DIR"], "imported").write_text(str(time.time()))
+"""
+
+
+def test_a_preloaded_run_and_its_evaluator_start_once_its_modules_are_in(
+    make_task: MakeTask, make_runner: Callable[..., Runner], pid_dir: Path, tmp_path: Path
+) -> None:
+    """Not started ahead, a preloaded run first imports its modules; only then do its
+    script and its clock start, and with them its evaluator, so that each run's script
+    shares its first seconds with the same company whether it was started ahead or not."""
+    toml = WITH_RUN_TOML.replace(
+        'protected = ["prepare.py"]', 'protected = ["prepare.py", "slow.py"]'
+    )
+    toml = toml.replace("startup_s = 1\n", 'startup_s = 10\npreload = ["slow"]\n')
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "slow.py").write_text(SLOW_MODULE)
+    task, spec = make_task(
+        "eval_run_waits.py", toml=toml, prepare="prepare_data.py", evaluate="evaluate_warm.py"
+    )
+    assert spec.run.preload == ("slow",)
+    result = make_runner().run(task, spec)
+    assert result.status is ResultStatus.OK, (result.error, result.log_tail)
+    imported = float((pid_dir / "imported").read_text())
+    assert (pid_dir / "evaluator").stat().st_mtime >= imported
+
+
 def test_a_preload_that_fails_or_dies_costs_the_next_experiment_nothing(
     make_task: MakeTask,
     make_runner: Callable[..., Runner],

@@ -301,6 +301,16 @@ class Started:
                 stdin.close()
         self._watch.started = time.monotonic()
 
+    def exited(self) -> bool:
+        """True once the root has exited; it is not reaped (`finish` still says how)."""
+        if self.proc.returncode is not None:
+            return True
+        try:
+            flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+            return os.waitid(os.P_PID, self.proc.pid, flags) is not None
+        except ChildProcessError:
+            return True
+
     def finish(
         self,
         deadline_s: float,

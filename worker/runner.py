@@ -56,20 +56,42 @@ _PYTHON_NAMES = ("python", "python3")
 OnTick = Callable[[float], None]
 WarmNext = Callable[[], bool]
 # The interpreter of a preloaded run (`[run] preload`), as `python -c` arguments:
-# MODULES... -- SCRIPT ARGS... It imports the modules (one that fails is only named: the
-# script imports it itself, or fails as it would anyway), waits for its line, then runs the
-# script as `python SCRIPT ARGS...` would (the script's folder first on sys.path). No line
-# (the worker dropped it): it exits without running anything.
-PRELOAD_MAIN = """\
-import importlib, os, runpy, sys
+# MODULES... -- SCRIPT ARGS... It lowers its session's CPU priority (its autogroup's nice:
+# a plain nice value would count only within its session), imports the modules (one that
+# fails is only named: the script imports it itself, or fails as it would anyway), says so
+# by creating $TMPDIR/PRELOADED and waits for its line. Then it restores its priority and
+# runs the script as `python SCRIPT ARGS...` would (the script's folder first on sys.path).
+# No line (the worker dropped it): it exits without running anything. Linux allows one
+# autogroup change per 100 ms machine-wide to unprivileged users: it retries for a while.
+PRELOADED = ".autoswarm-preloaded"
+PRELOAD_NICE = 19
+PRELOAD_MAIN = f"""\
+import errno, importlib, os, runpy, sys, time
+def autogroup_nice(nice, tries):
+    for _ in range(tries):
+        try:
+            with open("/proc/self/autogroup", "w") as f:
+                f.write(str(nice))
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EAGAIN:
+                return False
+            time.sleep(0.02)
+    return False
+lowered = autogroup_nice({PRELOAD_NICE}, 50)
 split = sys.argv.index("--")
 for module in sys.argv[1:split]:
     try:
         importlib.import_module(module)
     except BaseException as exc:
-        print(f"autoswarm: preload {module}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"autoswarm: preload {{module}}: {{type(exc).__name__}}: {{exc}}", file=sys.stderr)
+ready = os.path.join(os.environ.get("TMPDIR", "."), "{PRELOADED}")
+open(ready, "w").close()
 if not sys.stdin.readline():
     sys.exit("autoswarm: a preloaded run was dropped before its turn")
+os.unlink(ready)
+if lowered and not autogroup_nice(0, 250):
+    print("autoswarm: preload: could not restore this run's CPU priority", file=sys.stderr)
 sys.argv = sys.argv[split + 1:]
 sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))
 runpy.run_path(sys.argv[0], run_name="__main__")
@@ -129,14 +151,16 @@ class Runner:
     - in evaluator mode the score comes only from the evaluator's summary block; an evaluator
       that starts `with-run` is started just before the run, sees an empty artifacts/ until
       the run has ended well, then gets its line; when the run fails it is killed unscored;
-    - with `[run] preload` and `warm_next`, as a run starts the next one is started ahead
-      in a fresh folder and sandbox: its interpreter imports those modules while this run
-      trains (every such run shares its first seconds with one, so runs stay comparable),
-      then waits; it is dropped when the run ends and `warm_next()` says no. The next `run`
-      of the same task version and budget copies its editable files in and gives it its
-      line: only then does the script run and its clock (wall time, deadline) start. Any
-      other `run` drops it, as `drop_warm` does. A run not started ahead imports the same
-      modules before its script, on its own clock.
+    - with `[run] preload` every run's interpreter imports those modules first and waits;
+      once they are in, its with-run evaluator starts, it gets its line (its script and its
+      clock, wall time and deadline, start only now) and, given `warm_next`, the next run
+      is started ahead in a fresh folder and sandbox, to import while this one trains. The
+      next `run` of the same task version and budget copies its editable files into that
+      one and goes on as above; any other `run` drops it, as `drop_warm` does, and so does
+      this run's end when `warm_next()` says no. So every run's script starts in the same
+      company, whether it was started ahead or not. While it waits, an interpreter's
+      session runs at the lowest CPU priority (`PRELOAD_MAIN`), so importing ahead takes
+      little from the run that trains beside it.
     Does not:
     - confine the code: the sandbox does, and `Unsandboxed` confines nothing;
     - limit a CUDA task's memory (CPU tasks: RLIMIT_DATA per process, and the tree is killed
@@ -359,8 +383,12 @@ class Runner:
         try:
             if warm is None:
                 work, env, readonly, writable = self._setup_run(x, editable=True)
+                if spec.run.preload:
+                    process = self._start_run(x, work, env, readonly, writable)
             else:
                 _copy_editable(x.task_dir, x.exp_dir / "work", spec.editable)
+            if process is not None:  # whether started ahead or now, alike from here on
+                _wait_preloaded(process, x.exp_dir / "work", spec.run.startup_s)
             if spec.scoring.start is EvaluatorStart.WITH_RUN:
                 evaluator = self._start_evaluator(x)
             if process is None:
@@ -639,6 +667,16 @@ def _copy_files(src: Path, dst: Path, paths: Sequence[str], *, readonly: bool) -
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / path, target)
         target.chmod(0o444 if readonly else 0o644)
+
+
+def _wait_preloaded(process: Started, work: Path, limit_s: float) -> None:
+    """Wait until a preloaded run's modules are imported (it created PRELOADED), it exited,
+    or `limit_s` passed: its script, the evaluator that starts with it and the next run
+    started ahead then start together in every run, ahead or not."""
+    ready = work / ".tmp" / PRELOADED
+    deadline = time.monotonic() + limit_s
+    while not ready.exists() and not process.exited() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _copy_editable(src: Path, work: Path, paths: Sequence[str]) -> None:
