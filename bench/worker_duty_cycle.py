@@ -8,7 +8,9 @@ and the time inside the budget is the sum over experiments 2..N of min(training_
 (training_s from the summary block; the run's wall time when the task prints none).
 duty = inside / window. The rest is the run's startup (imports, the model's export), the
 evaluator, and the worker's own work between runs (report, lease, bundle, prepare check,
-work folder). `--synthetic S` uses a task that only sleeps S seconds, which isolates the
+work folder). Where the runs print `num_steps:`, their step counts follow the row: work
+done beside a run (imports ahead, an evaluator started with it) takes from them instead.
+`--synthetic S` uses a task that only sleeps S seconds, which isolates the
 worker's and the runner's own part. Prints one markdown table row. Target: duty >= 95%.
 
     .venv/bin/python bench/worker_duty_cycle.py --task tasks/tinylm -n 4
@@ -141,6 +143,15 @@ def run_worker(root: Path, url: str, token: str, n: int, trust: str, prefetch: b
         raise SystemExit(f"worker exited {code}; see {root}/worker.log")
 
 
+STEPS = re.compile(r"^num_steps:\s+(\d+)\s*$", re.MULTILINE)
+
+
+def logs(experiments: list[dict[str, Any]]) -> list[str]:
+    """The log tails of the finished experiments, in the order they finished."""
+    done = [e for e in experiments if e["state"] == "done" and e["result"]]
+    return [e["result"]["log_tail"] or "" for e in sorted(done, key=lambda e: e["finished_s"])]
+
+
 def measure(experiments: list[dict[str, Any]], budget_s: float) -> dict[str, float]:
     done = sorted(
         (e for e in experiments if e["state"] == "done" and e["result"]),
@@ -210,6 +221,9 @@ def main() -> None:
         f"| {m['outside_s']:.2f} | {m['run_extra_s']:.2f} | {m['after_run_s']:.2f} "
         f"| {m['duty']:.1%} |"
     )
+    steps = [int(found.group(1)) for found in map(STEPS.search, logs(page["experiments"])) if found]
+    if steps:  # what the time inside the budget bought: a tax taken from training shows here
+        print(f"\nnum_steps per run: {', '.join(map(str, steps))}")
 
 
 if __name__ == "__main__":

@@ -56,29 +56,14 @@ _PYTHON_NAMES = ("python", "python3")
 OnTick = Callable[[float], None]
 WarmNext = Callable[[], bool]
 # The interpreter of a preloaded run (`[run] preload`), as `python -c` arguments:
-# MODULES... -- SCRIPT ARGS... It lowers its session's CPU priority (its autogroup's nice:
-# a plain nice value would count only within its session), imports the modules (one that
-# fails is only named: the script imports it itself, or fails as it would anyway), says so
-# by creating $TMPDIR/PRELOADED and waits for its line. Then it restores its priority and
-# runs the script as `python SCRIPT ARGS...` would (the script's folder first on sys.path).
-# No line (the worker dropped it): it exits without running anything. Linux allows one
-# autogroup change per 100 ms machine-wide to unprivileged users: it retries for a while.
+# MODULES... -- SCRIPT ARGS... It imports the modules (one that fails is only named: the
+# script imports it itself, or fails as it would anyway), says so by creating
+# $TMPDIR/PRELOADED and waits for its line. Then it runs the script as `python SCRIPT
+# ARGS...` would (the script's folder first on sys.path). No line (the worker dropped it):
+# it exits without running anything.
 PRELOADED = ".autoswarm-preloaded"
-PRELOAD_NICE = 19
 PRELOAD_MAIN = f"""\
-import errno, importlib, os, runpy, sys, time
-def autogroup_nice(nice, tries):
-    for _ in range(tries):
-        try:
-            with open("/proc/self/autogroup", "w") as f:
-                f.write(str(nice))
-            return True
-        except OSError as exc:
-            if exc.errno != errno.EAGAIN:
-                return False
-            time.sleep(0.02)
-    return False
-lowered = autogroup_nice({PRELOAD_NICE}, 50)
+import importlib, os, runpy, sys
 split = sys.argv.index("--")
 for module in sys.argv[1:split]:
     try:
@@ -90,8 +75,6 @@ open(ready, "w").close()
 if not sys.stdin.readline():
     sys.exit("autoswarm: a preloaded run was dropped before its turn")
 os.unlink(ready)
-if lowered and not autogroup_nice(0, 250):
-    print("autoswarm: preload: could not restore this run's CPU priority", file=sys.stderr)
 sys.argv = sys.argv[split + 1:]
 sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))
 runpy.run_path(sys.argv[0], run_name="__main__")
@@ -158,9 +141,8 @@ class Runner:
       next `run` of the same task version and budget copies its editable files into that
       one and goes on as above; any other `run` drops it, as `drop_warm` does, and so does
       this run's end when `warm_next()` says no. So every run's script starts in the same
-      company, whether it was started ahead or not. While it waits, an interpreter's
-      session runs at the lowest CPU priority (`PRELOAD_MAIN`), so importing ahead takes
-      little from the run that trains beside it.
+      company, whether it was started ahead or not (importing ahead takes its CPU from
+      the run that trains beside it, alike in every run).
     Does not:
     - confine the code: the sandbox does, and `Unsandboxed` confines nothing;
     - limit a CUDA task's memory (CPU tasks: RLIMIT_DATA per process, and the tree is killed

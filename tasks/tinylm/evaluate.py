@@ -28,14 +28,6 @@ What it does not guarantee: that the model is small or fast (the runner's timeou
 sandbox cover that), or anything about the run's own printed numbers (they are ignored).
 """
 
-import contextlib
-
-# Started with the run, this process should take only what the run's training leaves: the
-# lowest CPU priority for its session (its autogroup: a plain nice value counts only within
-# a session). Its score does not depend on its speed; after its line it runs alone.
-with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as autogroup:
-    autogroup.write("19")
-
 import json
 import math
 import operator

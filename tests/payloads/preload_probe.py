@@ -18,6 +18,3 @@ print(f"argv_ok:          {int(sys.argv == ['train.py'])}")
 print(f"file_ok:          {int(os.path.basename(__file__) == 'train.py')}")
 print(f"path_ok:          {int(sys.path[0] == here)}")
 print(f"stdin_empty:      {int(sys.stdin.read() == '')}")
-if os.path.exists("/proc/self/autogroup"):  # its session's CPU priority: restored
-    with open("/proc/self/autogroup") as f:
-        print(f"autogroup_nice:   {f.read().split()[-1]}")
