@@ -284,6 +284,13 @@ def test_a_noisy_task_with_zero_true_effect_keeps_nothing(
     for name in ("a", "b"):
         workers.start(coordinator, coordinator.create_token("worker", name), name)
     wait_until(lambda: head_of(coordinator, task_id)[1] != "", 20, "a head")
+
+    def baselines_done() -> int:
+        runs = list_experiments(coordinator, task_id=task_id)
+        return sum(e["kind"] == "baseline" and e["state"] == "done" for e in runs)
+
+    # The sequence gives runs 1-3 to the baselines: an explore among them would shift it.
+    wait_until(lambda: baselines_done() >= 3, 30, "the three baselines")
     for value in range(1, 5):
         change = train.replace("UNUSED = 0", f"UNUSED = {value}")
         submit(coordinator, task_id, f"UNUSED {value}", change)
