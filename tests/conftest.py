@@ -361,3 +361,20 @@ def task_dir_factory(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def task_dir(task_dir_factory: Callable[..., Path]) -> Path:
     return task_dir_factory()
+
+
+def processes_in(under: Path, needle: bytes, proc_file: str = "environ") -> list[int]:
+    """Live processes whose /proc/<pid>/<proc_file> holds `needle` and whose working folder
+    lies under `under` (a runner's marker in `environ`, a launcher's code in `cmdline`)."""
+    from worker.process import list_processes
+
+    found = []
+    for pid in list_processes():
+        try:
+            held = Path(f"/proc/{pid}/{proc_file}").read_bytes()
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            continue
+        if needle in held and cwd.is_relative_to(under):
+            found.append(pid)
+    return found

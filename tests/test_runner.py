@@ -16,8 +16,9 @@ import pytest
 from shared.errors import InvalidInput
 from shared.models import ResultStatus
 from shared.task import TaskSpec, load_task
+from tests.conftest import processes_in
 from worker.hardware import GpuInfo, HardwareInfo, detect_hardware, select_gpus
-from worker.process import MARKER_ENV, list_processes, read_stat
+from worker.process import MARKER_ENV, read_stat
 from worker.runner import PrepareError, Runner
 from worker.sandbox import Unsandboxed, scrub_env
 
@@ -121,16 +122,7 @@ def pids_written(pid_dir: Path) -> dict[str, int]:
 
 def run_processes(under: Path) -> list[int]:
     """Live processes carrying a runner's marker whose working folder lies under `under`."""
-    found = []
-    for pid in list_processes():
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
-        except OSError:
-            continue
-        if f"{MARKER_ENV}=".encode() in environ and cwd.is_relative_to(under):
-            found.append(pid)
-    return found
+    return processes_in(under, f"{MARKER_ENV}=".encode())
 
 
 # ---- statuses ------------------------------------------------------------------------------

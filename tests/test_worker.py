@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import time
@@ -33,7 +32,7 @@ from shared.models import (
     WorkerCreate,
 )
 from shared.task import hash_files
-from tests.conftest import CoordinatorFactory, RunningCoordinator, wait_until
+from tests.conftest import CoordinatorFactory, RunningCoordinator, processes_in, wait_until
 from tests.worker_helpers import (
     WorkerFactory,
     WorkerProcess,
@@ -52,7 +51,6 @@ from worker.control import (
     send_command,
 )
 from worker.outbox import Delivery, Outbox, OutboxFlusher
-from worker.process import list_processes
 from worker.runner import PRELOAD_MAIN
 from worker.settings import WorkerSettings
 
@@ -417,16 +415,7 @@ def test_a_paused_worker_leases_nothing(
 
 def _interpreters_ahead(worker: WorkerProcess) -> list[int]:
     """Live interpreters started ahead (`[run] preload`) in this worker's work folder."""
-    found = []
-    for pid in list_processes():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
-        except OSError:
-            continue
-        if PRELOAD_MAIN.encode() in cmdline and cwd.is_relative_to(worker.state_dir):
-            found.append(pid)
-    return found
+    return processes_in(worker.state_dir, PRELOAD_MAIN.encode(), "cmdline")
 
 
 def test_a_worker_keeps_the_next_run_started_ahead_only_while_it_wants_work(
