@@ -75,7 +75,7 @@ class Relay:
             return
         what, _, count = rest.partition(" ")
         if what == "ring":
-            self.on_ring(int(count) if count.isdigit() else 1)
+            self.on_ring(int(count) if count.isascii() and count.isdigit() else 1)
         elif what == "result":
             self.on_result()
 

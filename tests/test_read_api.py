@@ -157,11 +157,13 @@ def test_sort_by_score_needs_a_task(run: Run) -> None:
     assert answer.status_code == 422
 
 
-def test_a_foreign_cursor_is_422(run: Run) -> None:
-    """A cursor that no page handed out is refused."""
+@pytest.mark.parametrize("cursor", ["s:nothing", "\u00b2", "\u0663"])
+def test_a_foreign_cursor_is_422(run: Run, cursor: str) -> None:
+    """A cursor that no page handed out is refused; so are digits other than 0-9 ("²" is
+    a digit to str.isdigit but not to int)."""
     with run.served.client() as http:
-        answer = http.get("/api/v1/experiments", params={"cursor": "s:nothing"})
-    assert answer.status_code == 422
+        answer = http.get("/api/v1/experiments", params={"cursor": cursor})
+    assert answer.status_code == 422, answer.text
 
 
 def test_the_summary_view_joins_the_title_and_drops_the_log(run: Run) -> None:

@@ -80,7 +80,7 @@ class QueryOps(StoreBase):
         """A page of experiment ids and the cursor of the next page (None: the last)."""
         if query.sort == "score":
             return self._by_score(query, cursor, limit)
-        if cursor is not None and not cursor.isdigit():
+        if cursor is not None and not (cursor.isascii() and cursor.isdigit()):
             raise InvalidInput("cursor must be a next_cursor from an earlier page")
         return self._by_time(query, int(cursor) if cursor else None, limit)
 
