@@ -343,7 +343,8 @@ class Runner:
     ) -> Started:
         """The run's process, not yet released. With `[run] preload` every run, started
         ahead or not, goes through `PRELOAD_MAIN`, so its script always starts with the same
-        modules imported (a fresh one imports them on its own clock)."""
+        modules imported (a fresh one imports them before its clock starts, as `_run_in`
+        waits for them)."""
         command = list(x.spec.run.command)
         if x.spec.run.preload:
             command = ["python", "-c", PRELOAD_MAIN, *x.spec.run.preload, "--", *command[1:]]
