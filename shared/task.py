@@ -58,9 +58,12 @@ class MetricSpec(_Frozen):
     direction: Direction = Direction.MINIMIZE
 
 
+PYTHON_NAMES = ("python", "python3")  # a command starting so runs the worker's own interpreter
+
+
 def preloadable(command: tuple[str, ...]) -> bool:
     """True for `python <script>.py [args...]`, the one form a preloading runner can start."""
-    return len(command) >= 2 and command[0] in ("python", "python3") and command[1].endswith(".py")
+    return len(command) >= 2 and command[0] in PYTHON_NAMES and command[1].endswith(".py")
 
 
 class RunSpec(_Frozen):
@@ -68,10 +71,10 @@ class RunSpec(_Frozen):
     prepare: tuple[str, ...] | None = None
     startup_s: float = Field(default=30.0, ge=0, le=3600)
     grace_s: float = Field(default=5.0, ge=0, le=600)
-    # Modules a worker imports ahead, in the next run's interpreter, while this one is
-    # scored: `python <script>` then starts with them imported and its clock starts only
-    # when its turn comes (the script itself runs only then). Needs a `python <script>`
-    # command. A variable the script sets before importing one of them comes too late.
+    # Modules every run imports before its script, whose clock starts only after them; a
+    # worker imports them ahead, in the next run's interpreter, while this run trains (the
+    # script itself runs only on its turn). Needs a `python <script>.py` command. A
+    # variable the script sets before importing one of them comes too late.
     preload: tuple[
         Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")], ...
     ] = Field(default=(), max_length=64)

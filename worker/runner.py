@@ -33,6 +33,7 @@ from shared.errors import AutoswarmError, SummaryError
 from shared.models import MAX_LOG_TAIL_CHARS, Result, ResultStatus
 from shared.summary import parse_summary, read_metric
 from shared.task import (
+    PYTHON_NAMES,
     TASK_FILE,
     Device,
     EvaluatorStart,
@@ -51,7 +52,6 @@ PREPARE_TIMEOUT_S = 3600.0
 OPEN_FILES = 4096
 LOG_WINDOW_BYTES = 4 * 2**20  # the summary block is read from the log's last 4 MiB
 EVAL_TAIL_CHARS = 4000
-_PYTHON_NAMES = ("python", "python3")
 
 OnTick = Callable[[float], None]
 WarmNext = Callable[[], bool]
@@ -636,7 +636,7 @@ def _cache_env(caches: Mapping[str, Path]) -> dict[str, str]:
 def _resolve(command: Sequence[str]) -> list[str]:
     """The command with a leading `python` replaced by this interpreter."""
     argv = list(command)
-    if argv and argv[0] in _PYTHON_NAMES:
+    if argv and argv[0] in PYTHON_NAMES:
         argv[0] = sys.executable
     return argv
 
