@@ -597,6 +597,35 @@ def test_a_preloaded_run_and_its_evaluator_start_once_its_modules_are_in(
     assert (pid_dir / "evaluator").stat().st_mtime >= imported
 
 
+class _Stopped(Exception):
+    pass
+
+
+def test_a_run_waiting_for_its_modules_ticks_and_can_be_abandoned(
+    make_task: MakeTask, make_runner: Callable[..., Runner], pid_dir: Path, tmp_path: Path
+) -> None:
+    """While a preloaded run imports its modules (before its clock starts), the runner ticks
+    at 0 s: a worker stopped or a lease lost meanwhile ends the run there, not after the
+    imports, and leaves no process behind."""
+    toml = BASE_TOML.replace('protected = ["prepare.py"]', 'protected = ["prepare.py", "slow.py"]')
+    toml = toml.replace("startup_s = 1.0\n", 'startup_s = 10\npreload = ["slow"]\n')
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "slow.py").write_text(SLOW_MODULE.replace("1.0", "5.0"))
+    task, spec = make_task("preload_probe.py", toml=toml)
+    assert spec.run.preload == ("slow",)
+    ticks: list[tuple[float, bool]] = []
+
+    def on_tick(elapsed_s: float) -> None:
+        ticks.append((elapsed_s, (pid_dir / "imported").exists()))
+        if len(ticks) == 3:
+            raise _Stopped
+
+    with pytest.raises(_Stopped):
+        make_runner().run(task, spec, on_tick=on_tick)
+    assert ticks == [(0.0, False)] * 3
+    assert run_processes(tmp_path / "work") == []
+
+
 def test_a_preload_that_fails_or_dies_costs_the_next_experiment_nothing(
     make_task: MakeTask,
     make_runner: Callable[..., Runner],

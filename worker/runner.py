@@ -371,7 +371,7 @@ class Runner:
             else:
                 _copy_editable(x.task_dir, x.exp_dir / "work", spec.editable)
             if process is not None:  # whether started ahead or now, alike from here on
-                _wait_preloaded(process, x.exp_dir / "work", spec.run.startup_s)
+                _wait_preloaded(process, x.exp_dir / "work", spec.run.startup_s, on_tick)
             if spec.scoring.start is EvaluatorStart.WITH_RUN:
                 evaluator = self._start_evaluator(x)
             if process is None:
@@ -652,13 +652,18 @@ def _copy_files(src: Path, dst: Path, paths: Sequence[str], *, readonly: bool) -
         target.chmod(0o444 if readonly else 0o644)
 
 
-def _wait_preloaded(process: Started, work: Path, limit_s: float) -> None:
+def _wait_preloaded(process: Started, work: Path, limit_s: float, on_tick: OnTick | None) -> None:
     """Wait until a preloaded run's modules are imported (it created PRELOADED), it exited,
     or `limit_s` passed: its script, the evaluator that starts with it and the next run
-    started ahead then start together in every run, ahead or not."""
+    started ahead then start together in every run, ahead or not. Ticks at 0 s (the run's
+    clock has not started) every TICK_S, so a worker that stops or loses the lease
+    meanwhile hears of it at once; an exception from `on_tick` ends the wait."""
     ready = work / ".tmp" / PRELOADED
-    deadline = time.monotonic() + limit_s
+    deadline, ticked = time.monotonic() + limit_s, -math.inf
     while not ready.exists() and not process.exited() and time.monotonic() < deadline:
+        if on_tick is not None and time.monotonic() - ticked >= TICK_S:
+            ticked = time.monotonic()
+            on_tick(0.0)
         time.sleep(0.01)
 
 
