@@ -17,7 +17,7 @@ from coordinator.heads import code_bytes, new_id
 from coordinator.models import HypothesisRecord
 from coordinator.scheduler import Scheduler
 from coordinator.store import NewExperiment, Store
-from shared.errors import InvalidInput, LineageError, NotFound, PayloadTooLarge
+from shared.errors import Conflict, InvalidInput, LineageError, NotFound, PayloadTooLarge
 from shared.models import (
     MAX_FILE_BYTES,
     ExperimentKind,
@@ -114,15 +114,22 @@ def submit_hypothesis(scheduler: Scheduler, create: HypothesisCreate) -> Submiss
         "parent_commit": parent,
         "change_hash": hash_files(change),
     }
-    submitted = store.submit_hypothesis(
-        hypothesis_id,
-        task.task_id,
-        hyp_fields,
-        explore,
-        bundle_hash,
-        now=now,
-        implements=_implementing(implements, hypothesis_id),
-    )
+    try:
+        submitted = store.submit_hypothesis(
+            hypothesis_id,
+            task.task_id,
+            hyp_fields,
+            explore,
+            bundle_hash,
+            now=now,
+            implements=_implementing(implements, hypothesis_id),
+        )
+    except Conflict:
+        if code_commit:  # another proposer implemented it first: this code is no one's
+            lineage.drop_experiment(experiment_id, code_commit)
+        raise
+    if submitted.duplicate and code_commit:  # the same code came in meanwhile
+        lineage.drop_experiment(experiment_id, code_commit)
     if submitted.duplicate:
         logger.info(
             "task %s: hypothesis %s duplicates experiment %s",

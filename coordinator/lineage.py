@@ -465,6 +465,15 @@ class Lineage:
                 )
             return existing
 
+    def drop_experiment(self, experiment_id: str, commit: str) -> None:
+        """Remove `refs/experiments/<experiment_id>` if it is still at `commit`: the code of
+        an experiment that was never recorded (its submission lost a race)."""
+        ref = _experiment_ref(experiment_id)
+        with self._open() as repo:
+            status, _, err = _git(repo, "update-ref", "-d", ref, commit)
+        if status != 0:
+            logger.warning("lineage %s: %s not removed: %s", self.task_id, ref, err.strip())
+
     def experiment_commit(self, experiment_id: str) -> str | None:
         """The commit holding an experiment's code, or None if it was never stored."""
         ref = _experiment_ref(experiment_id)

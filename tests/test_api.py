@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import git
 import httpx
 import pytest
 import redis
@@ -377,6 +378,27 @@ def test_the_same_code_twice_is_a_duplicate(swarm: Any) -> None:
     assert second["duplicate"] is True and second["experiment_id"] is None
 
 
+def test_the_same_code_at_once_from_many_is_one_experiment(swarm: Any) -> None:
+    """Eight identical hypotheses in parallel: one explore, seven duplicates, and the lineage
+    keeps the code of that one experiment only."""
+    coordinator, _ = swarm
+    token = coordinator.create_token("proposer", "p")
+    change = {"train.py": "SCORE = 0.5\nprint('---')\nprint(f'score: {SCORE}')\n"}
+
+    def submit(_: int) -> dict[str, Any]:
+        with coordinator.client(token) as http:
+            answer: dict[str, Any] = http.post(
+                "/api/v1/hypotheses", json=_hypothesis(change)
+            ).json()
+            return answer
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(submit, range(8)))
+    queued = {a["experiment_id"] for a in answers if not a["duplicate"]}
+    assert len(queued) == 1 and sum(a["duplicate"] for a in answers) == 7, answers
+    assert explore_ids(coordinator) == queued == experiment_refs(coordinator)
+
+
 def test_a_change_to_a_protected_file_is_refused(swarm: Any) -> None:
     """prepare.py is protected: 422, nothing queued."""
     coordinator, _ = swarm
@@ -452,6 +474,22 @@ def test_one_hypothesis_implemented_at_once_by_many_gets_one_implementation(swar
     assert codes.count(201) == 1 and set(codes) <= {201, 409, 422}, codes
     assert [h["author"] for h in context["in_flight"]] == ["ada"]
     assert context["pending"] == []
+    # The losers' code is not left behind in the lineage: one experiment ref, the winner's.
+    explores = explore_ids(coordinator)
+    assert len(explores) == 1 and experiment_refs(coordinator) == explores
+
+
+def explore_ids(coordinator: Any) -> set[str]:
+    with coordinator.client() as admin:
+        page = admin.get("/api/v1/experiments", params={"kind": "explore", "limit": 50}).json()
+    return {e["experiment_id"] for e in page["experiments"]}
+
+
+def experiment_refs(coordinator: Any) -> set[str]:
+    """The experiments whose code task tiny's lineage keeps (`refs/experiments/<id>`)."""
+    with git.Repo(coordinator.data_dir / "lineage" / "tiny.git") as repo:
+        prefix = "refs/experiments/"
+        return {r.path.removeprefix(prefix) for r in repo.refs if r.path.startswith(prefix)}
 
 
 def test_experiments_are_paged_with_a_cursor(swarm: Any) -> None:
