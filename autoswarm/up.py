@@ -45,6 +45,8 @@ from shared.task import Device, TaskSpec, read_task_files
 logger = logging.getLogger(__name__)
 
 REFRESH_S = 2.0
+# How many of the task's latest hypotheses `up` reads to tell its own from earlier runs'.
+DECISIONS_READ = 1000
 WORKER_STOP_S = 30.0
 
 
@@ -210,9 +212,11 @@ def run_up(
     previous = _install_stop(swarm.stop)
     admin: CoordinatorClient | None = None
     task_id = ""
+    earlier: set[str] = set()  # hypotheses of the data folder's earlier runs
     try:
         admin = CoordinatorClient(coordinator.url, coordinator.admin_token, timeout_s=60)
         task_id = admin.register_task(read_task_files(task_dir, spec))["task_id"]
+        earlier = {h["hypothesis_id"] for h in list_hypotheses(admin, task_id)}
         worker_token = admin.create_token("worker", "local")
         proposer_token = admin.create_token("proposer", proposer_kind)
         cpu_task = spec.resources.device is Device.CPU
@@ -254,6 +258,7 @@ def run_up(
             swarm.shut_down()
         if admin is not None and task_id:
             print_lineage(admin, task_id)
+            print_decisions(admin, task_id, earlier)
         with console.status("stopping the coordinator"):
             coordinator.stop()
         for signum, handler in previous.items():
@@ -279,6 +284,38 @@ def print_lineage(client: Any, task_id: str) -> None:
         return
     for table in board_tables(board):
         console.print(table)
+
+
+def list_hypotheses(client: Any, task_id: str) -> list[dict[str, Any]]:
+    """The task's latest hypotheses (up to the API's page of 1,000), newest first."""
+    hypotheses: list[dict[str, Any]] = client.get_json(
+        f"tasks/{task_id}/hypotheses", params={"limit": DECISIONS_READ}
+    )
+    return hypotheses
+
+
+def print_decisions(client: Any, task_id: str, earlier: set[str]) -> None:
+    """This run's hypotheses, oldest first, each with its verdict and the judge's reason: why
+    a change was kept, or what held it back (the head's noise, a crash, a duplicate)."""
+    try:
+        mine = [h for h in list_hypotheses(client, task_id) if h["hypothesis_id"] not in earlier]
+    except AutoswarmError as exc:
+        err_console.print(f"[yellow]the decisions could not be read:[/yellow] {exc}")
+        return
+    if not mine:
+        return
+    table = Table(title=f"this run's hypotheses ({len(mine)}), and why each was decided so")
+    for column in ("hypothesis", "verdict", "delta", "why"):
+        table.add_column(column, overflow="fold")
+    for h in sorted(mine, key=lambda h: h.get("seq", 0)):
+        delta = h.get("delta")
+        table.add_row(
+            h["title"],
+            h.get("verdict", ""),
+            "" if delta is None else f"{delta:+.4g}",
+            h.get("reason") or ("waiting for its run" if h.get("verdict") == "pending" else ""),
+        )
+    console.print(table)
 
 
 def _install_stop(stop: threading.Event) -> dict[int, Any]:

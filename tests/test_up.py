@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import signal
 import stat
 import subprocess
@@ -77,6 +78,9 @@ def test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running(
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert "/api/v1" in done.stdout
     assert "quick on cpu" in done.stdout  # the lineage, printed at the end
+    # Then this run's hypotheses, each with the judge's reason.
+    decisions = done.stdout.split("this run's hypotheses (2), and why each was decided so")
+    assert len(decisions) == 2 and re.search(r"\(n=\d+, df=\d+\)", decisions[1]), done.stdout
     rows = [row.split("\t") for row in (out / "results.tsv").read_text().splitlines()]
     assert rows[0][0] == "commit" and len(rows) > 1
     # Two workers share the cores out: each is pinned to half, and its class says so.
@@ -92,6 +96,7 @@ def test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running(
     # Its two proposals: one is run and judged; the other may repeat code explored before,
     # judged a duplicate at once with no run of its own (no row).
     assert judged_rows(more) > judged_rows(rows), "the second run judged hypotheses of its own"
+    assert "this run's hypotheses (2)" in again.stdout  # its own, not the first run's too
     assert processes_under(data_dir) == []
 
 
