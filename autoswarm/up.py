@@ -5,8 +5,8 @@ proposer; worker subprocesses run the experiments; the terminal shows a live tab
 `results.tsv` and `progress.png` are rewritten as results arrive. Ctrl-C, SIGTERM, SIGHUP
 (the terminal closed) or `--max-experiments` stop it cleanly: workers hand back their
 leases, the lineage is printed and then this run's hypotheses with the judge's reasons,
-Redis is shut down. If `up` itself is killed, its workers
-and its Redis get SIGTERM from the kernel (PR_SET_PDEATHSIG) rather than run on.
+Redis is shut down. If `up` itself is killed, its workers and its Redis get SIGTERM from
+the kernel (PR_SET_PDEATHSIG) rather than run on.
 
 Workers: by default one for a CUDA task (a worker runs one slot per GPU), and for a CPU
 task one per `resources.cpus` cores (one when the task does not say: a run has the whole
