@@ -19,7 +19,7 @@ from shared.task import TaskSpec, load_task
 from tests.conftest import processes_in
 from worker.hardware import GpuInfo, HardwareInfo, detect_hardware, select_gpus
 from worker.process import MARKER_ENV, read_stat
-from worker.runner import PrepareError, Runner
+from worker.runner import PrepareError, Runner, sets_environment
 from worker.sandbox import Unsandboxed, scrub_env
 
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -595,6 +595,53 @@ def test_a_preloaded_run_and_its_evaluator_start_once_its_modules_are_in(
     assert result.status is ResultStatus.OK, (result.error, result.log_tail)
     imported = float((pid_dir / "imported").read_text())
     assert (pid_dir / "evaluator").stat().st_mtime >= imported
+
+
+ENVPROBE = 'import os\nSEEN = os.environ.get("PROBE_ENV", "")\n'
+
+
+def test_a_script_that_sets_its_environment_runs_fresh_and_the_run_ahead_waits(
+    make_task: MakeTask, make_runner: Callable[..., Runner], tmp_path: Path
+) -> None:
+    """A script that writes its environment before importing a preloaded module gets what
+    `python train.py` gives it: a fresh interpreter, the module imported after the write.
+    The run started ahead is left waiting, and the next script that does not uses it."""
+    toml = BASE_TOML.replace(
+        'protected = ["prepare.py"]', 'protected = ["prepare.py", "envprobe.py"]'
+    )
+    toml = toml.replace("startup_s = 1.0\n", 'startup_s = 10\npreload = ["envprobe"]\n')
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "envprobe.py").write_text(ENVPROBE)
+    task, spec = make_task("preload_probe.py", toml=toml)
+    runner = make_runner()
+    assert runner.run(task, spec, warm_next=lambda: True).status is ResultStatus.OK
+    (ahead,) = run_processes(tmp_path / "work")
+    shutil.copyfile(PAYLOADS / "preload_env_probe.py", task / "train.py")
+    fresh = runner.run(task, spec, warm_next=lambda: True)
+    assert fresh.status is ResultStatus.OK, (fresh.error, fresh.log_tail)
+    assert fresh.metrics["seen"] == 1 and fresh.metrics["pid"] != ahead
+    assert run_processes(tmp_path / "work") == [ahead]  # still waiting, and the only one
+    shutil.copyfile(PAYLOADS / "preload_probe.py", task / "train.py")
+    used = runner.run(task, spec)
+    assert used.status is ResultStatus.OK and used.metrics["pid"] == ahead
+
+
+@pytest.mark.parametrize(
+    ("source", "writes"),
+    [
+        ('import os\nos.environ["OMP_NUM_THREADS"] = "1"\n', True),
+        ("from os import environ\ndel environ['X']\n", True),
+        ("import os\nos.environ.update(X='1')\n", True),
+        ("import os\nos.environ.setdefault('X', '1')\n", True),
+        ("import os\nos.putenv('X', '1')\n", True),
+        ("import os\ndef f():\n    os.environ['X'] = '1'\n", True),
+        ("import os\nn = os.environ.get('X', '1')\nm = os.environ['Y']\n", False),
+        ("d = {}\nd['environ'] = 1\nd.update(x=1)\n", False),
+        ("this is not python (\n", False),
+    ],
+)
+def test_which_sources_write_their_environment(source: str, writes: bool) -> None:
+    assert sets_environment(source.encode()) is writes
 
 
 class _Stopped(Exception):

@@ -12,6 +12,7 @@ The prepare cache is `cache_root/prepare/<key>/` with data/ and heldout/.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
 import hashlib
@@ -106,6 +107,9 @@ class _Experiment:
     prepared: Path
     budget_s: float
     hashes: dict[str, str]
+    # Through PRELOAD_MAIN (`[run] preload`), unless the editable code writes its own
+    # environment, which must then come before every import, as in `python train.py`.
+    preload: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +146,9 @@ class Runner:
       one and goes on as above; any other `run` drops it, as `drop_warm` does, and so does
       this run's end when `warm_next()` says no. So every run's script starts in the same
       company, whether it was started ahead or not (importing ahead takes its CPU from
-      the run that trains beside it, alike in every run).
+      the run that trains beside it, alike in every run). Editable code that writes its
+      environment (`sets_environment`) runs as its command says instead, imports after
+      the writes, and leaves the run ahead waiting for the next `run`;
     Does not:
     - confine the code: the sandbox does, and `Unsandboxed` confines nothing;
     - limit a CUDA task's memory (CPU tasks: RLIMIT_DATA per process, and the tree is killed
@@ -244,7 +250,15 @@ class Runner:
         hashes = protected_hashes(task_dir, spec)
         prepared = self.prepare(task_dir, spec, on_tick=on_tick)
         budget = spec.budget_s if budget_s is None else budget_s
-        warm = self._take_warm(_warm_key(prepared, spec, budget))
+        preload = bool(spec.run.preload)
+        if preload and (writer := _environment_writer(task_dir, spec)):
+            logger.info(
+                "runner: %s sets environment variables: it runs in a fresh interpreter, its"
+                " modules not imported ahead",
+                writer,
+            )
+            preload = False
+        warm = self._take_warm(_warm_key(prepared, spec, budget)) if preload else None
         if warm is not None:
             x = replace(warm.x, task_dir=task_dir, hashes=hashes)
         else:
@@ -257,6 +271,7 @@ class Runner:
                 prepared=prepared,
                 budget_s=budget,
                 hashes=hashes,
+                preload=preload,
             )
         self.last_experiment_dir = x.exp_dir
         try:
@@ -304,7 +319,7 @@ class Runner:
     def _start_warm(self, x: _Experiment) -> None:
         """Start the next run of `x`'s task version ahead (see the class docstring)."""
         run_id = uuid.uuid4().hex[:16]
-        nxt = replace(x, exp_dir=self.work_root / f"run-{run_id}", run_id=run_id)
+        nxt = replace(x, exp_dir=self.work_root / f"run-{run_id}", run_id=run_id, preload=True)
         try:
             process = self._start_run(nxt, *self._setup_run(nxt, editable=False))
         except Exception:  # only ahead of time: the next run starts the usual way instead
@@ -346,11 +361,11 @@ class Runner:
         modules imported (a fresh one imports them before its clock starts, as `_run_in`
         waits for them)."""
         command = list(x.spec.run.command)
-        if x.spec.run.preload:
+        if x.preload:
             command = ["python", "-c", PRELOAD_MAIN, *x.spec.run.preload, "--", *command[1:]]
         return self._start(
             x.spec, command, work, env, x.exp_dir / "run.log", x.run_id,
-            readonly=readonly, writable=writable, gated=bool(x.spec.run.preload),
+            readonly=readonly, writable=writable, gated=x.preload,
         )  # fmt: skip
 
     def _run_in(
@@ -366,7 +381,7 @@ class Runner:
         try:
             if warm is None:
                 work, env, readonly, writable = self._setup_run(x, editable=True)
-                if spec.run.preload:
+                if x.preload:
                     process = self._start_run(x, work, env, readonly, writable)
             else:
                 _copy_editable(x.task_dir, x.exp_dir / "work", spec.editable)
@@ -377,8 +392,8 @@ class Runner:
             if process is None:
                 process = self._start_run(x, work, env, readonly, writable)
             process.release()  # its turn: the script starts now, and its clock
-            if spec.run.preload and warm_next is not None:
-                self._start_warm(x)
+            if spec.run.preload and warm_next is not None and self._warm is None:
+                self._start_warm(x)  # (one kept through a run that wrote its environment)
             outcome = process.finish(
                 x.budget_s + spec.run.startup_s + spec.run.grace_s,
                 **self._watching(spec),
@@ -665,6 +680,51 @@ def _wait_preloaded(process: Started, work: Path, limit_s: float, on_tick: OnTic
             ticked = time.monotonic()
             on_tick(0.0)
         time.sleep(0.01)
+
+
+_ENVIRON = ("environ", "environb")
+_ENVIRON_WRITES = ("update", "setdefault", "pop", "popitem", "clear", "__setitem__", "__delitem__")
+
+
+def _environment_writer(task_dir: Path, spec: TaskSpec) -> str | None:
+    """The first editable Python file that writes the process environment, if any. Such a
+    write (`os.environ["OMP_NUM_THREADS"] = "1"` before `import torch`) would come too late
+    for a module imported ahead (`[run] preload`), so its run starts as `python train.py`."""
+    for path in spec.editable:
+        file = task_dir / path
+        if path.endswith(".py") and file.is_file() and sets_environment(file.read_bytes()):
+            return path
+    return None
+
+
+def sets_environment(source: bytes) -> bool:
+    """Whether Python source writes its environment: an item of `os.environ` (or `environ`,
+    `environb`) set or deleted, one of its mutating methods, `os.putenv` or `os.unsetenv`.
+    Reading it is fine. Source that does not parse: False (it fails alike either way)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return False
+
+    def is_environ(node: ast.expr) -> bool:
+        if isinstance(node, ast.Attribute):
+            return node.attr in _ENVIRON
+        return isinstance(node, ast.Name) and node.id in _ENVIRON
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store | ast.Del):
+            if is_environ(node.value):
+                return True
+        elif isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute):
+                if func.attr in ("putenv", "unsetenv"):
+                    return True
+                if func.attr in _ENVIRON_WRITES and is_environ(func.value):
+                    return True
+            elif isinstance(func, ast.Name) and func.id in ("putenv", "unsetenv"):
+                return True
+    return False
 
 
 def _copy_editable(src: Path, work: Path, paths: Sequence[str]) -> None:
