@@ -480,6 +480,10 @@ class KeepOps(RecheckOps):
         fields = self._merge_fields(task, hardware, cand, head, merged, merge_id, replicate_id)
         fields["claim_by"] = claim_by
         fields["yields"] = yields or None
+        if concluded.state is ExperimentState.QUEUED:
+            # A run set aside before any worker took it: no other worker came for it since
+            # it was queued, so its wait goes on in the runs that carry its change on.
+            fields["waits_since"] = concluded.waits_since or concluded.created_s
         follow_up = NewExperiment(merge_id, task.task_id, ExperimentKind.MERGE, hardware, fields)
         # A reproduced change merged cleanly will likely beat the head again: its replicate
         # runs alongside it, on another worker, instead of after it (withdrawn if the merge

@@ -67,6 +67,10 @@ class ExperimentRecord(Record):
     # A run that does not preempt an explore (a winner set aside under a stronger one: it
     # is off the critical path and may be set aside again).
     yields: bool = False
+    # Since when it has waited for a worker other than the one it excludes or its twin's
+    # (`replicate_wait_s` counts from here; None: from created_s). A winner set aside while
+    # its run was still queued keeps that run's wait in the runs that carry it on.
+    waits_since: float | None = None
     attempts: int = 0
     fencing_token: int = 0
     worker_id: str | None = None

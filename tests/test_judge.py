@@ -736,6 +736,62 @@ def _merge_of(world: World, hypothesis_id: str) -> ExperimentRecord:
     return merge
 
 
+def test_a_lone_worker_waits_once_for_a_winner_set_aside_before_its_run(
+    redis_url: str, tmp_path: Path, task_dir_factory: Callable[..., Path]
+) -> None:
+    """One worker on a class: alpha's replicate waits `replicate_wait_s` (120 s) for another
+    worker from t=0. At t=100 beta outclasses alpha, whose replicate no worker took: alpha
+    is merged on top of beta, and that merge and its twin go on with the replicate's wait,
+    so the lone worker may run both from t=120 rather than t=220; beta's own replicate,
+    queued at t=100, waits until t=220."""
+    now = [0.0]
+    settings = CoordinatorSettings(
+        data_dir=tmp_path / "data", redis_url=redis_url, baseline_runs=3, z=2.0
+    )
+    store = Store(redis_url)
+    scheduler = Scheduler(store, settings, clock=lambda: now[0])
+    task = register_task(store, settings, task_dir_factory("knobs", train=KNOBS))
+    scheduler.ensure_class(task, HW)
+    world = World(store, scheduler, settings, task.task_id)
+
+    def lease(at: float) -> ExperimentRecord | None:
+        now[0] = at
+        got = store.lease("w1", "w1", HW, now=at, lease_ttl_s=1e9, replicate_wait_s=120.0)
+        return None if got is None else store.get_experiment(got.experiment_id)
+
+    def finish(exp: ExperimentRecord, result: Result) -> None:
+        assert store.report(
+            exp.experiment_id, "w1", exp.fencing_token, result, now=now[0], max_attempts=3
+        )
+        scheduler.judge_experiment(exp.experiment_id)
+
+    try:
+        for metric in (1.0, 1.01, 0.99):  # the head's baselines
+            baseline = lease(0.0)
+            assert baseline is not None and baseline.kind is ExperimentKind.BASELINE
+            finish(baseline, ok(metric))
+        alpha = world.submit(alpha="0.9", title="alpha")
+        beta = world.submit(beta="0.5", title="beta")
+        explore = lease(0.0)
+        assert explore is not None and explore.hypothesis_id == alpha
+        finish(explore, ok(0.9))  # a winner: its replicate waits for another worker
+        explore = lease(100.0)  # not yet: the replicate is the only other thing queued
+        assert explore is not None and explore.hypothesis_id == beta
+        finish(explore, ok(0.5))  # outclasses alpha: alpha goes on top of beta
+        merge = _merge_of(world, alpha)
+        assert merge.stacked_on == explore.experiment_id and merge.waits_since == 0.0
+        twin = lease(130.0)  # a replicate first; the merge is then its twin's
+        assert twin is not None and twin.experiment_id == merge.twin
+        taken = lease(130.0)  # waited since t=0 (without that wait, not before t=220)
+        assert taken is not None and taken.experiment_id == merge.experiment_id
+        assert lease(130.0) is None  # beta's replicate waits from t=100 until t=220
+        late = lease(221.0)
+        assert late is not None and late.kind is ExperimentKind.REPLICATE
+        assert late.candidate_id == explore.experiment_id
+    finally:
+        store.close()
+
+
 def test_a_winner_reproduced_while_a_merge_is_judged_is_stacked_on_it(world: World) -> None:
     """Three winners on one head: the third is merged on top of the second's merge and run
     beside it; once that merge is kept, the third is judged against the new head on its own

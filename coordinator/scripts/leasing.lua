@@ -5,16 +5,19 @@
 
 -- Whether the worker may take this queued experiment now. Not: one that excludes this worker
 -- or its owner (a replicate) or whose twin it holds (a merge and its replicate run on two
--- workers), until it has waited replicate_wait_s for another worker; an explore of a task
--- without a head on this class (it could not be judged here); a baseline or replicate, for
--- a worker that lost trust (other decisions rest on them unchecked). With `w.preempting`
--- (a heartbeat's choice, which would preempt the worker's explore): not one that `yields`.
+-- workers), until it has waited replicate_wait_s for another worker (since waits_since if
+-- set, else since it was created); an explore of a task without a head on this class (it
+-- could not be judged here); a baseline or replicate, for a worker that lost trust (other
+-- decisions rest on them unchecked). With `w.preempting` (a heartbeat's choice, which would
+-- preempt the worker's explore): not one that `yields`.
 local function eligible(w, experiment_id)
   local f = redis.call('HMGET', w.exp_prefix .. experiment_id,
-    'state', 'kind', 'task_id', 'exclude_worker', 'exclude_owner', 'created_s', 'twin', 'yields')
+    'state', 'kind', 'task_id', 'exclude_worker', 'exclude_owner', 'created_s', 'twin', 'yields',
+    'waits_since')
   if f[1] ~= 'queued' then return false end
   if w.preempting and f[8] == '1' then return false end
-  local waited = w.now - (tonumber(f[6]) or w.now) >= w.replicate_wait_s
+  local since = tonumber(f[9]) or tonumber(f[6]) or w.now
+  local waited = w.now - since >= w.replicate_wait_s
   if f[4] == w.id and not waited then return false end
   if f[7] and f[7] ~= '' and not waited and
       redis.call('HGET', w.exp_prefix .. f[7], 'worker_id') == w.id then
