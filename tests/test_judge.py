@@ -306,15 +306,26 @@ def unmeasured(
     redis_url: str, tmp_path: Path, task_dir_factory: Callable[..., Path]
 ) -> Iterator[World]:
     """The knobs task on HW, its head's three baselines queued, none run."""
+    world = knobs_world(redis_url, tmp_path, task_dir_factory)
+    yield world
+    world.store.close()
+
+
+def knobs_world(
+    redis_url: str,
+    tmp_path: Path,
+    task_dir_factory: Callable[..., Path],
+    clock: Callable[[], float] = time.time,
+) -> World:
+    """The knobs task registered on HW (its baselines queued), judged on `clock`'s time."""
     settings = CoordinatorSettings(
         data_dir=tmp_path / "data", redis_url=redis_url, baseline_runs=3, z=2.0
     )
     store = Store(redis_url)
-    scheduler = Scheduler(store, settings)
+    scheduler = Scheduler(store, settings, clock=clock)
     task = register_task(store, settings, task_dir_factory("knobs", train=KNOBS))
     scheduler.ensure_class(task, HW)
-    yield World(store, scheduler, settings, task.task_id)
-    store.close()
+    return World(store, scheduler, settings, task.task_id)
 
 
 @pytest.fixture
@@ -745,14 +756,8 @@ def test_a_lone_worker_waits_once_for_a_winner_set_aside_before_its_run(
     so the lone worker may run both from t=120 rather than t=220; beta's own replicate,
     queued at t=100, waits until t=220."""
     now = [0.0]
-    settings = CoordinatorSettings(
-        data_dir=tmp_path / "data", redis_url=redis_url, baseline_runs=3, z=2.0
-    )
-    store = Store(redis_url)
-    scheduler = Scheduler(store, settings, clock=lambda: now[0])
-    task = register_task(store, settings, task_dir_factory("knobs", train=KNOBS))
-    scheduler.ensure_class(task, HW)
-    world = World(store, scheduler, settings, task.task_id)
+    world = knobs_world(redis_url, tmp_path, task_dir_factory, clock=lambda: now[0])
+    store, scheduler = world.store, world.scheduler
 
     def lease(at: float) -> ExperimentRecord | None:
         now[0] = at
