@@ -148,7 +148,7 @@ class Runner:
       company, whether it was started ahead or not (importing ahead takes its CPU from
       the run that trains beside it, alike in every run). Editable code that writes its
       environment (`sets_environment`) runs as its command says instead, imports after
-      the writes, and leaves the run ahead waiting for the next `run`;
+      the writes, and leaves the run ahead waiting for the next `run`.
     Does not:
     - confine the code: the sandbox does, and `Unsandboxed` confines nothing;
     - limit a CUDA task's memory (CPU tasks: RLIMIT_DATA per process, and the tree is killed
