@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 REFRESH_S = 2.0
 # How many of the task's latest hypotheses `up` reads to tell its own from earlier runs'.
 DECISIONS_READ = 1000
+# How many of them its closing table shows (the latest).
+DECISIONS_SHOWN = 20
 WORKER_STOP_S = 30.0
 
 
@@ -296,19 +298,37 @@ def list_hypotheses(client: Any, task_id: str) -> list[dict[str, Any]]:
 
 
 def print_decisions(client: Any, task_id: str, earlier: set[str]) -> None:
-    """This run's hypotheses, oldest first, each with its verdict and the judge's reason: why
-    a change was kept, or what held it back (the head's noise, a crash, a duplicate)."""
+    """This run's hypotheses with the judge's reasons (`decisions_table`)."""
     try:
-        mine = [h for h in list_hypotheses(client, task_id) if h["hypothesis_id"] not in earlier]
+        hypotheses = list_hypotheses(client, task_id)
     except AutoswarmError as exc:
         err_console.print(f"[yellow]the decisions could not be read:[/yellow] {exc}")
         return
+    table = decisions_table(hypotheses, earlier)
+    if table is not None:
+        console.print(table)
+
+
+def decisions_table(
+    hypotheses: list[dict[str, Any]], earlier: set[str], limit: int = DECISIONS_SHOWN
+) -> Table | None:
+    """The hypotheses not in `earlier`, oldest first, each with its verdict and the judge's
+    reason: why a change was kept, or what held it back (the head's noise, a crash, a
+    duplicate). Only the latest `limit` when there are more (a long run's table would
+    scroll its lineage away); None when there are none."""
+    mine = sorted(
+        (h for h in hypotheses if h["hypothesis_id"] not in earlier),
+        key=lambda h: int(h.get("seq", 0)),
+    )
     if not mine:
-        return
-    table = Table(title=f"this run's hypotheses ({len(mine)}), and why each was decided so")
+        return None
+    title = f"this run's hypotheses ({len(mine)}), and why each was decided so"
+    if len(mine) > limit:
+        title += f": the latest {limit} (`autoswarm experiments` and the dashboard have all)"
+    table = Table(title=title)
     for column in ("hypothesis", "verdict", "delta", "why"):
         table.add_column(column, overflow="fold")
-    for h in sorted(mine, key=lambda h: h.get("seq", 0)):
+    for h in mine[-limit:]:
         delta = h.get("delta")
         table.add_row(
             h["title"],
@@ -316,7 +336,7 @@ def print_decisions(client: Any, task_id: str, earlier: set[str]) -> None:
             "" if delta is None else f"{delta:+.4g}",
             h.get("reason") or ("waiting for its run" if h.get("verdict") == "pending" else ""),
         )
-    console.print(table)
+    return table
 
 
 def _install_stop(stop: threading.Event) -> dict[int, Any]:

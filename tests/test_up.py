@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from autoswarm.up import default_workers, share_cores
+from autoswarm.up import decisions_table, default_workers, share_cores
 from shared.task import ResourceSpec, load_task
 from tests.conftest import REPO, wait_until
 from worker.hardware import cpu_count, normalise
@@ -98,6 +98,26 @@ def test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running(
     assert judged_rows(more) > judged_rows(rows), "the second run judged hypotheses of its own"
     assert "this run's hypotheses (2)" in again.stdout  # its own, not the first run's too
     assert processes_under(data_dir) == []
+
+
+def test_the_closing_table_shows_this_runs_latest_decisions_oldest_first() -> None:
+    """Hypotheses as the API returns them (newest first): the earlier runs' are left out,
+    and past the limit only the latest are shown, the title saying where the rest are."""
+    hypotheses = [
+        {"hypothesis_id": f"h{n}", "seq": n, "title": f"X -> {n}", "verdict": "discarded",
+         "delta": 0.5, "reason": f"why {n}"}
+        for n in range(30, 0, -1)
+    ]  # fmt: skip
+    table = decisions_table(hypotheses, earlier={"h1", "h2"}, limit=5)
+    assert table is not None and table.row_count == 5
+    assert "(28)" in str(table.title) and "the latest 5" in str(table.title)
+    titles = list(table.columns[0].cells)
+    assert titles == [f"X -> {n}" for n in range(26, 31)]
+    assert list(table.columns[2].cells) == ["+0.5"] * 5
+    small = decisions_table(hypotheses[-4:], earlier={"h1"})
+    assert small is not None and list(small.columns[0].cells) == ["X -> 2", "X -> 3", "X -> 4"]
+    assert "latest" not in str(small.title)
+    assert decisions_table(hypotheses[-2:], earlier={"h1", "h2"}) is None
 
 
 def test_workers_default_to_one_per_cpus_of_the_task_each_on_its_own_cores() -> None:
