@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from shared.errors import SandboxUnavailable
+from worker import cgroups
 from worker.sandbox import Sandbox, Unsandboxed
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,8 @@ class BwrapSandbox:
         shm_mb: int = 1024,
         gpu: bool | None = None,
         extra_readonly: Sequence[Path] = (),
+        use_cgroups: bool = True,
+        launcher: Path = LAUNCHER,
     ) -> None:
         found = resolve_bwrap(bwrap)
         if found is None:
@@ -150,6 +153,11 @@ class BwrapSandbox:
         self.gpu_devices = sorted(glob.glob(_NVIDIA_DEVICES)) if gpu is not False else []
         self.extra_readonly = tuple(extra_readonly)
         self.options = bwrap_options(found)
+        self.launcher = launcher
+        self.cgroups = cgroups.find(prepare=True) if use_cgroups else cgroups.Absent("turned off")
+        if isinstance(self.cgroups, cgroups.Cgroups):
+            for folder in cgroups.remove_leftovers(self.cgroups):
+                logger.warning("sandbox: removed the control group %s a run left behind", folder)
 
     def wrap(
         self,
@@ -164,8 +172,15 @@ class BwrapSandbox:
         work = os.path.abspath(work_dir)
         rw = _unique([work, *(os.path.abspath(p) for p in writable)])
         ro = _unique(os.path.abspath(p) for p in readonly)
-        launcher = [sys.executable, "-I", "-S", str(LAUNCHER), "--nproc", str(self.max_processes)]
+        launcher = [sys.executable, "-I", "-S", str(self.launcher)]
+        launcher += ["--nproc", str(self.max_processes)]
         launcher += ["--host-uid", str(self.host_uid), "--host-gid", str(self.host_gid)]
+        if isinstance(self.cgroups, cgroups.Cgroups):
+            launcher += ["--cgroup-version", str(self.cgroups.version)]
+            if self.cgroups.memory is not None:
+                launcher += ["--cgroup-memory", self.cgroups.memory]
+            if self.cgroups.pids is not None:
+                launcher += ["--cgroup-pids", self.cgroups.pids]
         launcher += ["--watch", work]
         for path in rw:
             launcher += ["--writable", path]

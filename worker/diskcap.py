@@ -1,0 +1,138 @@
+"""The disk a sandboxed run holds: what its work folder's cap counts, polled by the launcher.
+
+Standard library only: the sandbox's launcher (`worker/limits.py`, run as `python -I -S`)
+loads it from its own folder.
+
+Counts, for the folders watched (the work folder; the run can write nowhere else on disk):
+- every file and folder in them, by blocks allocated, not following links;
+- files on their file systems that the run's processes hold open (`/proc/PID/fd`) or
+  mapped (`/proc/PID/maps`) after removing them: a removed file keeps its blocks while a
+  process holds it. A mapped one is measured by its size where /proc lets us stat it
+  (root), else by the length mapped;
+- as a problem of its own, a folder the watcher cannot read (a non-root worker cannot list
+  a mode-0300 folder, and so cannot count it): the run is stopped as over its cap.
+Does not count: tmpfs pages (/tmp, /dev/shm, memfds: the memory cap counts those), and
+what is written between two polls (0.1 s) before the cap stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+MAX_WATCHED_ENTRIES = 200_000  # more files than this in a work folder is an attack, not a run
+
+
+@dataclass(frozen=True, slots=True)
+class DiskUse:
+    """What the run holds on disk now."""
+
+    visible_bytes: int
+    entries: int
+    unreadable: str | None  # a folder that could not be listed
+    removed_bytes: int  # removed files still held open or mapped by the run
+
+    @property
+    def total_bytes(self) -> int:
+        return self.visible_bytes + self.removed_bytes
+
+    def over(self, cap_mb: int) -> str | None:
+        """Why this use breaks a cap of `cap_mb`, or None."""
+        if self.unreadable is not None:
+            return f"a folder the disk cap cannot read ({self.unreadable})"
+        if self.entries > MAX_WATCHED_ENTRIES:
+            return f"more than {MAX_WATCHED_ENTRIES} files"
+        if self.total_bytes > cap_mb * 2**20:
+            removed = f", {self.removed_bytes / 2**20:.0f} MB of it in removed files still held"
+            return f"{self.total_bytes / 2**20:.0f} MB" + (removed if self.removed_bytes else "")
+        return None
+
+
+def measure(roots: Sequence[str], skip: Sequence[str], pids: Iterable[int]) -> DiskUse:
+    """The disk the run holds under `roots` (not entering `skip`), its processes `pids`."""
+    visible, entries, unreadable = used_bytes(roots, skip)
+    devices = set()
+    for root in roots:
+        with contextlib.suppress(OSError):
+            devices.add(os.stat(root).st_dev)
+    return DiskUse(visible, entries, unreadable, removed_bytes(pids, devices))
+
+
+def used_bytes(roots: Sequence[str], skip: Sequence[str]) -> tuple[int, int, str | None]:
+    """(bytes allocated, entries, a folder that could not be listed) under `roots`."""
+    skipped = {os.path.realpath(s) for s in skip}
+    total = entries = 0
+    unreadable = None
+    stack = [os.path.realpath(r) for r in roots]
+    while stack and entries <= MAX_WATCHED_ENTRIES:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                for entry in it:
+                    entries += 1
+                    if entry.path in skipped:
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += st.st_blocks * 512
+                    if stat.S_ISDIR(st.st_mode):
+                        stack.append(entry.path)
+        except FileNotFoundError:
+            continue  # removed meanwhile
+        except OSError as exc:
+            unreadable = unreadable or f"{folder}: {exc.strerror}"
+    return total, entries, unreadable
+
+
+def removed_bytes(pids: Iterable[int], devices: set[int]) -> int:
+    """Blocks of removed files on `devices` that the processes hold open or mapped."""
+    seen: dict[tuple[int, int], int] = {}
+    for pid in pids:
+        for st in _open_files(pid):
+            if st.st_nlink == 0 and st.st_dev in devices and stat.S_ISREG(st.st_mode):
+                seen[(st.st_dev, st.st_ino)] = st.st_blocks * 512
+        for key, size in _mapped_removed(pid, devices):
+            seen[key] = max(seen.get(key, 0), size)
+    return sum(seen.values())
+
+
+def _open_files(pid: int) -> list[os.stat_result]:
+    folder = f"/proc/{pid}/fd"
+    found: list[os.stat_result] = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return found
+    for name in names:
+        with contextlib.suppress(OSError):
+            found.append(os.stat(os.path.join(folder, name)))
+    return found
+
+
+def _mapped_removed(pid: int, devices: set[int]) -> list[tuple[tuple[int, int], int]]:
+    """((device, inode), bytes) of mapped files on `devices` that are removed."""
+    wanted = {f"{os.major(d):02x}:{os.minor(d):02x}": d for d in devices}
+    found: list[tuple[tuple[int, int], int]] = []
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            lines = [line for line in f if line.rstrip().endswith("(deleted)")]
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or fields[3] not in wanted:
+            continue
+        span, inode = fields[0], int(fields[4])
+        start, end = (int(x, 16) for x in span.split("-"))
+        size = end - start
+        with contextlib.suppress(OSError):  # root only: the file itself, through the mapping
+            st = os.stat(f"/proc/{pid}/map_files/{span}")
+            if st.st_nlink == 0:
+                size = max(size, st.st_blocks * 512)
+        found.append(((wanted[fields[3]], inode), size))
+    return found
