@@ -351,7 +351,8 @@ def check_limits(found: cgroups.Cgroups | cgroups.Absent) -> list[Check]:
     memory = Check(
         "limits memory",
         Status.OK,
-        f"{where} {found.memory}: a CPU task's memory_mb caps each run, memfds, tmpfs and /dev/shm included",
+        f"{where} {found.memory}: a CPU task's memory_mb caps each run, memfds, tmpfs and"
+        " /dev/shm included",
     )
     if found.memory is None:
         memory = Check(
