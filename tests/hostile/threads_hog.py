@@ -3,6 +3,8 @@
 import threading
 import time
 
+threading.stack_size(256 << 10)  # small stacks: the memory cap is not what stops it
+
 HOLD_S = 8  # long enough for the run started before it to need its threads
 
 stop = threading.Event()

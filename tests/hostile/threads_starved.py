@@ -3,6 +3,8 @@
 import threading
 import time
 
+threading.stack_size(256 << 10)  # small stacks: the memory cap is not what stops it
+
 WAIT_S = 4  # threads_hog.py starts meanwhile and takes what it can
 THREADS = 32
 
