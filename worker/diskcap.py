@@ -12,7 +12,9 @@ Counts, for the folders watched (the work folder; the run can write nowhere else
 - as a problem of its own, a folder the watcher cannot read (a non-root worker cannot list
   a mode-0300 folder, and so cannot count it): the run is stopped as over its cap.
 Does not count: tmpfs pages (/tmp, /dev/shm, memfds: the memory cap counts those), and
-what is written between two polls (0.1 s) before the cap stops it.
+what is written between two polls before the cap stops it: the folders are walked every
+poll (0.1 s), the processes' removed files looked up every `REMOVED_EVERY` polls (0.5 s;
+reading /proc/PID/maps of a process holding torch costs milliseconds).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 MAX_WATCHED_ENTRIES = 200_000  # more files than this in a work folder is an attack, not a run
+REMOVED_EVERY = 5  # polls between two looks at the processes' removed files
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +54,25 @@ class DiskUse:
         return None
 
 
-def measure(roots: Sequence[str], skip: Sequence[str], pids: Iterable[int]) -> DiskUse:
-    """The disk the run holds under `roots` (not entering `skip`), its processes `pids`."""
-    visible, entries, unreadable = used_bytes(roots, skip)
-    devices = set()
-    for root in roots:
-        with contextlib.suppress(OSError):
-            devices.add(os.stat(root).st_dev)
-    return DiskUse(visible, entries, unreadable, removed_bytes(pids, devices))
+class DiskWatch:
+    """The disk a run holds under `roots` (not entering `skip`), poll after poll."""
+
+    def __init__(self, roots: Sequence[str], skip: Sequence[str]) -> None:
+        self.roots, self.skip = list(roots), list(skip)
+        self.devices = set()
+        for root in roots:
+            with contextlib.suppress(OSError):
+                self.devices.add(os.stat(root).st_dev)
+        self.polls = 0
+        self.removed = 0
+
+    def poll(self, pids: Callable[[], Iterable[int]]) -> DiskUse:
+        """What the run holds now; `pids` lists its processes (asked every REMOVED_EVERY)."""
+        if self.polls % REMOVED_EVERY == 0:
+            self.removed = removed_bytes(pids(), self.devices)
+        self.polls += 1
+        visible, entries, unreadable = used_bytes(self.roots, self.skip)
+        return DiskUse(visible, entries, unreadable, self.removed)
 
 
 def used_bytes(roots: Sequence[str], skip: Sequence[str]) -> tuple[int, int, str | None]:

@@ -326,14 +326,14 @@ def supervise_bwrap(
         pidfd: int | None = os.pidfd_open(child)
     except OSError:  # Linux < 5.3: poll by sleeping
         pidfd = None
+    watch = diskcap.DiskWatch(args.watch, args.keep)
     try:
         while True:
             pid, status = os.waitpid(child, os.WNOHANG)
             if pid == child:
                 return status, None
             if args.disk_mb is not None and args.watch:
-                use = diskcap.measure(args.watch, args.keep, run_pids(child, folders))
-                why = use.over(args.disk_mb)
+                why = watch.poll(lambda: run_pids(child, folders)).over(args.disk_mb)
                 if why is not None:
                     os.kill(child, signal.SIGKILL)
                     return os.waitpid(child, 0)[1], why
