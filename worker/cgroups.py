@@ -26,7 +26,6 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 RUN_PREFIX = "autoswarm-run-"
 WORKER_LEAF = "autoswarm-worker"
@@ -34,24 +33,42 @@ REMOVE_WAIT_S = 5.0
 _CONTROLLERS = ("memory", "pids")
 
 
-@dataclass(frozen=True, slots=True)
 class Cgroups:
-    """Where per-run groups are made: one folder per controller (the same one on v2)."""
+    """Where per-run groups are made: one folder per controller (the same one on v2).
+    (A plain class: importing dataclasses would add ~10 ms to every sandbox's start.)"""
 
-    version: int
-    memory: str | None
-    pids: str | None
+    __slots__ = ("memory", "pids", "version")
+
+    def __init__(self, version: int, memory: str | None, pids: str | None) -> None:
+        self.version, self.memory, self.pids = version, memory, pids
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Cgroups) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Cgroups(version={self.version}, memory={self.memory!r}, pids={self.pids!r})"
+
+    def _key(self) -> tuple[int, str | None, str | None]:
+        return self.version, self.memory, self.pids
 
     def parents(self) -> list[str]:
         """The distinct parent folders, memory first."""
         return list(dict.fromkeys(p for p in (self.memory, self.pids) if p is not None))
 
 
-@dataclass(frozen=True, slots=True)
 class Absent:
     """No usable control groups here, and why."""
 
-    why: str
+    __slots__ = ("why",)
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def __repr__(self) -> str:
+        return f"Absent({self.why!r})"
 
 
 # ---- finding the hierarchies -------------------------------------------------------------

@@ -40,14 +40,13 @@ import stat
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING or __package__:
+if __package__:
     from worker import cgroups, diskcap
 else:  # the launcher, run as `python -I -S worker/limits.py`: its siblings, by path
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import cgroups
-    import diskcap
+    import cgroups  # type: ignore[no-redef]
+    import diskcap  # type: ignore[no-redef]
 
 DISK_EXCEEDED_EXIT = 125
 MEMORY_EXCEEDED_EXIT = 137  # what a shell reports for a SIGKILL, the kernel's OOM kill
