@@ -131,7 +131,8 @@ def run_checks(
     checks += check_torch(torch_info)
     gpus = torch_info.get("gpus") or []
     checks += check_sandbox(trust, bwrap=bwrap, cuda=bool(gpus))
-    checks += check_limits(cgroups.find())
+    if trust == "sandboxed":
+        checks += check_limits(cgroups.find())
     checks.append(check_disk(work_dir or Path.home()))
     if coordinator_url:
         checks += check_coordinator(coordinator_url)
