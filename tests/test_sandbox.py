@@ -533,6 +533,18 @@ def test_memory_held_in_memfds_stops_at_the_memory_cap(
 
 
 @pytest.mark.sandbox
+def test_run_cannot_lift_its_caps_or_leave_its_control_group(
+    tmp_path: Path, bwrap_sandbox: BwrapSandbox
+) -> None:
+    """Writing its group's pids.max or memory cap, or another group's cgroup.procs, fails."""
+    needs_cgroups()
+    result = run_hostile(tmp_path, bwrap_sandbox, "cgroup_escape.py")
+    assert "blocked raise pids.max" in result.log_tail
+    assert "blocked leave the group" in result.log_tail
+    assert result.status is ResultStatus.OK
+
+
+@pytest.mark.sandbox
 @pytest.mark.parametrize("payload", ["disk_unlinked.py", "disk_unlinked_mapped.py"])
 def test_removed_files_still_held_count_in_the_disk_cap(
     tmp_path: Path, bwrap_sandbox: BwrapSandbox, payload: str
