@@ -340,7 +340,7 @@ class Runner:
             _copy_files(x.task_dir, work, spec.editable, readonly=False)
         _copy_files(x.task_dir, work, spec.protected, readonly=True)
         _link_tree(x.prepared / "data", work / "data")
-        caches = _compile_caches(work)
+        caches = self._compile_caches(work)
         env = self._env(work) | _cache_env(caches)
         env["AUTOSWARM_BUDGET_S"] = f"{x.budget_s:g}"
         env["AUTOSWARM_OUT_DIR"] = str(work / "out")
@@ -546,6 +546,17 @@ class Runner:
     def _env(self, home: Path) -> dict[str, str]:
         return scrub_env(os.environ, home=home, tmp_dir=home / ".tmp") | self.extra_env
 
+    def _compile_caches(self, work: Path) -> dict[str, Path]:
+        """Inductor and Triton caches of this run only, in its work folder and so in its disk
+        cap: code one run puts there is never run by another; each run compiles afresh."""
+        caches = {
+            "TORCHINDUCTOR_CACHE_DIR": work / ".cache" / "inductor",
+            "TRITON_CACHE_DIR": work / ".cache" / "triton",
+        }
+        for path in caches.values():
+            path.mkdir(parents=True, exist_ok=True)
+        return caches
+
     def _vram_sampler(self) -> VramSampler | None:
         if self._vram is None:
             self._vram = VramSampler()
@@ -632,18 +643,6 @@ def _without_secrets(env: Mapping[str, str]) -> dict[str, str]:
         else:
             kept[name] = value
     return kept
-
-
-def _compile_caches(work: Path) -> dict[str, Path]:
-    """Inductor and Triton caches of this run only, in its work folder and so in its disk cap:
-    code one run puts there is never run by another; each run compiles afresh."""
-    caches = {
-        "TORCHINDUCTOR_CACHE_DIR": work / ".cache" / "inductor",
-        "TRITON_CACHE_DIR": work / ".cache" / "triton",
-    }
-    for path in caches.values():
-        path.mkdir(parents=True, exist_ok=True)
-    return caches
 
 
 def _cache_env(caches: Mapping[str, Path]) -> dict[str, str]:
