@@ -205,7 +205,11 @@ def create_run_group(
     try:
         for parent in found.parents():
             folder = os.path.join(parent, name)
-            os.mkdir(folder, 0o755)
+            try:
+                os.mkdir(folder, 0o755)
+            except FileExistsError:  # named for our own pid: a dead launcher's, left behind
+                remove([folder])
+                os.mkdir(folder, 0o755)
             made.append(folder)
             if parent == found.memory and memory_mb is not None:
                 _set_memory(found.version, folder, memory_mb * 2**20)
