@@ -132,7 +132,7 @@ def watch_cost() -> None:
         pids = [os.getpid(), *(c.pid for c in children)]
         try:
             per_poll_ms = {}
-            watch = diskcap.DiskWatch([tmp], [])
+            watch = diskcap.DiskWatch([tmp], [], 2**30)
             for name, poll in (
                 ("walk only (before)", lambda: diskcap.used_bytes([tmp], [])),
                 ("walk, open and mapped files (now)", lambda: watch.poll(lambda: pids)),

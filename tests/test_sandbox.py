@@ -591,11 +591,12 @@ def run_as_nobody(payload: str) -> Result:
 
 
 @pytest.mark.sandbox
-def test_unreadable_folder_of_a_non_root_worker_stops_at_the_disk_cap() -> None:
-    """As user nobody, a run filling a mode-0300 folder it made is stopped, not uncounted."""
+@pytest.mark.parametrize("payload", ["disk_unreadable.py", "disk_unlinked_mapped.py"])
+def test_disk_a_non_root_worker_cannot_see_stops_at_the_disk_cap(payload: str) -> None:
+    """As user nobody, a mode-0300 folder or removed files kept only mapped stop the run."""
     if os.geteuid() != 0:
         pytest.skip("starts a worker as user nobody: needs root")
-    result = run_as_nobody("disk_unreadable.py")
+    result = run_as_nobody(payload)
     assert "LEAK" not in result.log_tail
     assert "over its disk cap of 32 MB" in result.log_tail
     assert result.status is ResultStatus.CRASH

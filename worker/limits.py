@@ -325,7 +325,7 @@ def supervise_bwrap(
         pidfd: int | None = os.pidfd_open(child)
     except OSError:  # Linux < 5.3: poll by sleeping
         pidfd = None
-    watch = diskcap.DiskWatch(args.watch, args.keep)
+    watch = diskcap.DiskWatch(args.watch, args.keep, (args.disk_mb or 0) * 2**20)
     try:
         while True:
             pid, status = os.waitpid(child, os.WNOHANG)
