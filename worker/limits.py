@@ -4,7 +4,8 @@
     python -I -S worker/limits.py [options] -- bwrap ARGS...
 It runs outside the sandbox, imports the standard library and its sibling
 `worker/cgroups.py` only (it runs with `-I -S`, so starting it costs ~20 ms), and then:
-- with `--cgroup` parents (`worker.cgroups.find`): makes the run's own control group,
+- with `--cgroup-memory`/`--cgroup-pids` parent folders (`worker.cgroups.find`, passed by
+  `BwrapSandbox`): makes the run's own control group,
   `autoswarm-run-<this pid>`, capped at `--memory-mb` (default: the run's RLIMIT_DATA,
   which the runner sets to a CPU task's memory_mb) counting memfds, tmpfs and /dev/shm,
   and at `--nproc` processes and threads; bwrap starts inside it. After bwrap ends the
