@@ -2,8 +2,9 @@
 
 `BwrapSandbox.wrap` puts this file in front of `bwrap`:
     python -I -S worker/limits.py [options] -- bwrap ARGS...
-It runs outside the sandbox, imports the standard library and its sibling
-`worker/cgroups.py` only (it runs with `-I -S`, so starting it costs ~20 ms), and then:
+It runs outside the sandbox, imports the standard library and its siblings
+`worker/cgroups.py` and `worker/diskcap.py` only (it runs with `-I -S`, so starting it
+costs ~20 ms), and then:
 - with `--cgroup-memory`/`--cgroup-pids` parent folders (`worker.cgroups.find`, passed by
   `BwrapSandbox`): makes the run's own control group,
   `autoswarm-run-<this pid>`, capped at `--memory-mb` (default: the run's RLIMIT_DATA,
@@ -27,7 +28,8 @@ It runs outside the sandbox, imports the standard library and its sibling
   worker cannot read a mode-0300 folder), it kills bwrap (and so, with
   `--die-with-parent`, the whole sandbox) and exits 125 with a message;
 - exits with bwrap's status (a signal that killed bwrap kills the launcher too).
-Nothing here changes the host: the mounts live in the launcher's own mount namespace.
+Nothing else here changes the host: the mounts live in the launcher's own mount namespace,
+and the run's control group is removed when the run ends.
 """
 
 from __future__ import annotations
