@@ -340,13 +340,13 @@ class Runner:
             _copy_files(x.task_dir, work, spec.editable, readonly=False)
         _copy_files(x.task_dir, work, spec.protected, readonly=True)
         _link_tree(x.prepared / "data", work / "data")
-        caches = self._compile_caches()
+        caches = self._compile_caches(work)
         env = self._env(work) | _cache_env(caches)
         env["AUTOSWARM_BUDGET_S"] = f"{x.budget_s:g}"
         env["AUTOSWARM_OUT_DIR"] = str(work / "out")
         env["AUTOSWARM_DATA_DIR"] = str(work / "data")
         readonly = [work / p for p in spec.protected] + [work / "data"]
-        return work, env, readonly, [work, *caches.values()]
+        return work, env, readonly, [work]
 
     def _start_run(
         self,
@@ -546,11 +546,12 @@ class Runner:
     def _env(self, home: Path) -> dict[str, str]:
         return scrub_env(os.environ, home=home, tmp_dir=home / ".tmp") | self.extra_env
 
-    def _compile_caches(self) -> dict[str, Path]:
-        """Inductor and Triton caches kept across runs, so compile time is not paid twice."""
+    def _compile_caches(self, work: Path) -> dict[str, Path]:
+        """Inductor and Triton caches of this run only, in its work folder and so in its disk
+        cap: code one run puts there is never run by another; each run compiles afresh."""
         caches = {
-            "TORCHINDUCTOR_CACHE_DIR": self.cache_root / "compile" / "inductor",
-            "TRITON_CACHE_DIR": self.cache_root / "compile" / "triton",
+            "TORCHINDUCTOR_CACHE_DIR": work / ".cache" / "inductor",
+            "TRITON_CACHE_DIR": work / ".cache" / "triton",
         }
         for path in caches.values():
             path.mkdir(parents=True, exist_ok=True)
