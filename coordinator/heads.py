@@ -22,7 +22,7 @@ from coordinator.models import HeadRecord, TaskRecord
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import NewExperiment, Store
 from coordinator.store.base import FieldValue
-from shared.errors import NotFound
+from shared.errors import Conflict, NotFound
 from shared.models import ExperimentKind
 from shared.task import Device, TaskSpec
 
@@ -138,11 +138,19 @@ class HeadOps:
             self._known.add((task.task_id, hardware))
             return False
         with self.task_lock(task.task_id):
-            if hardware in self.store.task_classes(task.task_id):
+            classes = self.store.task_classes(task.task_id)
+            if hardware in classes:
                 self._known.add((task.task_id, hardware))
                 return False
+            branch = branch_for(hardware)
+            taken = [c for c in classes if branch_for(c) == branch]
+            if taken:  # two classes on one branch: each keep would move the other's head
+                raise Conflict(
+                    f"task {task.task_id}: hardware class {hardware!r} would share the lineage "
+                    f"branch {branch} with {taken[0]!r}; register as {taken[0]!r}"
+                )
             lineage = self.lineage(task.task_id)
-            commit = lineage.ensure_branch(branch_for(hardware), task.init_commit)
+            commit = lineage.ensure_branch(branch, task.init_commit)
             head = self._head_fields(task, commit)
             ids = self.baseline_ids(task.task_id, hardware, commit)
             baseline = self.baseline_of(task.task_id, hardware, head)
