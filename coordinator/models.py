@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.models import (
     MAX_FILE_BYTES,
     ExperimentKind,
     ExperimentState,
     Result,
+    ResultStatus,
     Scope,
     Verdict,
 )
@@ -34,6 +35,24 @@ class Record(BaseModel):
 def _opt_json(raw: dict[str, str], field: str) -> Any:
     text = raw.get(field, "")
     return json.loads(text) if text else None
+
+
+def stored_result(data: Any) -> Result | None:
+    """A stored result as today's wire reads it: one stored before the wire checked (an `ok`
+    whose NaN score was kept as null, a NUL in its hardware) is read with each refused field
+    left out, and an `ok` left with no score as `invalid`; never an error on reading."""
+    if not isinstance(data, dict):
+        return None
+    for _ in range(3):
+        try:
+            return Result.model_validate(data)
+        except ValidationError as exc:
+            fields = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+            data = {k: v for k, v in data.items() if k not in fields and k in Result.model_fields}
+            if not fields or "status" in fields:
+                error = "the stored result had no valid score"
+                data |= {"status": ResultStatus.INVALID.value, "metric": None, "error": error}
+    return None
 
 
 class ExperimentRecord(Record):
@@ -89,8 +108,9 @@ class ExperimentRecord(Record):
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> ExperimentRecord:
         data: dict[str, Any] = {k: v for k, v in raw.items() if v != "" and k != "result"}
-        data["result"] = _opt_json(raw, "result")
-        return cls.model_validate(data)
+        record = cls.model_validate(data)
+        result = stored_result(_opt_json(raw, "result"))
+        return record if result is None else record.model_copy(update={"result": result})
 
 
 class ExperimentPublic(ExperimentRecord):

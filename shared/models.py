@@ -119,7 +119,7 @@ class HypothesisCreate(Frozen):
     proposer: Name = "human"
     author: Line = Field(default="", max_length=100)
     # The head commit the change was made on (None: the current head).
-    parent_commit: str | None = Field(default=None, pattern=r"^[0-9a-f]{4,64}$")
+    parent_commit: Id | None = None
     # The text-only hypothesis (by id) that this change implements, keeping its author.
     implements: Id | None = None
 

@@ -57,7 +57,9 @@ class _Frozen(BaseModel):
 
 
 class MetricSpec(_Frozen):
-    name: str = Field(default="val_bpb", min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    name: str = Field(
+        default="val_bpb", min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"
+    )
     direction: Direction = Direction.MINIMIZE
     # The scores that can be true, [lo, hi] (e.g. [0, 1] for an accuracy): a result outside
     # it is recorded as invalid, never judged. None: any finite score.

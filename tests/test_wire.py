@@ -18,7 +18,9 @@ from coordinator import keys
 from coordinator.lineage import Lineage, branch_for
 from shared.client import CoordinatorClient
 from shared.errors import InvalidInput
-from shared.wire import check_hardware_class
+from shared.models import Result, ResultStatus
+from shared.summary import read_metric
+from shared.wire import MAX_METRICS, check_hardware_class
 from tests.conftest import TINY_TOML, CoordinatorFactory, RunningCoordinator
 
 HW = "cpu:x86_64-2c"
@@ -250,6 +252,15 @@ def test_a_metric_range_must_be_finite_and_ordered(
     assert answer.json()["detail"].startswith("task.toml: metric")
 
 
+def test_a_summary_with_too_many_or_too_long_metrics_still_makes_a_valid_result() -> None:
+    """A payload printing 1,000 keys or a 1,000-character one: the result keeps what the wire
+    carries (the worker never builds a result the coordinator would refuse)."""
+    lines = [f"m{i}: {i}" for i in range(1000)] + ["x" * 1000 + ": 1", "score: 2"]
+    metric, metrics = read_metric("---\n" + "\n".join(lines), "score")
+    result = Result(status=ResultStatus.OK, metric=metric, metrics=metrics)
+    assert result.metric == 2 and len(result.metrics) == MAX_METRICS
+
+
 @pytest.mark.parametrize("query", [{"since": "nan"}, {"until": "inf"}, {"since": "-inf"}])
 def test_a_time_filter_that_is_not_finite_is_a_422(
     coordinator: RunningCoordinator, query: dict[str, str]
@@ -436,3 +447,22 @@ def test_the_client_refuses_to_send_what_the_coordinator_would_refuse(
             client.lease("../w", 0)
         with pytest.raises(InvalidInput, match="LeaseAction"):
             client.release("e1", "w1", -1)
+
+
+def test_a_stored_result_that_the_wire_would_now_refuse_still_reads(
+    coordinator: RunningCoordinator,
+    make_worker: MakeWorker,
+    task_dir: Path,
+    redis_client: redis.Redis,
+) -> None:
+    """An `ok` stored with a null metric and a NUL in its hardware (as a NaN score once was)
+    reads back as invalid: GET /experiments/{id} answers 200, not 500."""
+    assert register(coordinator, task_dir).status_code == 201
+    worker = make_worker()
+    lease = worker.lease()
+    assert worker.report(lease, {"status": "crash"}).status_code == 201
+    old = {"status": "ok", "metric": None, "hardware": "x\x00", "wall_s": -1}
+    redis_client.hset(keys.experiment(lease["experiment_id"]), "result", json.dumps(old))
+    stored = experiment(coordinator, lease["experiment_id"])["result"]
+    assert stored["status"] == "invalid" and stored["metric"] is None
+    assert stored["hardware"] == "" and stored["wall_s"] == 0
