@@ -180,9 +180,12 @@ def test_a_stored_task_that_no_longer_validates_breaks_no_read_and_no_start(
     redis_client: redis.Redis,
 ) -> None:
     """A task stored with `min_effect: null` (as `inf` once was): the coordinator restarts,
-    GET /tasks answers without it and a lease does not fail; the good task still serves."""
+    GET /tasks answers without it, and leases hand out the good task's runs, then 204 (the
+    bad task's are withdrawn, not handed out)."""
     assert register(coordinator, task_dir_factory("good")).status_code == 201
     assert register(coordinator, task_dir_factory("bad")).status_code == 201
+    worker = make_worker()
+    assert worker.lease()["task_id"] == "good"  # both tasks have their baselines queued now
     spec = json.loads(str(redis_client.hget(keys.task("bad"), "spec")))
     redis_client.hset(keys.task("bad"), "spec", json.dumps(spec | {"min_effect": None}))
     coordinator.restart()
@@ -190,8 +193,13 @@ def test_a_stored_task_that_no_longer_validates_breaks_no_read_and_no_start(
     assert answer.status_code == 200
     assert [task["task_id"] for task in answer.json()] == ["good"]
     assert get(coordinator, "tasks/bad").status_code == 404
-    lease = make_worker().lease()
-    assert lease["task_id"] == "good"
+    answers = [worker.http.post("/api/v1/leases", json={"worker_id": worker.worker_id})]
+    while answers[-1].status_code == 200 and len(answers) < 10:
+        answers.append(worker.http.post("/api/v1/leases", json={"worker_id": worker.worker_id}))
+    assert [a.status_code for a in answers] == [200, 204]
+    assert answers[0].json()["task_id"] == "good"
+    withdrawn = get(coordinator, "experiments", task_id="bad").json()["experiments"]
+    assert len(withdrawn) == 2 and {e["verdict"] for e in withdrawn} == {"discarded"}
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from shared.models import (
     ResultStatus,
     ResultSubmit,
     Scope,
+    Verdict,
     WorkerCreate,
 )
 from shared.wire import HeartbeatRequest, LeaseAction, LeaseRequest, hardware_problem
@@ -95,6 +96,29 @@ def _lease_of(ctx: Context, got: Leased) -> Lease:
     )
 
 
+# Experiments of unreadable tasks set aside in one pass of a lease request, at most.
+MAX_SET_ASIDE = 16
+
+
+def _set_aside(ctx: Context, got: Leased) -> None:
+    """Withdraw an experiment whose task's stored record does not read (stored by an older
+    version, see `Store.get_task`): no worker can run it, and it must not hold up others."""
+    reason = f"task {got.task_id}: its stored record is unreadable (see the coordinator log)"
+    now = time.time()
+    event: dict[str, str | float] = {
+        "type": "verdict",
+        "task_id": got.task_id,
+        "experiment_id": got.experiment_id,
+        "verdict": Verdict.DISCARDED.value,
+        "reason": reason,
+        "time_s": now,
+    }
+    ctx.store.withdraw(
+        got.experiment_id, verdict=Verdict.DISCARDED.value, reason=reason, event=event, now=now
+    )
+    logger.warning("experiment %s: withdrawn at lease: %s", got.experiment_id, reason)
+
+
 def _try_lease(ctx: Context, caller: Caller, worker_id: str) -> Lease | None:
     """One pass of a lease request, in one thread-pool hop: the caller's worker, the lease
     script (which hands back what the lease needs), the task from memory."""
@@ -105,14 +129,20 @@ def _try_lease(ctx: Context, caller: Caller, worker_id: str) -> Lease | None:
             f"worker {worker_id}: hardware class {worker.hardware!r} {problem}; register again"
         )
     ctx.scheduler.ensure_classes(worker.hardware)  # a task registered while we waited
-    got = ctx.store.lease(
-        worker.worker_id,
-        worker.owner,
-        worker.hardware,
-        now=time.time(),
-        lease_ttl_s=ctx.settings.lease_ttl_s,
-        replicate_wait_s=ctx.settings.replicate_wait_s,
-    )
+    for _ in range(MAX_SET_ASIDE):
+        got = ctx.store.lease(
+            worker.worker_id,
+            worker.owner,
+            worker.hardware,
+            now=time.time(),
+            lease_ttl_s=ctx.settings.lease_ttl_s,
+            replicate_wait_s=ctx.settings.replicate_wait_s,
+        )
+        if got is None or ctx.store.get_task(got.task_id) is not None:
+            break
+        _set_aside(ctx, got)
+    else:
+        return None  # the next pass looks further
     if got is None:
         return None
     logger.info(
