@@ -88,7 +88,12 @@ class CommitInfo(Frozen):
 
 
 def branch_for(hardware: str) -> str:
-    """The lineage branch of a hardware class: `cuda:NVIDIA-H100` -> `hw/cuda-NVIDIA-H100`."""
+    """The lineage branch of a hardware class: `cuda:NVIDIA-H100` -> `hw/cuda-NVIDIA-H100`.
+
+    For a canonical class (`shared.wire.check_hardware_class`, all the API accepts) this is
+    `hw/` + the class with its colon as a dash: one branch per class. Other names (stored
+    before classes were canonical) are made ref-safe and may share a branch; adding such a
+    class to a task is refused (`HeadOps.ensure_class`)."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", hardware.strip())
     slug = re.sub(r"\.{2,}", ".", slug).strip(".-")
     if slug.endswith(".lock"):

@@ -71,7 +71,7 @@ class CoordinatorSettings(LayeredSettings):
     # Bounds per token (an admin token has none): what one stranger's token can make the
     # coordinator keep. Each hardware class is a lineage branch and baseline_runs baselines
     # per task, for good; a worker is a record; a hypothesis in flight is a queued run.
-    max_classes_per_token: int = Field(default=8, ge=1, le=10_000)
+    max_classes_per_token: int = Field(default=16, ge=1, le=10_000)
     max_workers_per_token: int = Field(default=256, ge=1, le=1_000_000)
     max_hypotheses_in_flight: int = Field(default=200, ge=1, le=1_000_000)
 
