@@ -71,6 +71,8 @@ _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _REF_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _TRAILER_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
 _TRAILER_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*): ?(.*)$")
+# C0 controls but newline and tab, read back as U+FFFD (a message written with a NUL).
+_CONTROL_TO_FFFD = {c: "\ufffd" for c in range(32) if chr(c) not in "\n\t"}
 
 _Node: TypeAlias = dict[str, "bytes | _Node"]
 _Writer: TypeAlias = Callable[[bytes, bytes], bytes]  # (object kind, data) -> binary sha
@@ -257,8 +259,7 @@ def _commit_info(sha: str, raw: bytes) -> CommitInfo:
             parent = value.strip()
         elif key == "committer":
             stamp = int(value.rsplit(" ", 2)[-2])
-    body = message.decode("utf-8", "replace")
-    body = "".join("\ufffd" if c < " " and c not in "\n\t" else c for c in body)
+    body = message.decode("utf-8", "replace").translate(_CONTROL_TO_FFFD)
     title, trailers = _parse_message(body)
     return CommitInfo(sha=sha, parent=parent, title=title, trailers=trailers, timestamp=stamp)
 
