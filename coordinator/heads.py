@@ -22,7 +22,7 @@ from coordinator.models import HeadRecord, TaskRecord
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import NewExperiment, Store
 from coordinator.store.base import FieldValue
-from shared.errors import Conflict, NotFound
+from shared.errors import NotFound
 from shared.models import ExperimentKind
 from shared.task import Device, TaskSpec
 
@@ -131,7 +131,8 @@ class HeadOps:
         }
 
     def ensure_class(self, task: TaskRecord, hardware: str) -> bool:
-        """Give the task a lineage branch and baselines on this class, once; True if new."""
+        """Give the task a lineage branch and baselines on this class, once; True if new. A
+        class whose branch another class of the task has already is not added (logged)."""
         if (task.task_id, hardware) in self._known:
             return False
         if not fits(task.spec, hardware):
@@ -145,10 +146,16 @@ class HeadOps:
             branch = branch_for(hardware)
             taken = [c for c in classes if branch_for(c) == branch]
             if taken:  # two classes on one branch: each keep would move the other's head
-                raise Conflict(
-                    f"task {task.task_id}: hardware class {hardware!r} would share the lineage "
-                    f"branch {branch} with {taken[0]!r}; register as {taken[0]!r}"
+                logger.warning(
+                    "task %s: hardware class %s not added: it would share the lineage branch "
+                    "%s with %r (stored before hardware classes were canonical)",
+                    task.task_id,
+                    hardware,
+                    branch,
+                    taken[0],
                 )
+                self._known.add((task.task_id, hardware))
+                return False
             lineage = self.lineage(task.task_id)
             commit = lineage.ensure_branch(branch, task.init_commit)
             head = self._head_fields(task, commit)

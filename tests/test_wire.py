@@ -138,6 +138,23 @@ def test_a_stored_worker_on_a_fake_class_cannot_reach_the_real_class_branch(
     assert redis_client.zrange(keys.task_classes("tiny"), 0, -1) == [HW]
 
 
+def test_a_class_is_not_added_to_a_task_where_another_class_has_its_branch(
+    coordinator: RunningCoordinator,
+    make_worker: MakeWorker,
+    task_dir: Path,
+    redis_client: redis.Redis,
+) -> None:
+    """A task with a class stored before classes were canonical (`cpu x86_64 2c`): a worker
+    of `cpu:x86_64-2c`, whose branch that is, gets no baselines of it (204), and the task
+    keeps its one class; a keep on one can never move the other's head."""
+    assert register(coordinator, task_dir).status_code == 201
+    redis_client.zadd(keys.task_classes("tiny"), {"cpu x86_64 2c": 1.0})
+    worker = make_worker()
+    answer = worker.http.post("/api/v1/leases", json={"worker_id": worker.worker_id})
+    assert answer.status_code == 204
+    assert redis_client.zrange(keys.task_classes("tiny"), 0, -1) == ["cpu x86_64 2c"]
+
+
 @pytest.mark.parametrize(
     "classes",
     [
