@@ -19,7 +19,6 @@ by the coordinator), or check that an id names something that exists.
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
@@ -40,32 +39,27 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _ID = re.compile(ID_PATTERN)
 _HW_KIND = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 _HW_NAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]|\.(?!\.))*$")
-_PROSE_ALLOWED = frozenset("\n\t")
-
-
-def _bad_char(text: str, allowed: frozenset[str]) -> str | None:
-    for char in text:
-        if char not in allowed and unicodedata.category(char) in ("Cc", "Cs"):
-            return char
-    return None
+# Control characters (Unicode category Cc) and lone surrogates (Cs); prose keeps \n and \t.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL_IN_PROSE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def check_line(text: str) -> str:
     """One line of text: no control characters at all."""
-    bad = _bad_char(text, frozenset())
-    if bad in ("\n", "\r"):
+    bad = _CONTROL.search(text)
+    if bad is not None and bad.group() in "\n\r":
         raise ValueError("must be one line")
     if bad is not None:
-        raise ValueError(f"control character {bad!r} is not allowed in one-line text")
+        raise ValueError(f"control character {bad.group()!r} is not allowed in one-line text")
     return text
 
 
 def check_prose(text: str) -> str:
     """Prose: newlines and tabs, no other control characters (CR and CRLF read as newlines)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    bad = _bad_char(text, _PROSE_ALLOWED)
+    bad = _CONTROL_IN_PROSE.search(text)
     if bad is not None:
-        raise ValueError(f"control character {bad!r} is not allowed (only newline and tab)")
+        raise ValueError(f"control character {bad.group()!r} is not allowed (only newline, tab)")
     return text
 
 
@@ -73,13 +67,7 @@ def clean_log(text: object) -> object:
     """A log's text with CRs as newlines and other control characters as U+FFFD."""
     if not isinstance(text, str):
         return text
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if _bad_char(text, _PROSE_ALLOWED) is None:
-        return text
-    return "".join(
-        "\ufffd" if c not in _PROSE_ALLOWED and unicodedata.category(c) in ("Cc", "Cs") else c
-        for c in text
-    )
+    return _CONTROL_IN_PROSE.sub("\ufffd", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
 def suggest_hardware_class(raw: str) -> str | None:
