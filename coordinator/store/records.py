@@ -68,7 +68,11 @@ class RecordOps(StoreBase):
         except (ValidationError, ValueError, KeyError) as exc:
             if task_id not in self._unreadable:
                 self._unreadable.add(task_id)
-                logger.warning("task %s: stored record unreadable, left out: %s", task_id, exc)
+                why = str(exc).splitlines()
+                if isinstance(exc, ValidationError):
+                    first = exc.errors()[0]
+                    why = [".".join(str(p) for p in first["loc"]) + ": " + first["msg"]]
+                logger.warning("task %s: stored record unreadable, left out: %s", task_id, why[0])
             return None
         return task
 
