@@ -68,7 +68,7 @@ class RecordOps(StoreBase):
         except (ValidationError, ValueError, KeyError) as exc:
             if task_id not in self._unreadable:
                 self._unreadable.add(task_id)
-                why = str(exc).splitlines()
+                why = str(exc).splitlines() or [type(exc).__name__]
                 if isinstance(exc, ValidationError):
                     first = exc.errors()[0]
                     why = [".".join(str(p) for p in first["loc"]) + ": " + first["msg"]]
