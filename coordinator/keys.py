@@ -107,6 +107,21 @@ def worker(worker_id: str) -> str:
     return f"{ROOT}worker:{worker_id}"
 
 
+def token_workers(token_hash: str) -> str:
+    """Set: every worker id a token has registered (bounded per token)."""
+    return f"{ROOT}token:{token_hash}:workers"
+
+
+def token_classes(token_hash: str) -> str:
+    """Set: every hardware class a token's workers have registered on (bounded per token)."""
+    return f"{ROOT}token:{token_hash}:classes"
+
+
+def token_hypotheses(token_hash: str) -> str:
+    """Set: the hypotheses a token submitted that are not judged yet (bounded per token)."""
+    return f"{ROOT}token:{token_hash}:hypotheses"
+
+
 def class_owners(hardware: str) -> str:
     """Zset: owner name -> last time one of their workers asked for a lease on this class."""
     return f"{ROOT}owners:{hardware}"

@@ -45,6 +45,8 @@ class StoreBase:
         self._raw: redis.Redis = redis.Redis.from_url(url, decode_responses=False)
         self._scripts = Scripts(self._r)
         self._tasks: dict[str, TaskRecord] = {}
+        # Tasks whose stored record does not validate, already warned about.
+        self._unreadable: set[str] = set()
 
     def close(self) -> None:
         self._r.close()
