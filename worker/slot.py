@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +34,7 @@ from worker.settings import WorkerSettings
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.2
+FAILED_REMEMBERED = 64  # experiments that failed in this slot, to report if leased again
 
 
 class SlotState(StrEnum):
@@ -116,6 +118,7 @@ class WorkerSlot:
         self._prefetched: HeldLease | None = None
         self._accepting_prefetch = True
         self._switched: HeldLease | None = None  # handed over by a preempting heartbeat
+        self._failed_here: deque[str] = deque(maxlen=FAILED_REMEMBERED)
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -231,10 +234,29 @@ class WorkerSlot:
             logger.exception(
                 "worker %s: experiment %s failed in the worker", self.worker_id, held.experiment_id
             )
-            self._close(held, release=True)
-            self._back_off(exc)
+            if held.experiment_id in self._failed_here:
+                self._report_failure(held, exc)
+            else:  # maybe this machine's passing trouble: once, it goes back for another try
+                self._failed_here.append(held.experiment_id)
+                self._close(held, release=True)
+                self._back_off(exc)
         finally:
             self.current = None
+
+    def _report_failure(self, held: HeldLease, exc: Exception) -> None:
+        """An experiment that failed in this worker a second time is reported `invalid` (an
+        attempt counted), not handed back again: one that always fails here (what its run
+        leaves, say) must not circle between the queue and this slot."""
+        error = f"the worker failed on this experiment twice: {type(exc).__name__}: {exc}"
+        self.completed += 1
+        try:
+            self._report(
+                held,
+                Result(status=ResultStatus.INVALID, error=error[:4000], hardware=self.hardware),
+            )
+        except Exception:  # not even that: the lease expires, and the reaper counts an attempt
+            logger.exception("worker %s: could not report %s", self.worker_id, held.experiment_id)
+            self._close(held, release=False)
 
     def _run_experiment(self, held: HeldLease) -> None:
         lease = held.lease
