@@ -12,8 +12,8 @@ Guarantees:
 - `copy_artifacts` copies regular files into a folder of the worker's, bounded in entries,
   bytes and depth; it never links, chmods or chowns what it copies from;
 - `remove_tree` removes a tree of any depth with a bounded number of descriptors, making
-  the run's folders searchable and writable by descriptor where their mode forbids it
-  (folders only: a file's mode is never changed); it never raises.
+  the run's folders readable, searchable and writable by descriptor where their mode
+  forbids it (folders only: a file's mode is never changed); it never raises.
 Does not:
 - guard against a process still changing the tree: the runner calls these once no process
   of the run or its evaluator is alive (see `worker.process`);
@@ -246,17 +246,19 @@ def _remove_all_but_folders(fd: int) -> list[str]:
 
 
 def _open_for_removal(parent_fd: int, name: str) -> int:
-    """The folder `name` opened (never through a link), made readable, writable and
-    searchable by its owner first where its mode says otherwise (a run's mode-0000 or
-    0300 folder), by descriptor."""
-    handle = os.open(
-        name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd
-    )
+    """The folder `name` opened (never through a link), first made readable, writable and
+    searchable by its owner where we lack that (a run's mode-0000 or 0300 folder; a root
+    worker without CAP_DAC_OVERRIDE takes the folder over first), by descriptor."""
+    flags = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    handle = os.open(name, flags, dir_fd=parent_fd)
+    # The descriptor's /proc link reaches the very folder, never a link's target.
+    folder = f"/proc/self/fd/{handle}"
     try:
-        if os.fstat(handle).st_mode & 0o700 != 0o700:
-            # chmod through the descriptor's /proc link: the very folder, never a link's target
-            os.chmod(f"/proc/self/fd/{handle}", 0o700)
-        return os.open(f"/proc/self/fd/{handle}", _DIR_FLAGS & ~os.O_NOFOLLOW)
+        if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
+            if os.fstat(handle).st_uid != os.geteuid():
+                os.chown(folder, os.geteuid(), -1)
+            os.chmod(folder, 0o700)
+        return os.open(folder, _DIR_FLAGS & ~os.O_NOFOLLOW)
     finally:
         os.close(handle)
 
