@@ -13,6 +13,7 @@ the worker refuses untrusted work with an explanation, then skips naming that re
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -23,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +32,8 @@ from shared.errors import SandboxUnavailable
 from shared.models import Result, ResultStatus
 from shared.task import load_task
 from tests.cli_helpers import invoke
-from tests.conftest import REPO
+from tests.conftest import REPO, CoordinatorFactory, RunningCoordinator, wait_until
+from tests.worker_helpers import WorkerFactory, list_experiments, register_task, wait_for_state
 from worker.bwrap import INSTALL_HINT, default_max_processes, make_sandbox
 from worker.process import list_processes
 from worker.runner import Runner
@@ -462,7 +465,7 @@ def test_links_fifos_and_sockets_in_out_never_reach_the_evaluator(run_payload: R
 
 def test_more_artifacts_than_the_bound_is_invalid(run_payload: RunPayload) -> None:
     """10,001 empty files in out/ (free under the disk cap): invalid, saying the bound."""
-    out = run_payload("out_too_many.py", toml=ARTIFACTS_TOML)
+    out = run_payload("out_too_many.py", toml=ARTIFACTS_TOML, budget_s=30)  # ends once written
     assert out.result.status is ResultStatus.INVALID, out.log
     assert "more than 10000 entries" in (out.result.error or "")
 
@@ -561,6 +564,94 @@ def test_task_run_prints_a_runs_escapes_and_markup_as_plain_text(
     assert "fake-error" in answer.output and "markup" in answer.output, answer.output
     assert "\x1b" not in answer.output and "\x07" not in answer.output
     assert "\r" not in answer.output and "\x08" not in answer.output
+    assert "[red]fake-error[/red]" in answer.output
+    assert "[blink]markup[/blink]" in answer.output
+
+
+# ---- through a real worker and coordinator -------------------------------------------------
+
+
+def hostile_task(root: Path, payload: str, toml: str) -> Path:
+    """A task folder whose train.py is `payload`, with the hostile tasks' other files."""
+    task = root / "task"
+    task.mkdir()
+    (task / "task.toml").write_text(toml.format(budget_s=2))
+    for name in ("prepare.py", "list_artifacts.py"):
+        shutil.copyfile(HOSTILE / name, task / name)
+    shutil.copyfile(HOSTILE / payload, task / "train.py")
+    return task
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[WorkerFactory]:
+    factory = WorkerFactory(tmp_path / "workers")
+    yield factory
+    factory.stop_all()
+
+
+def only_experiment(coordinator: RunningCoordinator, task_id: str, states: tuple[str, ...]) -> Any:
+    """The task's one experiment (its baseline, queued once a worker asks), once it is in one
+    of `states`."""
+    found: list[dict[str, Any]] = []
+    wait_until(lambda: bool(found.extend(list_experiments(coordinator, task_id=task_id)) or found))
+    assert len(found) == 1, found
+    return wait_for_state(coordinator, found[0]["experiment_id"], states, timeout_s=120)
+
+
+def test_a_worker_scores_out_linked_to_its_state_folder_invalid_and_never_hands_it_back(
+    tmp_path: Path,
+    coordinator_factory: CoordinatorFactory,
+    workers: WorkerFactory,
+    sandbox: Sandbox | SandboxUnavailable,
+) -> None:
+    """A real worker: out/ -> its state folder is `invalid`, reported with an attempt counted
+    per run (dead after max_attempts, never handed back), its token file's mode unchanged."""
+    if isinstance(sandbox, SandboxUnavailable):
+        pytest.skip(f"bubblewrap absent: {sandbox}")
+    coordinator = coordinator_factory(max_attempts=2, baseline_runs=1)
+    task_id = register_task(
+        coordinator, hostile_task(tmp_path, "out_to_worker_state.py", ARTIFACTS_TOML)
+    )
+    state = tmp_path / "workers" / "w" / "state"
+    state.mkdir(parents=True)
+    secret = f"tok-{uuid.uuid4().hex}"
+    (state / "token").write_text(secret)
+    (state / "token").chmod(0o600)
+    worker = workers.start(coordinator, coordinator.create_token("worker", "w"), "w",
+                           "--trust", "sandboxed", state_dir=state)  # fmt: skip
+    record = only_experiment(coordinator, task_id, ("dead",))
+    assert record["attempts"] == 2
+    assert record["result"]["status"] == "invalid"
+    assert "out/ is not a folder" in record["result"]["error"]
+    assert secret not in json.dumps(record)
+    assert stat.S_IMODE((state / "token").stat().st_mode) == 0o600
+    assert worker.log().count(f"experiment {record['experiment_id']} reported") == 2
+    assert "failed in the worker" not in worker.log()
+
+
+def test_show_prints_a_runs_escapes_and_markup_as_plain_text(
+    tmp_path: Path,
+    coordinator_factory: CoordinatorFactory,
+    workers: WorkerFactory,
+    sandbox: Sandbox | SandboxUnavailable,
+) -> None:
+    """`autoswarm show` of a run that printed escape sequences and markup: none reaches the
+    terminal; the markup shows as typed."""
+    if isinstance(sandbox, SandboxUnavailable):
+        pytest.skip(f"bubblewrap absent: {sandbox}")
+    coordinator = coordinator_factory(max_attempts=1, baseline_runs=1)
+    task_id = register_task(
+        coordinator, hostile_task(tmp_path, "terminal_escapes.py", SUMMARY_TOML)
+    )
+    workers.start(coordinator, coordinator.create_token("worker", "w"), "w", "--trust", "sandboxed")
+    record = only_experiment(coordinator, task_id, ("dead",))
+    assert "\x1b" in record["result"]["log_tail"]  # the coordinator keeps the log as it was
+    answer = invoke("show", record["experiment_id"], "--join", coordinator.base_url,
+                    "--token", coordinator.admin_token)  # fmt: skip
+    assert answer.exit_code == 0, answer.output
+    assert "OWNED-title" in answer.output and "fake-error" in answer.output, answer.output
+    for control in ("\x1b", "\x07", "\r", "\x08"):
+        assert control not in answer.output
     assert "[red]fake-error[/red]" in answer.output
     assert "[blink]markup[/blink]" in answer.output
 
