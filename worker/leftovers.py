@@ -80,6 +80,9 @@ def copy_artifacts(
             src_fd = os.open(src.name, _DIR_FLAGS, dir_fd=parent_fd)
         except FileNotFoundError:
             return report
+        except PermissionError:
+            refused = f"{src.name}/ cannot be read: its mode shuts the worker out"
+            raise ArtifactsRefused(refused) from None
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise ArtifactsRefused(
@@ -116,7 +119,11 @@ def _copy_folder(src_fd: int, dst_fd: int, report: CopyReport, bounds: _Bounds, 
             raise ArtifactsRefused(f"the artifacts hold more than {bounds.max_entries} entries")
         mode = os.stat(name, dir_fd=src_fd, follow_symlinks=False).st_mode
         if stat.S_ISDIR(mode):
-            child = os.open(name, _DIR_FLAGS, dir_fd=src_fd)
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=src_fd)
+            except PermissionError:  # its mode shuts the worker out: never changed, left out
+                report.left_out += 1
+                continue
             try:
                 os.mkdir(name, 0o755, dir_fd=dst_fd)
                 with _opened(name, _DIR_FLAGS, dir_fd=dst_fd) as child_dst:
@@ -130,22 +137,28 @@ def _copy_folder(src_fd: int, dst_fd: int, report: CopyReport, bounds: _Bounds, 
 
 
 def _copy_file(src_fd: int, dst_fd: int, name: str, report: CopyReport, max_bytes: int) -> None:
-    with _opened(name, _FILE_FLAGS, dir_fd=src_fd) as fd:
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=src_fd)
+    except PermissionError:  # its mode shuts the worker out: never changed, left out
+        report.left_out += 1
+        return
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             report.left_out += 1
             return
-        size = st.st_size
-        if report.bytes + size > max_bytes:
+        if report.bytes + st.st_size > max_bytes:
             raise ArtifactsRefused(f"the artifacts hold more than {max_bytes // 2**20} MB")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         with _opened(name, flags, 0o444, dir_fd=dst_fd) as out:
             copied = 0
-            while copied < size:
-                sent = os.sendfile(out, fd, copied, min(CHUNK_BYTES, size - copied))
+            while copied < st.st_size:
+                sent = os.sendfile(out, fd, copied, min(CHUNK_BYTES, st.st_size - copied))
                 if sent == 0:
                     break  # shorter than fstat said: what is there is the file
                 copied += sent
+    finally:
+        os.close(fd)
     report.files += 1
     report.bytes += copied
 
@@ -272,7 +285,7 @@ def _identity(fd: int) -> tuple[int, int]:
 
 
 def _names(fd: int) -> Iterator[str]:
-    """The names in the folder open as `fd` (a fresh listing each call)."""
+    """The names in the folder open as `fd`."""
     with os.scandir(fd) as entries:
         for entry in entries:
             yield entry.name
