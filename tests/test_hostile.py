@@ -629,6 +629,29 @@ def test_a_worker_scores_out_linked_to_its_state_folder_invalid_and_never_hands_
     assert "failed in the worker" not in worker.log()
 
 
+def test_an_experiment_that_fails_in_the_worker_is_reported_the_second_time(
+    tmp_path: Path,
+    coordinator_factory: CoordinatorFactory,
+    workers: WorkerFactory,
+    sandbox: Sandbox | SandboxUnavailable,
+) -> None:
+    """A fault of the worker's before the run (an editable file named out, where the run's
+    out/ folder goes): handed back once, then reported `invalid` until dead, never circling."""
+    if isinstance(sandbox, SandboxUnavailable):
+        pytest.skip(f"bubblewrap absent: {sandbox}")
+    coordinator = coordinator_factory(max_attempts=2, baseline_runs=1)
+    toml = SUMMARY_TOML.replace('editable = ["train.py"]', 'editable = ["train.py", "out"]')
+    task = hostile_task(tmp_path, "net.py", toml)
+    (task / "out").write_text("a file where the worker makes a folder\n")
+    task_id = register_task(coordinator, task)
+    worker = workers.start(coordinator, coordinator.create_token("worker", "w"), "w",
+                           "--trust", "sandboxed")  # fmt: skip
+    record = only_experiment(coordinator, task_id, ("dead",))
+    assert record["attempts"] == 2
+    assert "failed on this experiment twice" in record["result"]["error"]
+    assert worker.log().count(f"experiment {record['experiment_id']} failed in the worker") == 3
+
+
 def test_show_prints_a_runs_escapes_and_markup_as_plain_text(
     tmp_path: Path,
     coordinator_factory: CoordinatorFactory,
