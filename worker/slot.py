@@ -234,19 +234,19 @@ class WorkerSlot:
             logger.exception(
                 "worker %s: experiment %s failed in the worker", self.worker_id, held.experiment_id
             )
-            if held.experiment_id in self._failed_here:
-                self._report_failure(held, exc)
-            else:  # maybe this machine's passing trouble: once, it goes back for another try
-                self._failed_here.append(held.experiment_id)
-                self._close(held, release=True)
-                self._back_off(exc)
+            self._failed_in_worker(held, exc)
         finally:
             self.current = None
 
-    def _report_failure(self, held: HeldLease, exc: Exception) -> None:
-        """An experiment that failed in this worker a second time is reported `invalid` (an
-        attempt counted), not handed back again: one that always fails here (what its run
-        leaves, say) must not circle between the queue and this slot."""
+    def _failed_in_worker(self, held: HeldLease, exc: Exception) -> None:
+        """The first time, hand the experiment back (maybe this machine's passing trouble)
+        and back off; the second time, report it `invalid` (an attempt counted): one that
+        always fails here must not circle between the queue and this slot."""
+        if held.experiment_id not in self._failed_here:
+            self._failed_here.append(held.experiment_id)
+            self._close(held, release=True)
+            self._back_off(exc)
+            return
         error = f"the worker failed on this experiment twice: {type(exc).__name__}: {exc}"
         self.completed += 1
         try:
@@ -304,8 +304,7 @@ class WorkerSlot:
                 logger.error(
                     "worker %s: bundle of %s unusable: %s", self.worker_id, held.experiment_id, exc
                 )
-                self._close(held, release=True)
-                self._back_off(exc)
+                self._failed_in_worker(held, exc)
                 return None
 
     def _check(self, held: HeldLease) -> None:
