@@ -124,8 +124,9 @@ class _Warm:
 
 
 class _Tick:
-    """The caller's `on_tick`, remembering the exception it raised to stop a run: that one
-    goes back to the caller; any other after the run started makes the run `invalid`."""
+    """The caller's `on_tick`, remembering the exception it raised to stop a run: once it
+    has raised, what follows goes back to the caller; otherwise an exception after the run
+    started makes the run `invalid`."""
 
     def __init__(self, on_tick: OnTick | None) -> None:
         self.on_tick = on_tick
@@ -438,7 +439,7 @@ class Runner:
                     self.drop_warm()
                 return self._score(x, outcome, tick.wrapped, evaluator)
             except Exception as exc:
-                if exc is tick.raised:  # the caller stopping the run: its exception, not ours
+                if tick.raised is not None:  # the caller stopping the run: its exception
                     raise
                 # From here on the folder is the run's work: whatever fails while it is
                 # watched, collected, checked or scored is this run's `invalid`, never a fault
