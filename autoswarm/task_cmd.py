@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from autoswarm.console import console, err_console
+from autoswarm.console import console, err_console, plain
 from shared.errors import AutoswarmError, TaskError
 from shared.models import Result, ResultStatus
 from shared.task import TaskSpec, load_task
@@ -83,7 +83,7 @@ def run(
 
             result = runner.run(path, spec, budget_s=budget, on_tick=tick)
     except AutoswarmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print("[red]error:[/red]", plain(str(exc)))
         raise typer.Exit(1) from None
     print_result(spec, result)
     if result.status is not ResultStatus.OK:
@@ -108,15 +108,15 @@ def print_result(spec: TaskSpec, result: Result) -> None:
     if result.exit_code is not None:
         table.add_row("exit_code", str(result.exit_code))
     if result.error:
-        table.add_row("error", result.error)
+        table.add_row("error", plain(result.error))
     if result.hardware:
-        table.add_row("hardware", result.hardware)
+        table.add_row("hardware", plain(result.hardware))
     console.print(table)
     block = summary_block(result.log_tail)
     if block:
-        console.print(block, markup=False, highlight=False)
+        console.print(plain(block))
     elif result.status is not ResultStatus.OK:
-        console.print(result.log_tail[-2000:], markup=False, highlight=False)
+        console.print(plain(result.log_tail[-2000:]))
 
 
 def summary_block(log: str) -> str:
