@@ -242,7 +242,7 @@ def rewrite_archive(path: Path, name: str, content: bytes) -> None:
 
 
 def test_tinylm_evaluator_never_unpickles_code(tinylm_data: Path, tmp_path: Path) -> None:
-    """A code-running pickle inside the archive is refused before it can run: no canary."""
+    """A code-running pickle inside the archive is never read: no canary, the model scored."""
     import torch
 
     canary = tmp_path / "canary"
@@ -256,7 +256,7 @@ def test_tinylm_evaluator_never_unpickles_code(tinylm_data: Path, tmp_path: Path
     torch.save({"inputs": Evil()}, evil)
     rewrite_archive(model, "data/sample_inputs/model.pt", evil.getvalue())
     done = evaluate(TINYLM, tinylm_data, tmp_path / "artifacts", tmp_path / "eval")
-    assert "cannot load" in refused(done)
+    assert metric_of(done, "val_bpb") == pytest.approx(8.0, abs=1e-4)
     assert not canary.exists()
 
 
