@@ -15,16 +15,10 @@ from pathlib import Path
 import pytest
 
 from shared.models import ResultStatus
-from tests.test_hostile import (  # noqa: F401  fixtures, used by name
-    HOSTILE,
-    TINYLM,
-    RunPayload,
-    run_payload,
-    sandbox,
-    worker,
-)
+from tests.test_hostile import HOSTILE, TINYLM, RunPayload, run_payload, sandbox, worker
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+FIXTURES = (run_payload, sandbox, worker)  # tests/test_hostile.py's, which pytest finds here
 
 
 @pytest.fixture(scope="module")

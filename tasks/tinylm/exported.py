@@ -31,6 +31,7 @@ checks causality and scores it), or its speed and memory (the runner's limits co
 import io
 import json
 import operator
+import os
 import pickle
 import re
 import zipfile
@@ -56,6 +57,7 @@ ARCHIVE_FILES = re.compile(  # all that torch.export.save writes for one plain p
     r")$"
 )
 PLAIN_STRING = re.compile(r"^[A-Za-z0-9_.+-]{0,200}$")  # names, FQNs, dtypes, "2.13.0+cpu"
+SHOWN = re.compile(r"^[A-Za-z0-9_./+-]{1,200}$")  # attacker text an error message may repeat
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")  # a value or argument name
 EMPTY_FIELDS = (  # fields of symbolic shapes, guards and custom objects: must be empty
     "sym_int_values", "sym_bool_values", "sym_float_values", "range_constraints",
@@ -64,8 +66,8 @@ EMPTY_FIELDS = (  # fields of symbolic shapes, guards and custom objects: must b
 TARGET = re.compile(r"^torch\.ops\.aten\.(?P<op>[A-Za-z0-9_]+)\.(?P<overload>[A-Za-z0-9_]+)$")
 GETITEM = "_operator.getitem"
 
-# The operators a program may call, by name (aten.<name>.<overload>, every overload but the
-# out= ones). Pure functions of their inputs: nothing that reads or writes files, starts
+# The operators a program may call, by name (aten.<name>.<overload>: the out= overloads are
+# refused by name, any other that writes an argument by its schema). Pure functions of their inputs: nothing that reads or writes files, starts
 # processes, touches the network, draws random numbers, returns uninitialised memory (it
 # may hold the held-out text) or writes in place. Add to this list only such an operator.
 ALLOWED_OPERATORS = frozenset(
@@ -74,7 +76,7 @@ ALLOWED_OPERATORS = frozenset(
     "abs sign sgn clamp clamp_min clamp_max clip minimum maximum fmod remainder floor ceil "
     "round trunc floor_divide square lerp addcmul addcdiv hypot atan2 where masked_fill "
     "eq ne lt le gt ge logical_and logical_or logical_not logical_xor bitwise_and bitwise_or "
-    "bitwise_xor bitwise_not __and__ __or__ __xor__ __invert__ isnan isinf isfinite "
+    "bitwise_xor bitwise_not __and__ __or__ __xor__ isnan isinf isfinite "
     "nan_to_num erf erfc sin cos tan asin acos atan sinh cosh tanh sigmoid "
     # activations, normalisation, attention
     "relu relu6 gelu silu mish elu selu celu leaky_relu hardtanh hardsigmoid hardswish "
@@ -126,14 +128,14 @@ def read_entries(data):
     names = [info.filename for info in infos]
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)
-        raise Refused(f"the model archive names {twice} twice")
+        raise Refused(f"the model archive names {shown(twice)} twice")
     if sum(info.file_size for info in infos) > MAX_ARCHIVE_BYTES:
         raise Refused(f"the model archive holds more than {MAX_ARCHIVE_BYTES} bytes")
     entries, roots = {}, set()
     for info in infos:
         match = ARCHIVE_FILES.match(info.filename)
         if match is None:
-            raise Refused(f"unexpected file in the model archive: {info.filename[:200]!r}")
+            raise Refused(f"unexpected file in the model archive: {shown(info.filename)}")
         roots.add(match["root"])
         try:
             entries[match["name"]] = archive.read(info)
@@ -142,6 +144,11 @@ def read_entries(data):
     if len(roots) != 1:
         raise Refused("the model archive's files lie in more than one folder")
     return entries
+
+
+def shown(value):
+    """`value` for an error message: itself when plain, never the attacker's text."""
+    return repr(value) if SHOWN.match(str(value)) else "(not a plain string)"
 
 
 def check_value(name, node, key=""):
@@ -156,7 +163,7 @@ def check_value(name, node, key=""):
             if k == "use_pickle" and v is not False:
                 raise Refused(f"{name}: pickled payloads are not allowed")
             if not PLAIN_STRING.match(k):
-                raise Refused(f"{name}: the key {k[:200]!r} is not allowed")
+                raise Refused(f"{name}: a key is not a plain string")
             check_value(name, v, k)
     elif isinstance(node, list):
         for v in node:
@@ -164,11 +171,11 @@ def check_value(name, node, key=""):
     elif key == "target":
         match = TARGET.match(str(node))
         if node != GETITEM and not (match and allowed(match["op"], match["overload"])):
-            raise Refused(f"{name}: operator {str(node)[:200]!r} is not allowed")
+            raise Refused(f"{name}: operator {shown(node)} is not allowed")
     elif key == "name" and not IDENTIFIER.match(str(node)):
-        raise Refused(f"{name}: the name {str(node)[:200]!r} is not a plain identifier")
+        raise Refused(f"{name}: the name {shown(node)} is not a plain identifier")
     elif isinstance(node, str) and not PLAIN_STRING.match(node) and node != "-Infinity":
-        raise Refused(f"{name}: the string {node[:200]!r} is not allowed")
+        raise Refused(f"{name}: a string is not plain (letters, digits and _.+- only)")
 
 
 def checked_program_doc(doc):
@@ -287,11 +294,11 @@ def load_model(path):
     """The checked program of the archive at `path` as a module; Refused says why not."""
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_ARCHIVE_BYTES + 1)
+            if os.fstat(f.fileno()).st_size > MAX_ARCHIVE_BYTES:
+                raise Refused(f"{path} is larger than {MAX_ARCHIVE_BYTES} bytes")
+            data = f.read()
     except OSError as exc:
         raise Refused(f"cannot read {path}: {exc}") from None
-    if len(data) > MAX_ARCHIVE_BYTES:
-        raise Refused(f"{path} is larger than {MAX_ARCHIVE_BYTES} bytes")
     archive = repack(read_entries(data))
     del data
     program = load_program(archive)
