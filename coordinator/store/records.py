@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from typing import Any, NamedTuple, cast
 
 from coordinator import keys
@@ -69,6 +70,12 @@ class RecordOps(StoreBase):
         task_ids = cast("list[str]", self._r.zrange(keys.TASKS, 0, -1))
         raws = self._hgetall_many([keys.task(t) for t in task_ids])
         return [TaskRecord.from_hash(raw) for raw in raws if raw.get("bundle_hash")]
+
+    def heldout_secret(self, task_id: str) -> str:
+        """The task's held-out secret, made at random on first use and kept thereafter."""
+        key = keys.task_heldout_secret(task_id)
+        self._r.set(key, secrets.token_hex(32), nx=True)
+        return cast("str", self._r.get(key))
 
     def task_classes(self, task_id: str) -> list[str]:
         """The task's hardware classes, first used first."""
