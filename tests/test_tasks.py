@@ -129,6 +129,33 @@ def test_task_loads_in_evaluator_mode(folder: Path) -> None:
     assert (folder / "program.md").is_file()
 
 
+# ---- held-out data from a secret -----------------------------------------------------------
+
+HELDOUT_FILES = {TINYLM: "val.bin", NANOCHAT: "val.bin", SHARPE: "future_returns.npy"}
+TRAIN_FILES = {TINYLM: "train.bin", NANOCHAT: "train.bin", SHARPE: "history.npy"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", [TINYLM, NANOCHAT, SHARPE], ids=lambda p: p.name)
+def test_heldout_data_comes_from_the_secret_and_training_data_does_not(
+    task: Path, tmp_path: Path
+) -> None:
+    """One secret, one held-out set; another secret or none (the public seed), another; the
+    training data is the same in all."""
+    smoke = {"AUTOSWARM_SMOKE": "1"}  # nanochat's small corpus; the others ignore it
+    made = {}
+    for name, secret in (("public", ""), ("a", "a" * 64), ("a2", "a" * 64), ("b", "b" * 64)):
+        env = smoke | ({"AUTOSWARM_HELDOUT_SECRET": secret} if secret else {})
+        root = prepare(task, tmp_path / name, env)
+        made[name] = (
+            (root / "data" / TRAIN_FILES[task]).read_bytes(),
+            (root / "heldout" / HELDOUT_FILES[task]).read_bytes(),
+        )
+    assert len({train for train, _ in made.values()}) == 1
+    assert made["a"][1] == made["a2"][1]
+    assert len({made[name][1] for name in ("public", "a", "b")}) == 3
+
+
 # ---- the loader of exported programs (exported.py) -----------------------------------------
 
 FORBIDDEN_OPERATORS = (  # files, processes, random state, uninitialised memory, data to host
