@@ -119,6 +119,7 @@ if __name__ == "__main__":
         model = load_model(os.path.join(ARTIFACTS_DIR, "model.pt2"))
     except Refused as exc:
         fail(str(exc))
+    val = val.to(device)
     seed = int.from_bytes(os.urandom(8), "little")  # unpredictable cuts, shuffles and noise
     generator = torch.Generator().manual_seed(seed)
 
