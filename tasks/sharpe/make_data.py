@@ -45,7 +45,7 @@ GARCH_BETA = 0.90  # weight of yesterday's variance in today's variance
 # sha256 (float64 little-endian) of all the returns, history and held-out from SEED alone,
 # then of the history alone
 RETURNS_SHA256 = "ced57508f130f575068a33984b008399b0f7f11029663b12d48748c7229dcf93"
-HISTORY_SHA256 = "8aa01a32f9c54909057ba8e53a24650386f91374a274461a39597ef1ca2b5ef9"  # its first days
+HISTORY_SHA256 = "8aa01a32f9c54909057ba8e53a24650386f91374a274461a39597ef1ca2b5ef9"
 
 # ---------------------------------------------------------------------------
 # PRNG: splitmix64 over a counter, vectorised (integer-only, identical everywhere)

@@ -67,9 +67,10 @@ TARGET = re.compile(r"^torch\.ops\.aten\.(?P<op>[A-Za-z0-9_]+)\.(?P<overload>[A-
 GETITEM = "_operator.getitem"
 
 # The operators a program may call, by name (aten.<name>.<overload>: the out= overloads are
-# refused by name, any other that writes an argument by its schema). Pure functions of their inputs: nothing that reads or writes files, starts
-# processes, touches the network, draws random numbers, returns uninitialised memory (it
-# may hold the held-out text) or writes in place. Add to this list only such an operator.
+# refused by name, any other that writes an argument by its schema). Pure functions of
+# their inputs: nothing that reads or writes files, starts processes, touches the network,
+# draws random numbers, returns uninitialised memory (it may hold the held-out text) or
+# writes in place. Add to this list only such an operator.
 ALLOWED_OPERATORS = frozenset(
     # elementwise arithmetic and comparisons
     "add sub rsub mul div neg reciprocal pow sqrt rsqrt exp exp2 expm1 log log2 log10 log1p "
@@ -189,8 +190,8 @@ def checked_program_doc(doc):
     except (KeyError, IndexError, TypeError):
         raise Refused("models/model.json is not an exported program") from None
     leaf = torch.zeros(())
-    one_in_one_out = treespec_dumps(tree_structure(((leaf,), {}))), treespec_dumps(tree_structure(leaf))
-    if specs != one_in_one_out:
+    one_in = treespec_dumps(tree_structure(((leaf,), {})))  # forward(x), no keywords
+    if specs != (one_in, treespec_dumps(tree_structure(leaf))):
         raise Refused("the program must take one tensor (bytes) and return one tensor (logits)")
     signature["in_spec"] = signature["out_spec"] = ""  # checked above; put back below
     graph_module["metadata"] = {}
