@@ -68,20 +68,21 @@ def run(
     keep: bool = typer.Option(False, "--keep", help="Keep the work folder for inspection."),
 ) -> None:
     """Run a task once on this machine and print its result and summary block."""
-    from autoswarm.local import make_local_runner
+    from autoswarm.local import local_heldout_secret, make_local_runner
 
     spec = load_or_exit(path)
     try:
         runner = make_local_runner(work_dir, trust=trust, keep_work=keep)
+        secret = local_heldout_secret(work_dir, spec.name)
         with console.status(f"preparing {spec.name} (once per task version)"):
-            runner.prepare(path, spec)
+            runner.prepare(path, spec, heldout_secret=secret)
         budget_s = budget or spec.budget_s
         with console.status(f"running {spec.name} for {budget_s:.0f} s") as status:
 
             def tick(elapsed_s: float) -> None:
                 status.update(f"running {spec.name}: {elapsed_s:.0f} s of {budget_s:.0f} s")
 
-            result = runner.run(path, spec, budget_s=budget, on_tick=tick)
+            result = runner.run(path, spec, budget_s=budget, on_tick=tick, heldout_secret=secret)
     except AutoswarmError as exc:
         err_console.print("[red]error:[/red]", plain(str(exc)))
         raise typer.Exit(1) from None

@@ -34,6 +34,12 @@ def task(task_id: str) -> str:
     return f"{ROOT}task:{task_id}"
 
 
+def task_heldout_secret(task_id: str) -> str:
+    """String: the secret the task's held-out data is made from; handed to workers with
+    their leases only, never in a bundle, a read or an export."""
+    return f"{ROOT}task:{task_id}:heldout-secret"
+
+
 def task_classes(task_id: str) -> str:
     """Zset: the hardware classes that have a lineage branch for this task (by first use)."""
     return f"{ROOT}task:{task_id}:classes"

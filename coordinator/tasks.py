@@ -62,6 +62,7 @@ def register_task_files(
         raise Conflict(
             f"task {spec.name} is registered with other files; register it under a new name"
         )
+    store.heldout_secret(spec.name)  # made now, so every lease of the task carries one
     if outcome:
         logger.info("task %s: registered at %s (bundle %s)", spec.name, commit, bundle_hash)
     task = store.get_task(spec.name)

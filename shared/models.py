@@ -157,6 +157,9 @@ class Lease(Frozen):
     # An explore may give way to a waiting baseline, replicate or merge during the first
     # this many seconds of its run (0: never); its worker heartbeats more often meanwhile.
     preemptible_s: float = 0.0
+    # What the task's prepare step makes its held-out data from (AUTOSWARM_HELDOUT_SECRET):
+    # for the worker's trusted prepare step only, never a run's; never shown or logged.
+    heldout_secret: str | None = Field(default=None, repr=False, max_length=256)
 
 
 class HeartbeatAnswer(Frozen):

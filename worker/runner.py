@@ -53,6 +53,9 @@ PREPARE_TIMEOUT_S = 3600.0
 OPEN_FILES = 4096
 LOG_WINDOW_BYTES = 4 * 2**20  # the summary block is read from the log's last 4 MiB
 EVAL_TAIL_CHARS = 4000
+# The variable that hands a task's held-out secret to its prepare step, and to nothing else:
+# runs and evaluators get scrubbed environments, and the prepare cache key holds its hash.
+HELDOUT_SECRET_ENV = "AUTOSWARM_HELDOUT_SECRET"
 
 OnTick = Callable[[float], None]
 WarmNext = Callable[[], bool]
@@ -86,13 +89,16 @@ class PrepareError(AutoswarmError):
     """A task's prepare step failed: the machinery cannot run it, the experiment is not at fault."""
 
 
-def prepare_key(task_dir: Path, spec: TaskSpec) -> str:
-    """The cache key of a task version: its protected and evaluator files, task.toml, prepare."""
+def prepare_key(task_dir: Path, spec: TaskSpec, heldout_secret: str | None = None) -> str:
+    """The cache key of a task version: its protected and evaluator files, task.toml, prepare,
+    and the hash of its held-out secret (a new secret: new held-out data)."""
     files = {path: (task_dir / path).read_bytes() for path in spec.protected + spec.scoring.files}
     toml_path = task_dir / TASK_FILE
     if toml_path.is_file():
         files[TASK_FILE] = toml_path.read_bytes()
     files["\0prepare"] = repr(spec.run.prepare).encode()
+    if heldout_secret:
+        files["\0heldout-secret"] = hashlib.sha256(heldout_secret.encode()).hexdigest().encode()
     return hash_files(files)[:32]
 
 
@@ -206,9 +212,17 @@ class Runner:
 
     # ---- prepare -------------------------------------------------------------------------
 
-    def prepare(self, task_dir: Path, spec: TaskSpec, *, on_tick: OnTick | None = None) -> Path:
-        """The prepared folder of this task version, running `run.prepare` once (trusted)."""
-        key = prepare_key(task_dir, spec)
+    def prepare(
+        self,
+        task_dir: Path,
+        spec: TaskSpec,
+        *,
+        on_tick: OnTick | None = None,
+        heldout_secret: str | None = None,
+    ) -> Path:
+        """The prepared folder of this task version, running `run.prepare` once (trusted);
+        `heldout_secret` reaches the prepare step alone (see `HELDOUT_SECRET_ENV`)."""
+        key = prepare_key(task_dir, spec, heldout_secret)
         root = self.cache_root / "prepare"
         final = root / key
         if final.is_dir():
@@ -223,7 +237,7 @@ class Runner:
                 return final
             tmp = root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
             try:
-                self._run_prepare(task_dir, spec, tmp, on_tick)
+                self._run_prepare(task_dir, spec, tmp, on_tick, heldout_secret)
                 for name in ("data", "heldout"):
                     _make_readonly(tmp / name)
                 tmp.rename(final)
@@ -233,7 +247,12 @@ class Runner:
         return final
 
     def _run_prepare(
-        self, task_dir: Path, spec: TaskSpec, tmp: Path, on_tick: OnTick | None
+        self,
+        task_dir: Path,
+        spec: TaskSpec,
+        tmp: Path,
+        on_tick: OnTick | None,
+        heldout_secret: str | None,
     ) -> None:
         assert spec.run.prepare is not None
         for name in ("data", "heldout", ".tmp"):
@@ -242,6 +261,8 @@ class Runner:
         env = self._env(tmp)
         env["AUTOSWARM_DATA_DIR"] = str(tmp / "data")
         env["AUTOSWARM_HELDOUT_DIR"] = str(tmp / "heldout")
+        if heldout_secret:
+            env[HELDOUT_SECRET_ENV] = heldout_secret
         log_path = tmp / "prepare.log"
         outcome = supervise(
             _resolve(spec.run.prepare),
@@ -268,12 +289,13 @@ class Runner:
         budget_s: float | None = None,
         on_tick: OnTick | None = None,
         warm_next: WarmNext | None = None,
+        heldout_secret: str | None = None,
     ) -> Result:
         """Run the task's code once for its budget and score it (see the class docstring).
         `warm_next`, asked once the run has ended: whether to keep the next run started
-        ahead (None: start none)."""
+        ahead (None: start none). `heldout_secret`: as for `prepare`."""
         hashes = protected_hashes(task_dir, spec)
-        prepared = self.prepare(task_dir, spec, on_tick=on_tick)
+        prepared = self.prepare(task_dir, spec, on_tick=on_tick, heldout_secret=heldout_secret)
         budget = spec.budget_s if budget_s is None else budget_s
         preload = bool(spec.run.preload)
         if preload and (writer := _environment_writer(task_dir, spec)):

@@ -266,7 +266,12 @@ class WorkerSlot:
             return
         self.state = SlotState.PREPARING
         try:
-            self.runner.prepare(task_dir, lease.spec, on_tick=lambda _: self._check(held))
+            self.runner.prepare(
+                task_dir,
+                lease.spec,
+                on_tick=lambda _: self._check(held),
+                heldout_secret=lease.heldout_secret,
+            )
         except PrepareError as exc:
             # Reported, not handed back: a task whose prepare always fails must reach the
             # dead-letter list after max_attempts instead of circling between workers.
@@ -287,6 +292,7 @@ class WorkerSlot:
             budget_s=lease.budget_s,
             on_tick=lambda s: self._tick(held, s),
             warm_next=self._wants_more,
+            heldout_secret=lease.heldout_secret,
         )
         self.completed += 1
         self._report(held, result)

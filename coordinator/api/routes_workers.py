@@ -93,6 +93,7 @@ def _lease_of(ctx: Context, got: Leased) -> Lease:
         spec=task.spec,
         budget_s=task.spec.budget_s,
         preemptible_s=ctx.settings.preempt_within * task.spec.budget_s if preemptible else 0.0,
+        heldout_secret=ctx.store.heldout_secret(task.task_id),
     )
 
 

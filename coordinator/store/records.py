@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 from typing import Any, NamedTuple, cast
 
 from pydantic import ValidationError
@@ -97,6 +98,12 @@ class RecordOps(StoreBase):
         raws = self._hgetall_many([keys.task(t) for t in task_ids])
         tasks = (self._readable_task(t, raw) for t, raw in zip(task_ids, raws, strict=True))
         return [task for task in tasks if task is not None]
+
+    def heldout_secret(self, task_id: str) -> str:
+        """The task's held-out secret, made at random on first use and kept thereafter."""
+        key = keys.task_heldout_secret(task_id)
+        self._r.set(key, secrets.token_hex(32), nx=True)
+        return cast("str", self._r.get(key))
 
     def task_classes(self, task_id: str) -> list[str]:
         """The task's hardware classes, first used first."""
