@@ -63,8 +63,9 @@ def free_port() -> int:
 def choose_trust(trust: str, proposer: str) -> str:
     """'auto': sandboxed where bubblewrap works; else trusted only for an offline proposer.
 
-    The offline proposers (optuna, mutation) change only numeric constants of the code the researcher brought,
-    so running its changes unsandboxed on the researcher's own machine is the original loop;
+    The offline proposers (optuna, mutation) change only numeric constants of the code the
+    researcher brought, so running their changes unsandboxed on the researcher's own machine
+    is the original loop;
     code an LLM wrote never runs unsandboxed unless the researcher says so.
     """
     if trust != "auto":
