@@ -93,8 +93,12 @@ class Dimension:
         return min(max(coordinate, self.low), self.high)
 
     def value(self, coordinate: float) -> Number:
-        """The constant's value at a coordinate, rounded the way it is written."""
-        coordinate = self.clip(coordinate)
+        """The constant's value at a coordinate, as the file will write it (rounded)."""
+        value = self._raw_value(self.clip(coordinate))
+        written = parse_number(self.text(value))
+        return value if written is None else written
+
+    def _raw_value(self, coordinate: float) -> Number:
         if self.scale is Scale.POWER_OF_TWO:
             return int(2 ** round(coordinate))
         if self.integer:

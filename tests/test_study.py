@@ -1,0 +1,198 @@
+"""The study proposer: Optuna over the constants, readable, never repeating, read back from
+the history alone, walled off from values the task cannot use."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from coordinator.proposers.mutation import find_constants
+from coordinator.proposers.space import Scale, build_space
+from coordinator.proposers.study import StudyProposer, read_trials
+from shared.models import HypothesisCreate, HypothesisSummary, ProposerContext, Verdict
+from shared.task import Direction, MetricSpec, TaskSpec, hash_files
+from tests.test_mutation import TOY_TOML, TOY_TRAIN, keep_or_discard, make_runner
+
+SOURCE = """import math
+
+LEARNING_RATE = 3e-4  # step size
+BATCH_SIZE = 2**6  # rows per step
+DEPTH = 4  # layers
+ADAM_BETA2 = 0.95  # second-moment decay
+THRESHOLD = 0.5  # smallest signal worth a position
+SKIP = 0  # days left out
+SEED = 42  # never moved
+
+print("---")
+print(f"score: {math.log(LEARNING_RATE) + DEPTH:.6f}")
+"""
+MOVE = re.compile(r"^(?P<name>[A-Z][A-Z0-9_]*) (?P<old>\S+) -> (?P<new>\S+)$")
+
+
+def make_context(
+    source: str = SOURCE,
+    *,
+    history: list[HypothesisSummary] | None = None,
+    in_flight: list[HypothesisSummary] | None = None,
+    head_metric: float | None = 1.0,
+) -> ProposerContext:
+    spec = TaskSpec(name="sample", metric=MetricSpec(name="score", direction=Direction.MAXIMIZE))
+    return ProposerContext(
+        task_id="sample",
+        spec=spec,
+        head_commit="c0ffee",
+        head_files={"train.py": source},
+        head_metric=head_metric,
+        history=history or [],
+        in_flight=in_flight or [],
+    )
+
+
+def judged(
+    hypothesis: HypothesisCreate, n: int, verdict: Verdict, metric: float | None
+) -> HypothesisSummary:
+    """A proposal as the history lists it once the judge has decided it."""
+    assert hypothesis.change is not None
+    return HypothesisSummary(
+        hypothesis_id=f"h{n}",
+        title=hypothesis.title,
+        proposer=hypothesis.proposer,
+        verdict=verdict,
+        metric=metric,
+        delta=None if metric is None else metric - 1.0,
+        change_hash=hash_files({p: c.encode() for p, c in hypothesis.change.items()}),
+        rationale=hypothesis.rationale,
+    )
+
+
+def values_of(hypothesis: HypothesisCreate) -> dict[str, float]:
+    assert hypothesis.change is not None
+    return {c.name: c.value for c in find_constants(hypothesis.change["train.py"])}
+
+
+def propose_many(count: int, metric: float = 0.5) -> list[HypothesisCreate]:
+    """`count` proposals, each judged (discarded at `metric`) before the next is asked for."""
+    history: list[HypothesisSummary] = []
+    out = []
+    for n in range(count):
+        hypothesis = StudyProposer(seed=1).propose(make_context(history=history))
+        assert hypothesis is not None
+        out.append(hypothesis)
+        history.append(judged(hypothesis, n, Verdict.DISCARDED, metric + n / 100))
+    return out
+
+
+def test_never_proposes_a_content_twice_nor_one_in_the_history_or_in_flight() -> None:
+    """Over 30 judged proposals every content is new, and a content a human has in flight is
+    not proposed again."""
+    contents = [h.change["train.py"] for h in propose_many(30) if h.change]
+    assert len(set(contents)) == 30
+    assert SOURCE not in contents
+    first = StudyProposer(seed=2).propose(make_context())
+    assert first is not None and first.change is not None
+    theirs = HypothesisSummary(
+        hypothesis_id="h-human",
+        title="an idea from a human",
+        proposer="human",
+        verdict=Verdict.PENDING,
+        change_hash=hash_files({p: c.encode() for p, c in first.change.items()}),
+    )
+    again = StudyProposer(seed=2).propose(make_context(in_flight=[theirs]))
+    assert again is not None and again.change != first.change
+
+
+def test_titles_name_each_move_in_the_files_own_notation() -> None:
+    """Titles read "NAME old -> new, ..." with at most 3 moves, each as the file writes
+    numbers (2**k for a power of two), and only the named constants change."""
+    head = {c.name: c.value for c in find_constants(SOURCE)}
+    for hypothesis in propose_many(12):
+        moves = [MOVE.match(part) for part in hypothesis.title.split(", ")]
+        assert all(moves), hypothesis.title
+        assert 1 <= len(moves) <= 3
+        values = values_of(hypothesis)
+        moved = {m["name"] for m in moves if m}
+        assert {name for name in head if values[name] != head[name]} == moved
+        for m in moves:
+            assert m is not None
+            if m["name"] == "BATCH_SIZE":
+                assert m["old"] == "2**6" and re.fullmatch(r"2\*\*\d+", m["new"])
+        assert "SEED" not in moved
+        assert hypothesis.proposer == "optuna" and hypothesis.parent_commit == "c0ffee"
+
+
+def test_scales_follow_values_and_names() -> None:
+    """A learning rate on a log scale, a BETA on its distance to 1, a power of two by its
+    exponent, a count as an int; proposed values keep type, sign and (0, 1) for a decay."""
+    scales = {d.label: d.scale for d in build_space(find_constants(SOURCE), [])}
+    assert scales["LEARNING_RATE"] is Scale.LOG
+    assert scales["ADAM_BETA2"] is Scale.DECAY
+    assert scales["BATCH_SIZE"] is Scale.POWER_OF_TWO
+    assert scales["DEPTH"] is Scale.INT_LOG
+    for hypothesis in propose_many(20):
+        values = values_of(hypothesis)
+        assert values["LEARNING_RATE"] > 0
+        assert 0 < values["ADAM_BETA2"] < 1
+        batch = int(values["BATCH_SIZE"])
+        assert batch == values["BATCH_SIZE"] and batch & (batch - 1) == 0
+        assert isinstance(values["DEPTH"], int) and values["DEPTH"] >= 1
+
+
+def test_a_restarted_proposer_reads_the_same_study_from_the_history() -> None:
+    """Its memory is the history: trials read back hold the proposed values, and two fresh
+    proposers given the same history propose the same change."""
+    proposals = propose_many(8)
+    history = [judged(h, n, Verdict.DISCARDED, 0.5) for n, h in enumerate(proposals)]
+    labels = [c.name for c in find_constants(SOURCE) if c.name != "SEED"]
+    trials = read_trials(make_context(history=history), labels)
+    assert [dict(t.measured.values) for t in trials] == [
+        {k: v for k, v in values_of(h).items() if k != "SEED"} for h in proposals
+    ]
+    one = StudyProposer(seed=5).propose(make_context(history=history))
+    other = StudyProposer(seed=5).propose(make_context(history=history))
+    assert one is not None and other is not None
+    assert (one.title, one.change) == (other.title, other.change)
+
+
+def test_a_value_that_scores_exactly_zero_or_crashes_walls_off_its_side() -> None:
+    """THRESHOLD 0.5 -> 4.0 scored exactly 0.0 and DEPTH 4 -> 30 crashed: later proposals keep
+    THRESHOLD below 4.0 (halfway on its scale, ~1.41) and DEPTH below 30."""
+    history = [
+        HypothesisSummary(
+            hypothesis_id="h1",
+            title="THRESHOLD 0.5 -> 4.0",
+            proposer="optuna",
+            verdict=Verdict.DISCARDED,
+            metric=0.0,
+            delta=-1.0,
+        ),
+        HypothesisSummary(
+            hypothesis_id="h2", title="DEPTH 4 -> 30", proposer="optuna", verdict=Verdict.CRASHED
+        ),
+    ]
+    seen_threshold, seen_depth = [], []
+    for seed in range(25):
+        hypothesis = StudyProposer(seed=seed).propose(make_context(history=history))
+        assert hypothesis is not None
+        values = values_of(hypothesis)
+        seen_threshold.append(values["THRESHOLD"])
+        seen_depth.append(values["DEPTH"])
+    assert max(seen_threshold) < 1.42
+    assert max(seen_depth) < 30
+    assert max(seen_threshold) > 0.5 or max(seen_depth) > 4  # it still moves up, short of it
+
+
+def test_improves_a_toy_task_through_the_runner(tmp_path: Path) -> None:
+    """On a task with a known optimum, kept changes move the score up within 15 experiments."""
+    task_dir = tmp_path / "toy"
+    task_dir.mkdir()
+    (task_dir / "task.toml").write_text(TOY_TOML)
+    (task_dir / "train.py").write_text(TOY_TRAIN)
+    outcome = keep_or_discard(
+        make_runner(tmp_path),
+        task_dir,
+        tmp_path / "scratch",
+        StudyProposer(seed=0),  # type: ignore[arg-type]
+        15,
+    )
+    assert outcome.best > outcome.baseline
+    assert sum(h.verdict is Verdict.KEPT for h in outcome.history) >= 1
