@@ -196,3 +196,23 @@ def test_improves_a_toy_task_through_the_runner(tmp_path: Path) -> None:
     )
     assert outcome.best > outcome.baseline
     assert sum(h.verdict is Verdict.KEPT for h in outcome.history) >= 1
+
+
+def test_a_better_configuration_that_was_never_kept_is_proposed_again_on_the_head() -> None:
+    """A change measured at 1.5 (head 1.0) that conflicted with a head that moved meanwhile
+    is proposed again, its own moves made on the current head, before anything new; once."""
+    first = StudyProposer(seed=3).propose(make_context())
+    assert first is not None
+    moves = {m["name"]: m["new"] for m in map(MOVE.match, first.title.split(", ")) if m}
+    other = next(name for name in ("DEPTH", "THRESHOLD", "SKIP") if name not in moves)
+    line = next(line for line in SOURCE.splitlines() if line.startswith(f"{other} = "))
+    moved_head = SOURCE.replace(line, f"{other} = 7")
+    lost = judged(first, 1, Verdict.CONFLICT, 1.5)
+    again = StudyProposer(seed=3).propose(make_context(moved_head, history=[lost]))
+    assert again is not None
+    assert set(again.title.split(", ")) == set(first.title.split(", "))
+    assert values_of(again)[other] == 7
+    assert again.rationale.startswith("Proposed back to the best configuration measured")
+    twice = [lost, judged(again, 2, Verdict.CONFLICT, 1.5)]
+    third = StudyProposer(seed=3).propose(make_context(moved_head, history=twice))
+    assert third is not None and not third.rationale.startswith("Proposed back")

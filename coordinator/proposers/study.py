@@ -73,6 +73,7 @@ class Trial:
     measured: Measured
     state: TrialState
     value: float | None  # the metric, in the task's direction as the study is
+    verdict: Verdict = Verdict.PENDING
 
 
 class StudyProposer:
@@ -106,6 +107,14 @@ class StudyProposer:
         blocked = self._proposed | {
             h.change_hash for h in context.history + context.in_flight if h.change_hash
         }
+        best = best_unkept(context, dimensions, trials)
+        if best is not None:
+            change = rewrite(context.head_files, dimensions, best)
+            hashes = change_hashes(change, context.head_files) if change else set()
+            if change and not hashes & blocked:
+                self._proposed |= hashes
+                why = "back to the best configuration measured, which the head is below"
+                return self._hypothesis(context, dimensions, trials, best, change, why)
         for _ in range(MAX_ASKS):
             trial = study.ask()
             values = {d.label: d.value(_suggest(trial, d)) for d in dimensions}
@@ -116,7 +125,7 @@ class StudyProposer:
                 study.tell(trial, state=TrialState.FAIL)
                 continue
             self._proposed |= hashes
-            return self._hypothesis(context, dimensions, trials, moved, change)
+            return self._hypothesis(context, dimensions, trials, moved, change, "")
         logger.info("optuna: task %s: no new configuration in %d asks", context.task_id, MAX_ASKS)
         return None
 
@@ -191,6 +200,7 @@ class StudyProposer:
         trials: list[Trial],
         moved: Mapping[str, Number],
         change: dict[str, str],
+        why: str,
     ) -> HypothesisCreate:
         by_label = {d.label: d for d in dimensions}
         parts = [
@@ -201,6 +211,8 @@ class StudyProposer:
         title = _title(parts)
         values = {d.label: moved.get(d.label, d.constant.value) for d in dimensions}
         rationale = _rationale(context, dimensions, trials, moved, values)
+        if why:
+            rationale = f"Proposed {why}.\n{rationale}"
         logger.info("optuna: task %s: proposing %s", context.task_id, title)
         return HypothesisCreate(
             task_id=context.task_id,
@@ -226,10 +238,49 @@ def read_trials(context: ProposerContext, labels: Iterable[str]) -> list[Trial]:
             trials.append(Trial(measured, TrialState.RUNNING, None))
         elif summary.verdict is Verdict.CRASHED or _unusable(summary.metric, head_metric):
             unusable = Measured(measured.values, False, measured.moved, measured.base)
-            trials.append(Trial(unusable, TrialState.COMPLETE, None))
+            trials.append(Trial(unusable, TrialState.COMPLETE, None, summary.verdict))
         elif summary.metric is not None and math.isfinite(summary.metric):
-            trials.append(Trial(measured, TrialState.COMPLETE, summary.metric))
+            trials.append(Trial(measured, TrialState.COMPLETE, summary.metric, summary.verdict))
     return trials
+
+
+def best_unkept(
+    context: ProposerContext, dimensions: list[Dimension], trials: list[Trial]
+) -> dict[str, Number] | None:
+    """The moves of the best configuration measured, made on the head, when it beats the head by
+    more than min_effect and the noise yet was never kept (it conflicted with a head that
+    moved, or its explore was measured on an old head) and was not proposed again since;
+    None otherwise. The head never stays below what the swarm measured better."""
+    head_metric, spec = context.head_metric, context.spec
+    if head_metric is None:
+        return None
+    margin = max(spec.min_effect, 2 * (context.head_std or 0.0))
+    counts: dict[tuple[tuple[str, Number], ...], int] = {}
+    for trial in trials:
+        key = tuple(sorted(trial.measured.values.items()))
+        counts[key] = counts.get(key, 0) + 1
+    best: Trial | None = None
+    for trial in trials:
+        if (
+            trial.value is None
+            or trial.verdict in (Verdict.KEPT, Verdict.NOT_REPRODUCED, Verdict.PENDING)
+            or counts[tuple(sorted(trial.measured.values.items()))] > 1
+            or not spec.is_better(trial.value, head_metric)
+            or abs(trial.value - head_metric) <= margin
+        ):
+            continue
+        if best is None or (best.value is not None and spec.is_better(trial.value, best.value)):
+            best = trial
+    if best is None:
+        return None
+    # Its own moves, on today's head: the exact configuration is code already explored.
+    values = best.measured.values
+    moves = {
+        d.label: values[d.label]
+        for d in dimensions
+        if d.label in best.measured.moved and values[d.label] != d.constant.value
+    }
+    return moves or None
 
 
 def _unusable(metric: float | None, head_metric: float | None) -> bool:
