@@ -48,7 +48,7 @@ def resolve_token(token: str | None, token_file: Path | None) -> str:
 def propose(
     task: str = typer.Option(..., "--task", help="The task id to propose for."),
     proposer: str = typer.Option(
-        "optuna", "--proposer", help="'optuna' or 'mutation' (offline, no key), or 'llm'."
+        "mutation", "--proposer", help="'mutation' or 'optuna' (offline, no key), or 'llm'."
     ),
     model: list[str] = typer.Option(
         [], "--model", help="A litellm model string, optionally MODEL=WEIGHT; repeatable."

@@ -27,7 +27,7 @@ def up(
         help="Local worker processes (default: one per `resources.cpus` cores of the task).",
     ),
     proposer: str = typer.Option(
-        "optuna", "--proposer", help="'optuna' or 'mutation' (offline, no key), or 'llm'."
+        "mutation", "--proposer", help="'mutation' or 'optuna' (offline, no key), or 'llm'."
     ),
     model: list[str] = typer.Option([], "--model", help="For --proposer llm; repeatable."),
     cap_usd: float = typer.Option(5.0, "--cap-usd", min=0, help="LLM spend cap for the task."),

@@ -6,11 +6,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from coordinator.proposers.mutation import find_constants
 from coordinator.proposers.space import Scale, build_space
 from coordinator.proposers.study import StudyProposer, read_trials
 from shared.models import HypothesisCreate, HypothesisSummary, ProposerContext, Verdict
 from shared.task import Direction, MetricSpec, TaskSpec, hash_files
+from tests.cli_helpers import invoke
+from tests.test_cli import Served, served  # noqa: F401  (the fixture)
 from tests.test_mutation import TOY_TOML, TOY_TRAIN, keep_or_discard, make_runner
 
 SOURCE = """import math
@@ -216,3 +220,19 @@ def test_a_better_configuration_that_was_never_kept_is_proposed_again_on_the_hea
     twice = [lost, judged(again, 2, Verdict.CONFLICT, 1.5)]
     third = StudyProposer(seed=3).propose(make_context(moved_head, history=twice))
     assert third is not None and not third.rationale.startswith("Proposed back")
+
+
+def test_propose_with_the_optuna_proposer(request: pytest.FixtureRequest) -> None:
+    """`autoswarm propose --proposer optuna`: offline, two hypotheses whose titles name their
+    moves, submitted as the optuna proposer's."""
+    coordinator: Served = request.getfixturevalue("served")
+    before = {h["hypothesis_id"] for h in coordinator.hypotheses()}
+    answer = invoke("propose", "--task", coordinator.task_id, "--proposer", "optuna",
+                    "--max-hypotheses", "2", "--queue-ahead", "50", "--join", coordinator.url,
+                    "--token", coordinator.token("proposer", "optuna"))  # fmt: skip
+    assert answer.exit_code == 0, answer.output
+    new = [h for h in coordinator.hypotheses() if h["hypothesis_id"] not in before]
+    assert len(new) == 2
+    for hyp in new:
+        assert all(MOVE.match(part) for part in hyp["title"].split(", ")), hyp["title"]
+        assert hyp["proposer"] == "optuna"
