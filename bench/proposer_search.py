@@ -15,6 +15,7 @@ one), an explore that beats the head by max(min_effect, 2 sigma sqrt(1 + 1/n)) i
 and kept if the replicate beats it too; a new head on a noisy task gets one more baseline.
 
     .venv/bin/python bench/proposer_search.py [--task sharpe|noisy] [--seeds 5] [--explores 40]
+    .venv/bin/python bench/proposer_search.py --check 4   # in-process scores vs the runner's
 """
 
 from __future__ import annotations
@@ -332,6 +333,28 @@ def optimizer_search(
     return trace
 
 
+# ---- the in-process score checked against the runner -------------------------------------
+
+
+def check_against_runner(task: Task, count: int, work: Path) -> None:
+    """Score the shipped file and `count - 1` random configurations both in-process and
+    through worker.runner.Runner (unsandboxed), and print both."""
+    from worker.runner import Runner
+    from worker.sandbox import Unsandboxed
+
+    runner = Runner(work_root=work / "runs", cache_root=work / "cache", sandbox=Unsandboxed())
+    dimensions = build_space(find_constants(task.source, task.path), [])
+    rng = random.Random(0)
+    for n in range(count):
+        moved = {} if n == 0 else {d.label: d.value(rng.uniform(d.low, d.high)) for d in dimensions}
+        source = rewrite({task.path: task.source}, dimensions, moved).get(task.path, task.source)
+        task_dir = work / f"check-{n}"
+        shutil.copytree(REPO / "tasks" / "sharpe", task_dir)
+        (task_dir / task.path).write_text(source)
+        result = runner.run(task_dir, load_task(task_dir))
+        print(f"in-process {task.truth(source)!r}, runner {result.metric!r} ({result.status})")
+
+
 # ---- the table -----------------------------------------------------------------------------
 
 SEARCHES: dict[str, Callable[[Task, int, int], Trace]] = {
@@ -362,10 +385,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--explores", type=int, default=max(CHECKPOINTS))
     parser.add_argument("--only", default="", help="run only the searches whose name has this")
+    parser.add_argument("--check", type=int, default=0, help="sharpe: check N scores, then stop")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         task = sharpe_task(Path(tmp)) if args.task == "sharpe" else noisy_task()
+        if args.check:
+            check_against_runner(task, args.check, Path(tmp))
+            return
         shipped = task.truth(task.source)
         started = time.monotonic()
         print(
