@@ -236,3 +236,30 @@ def test_propose_with_the_optuna_proposer(request: pytest.FixtureRequest) -> Non
     for hyp in new:
         assert all(MOVE.match(part) for part in hyp["title"].split(", ")), hyp["title"]
         assert hyp["proposer"] == "optuna"
+
+
+def test_a_hostile_history_under_its_name_only_steers_the_search() -> None:
+    """Titles and `Values:` lines it cannot use (a sign flip, 1e308, 2**64, nan, junk) under
+    its name change no constant's type or sign and never crash it."""
+    hostile = [
+        ("DEPTH 4 -> 99999999999999999999", Verdict.DISCARDED, 2.0,
+         "Values: DEPTH=-5, LEARNING_RATE=1e308, BATCH_SIZE=3, ADAM_BETA2=7, SKIP=-3"),
+        ("junk, X -> , LEARNING_RATE 3e-4 -> -1", Verdict.KEPT, 1e300,
+         "Values: =, a=b, LEARNING_RATE=nan, THRESHOLD=2**64"),
+        ("BATCH_SIZE 2**6 -> 2**64", Verdict.CRASHED, None, ""),
+    ]  # fmt: skip
+    history = [
+        HypothesisSummary(
+            hypothesis_id=f"x{n}", title=t, proposer="optuna", verdict=v, metric=m, rationale=r
+        )
+        for n, (t, v, m, r) in enumerate(hostile)
+    ]
+    for seed in range(5):
+        hypothesis = StudyProposer(seed=seed).propose(make_context(history=history))
+        assert hypothesis is not None
+        values = values_of(hypothesis)
+        assert isinstance(values["DEPTH"], int) and values["DEPTH"] >= 1
+        assert values["LEARNING_RATE"] > 0 and 0 < values["ADAM_BETA2"] < 1
+        assert (
+            values["SKIP"] >= 0 and int(values["BATCH_SIZE"]) & (int(values["BATCH_SIZE"]) - 1) == 0
+        )

@@ -87,7 +87,8 @@ class Dimension:
             return float(as_int.bit_length() - 1)
         if self.scale is Scale.INT_LOG:
             return float(value) if value >= 1 else None
-        return float(value)
+        # A zero moves up only; a negative int stays negative (no sign flips).
+        return float(value) if (value >= 0) == (self.constant.value >= 0) else None
 
     def clip(self, coordinate: float) -> float:
         return min(max(coordinate, self.low), self.high)

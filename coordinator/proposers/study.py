@@ -53,8 +53,8 @@ logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 PROPOSER_NAME = "optuna"
-# At most this many constants move in one proposal: a bigger change is rarely better on a
-# head worth keeping, and cannot be told apart as an idea (measured: bench/proposer_search.py).
+# At most this many constants move in one proposal: a handful of moves reads and is judged as
+# one idea, and searched no worse than any number (docs/benchmarks.md, offline search).
 MAX_MOVES = 3
 # TPE's random start, counted in measured configurations (the head is one).
 STARTUP_TRIALS = 3
@@ -72,7 +72,7 @@ class Trial:
 
     measured: Measured
     state: TrialState
-    value: float | None  # the metric, in the task's direction as the study is
+    value: float | None  # the metric as measured (None: unusable, or not measured yet)
     verdict: Verdict = Verdict.PENDING
 
 
@@ -274,12 +274,14 @@ def best_unkept(
     if best is None:
         return None
     # Its own moves, on today's head: the exact configuration is code already explored.
-    values = best.measured.values
-    moves = {
-        d.label: values[d.label]
-        for d in dimensions
-        if d.label in best.measured.moved and values[d.label] != d.constant.value
-    }
+    # Read through the space: a value it cannot hold (a sign flip, past a wall) is not made.
+    moves = {}
+    for d in dimensions:
+        value = best.measured.values.get(d.label)
+        if d.label not in best.measured.moved or value is None or d.coordinate(value) is None:
+            continue
+        if (written := d.value(_coordinate(d, value))) != d.constant.value:
+            moves[d.label] = written
     return moves or None
 
 
