@@ -99,7 +99,6 @@ def _rederive(
         "parent_commit": head,
         "code_commit": code_commit,
         "code_bytes": code_bytes(merged, task.spec),
-        "waits_since": exp.waits_since or exp.created_s,
     }
     change = {p: merged[p] for p in task.spec.editable if merged.get(p) != head_files.get(p)}
     follow_up = NewExperiment(new_id, task.task_id, ExperimentKind.EXPLORE, exp.hardware, fields)
