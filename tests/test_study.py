@@ -204,7 +204,8 @@ def test_improves_a_toy_task_through_the_runner(tmp_path: Path) -> None:
 
 def test_a_better_configuration_that_was_never_kept_is_proposed_again_on_the_head() -> None:
     """A change measured at 1.5 (head 1.0) that conflicted with a head that moved meanwhile
-    is proposed again, its own moves made on the current head, before anything new; once."""
+    is proposed again, its own moves made on the current head, before anything new (and, while
+    it waits for code, implementing it); once."""
     first = StudyProposer(seed=3).propose(make_context())
     assert first is not None
     moves = {m["name"]: m["new"] for m in map(MOVE.match, first.title.split(", ")) if m}
@@ -217,6 +218,10 @@ def test_a_better_configuration_that_was_never_kept_is_proposed_again_on_the_hea
     assert set(again.title.split(", ")) == set(first.title.split(", "))
     assert values_of(again)[other] == 7
     assert again.rationale.startswith("Proposed back to the best configuration measured")
+    waiting = make_context(moved_head).model_copy(update={"pending": [lost]})
+    implemented = StudyProposer(seed=3).propose(waiting)  # waiting for code: implemented
+    assert implemented is not None and implemented.implements == lost.hypothesis_id
+    assert implemented.change == again.change
     twice = [lost, judged(again, 2, Verdict.CONFLICT, 1.5)]
     third = StudyProposer(seed=3).propose(make_context(moved_head, history=twice))
     assert third is not None and not third.rationale.startswith("Proposed back")
@@ -263,3 +268,29 @@ def test_a_hostile_history_under_its_name_only_steers_the_search() -> None:
         assert (
             values["SKIP"] >= 0 and int(values["BATCH_SIZE"]) & (int(values["BATCH_SIZE"]) - 1) == 0
         )
+
+
+def test_a_proposal_withdrawn_unrun_is_implemented_again_where_the_head_left_its_constants() -> (
+    None
+):
+    """Two proposals withdrawn as conflicts when the head moved (DEPTH 4 -> 5): the one moving
+    only other constants is proposed again, implementing it; the one moving DEPTH is not."""
+    head = SOURCE.replace("DEPTH = 4", "DEPTH = 5")
+
+    def withdrawn(n: int, title: str) -> HypothesisSummary:
+        return HypothesisSummary(
+            hypothesis_id=f"w{n}", title=title, proposer="optuna", verdict=Verdict.CONFLICT
+        )
+
+    pending = [
+        withdrawn(1, "DEPTH 4 -> 8, SKIP 0 -> 3"),
+        withdrawn(2, "SKIP 0 -> 2, THRESHOLD 0.5 -> 0.8"),
+    ]
+    context = make_context(head).model_copy(update={"pending": pending})
+    first = StudyProposer(seed=0).propose(context)
+    assert first is not None
+    assert first.implements == "w2" and first.title == "SKIP 0 -> 2, THRESHOLD 0.5 -> 0.8"
+    assert values_of(first)["DEPTH"] == 5
+    context = context.model_copy(update={"pending": pending[:1]})
+    second = StudyProposer(seed=0).propose(context)
+    assert second is not None and second.implements is None

@@ -8,6 +8,12 @@ keeps parallel proposals apart). It then asks for one configuration, keeps the f
 from the head (a change of a handful of constants reads as an idea and is judged as one), and
 submits it against the head. The space is `space.build_space`'s.
 
+Before asking for anything new it proposes again what should not be lost: the moves of the best
+configuration measured, when the head is below it and it was never kept (its change conflicted
+with a head that moved), and its own proposals withdrawn unrun when the head moved
+(`coordinator/rederive.py`) whose constants the head left as they were; a hypothesis waiting
+for code on the head is implemented so (`implements`).
+
 What it guarantees: every change parses and moves only module-level UPPER_CASE numbers, every
 other byte kept; it never proposes a content whose hash is in the history or in flight, nor one
 it proposed before; the same history gives the same proposal. Titles read
@@ -74,6 +80,8 @@ class Trial:
     state: TrialState
     value: float | None  # the metric as measured (None: unusable, or not measured yet)
     verdict: Verdict = Verdict.PENDING
+    hypothesis_id: str = ""
+    waiting: bool = False  # a conflict waiting for code on the head (the context's pending)
 
 
 class StudyProposer:
@@ -107,14 +115,12 @@ class StudyProposer:
         blocked = self._proposed | {
             h.change_hash for h in context.history + context.in_flight if h.change_hash
         }
-        best = best_unkept(context, dimensions, trials)
-        if best is not None:
-            change = rewrite(context.head_files, dimensions, best)
+        for moves, implements, why in self._again(context, dimensions, trials):
+            change = rewrite(context.head_files, dimensions, moves)
             hashes = change_hashes(change, context.head_files) if change else set()
             if change and not hashes & blocked:
                 self._proposed |= hashes
-                why = "back to the best configuration measured, which the head is below"
-                return self._hypothesis(context, dimensions, trials, best, change, why)
+                return self._hypothesis(context, dimensions, trials, moves, change, why, implements)
         for _ in range(MAX_ASKS):
             trial = study.ask()
             values = {d.label: d.value(_suggest(trial, d)) for d in dimensions}
@@ -125,9 +131,29 @@ class StudyProposer:
                 study.tell(trial, state=TrialState.FAIL)
                 continue
             self._proposed |= hashes
-            return self._hypothesis(context, dimensions, trials, moved, change, "")
+            return self._hypothesis(context, dimensions, trials, moved, change, "", None)
         logger.info("optuna: task %s: no new configuration in %d asks", context.task_id, MAX_ASKS)
         return None
+
+    def _again(
+        self, context: ProposerContext, dimensions: list[Dimension], trials: list[Trial]
+    ) -> list[tuple[dict[str, Number], str | None, str]]:
+        """Changes worth proposing again before anything new: (moves, the waiting hypothesis
+        they implement, why). The best configuration measured that the head is below, then
+        proposals of its own withdrawn unrun when the head moved (a conflict in git's lines)
+        whose constants the head left as they were."""
+        again: list[tuple[dict[str, Number], str | None, str]] = []
+        best = best_unkept(context, dimensions, trials)
+        if best is not None:
+            moves, trial = best
+            why = "back to the best configuration measured, which the head is below"
+            again.append((moves, trial.hypothesis_id if trial.waiting else None, why))
+        for summary in context.pending:
+            moves = _untouched_moves(summary, dimensions) if summary.proposer == self.name else {}
+            if moves and summary.verdict is Verdict.CONFLICT and summary.metric is None:
+                why = "again: withdrawn unrun when the head moved, its constants untouched"
+                again.append((moves, summary.hypothesis_id, why))
+        return again
 
     def _constants(self, context: ProposerContext) -> list[Constant]:
         found: list[Constant] = []
@@ -201,6 +227,7 @@ class StudyProposer:
         moved: Mapping[str, Number],
         change: dict[str, str],
         why: str,
+        implements: str | None,
     ) -> HypothesisCreate:
         by_label = {d.label: d for d in dimensions}
         parts = [
@@ -221,6 +248,7 @@ class StudyProposer:
             change=change,
             proposer=self.name,
             parent_commit=context.head_commit,
+            implements=implements,
         )
 
 
@@ -230,23 +258,28 @@ def read_trials(context: ProposerContext, labels: Iterable[str]) -> list[Trial]:
     known = set(labels)
     trials = []
     head_metric = context.head_metric
-    for summary in context.history + context.in_flight:
+    waiting = {h.hypothesis_id for h in context.pending if h.verdict is Verdict.CONFLICT}
+    pending = [h for h in context.pending if h.hypothesis_id in waiting]
+    for summary in context.history + context.in_flight + pending:
         measured = _measured(summary, known)
         if measured is None:
             continue
+        known_as = summary.hypothesis_id, summary.hypothesis_id in waiting
         if summary.verdict is Verdict.PENDING:
-            trials.append(Trial(measured, TrialState.RUNNING, None))
+            trials.append(Trial(measured, TrialState.RUNNING, None, Verdict.PENDING, *known_as))
         elif summary.verdict is Verdict.CRASHED or _unusable(summary.metric, head_metric):
             unusable = Measured(measured.values, False, measured.moved, measured.base)
-            trials.append(Trial(unusable, TrialState.COMPLETE, None, summary.verdict))
+            trials.append(Trial(unusable, TrialState.COMPLETE, None, summary.verdict, *known_as))
         elif summary.metric is not None and math.isfinite(summary.metric):
-            trials.append(Trial(measured, TrialState.COMPLETE, summary.metric, summary.verdict))
+            trials.append(
+                Trial(measured, TrialState.COMPLETE, summary.metric, summary.verdict, *known_as)
+            )
     return trials
 
 
 def best_unkept(
     context: ProposerContext, dimensions: list[Dimension], trials: list[Trial]
-) -> dict[str, Number] | None:
+) -> tuple[dict[str, Number], Trial] | None:
     """The moves of the best configuration measured, made on the head, when it beats the head by
     more than min_effect and the noise yet was never kept (it conflicted with a head that
     moved, or its explore was measured on an old head) and was not proposed again since;
@@ -257,14 +290,13 @@ def best_unkept(
     margin = max(spec.min_effect, 2 * (context.head_std or 0.0))
     counts: dict[tuple[tuple[str, Number], ...], int] = {}
     for trial in trials:
-        key = tuple(sorted(trial.measured.values.items()))
-        counts[key] = counts.get(key, 0) + 1
+        counts[_moves_key(trial)] = counts.get(_moves_key(trial), 0) + 1
     best: Trial | None = None
     for trial in trials:
         if (
             trial.value is None
             or trial.verdict in (Verdict.KEPT, Verdict.NOT_REPRODUCED, Verdict.PENDING)
-            or counts[tuple(sorted(trial.measured.values.items()))] > 1
+            or counts[_moves_key(trial)] > 1
             or not spec.is_better(trial.value, head_metric)
             or abs(trial.value - head_metric) <= margin
         ):
@@ -282,7 +314,33 @@ def best_unkept(
             continue
         if (written := d.value(_coordinate(d, value))) != d.constant.value:
             moves[d.label] = written
-    return moves or None
+    return (moves, best) if moves else None
+
+
+def _moves_key(trial: Trial) -> tuple[tuple[str, Number], ...]:
+    """A trial's own moves: proposed again on a later head, the moves are the same."""
+    values = trial.measured.values
+    return tuple(
+        sorted((label, values[label]) for label in trial.measured.moved if label in values)
+    )
+
+
+def _untouched_moves(summary: HypothesisSummary, dimensions: list[Dimension]) -> dict[str, Number]:
+    """A title's moves, when every constant it moves still has its old value on the head (and
+    each new value is one the space holds); else nothing."""
+    by_label = {d.label: d for d in dimensions}
+    moves: dict[str, Number] = {}
+    for part in summary.title.split(", "):
+        match = _MOVE.match(part.strip())
+        dim = by_label.get(match["label"]) if match else None
+        old = parse_number(match["old"]) if match else None
+        new = parse_number(match["new"]) if match else None
+        if dim is None or old is None or new is None or old != dim.constant.value:
+            return {}
+        if dim.coordinate(new) is None:
+            return {}
+        moves[dim.label] = dim.value(_coordinate(dim, new))
+    return {label: v for label, v in moves.items() if v != by_label[label].constant.value}
 
 
 def _unusable(metric: float | None, head_metric: float | None) -> bool:
