@@ -48,7 +48,7 @@ def resolve_token(token: str | None, token_file: Path | None) -> str:
 def propose(
     task: str = typer.Option(..., "--task", help="The task id to propose for."),
     proposer: str = typer.Option(
-        "mutation", "--proposer", help="'mutation' (offline, no key) or 'llm'."
+        "mutation", "--proposer", help="'mutation' or 'optuna' (offline, no key), or 'llm'."
     ),
     model: list[str] = typer.Option(
         [], "--model", help="A litellm model string, optionally MODEL=WEIGHT; repeatable."
@@ -64,7 +64,7 @@ def propose(
         Path("~/.autoswarm/llm-spend.jsonl"), "--ledger", help="The spend ledger and journal."
     ),
     queue_ahead: int = typer.Option(2, "--queue-ahead", min=1, help="Queue depth to keep."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the mutation proposer."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the offline proposer."),
     max_hypotheses: int | None = typer.Option(
         None, "--max-hypotheses", min=1, help="Stop after this many."
     ),
@@ -124,12 +124,18 @@ def build_proposer(
     seed: int,
 ) -> Proposer:
     """The proposer named on the command line, or a clear exit."""
+    if kind == "optuna":
+        from coordinator.proposers.study import StudyProposer
+
+        return StudyProposer(seed=seed)
     if kind == "mutation":
         from coordinator.proposers.mutation import MutationProposer
 
         return MutationProposer(seed=seed)
     if kind != "llm":
-        err_console.print(f"[red]error:[/red] --proposer must be 'mutation' or 'llm', not {kind!r}")
+        err_console.print(
+            f"[red]error:[/red] --proposer must be 'optuna', 'mutation' or 'llm', not {kind!r}"
+        )
         raise typer.Exit(2)
     if not models:
         err_console.print(

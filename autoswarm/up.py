@@ -61,10 +61,11 @@ def free_port() -> int:
 
 
 def choose_trust(trust: str, proposer: str) -> str:
-    """'auto': sandboxed where bubblewrap works; else trusted only for the mutation proposer.
+    """'auto': sandboxed where bubblewrap works; else trusted only for an offline proposer.
 
-    The mutation proposer changes only numeric constants of the code the researcher brought,
-    so running its changes unsandboxed on the researcher's own machine is the original loop;
+    The offline proposers (optuna, mutation) change only numeric constants of the code the
+    researcher brought, so running their changes unsandboxed on the researcher's own machine
+    is the original loop;
     code an LLM wrote never runs unsandboxed unless the researcher says so.
     """
     if trust != "auto":
@@ -74,10 +75,10 @@ def choose_trust(trust: str, proposer: str) -> str:
     probe = probe_sandbox()
     if probe.ok:
         return "sandboxed"
-    if proposer == "mutation":
+    if proposer in ("optuna", "mutation"):
         err_console.print(
             "[yellow]warning:[/yellow] no sandbox here, so experiments run unsandboxed "
-            f"(the mutation proposer only retunes your own constants): {probe.explain()}"
+            f"(the {proposer} proposer only retunes your own constants): {probe.explain()}"
         )
         return "trusted-code"
     raise SandboxUnavailable(

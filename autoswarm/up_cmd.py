@@ -27,7 +27,7 @@ def up(
         help="Local worker processes (default: one per `resources.cpus` cores of the task).",
     ),
     proposer: str = typer.Option(
-        "mutation", "--proposer", help="'mutation' (offline, no key) or 'llm'."
+        "mutation", "--proposer", help="'mutation' or 'optuna' (offline, no key), or 'llm'."
     ),
     model: list[str] = typer.Option([], "--model", help="For --proposer llm; repeatable."),
     cap_usd: float = typer.Option(5.0, "--cap-usd", min=0, help="LLM spend cap for the task."),
@@ -50,7 +50,7 @@ def up(
         min=1,
         help="Propose this many hypotheses, then stop once this run has judged as many.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the mutation proposer."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the offline proposer."),
 ) -> None:
     """Run the AutoResearch loop here: coordinator, workers, proposer, live table, dashboard."""
     from autoswarm.up import default_workers, run_up

@@ -22,6 +22,7 @@ from coordinator.heads import code_bytes, derived_id
 from coordinator.lineage import branch_for
 from coordinator.models import ExperimentRecord, HeadRecord, TaskRecord
 from coordinator.rechecks import RecheckOps
+from coordinator.rederive import rederive_queued
 from coordinator.store import NewExperiment
 from coordinator.store.base import FieldValue
 from shared.errors import MergeConflict
@@ -210,6 +211,9 @@ class KeepOps(RecheckOps):
                 )
             if before is not None and before.commit != commit:
                 self._withdraw_baselines(task, hardware, before.commit, commit)
+                lineage = self.lineage(task.task_id)
+                now = self._clock()
+                self.notify(rederive_queued(self.store, lineage, task, before.commit, commit, now))
 
     def _tip_on(
         self, task: TaskRecord, hardware: str, old: HeadRecord, kept: ExperimentRecord
