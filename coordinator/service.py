@@ -41,8 +41,9 @@ PROCESS_SETTINGS_ENV = "AUTOSWARM_COORDINATOR_PROCESS_SETTINGS"
 
 
 # How uvicorn serves the app, in one process or several. No websockets: nothing here speaks
-# them, and importing them warns.
+# them, and importing them warns. Headers are bounded (coordinator/http_protocol.py).
 _UVICORN: dict[str, Any] = {
+    "http": "coordinator.http_protocol:BoundedHttpToolsProtocol",
     "log_config": None,
     "access_log": False,
     "lifespan": "on",

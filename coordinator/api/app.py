@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from coordinator.api.deps import Context
+from coordinator.api.deps import Context, known_token
 from coordinator.api.doorbell import Doorbell
 from coordinator.api.errors import install_error_handlers
 from coordinator.api.latency import RequestLatency
-from coordinator.api.limits import BodyLimit
+from coordinator.api.limits import Admission
 from coordinator.api.routes_admin import router as admin_router
 from coordinator.api.routes_dashboard import router as dashboard_router
 from coordinator.api.routes_ops import router as ops_router
@@ -32,8 +32,8 @@ from coordinator.redis_server import EmbeddedRedis
 from coordinator.relay import Relay
 from coordinator.scheduler import Scheduler
 from coordinator.settings import CoordinatorSettings
-from coordinator.store import Store
-from coordinator.tokens import ensure_admin_token
+from coordinator.store import UNAVAILABLE, Store
+from coordinator.tokens import ensure_admin_token, hash_token
 from shared import __version__
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,8 @@ async def _background(ctx: Context) -> None:
             if ctx.embedded is not None:
                 ctx.embedded.ensure_running()
             await run_in_threadpool(_background_step, ctx)
+        except UNAVAILABLE as exc:
+            ctx.store.note_away("the reaper", exc)
         except Exception:
             logger.exception("background step failed; retrying")
         await asyncio.sleep(ctx.settings.reaper_interval_s)
@@ -170,7 +172,14 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
             return settings.max_task_body_bytes
         return settings.max_body_bytes
 
-    app.add_middleware(BodyLimit, limit_for=limit_for)
+    async def token_known(token: str) -> bool:
+        return await known_token(app.state.ctx, hash_token(token)) is not None
+
+    # Before any route: a body is read only for a known token, and only up to its limit.
+    def note_away(where: str, exc: BaseException) -> None:
+        app.state.ctx.store.note_away(where, exc)
+
+    app.add_middleware(Admission, limit_for=limit_for, token_known=token_known, note_away=note_away)
     # Added last, so outermost: it times the whole answer, a refused body's 413 included.
     app.add_middleware(RequestLatency, metrics=metrics)
     return app
