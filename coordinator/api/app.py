@@ -27,7 +27,7 @@ from coordinator.indexer import Indexer
 from coordinator.judge_loop import JudgeLoop
 from coordinator.leader import Leadership
 from coordinator.metrics import Metrics
-from coordinator.reconcile import reconcile
+from coordinator.reconcile import Interrupted, Stopping, reconcile
 from coordinator.redis_server import EmbeddedRedis
 from coordinator.relay import Relay
 from coordinator.scheduler import Scheduler
@@ -106,8 +106,20 @@ async def _background(ctx: Context) -> None:
         await asyncio.sleep(ctx.settings.reaper_interval_s)
 
 
-def create_app(settings: CoordinatorSettings) -> FastAPI:
-    """The coordinator's FastAPI app; its lifespan owns Redis, reconcile and the reaper."""
+async def _reconcile(scheduler: Scheduler, stopping: Stopping) -> None:
+    try:
+        applied = await run_in_threadpool(reconcile, scheduler, stopping)
+    except Interrupted as exc:  # the server shuts down once this startup ends
+        logger.warning("%s", exc)
+        return
+    if applied:
+        logger.warning("reconcile: %d kept changes re-applied", applied)
+
+
+def create_app(settings: CoordinatorSettings, stopping: Stopping = lambda: False) -> FastAPI:
+    """The coordinator's FastAPI app; its lifespan owns Redis, reconcile and the reaper.
+    `stopping` says whether the server was asked to stop (a signal during a long
+    reconcile cuts it short)."""
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -131,9 +143,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         app.state.ctx = ctx
         metrics.watch_store(store)
         if not leadership.shared:  # several processes: their parent reconciled before them
-            applied = await run_in_threadpool(reconcile, scheduler)
-            if applied:
-                logger.warning("reconcile: %d kept changes re-applied from the lineage", applied)
+            await _reconcile(scheduler, stopping)
         await run_in_threadpool(leadership.renew)
         judge_loop.start()
         task = asyncio.create_task(_background(ctx))
