@@ -131,7 +131,7 @@ def test_symlink_escaping_the_folder_is_refused(tmp_path: Path) -> None:
     folder = autoresearch_layout(tmp_path / "t")
     (folder / "train.py").unlink()
     (folder / "train.py").symlink_to(outside)
-    with pytest.raises(TaskError, match="train.py: is a symbolic link"):
+    with pytest.raises(TaskError, match=r"train\.py: is a symbolic link"):
         load_task(folder)
 
 
