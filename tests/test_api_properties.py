@@ -128,7 +128,7 @@ class Invariants:
     def blobs_referenced(self) -> None:
         """Every stored file is in some bundle: nothing refused left a blob behind."""
         referenced = {
-            keys.blob(sha)
+            keys.blob(str(sha))
             for bundle in self.redis.scan_iter(keys.bundle("*"))
             for sha in self.redis.hvals(bundle)
         }
