@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from pathlib import Path
 
 from shared.errors import InvalidInput, SandboxUnavailable
@@ -41,3 +43,18 @@ def make_local_runner(work_dir: Path, *, trust: str, keep_work: bool = False) ->
         hardware=detect_hardware().hardware_class,
         keep_work=keep_work,
     )
+
+
+def local_heldout_secret(work_dir: Path, task_name: str) -> str:
+    """The held-out secret of a task run here (`autoswarm task run`), made on first use and
+    kept, owner-only, in `work_dir/heldout-secrets/`: the coordinator's role, on one machine."""
+    folder = work_dir / "heldout-secrets"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / task_name
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    return path.read_text().strip()

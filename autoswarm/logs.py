@@ -24,6 +24,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class PlainFilter(logging.Filter):
+    """Log records as plain text for a terminal: a message can quote a run's log or a
+    hypothesis, whose control characters must not reach it (`autoswarm.console.plain`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from autoswarm.console import plain
+
+        record.msg, record.args = plain(record.getMessage()).plain, None
+        return True
+
+
 def configure_logging(*, verbose: bool = False, json_logs: bool | None = None) -> None:
     """Configure the root logger once; JSON when stderr is not a terminal."""
     level = logging.DEBUG if verbose else logging.INFO
@@ -40,6 +51,7 @@ def configure_logging(*, verbose: bool = False, json_logs: bool | None = None) -
         from autoswarm.console import err_console
 
         handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
+        handler.addFilter(PlainFilter())
     root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "git", "urllib3", "LiteLLM", "uvicorn.access"):

@@ -19,7 +19,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from autoswarm import report
-from autoswarm.console import console, err_console
+from autoswarm.console import console, err_console, plain
 from shared.client import CoordinatorClient
 from shared.errors import AutoswarmError
 
@@ -45,7 +45,7 @@ def _run(join: str, token: str, action: Callable[[CoordinatorClient], None]) -> 
         with CoordinatorClient(join, token, timeout_s=30) as client:
             action(client)
     except AutoswarmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print("[red]error:[/red]", plain(str(exc)))
         raise typer.Exit(1) from None
 
 
@@ -114,8 +114,8 @@ def _status_view(data: dict[str, Any]) -> Group:
                 exp["kind"],
                 exp["verdict"] or exp["state"],
                 _num(exp["metric"]),
-                exp["title"][:50],
-                exp["owner"] or "",
+                plain(exp["title"][:50]),
+                plain(exp["owner"] or ""),
                 _when(exp["finished_s"]),
             )
     return Group(heads, recent)
@@ -192,10 +192,10 @@ def board_tables(board: dict[str, Any]) -> list[Table]:
             table.add_row(
                 str(i),
                 change["commit"][:7],
-                change["title"],
+                plain(change["title"]),
                 _num(change["metric"]),
                 _signed(change["delta"]),
-                change["owner"] or "",
+                plain(change["owner"] or ""),
             )
         tables.append(table)
     return tables
@@ -255,8 +255,8 @@ def experiments(
                 exp["verdict"] or exp["state"],
                 _num(exp["metric"]),
                 _signed(exp["delta"]) if exp["kind"] != "baseline" else "",
-                exp["title"][:60],
-                exp["owner"] or "",
+                plain(exp["title"][:60]),
+                plain(exp["owner"] or ""),
             )
         console.print(table)
 
@@ -289,20 +289,18 @@ def show(
             ("result", f"{result.get('status', '')} {_num(result.get('metric'))}"),
             ("proposer", f"{hyp.get('proposer', '')} {hyp.get('author', '')}".strip()),
         ):
-            facts.add_row(f"[bold]{key}[/bold]", str(value))
+            facts.add_row(f"[bold]{key}[/bold]", plain(str(value)))
         title = hyp.get("title") or exp["kind"]
-        console.print(Panel(facts, title=f"{exp['experiment_id']}: {title}"))
+        console.print(Panel(facts, title=plain(f"{exp['experiment_id']}: {title}")))
         if hyp.get("rationale"):
-            console.print(Panel(hyp["rationale"], title="rationale"))
-        console.print(
-            Panel(exp.get("reason") or exp.get("last_error") or "not decided yet", title="why")
-        )
+            console.print(Panel(plain(hyp["rationale"]), title="rationale"))
+        why = exp.get("reason") or exp.get("last_error") or "not decided yet"
+        console.print(Panel(plain(why), title="why"))
         if exp.get("diff"):
-            console.print(
-                Syntax(exp["diff"], "diff", theme="ansi_dark", background_color="default")
-            )
+            diff = plain(exp["diff"]).plain
+            console.print(Syntax(diff, "diff", theme="ansi_dark", background_color="default"))
         if result.get("log_tail"):
-            console.print(Panel(result["log_tail"].rstrip(), title="log tail"))
+            console.print(Panel(plain(result["log_tail"].rstrip()), title="log tail"))
 
     _run(join, token, show_one)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from autoswarm.console import console, err_console
+from autoswarm.console import console, err_console, plain
 from shared.errors import AutoswarmError, TaskError
 from shared.models import Result, ResultStatus
 from shared.task import TaskSpec, load_task
@@ -68,22 +68,23 @@ def run(
     keep: bool = typer.Option(False, "--keep", help="Keep the work folder for inspection."),
 ) -> None:
     """Run a task once on this machine and print its result and summary block."""
-    from autoswarm.local import make_local_runner
+    from autoswarm.local import local_heldout_secret, make_local_runner
 
     spec = load_or_exit(path)
     try:
         runner = make_local_runner(work_dir, trust=trust, keep_work=keep)
+        secret = local_heldout_secret(work_dir, spec.name)
         with console.status(f"preparing {spec.name} (once per task version)"):
-            runner.prepare(path, spec)
+            runner.prepare(path, spec, heldout_secret=secret)
         budget_s = budget or spec.budget_s
         with console.status(f"running {spec.name} for {budget_s:.0f} s") as status:
 
             def tick(elapsed_s: float) -> None:
                 status.update(f"running {spec.name}: {elapsed_s:.0f} s of {budget_s:.0f} s")
 
-            result = runner.run(path, spec, budget_s=budget, on_tick=tick)
+            result = runner.run(path, spec, budget_s=budget, on_tick=tick, heldout_secret=secret)
     except AutoswarmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print("[red]error:[/red]", plain(str(exc)))
         raise typer.Exit(1) from None
     print_result(spec, result)
     if result.status is not ResultStatus.OK:
@@ -108,15 +109,15 @@ def print_result(spec: TaskSpec, result: Result) -> None:
     if result.exit_code is not None:
         table.add_row("exit_code", str(result.exit_code))
     if result.error:
-        table.add_row("error", result.error)
+        table.add_row("error", plain(result.error))
     if result.hardware:
-        table.add_row("hardware", result.hardware)
+        table.add_row("hardware", plain(result.hardware))
     console.print(table)
     block = summary_block(result.log_tail)
     if block:
-        console.print(block, markup=False, highlight=False)
+        console.print(plain(block))
     elif result.status is not ResultStatus.OK:
-        console.print(result.log_tail[-2000:], markup=False, highlight=False)
+        console.print(plain(result.log_tail[-2000:]))
 
 
 def summary_block(log: str) -> str:

@@ -37,7 +37,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from autoswarm.console import console, err_console
+from autoswarm.console import console, err_console, plain
 from autoswarm.report import ExperimentRow, plot_progress, rows_from_summaries, to_tsv
 from shared.errors import AutoswarmError, SandboxUnavailable
 from shared.lifetime import die_with_parent
@@ -331,10 +331,12 @@ def decisions_table(
     for h in mine[-limit:]:
         delta = h.get("delta")
         table.add_row(
-            h["title"],
+            plain(h["title"]),
             h.get("verdict", ""),
             "" if delta is None else f"{delta:+.4g}",
-            h.get("reason") or ("waiting for its run" if h.get("verdict") == "pending" else ""),
+            plain(
+                h.get("reason") or ("waiting for its run" if h.get("verdict") == "pending" else "")
+            ),
         )
     return table
 
@@ -458,7 +460,7 @@ def render(
             exp.get("status") or exp.get("state", ""),
             "—" if metric is None else f"{metric:.6f}",
             exp.get("verdict") or "" if exp["kind"] in ("explore", "merge") else "",
-            exp.get("title", ""),
+            plain(exp.get("title", "")),
         )
     kept = sum(1 for h in hypotheses.values() if h.get("verdict") == "kept")
     alive = sum(1 for p in swarm.workers if p.poll() is None)
@@ -490,5 +492,6 @@ def workers_table(
             metric = done[-1].get("metric")
             shown = "" if metric is None else f" {spec.metric.name} {metric:.6f}"
             last = f"{done[-1]['status']}{shown}"
-        table.add_row(str(worker.get("name", "")), str(worker.get("hardware", "")), now, last)
+        name, hardware = plain(str(worker.get("name", ""))), plain(str(worker.get("hardware", "")))
+        table.add_row(name, hardware, plain(now), last)
     return table

@@ -9,7 +9,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from autoswarm.console import console, err_console
+from autoswarm.console import console, err_console, plain
 from shared.errors import AutoswarmError
 
 worker_app = typer.Typer(
@@ -130,7 +130,7 @@ def status(
             str(slot.get("state", "")),
             str(slot.get("experiment_id") or "—"),
             "—" if left is None else f"{left:.0f} s",
-            _last_result(slot.get("last_result")),
+            plain(_last_result(slot.get("last_result"))),
         )
     console.print(table)
 

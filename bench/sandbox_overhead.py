@@ -1,30 +1,41 @@
 """What the bubblewrap sandbox adds to each experiment, and that it does not change the score.
 
 Overhead: a trivial task (prints the summary block and exits) runs N times through the
-Runner with `Unsandboxed` and N times with `BwrapSandbox`, interleaved; the difference of
-each pair's wall time is the sandbox's cost (the launcher, bwrap's namespaces and mounts,
-the uid switch and folder hand-over when root, the disk-cap watch). Target: under 1 s.
+Runner with `Unsandboxed`, with `BwrapSandbox` as it is ("bwrap": control groups where the
+host has them, the disk watch over removed files held open) and with the launcher of git
+ref `--before` (default `main`) without control groups ("before"), interleaved; the
+difference of each wall time from its unsandboxed neighbour is the sandbox's cost (the
+launcher, bwrap's namespaces and mounts, the uid switch and folder hand-over when root, the
+run's control group, the disk-cap watch). Prints both and their ratio. Target: under 1 s.
+
+Watch cost: one poll of the disk watch (`worker.diskcap.DiskWatch`) over a work folder of
+`FILES` files with the run's processes (here: this one and `THREADS` children), against
+the folder walk alone (what the launcher polled before), as ms per poll and as the share
+of one core at one poll per 0.1 s.
 
 Fidelity (`--tinylm K`): tinylm itself, K runs each way (interleaved) with a short budget;
 prints the mean and spread of val_bpb outside and inside. Its training is time-budgeted,
 so single runs differ by noise; the means must agree within that noise.
 
-    .venv/bin/python bench/sandbox_overhead.py [-n 20] [--tinylm 3 --budget-s 10]
+    .venv/bin/python bench/sandbox_overhead.py [-n 20] [--before main] [--tinylm 3 --budget-s 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from shared.models import ResultStatus
 from shared.task import load_task
-from worker.bwrap import make_sandbox
+from worker import cgroups, diskcap
+from worker.bwrap import BwrapSandbox, make_sandbox
 from worker.hardware import cpu_count
 from worker.runner import Runner
 from worker.sandbox import Sandbox, Unsandboxed
@@ -32,6 +43,10 @@ from worker.sandbox import Sandbox, Unsandboxed
 TRAIN = 'print("---")\nprint("val_bpb: 1.0")\nprint("training_seconds: 0.0")\n'
 TOML = '[task]\nname = "trivial"\nbudget_s = 10\n\n[run]\nprepare = ["python", "prepare.py"]\n'
 TINYLM = Path(__file__).parents[1] / "tasks" / "tinylm"
+FILES = 500
+CHILDREN = 8
+POLLS = 200
+POLL_S = 0.1
 
 
 def p95(values: list[float]) -> float:
@@ -43,15 +58,25 @@ def machine() -> str:
     return f"{platform.machine()}, {cpu_count()} cores, Python {platform.python_version()}"
 
 
-def runners(root: Path) -> dict[str, Runner]:
+def runners(root: Path, before: str | None = None) -> dict[str, Runner]:
     sandboxes: dict[str, Sandbox] = {"none": Unsandboxed(), "bwrap": make_sandbox("sandboxed")}
+    if before is not None:
+        launcher = root / "limits_before.py"
+        launcher.write_bytes(
+            subprocess.run(
+                ["git", "show", f"{before}:worker/limits.py"], check=True, capture_output=True
+            ).stdout
+        )
+        bwrap = make_sandbox("sandboxed")
+        assert isinstance(bwrap, BwrapSandbox)
+        sandboxes["before"] = BwrapSandbox(bwrap.bwrap, use_cgroups=False, launcher=launcher)
     return {
         name: Runner(work_root=root / name / "work", cache_root=root / "cache", sandbox=sandbox)
         for name, sandbox in sandboxes.items()
     }
 
 
-def overhead(n: int) -> None:
+def overhead(n: int, before: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         task = root / "task"
@@ -60,9 +85,9 @@ def overhead(n: int) -> None:
         (task / "prepare.py").write_text("")
         (task / "task.toml").write_text(TOML)
         spec = load_task(task)
-        by_name = runners(root)
+        by_name = runners(root, before)
         for runner in by_name.values():
-            runner.run(task, spec)  # warm-up: prepare once, caches handed over once
+            runner.run(task, spec)  # warm-up: prepare once
         wall_s: dict[str, list[float]] = {name: [] for name in by_name}
         for _ in range(n):
             for name, runner in by_name.items():
@@ -70,16 +95,61 @@ def overhead(n: int) -> None:
                 result = runner.run(task, spec)
                 wall_s[name].append(time.perf_counter() - started)
                 assert result.status is ResultStatus.OK, (name, result.error, result.log_tail)
-    added_ms = [1000 * (b - u) for b, u in zip(wall_s["bwrap"], wall_s["none"], strict=True)]
-    header = ("date", "machine", "n", "unsandboxed ms", "bwrap ms", "added ms mean / p95")
+    added = {
+        name: [1000 * (b - u) for b, u in zip(wall_s[name], wall_s["none"], strict=True)]
+        for name in ("before", "bwrap")
+    }
+    found = cgroups.find()
+    limits = "rlimits" if isinstance(found, cgroups.Absent) else f"cgroup v{found.version}"
+    header = (
+        "date",
+        "machine",
+        "n",
+        "unsandboxed ms",
+        f"before ({before}) ms, added mean / p95",
+        f"now ({limits}) ms, added mean / p95",
+        "added now / before",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + " --- |" * len(header))
+    cells = [str(datetime.date.today()), machine(), str(n)]
+    cells.append(f"{1000 * statistics.mean(wall_s['none']):.0f}")
+    for name in ("before", "bwrap"):
+        cells.append(
+            f"{1000 * statistics.mean(wall_s[name]):.0f}, {statistics.mean(added[name]):.0f}"
+            f" / {p95(added[name]):.0f}"
+        )
+    cells.append(f"{statistics.mean(added['bwrap']) / statistics.mean(added['before']):.2f}")
+    print("| " + " | ".join(cells) + " |")
+
+
+def watch_cost() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for i in range(FILES):
+            (root / f"f{i}.bin").write_bytes(b"x" * 4096)
+        children = [subprocess.Popen(["sleep", "60"]) for _ in range(CHILDREN)]
+        pids = [os.getpid(), *(c.pid for c in children)]
+        try:
+            per_poll_ms = {}
+            watch = diskcap.DiskWatch([tmp], [], 2**30)
+            for name, poll in (
+                ("walk only (before)", lambda: diskcap.used_bytes([tmp], [])),
+                ("walk, open and mapped files (now)", lambda: watch.poll(lambda: pids)),
+            ):
+                started = time.perf_counter()
+                for _ in range(POLLS):
+                    poll()
+                per_poll_ms[name] = 1000 * (time.perf_counter() - started) / POLLS
+        finally:
+            for child in children:
+                child.kill()
+                child.wait()
     print(
-        f"| {datetime.date.today()} | {machine()} | {n}"
-        f" | {1000 * statistics.mean(wall_s['none']):.0f}"
-        f" | {1000 * statistics.mean(wall_s['bwrap']):.0f}"
-        f" | {statistics.mean(added_ms):.0f} / {p95(added_ms):.0f} |"
+        f"disk watch, {FILES} files, {len(pids)} processes ({datetime.date.today()}, {machine()}):"
     )
+    for name, ms in per_poll_ms.items():
+        print(f"  {name}: {ms:.2f} ms per poll, {ms / (10 * POLL_S):.1f}% of a core")
 
 
 def fidelity(k: int, budget_s: float) -> None:
@@ -112,11 +182,13 @@ def fidelity(k: int, budget_s: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20, help="trivial experiments per sandbox")
+    parser.add_argument("--before", default="main", help="git ref of the launcher to compare")
     parser.add_argument("--tinylm", type=int, default=0, help="tinylm runs per sandbox (0: none)")
     parser.add_argument("--budget-s", type=float, default=10.0, help="tinylm's budget per run")
     args = parser.parse_args()
     if args.n:
-        overhead(args.n)
+        overhead(args.n, args.before)
+        watch_cost()
     if args.tinylm:
         fidelity(args.tinylm, args.budget_s)
 

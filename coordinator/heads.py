@@ -131,18 +131,33 @@ class HeadOps:
         }
 
     def ensure_class(self, task: TaskRecord, hardware: str) -> bool:
-        """Give the task a lineage branch and baselines on this class, once; True if new."""
+        """Give the task a lineage branch and baselines on this class, once; True if new. A
+        class whose branch another class of the task has already is not added (logged)."""
         if (task.task_id, hardware) in self._known:
             return False
         if not fits(task.spec, hardware):
             self._known.add((task.task_id, hardware))
             return False
         with self.task_lock(task.task_id):
-            if hardware in self.store.task_classes(task.task_id):
+            classes = self.store.task_classes(task.task_id)
+            if hardware in classes:
+                self._known.add((task.task_id, hardware))
+                return False
+            branch = branch_for(hardware)
+            taken = [c for c in classes if branch_for(c) == branch]
+            if taken:  # two classes on one branch: each keep would move the other's head
+                logger.warning(
+                    "task %s: hardware class %s not added: it would share the lineage branch "
+                    "%s with %r (stored before hardware classes were canonical)",
+                    task.task_id,
+                    hardware,
+                    branch,
+                    taken[0],
+                )
                 self._known.add((task.task_id, hardware))
                 return False
             lineage = self.lineage(task.task_id)
-            commit = lineage.ensure_branch(branch_for(hardware), task.init_commit)
+            commit = lineage.ensure_branch(branch, task.init_commit)
             head = self._head_fields(task, commit)
             ids = self.baseline_ids(task.task_id, hardware, commit)
             baseline = self.baseline_of(task.task_id, hardware, head)

@@ -34,6 +34,12 @@ def task(task_id: str) -> str:
     return f"{ROOT}task:{task_id}"
 
 
+def task_heldout_secret(task_id: str) -> str:
+    """String: the secret the task's held-out data is made from; handed to workers with
+    their leases only, never in a bundle, a read or an export."""
+    return f"{ROOT}task:{task_id}:heldout-secret"
+
+
 def task_classes(task_id: str) -> str:
     """Zset: the hardware classes that have a lineage branch for this task (by first use)."""
     return f"{ROOT}task:{task_id}:classes"
@@ -105,6 +111,21 @@ def token(token_hash: str) -> str:
 
 def worker(worker_id: str) -> str:
     return f"{ROOT}worker:{worker_id}"
+
+
+def token_workers(token_hash: str) -> str:
+    """Set: every worker id a token has registered (bounded per token)."""
+    return f"{ROOT}token:{token_hash}:workers"
+
+
+def token_classes(token_hash: str) -> str:
+    """Set: every hardware class a token's workers have registered on (bounded per token)."""
+    return f"{ROOT}token:{token_hash}:classes"
+
+
+def token_hypotheses(token_hash: str) -> str:
+    """Set: the hypotheses a token submitted that are not judged yet (bounded per token)."""
+    return f"{ROOT}token:{token_hash}:hypotheses"
 
 
 def class_owners(hardware: str) -> str:

@@ -71,6 +71,8 @@ _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _REF_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _TRAILER_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
 _TRAILER_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*): ?(.*)$")
+# C0 controls but newline and tab, read back as U+FFFD (a message written with a NUL).
+_CONTROL_TO_FFFD = {c: "\ufffd" for c in range(32) if chr(c) not in "\n\t"}
 
 _Node: TypeAlias = dict[str, "bytes | _Node"]
 _Writer: TypeAlias = Callable[[bytes, bytes], bytes]  # (object kind, data) -> binary sha
@@ -88,7 +90,12 @@ class CommitInfo(Frozen):
 
 
 def branch_for(hardware: str) -> str:
-    """The lineage branch of a hardware class: `cuda:NVIDIA-H100` -> `hw/cuda-NVIDIA-H100`."""
+    """The lineage branch of a hardware class: `cuda:NVIDIA-H100` -> `hw/cuda-NVIDIA-H100`.
+
+    For a canonical class (`shared.wire.check_hardware_class`, all the API accepts) this is
+    `hw/` + the class with its colon as a dash: one branch per class. Other names (stored
+    before classes were canonical) are made ref-safe and may share a branch; adding such a
+    class to a task is refused (`HeadOps.ensure_class`)."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", hardware.strip())
     slug = re.sub(r"\.{2,}", ".", slug).strip(".-")
     if slug.endswith(".lock"):
@@ -186,23 +193,28 @@ def _write_commit(repo: git.Repo, tree: str, parent: str | None, message: str) -
     return _store_object(repo)(b"commit", data).hex()
 
 
-def _git(repo: git.Repo, *args: str) -> tuple[int, bytes, str]:
-    try:
-        result = repo.git.execute(
-            ["git", *args],
-            with_extended_output=True,
-            with_exceptions=False,
-            stdout_as_string=False,
-            strip_newline_in_stdout=False,
-            env=_GIT_ENV,
-        )
-    except git.GitCommandNotFound as exc:
-        raise LineageError(f"git is not installed: {exc}") from None
+def _git(repo: git.Repo, *args: str, stdin: bytes | None = None) -> tuple[int, bytes, str]:
+    with tempfile.TemporaryFile() as istream:
+        if stdin is not None:
+            istream.write(stdin)
+            istream.seek(0)
+        try:
+            result = repo.git.execute(
+                ["git", *args],
+                istream=istream if stdin is not None else None,
+                with_extended_output=True,
+                with_exceptions=False,
+                stdout_as_string=False,
+                strip_newline_in_stdout=False,
+                env=_GIT_ENV,
+            )
+        except git.GitCommandNotFound as exc:
+            raise LineageError(f"git is not installed: {exc}") from None
     return result
 
 
-def _run(repo: git.Repo, *args: str) -> bytes:
-    status, out, err = _git(repo, *args)
+def _run(repo: git.Repo, *args: str, stdin: bytes | None = None) -> bytes:
+    status, out, err = _git(repo, *args, stdin=stdin)
     if status != 0:
         raise LineageError(f"git {args[0]} failed: {err.strip()}")
     return out
@@ -233,6 +245,23 @@ def _parse_message(body: str) -> tuple[str, dict[str, str]]:
     matches = [_TRAILER_LINE.match(line) for line in paragraphs[-1].split("\n")]
     trailers = {m.group(1): m.group(2).strip() for m in matches if m}
     return title, trailers if all(matches) else {}
+
+
+def _commit_info(sha: str, raw: bytes) -> CommitInfo:
+    """A commit object's parent, committer time, title and trailers (NULs and other control
+    characters in its message read as U+FFFD)."""
+    head, _, message = raw.partition(b"\n\n")
+    parent: str | None = None
+    stamp = 0
+    for line in head.decode("utf-8", "replace").split("\n"):
+        key, _, value = line.partition(" ")
+        if key == "parent" and parent is None:
+            parent = value.strip()
+        elif key == "committer":
+            stamp = int(value.rsplit(" ", 2)[-2])
+    body = message.decode("utf-8", "replace").translate(_CONTROL_TO_FFFD)
+    title, trailers = _parse_message(body)
+    return CommitInfo(sha=sha, parent=parent, title=title, trailers=trailers, timestamp=stamp)
 
 
 def _change_message(title: str, rationale: str, trailers: Mapping[str, str]) -> str:
@@ -557,25 +586,23 @@ class Lineage:
             return self._history(repo, ref, limit)
 
     def _history(self, repo: git.Repo, ref: str, limit: int | None = None) -> list[CommitInfo]:
-        args = ["log", "-z", "--first-parent", "--format=%H%x1f%P%x1f%ct%x1f%B"]
+        # The raw commit objects, not `git log`'s formats: those end a message at its first
+        # NUL, losing the trailers of a commit whose title once carried one.
+        args = ["rev-list", "--first-parent"]
         if limit is not None:
             args.append(f"--max-count={limit}")
-        out = _run(repo, *args, ref, "--").decode("utf-8", "replace")
+        shas = _run(repo, *args, ref, "--").decode().split()
+        if not shas:
+            return []
+        out = _run(repo, "cat-file", "--batch", stdin="".join(f"{s}\n" for s in shas).encode())
         infos = []
-        for record in out.split("\0"):
-            if not record.strip():
-                continue
-            sha, parents, stamp, body = record.split("\x1f", 3)
-            title, trailers = _parse_message(body)
-            infos.append(
-                CommitInfo(
-                    sha=sha.strip(),
-                    parent=parents.split()[0] if parents.strip() else None,
-                    title=title,
-                    trailers=trailers,
-                    timestamp=int(stamp),
-                )
-            )
+        at = 0
+        for sha in shas:
+            header_end = out.index(b"\n", at)
+            size = int(out[at:header_end].split()[2])
+            raw = out[header_end + 1 : header_end + 1 + size]
+            at = header_end + 1 + size + 1
+            infos.append(_commit_info(sha, raw))
         return infos
 
     def diff(self, experiment_id: str) -> str:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.models import (
     MAX_FILE_BYTES,
     ExperimentKind,
     ExperimentState,
     Result,
+    ResultStatus,
     Scope,
     Verdict,
 )
@@ -34,6 +35,24 @@ class Record(BaseModel):
 def _opt_json(raw: dict[str, str], field: str) -> Any:
     text = raw.get(field, "")
     return json.loads(text) if text else None
+
+
+def stored_result(data: Any) -> Result | None:
+    """A stored result as today's wire reads it: one stored before the wire checked (an `ok`
+    whose NaN score was kept as null, a NUL in its hardware) is read with each refused field
+    left out, and an `ok` left with no score as `invalid`; never an error on reading."""
+    if not isinstance(data, dict):
+        return None
+    for _ in range(3):
+        try:
+            return Result.model_validate(data)
+        except ValidationError as exc:
+            fields = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+            data = {k: v for k, v in data.items() if k not in fields and k in Result.model_fields}
+            if not fields or "status" in fields:
+                error = "the stored result had no valid score"
+                data |= {"status": ResultStatus.INVALID.value, "metric": None, "error": error}
+    return None
 
 
 class ExperimentRecord(Record):
@@ -89,8 +108,9 @@ class ExperimentRecord(Record):
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> ExperimentRecord:
         data: dict[str, Any] = {k: v for k, v in raw.items() if v != "" and k != "result"}
-        data["result"] = _opt_json(raw, "result")
-        return cls.model_validate(data)
+        record = cls.model_validate(data)
+        result = stored_result(_opt_json(raw, "result"))
+        return record if result is None else record.model_copy(update={"result": result})
 
 
 class ExperimentPublic(ExperimentRecord):
@@ -202,56 +222,6 @@ class WorkerPublic(Record):
     disagreed: int = 0
     # When its claims' failures made it lose trust (coordinator/trust.py); None: trusted.
     distrusted_s: float | None = None
-
-
-# ---------------------------------------------------------------------------------------
-# Request bodies of the coordinator's endpoints (shared.models has the rest)
-# ---------------------------------------------------------------------------------------
-
-
-class Body(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class LeaseRequest(Body):
-    worker_id: str = Field(min_length=1, max_length=100)
-    wait_s: float = Field(default=0.0, ge=0, le=60)
-
-
-class LeaseAction(Body):
-    worker_id: str = Field(min_length=1, max_length=100)
-    fencing_token: int = Field(ge=0)
-
-
-class HeartbeatRequest(LeaseAction):
-    # True: the worker can stop this run and start another that the answer hands it
-    # (`switch_to`), so a young explore may be preempted by a waiting baseline, replicate
-    # or merge. A worker that cannot leaves it false and is never switched.
-    can_switch: bool = False
-    # How long the run of this lease has run (0 while it waits behind the worker's current
-    # run): an explore is preempted only within a share of its budget of this. Absent: the
-    # time since it was leased counts.
-    running_s: float | None = Field(default=None, ge=0, le=10_000_000)
-
-
-class ResultSubmit(Body):
-    """`ResultReport` plus the reporting worker's id (docs/protocol.md)."""
-
-    worker_id: str = Field(min_length=1, max_length=100)
-    experiment_id: str = Field(min_length=1, max_length=100)
-    fencing_token: int = Field(ge=0)
-    result: Result
-
-
-class TaskCreate(Body):
-    """A task's files, base64; the spec is read from them (task.toml)."""
-
-    files: dict[str, str] = Field(min_length=1, max_length=1000)
-
-
-class TokenCreate(Body):
-    scope: Scope
-    name: str = Field(min_length=1, max_length=100)
 
 
 MAX_CHANGE_BYTES = MAX_FILE_BYTES

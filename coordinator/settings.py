@@ -68,6 +68,13 @@ class CoordinatorSettings(LayeredSettings):
     max_baseline_runs: int = Field(default=8, ge=1, le=50)
     z: float = Field(default=2.0, gt=0, le=10)
 
+    # Bounds per token (an admin token has none): what one stranger's token can make the
+    # coordinator keep. Each hardware class is a lineage branch and baseline_runs baselines
+    # per task, for good; a worker is a record; a hypothesis in flight is a queued run.
+    max_classes_per_token: int = Field(default=16, ge=1, le=10_000)
+    max_workers_per_token: int = Field(default=256, ge=1, le=1_000_000)
+    max_hypotheses_in_flight: int = Field(default=200, ge=1, le=1_000_000)
+
     # Size limits, checked before parsing (bytes of the request body).
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_task_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)

@@ -65,6 +65,7 @@ def register_task_files(
     )
     if outcome < 0:  # registered with other files since it was read, above
         raise Conflict(_OTHER_FILES.format(name=spec.name))
+    store.heldout_secret(spec.name)  # made now, so every lease of the task carries one
     if outcome:
         logger.info("task %s: registered at %s (bundle %s)", spec.name, commit, bundle_hash)
     task = store.get_task(spec.name)

@@ -4,11 +4,13 @@ Workers, proposers and the CLI reach the coordinator only through `CoordinatorCl
 
 What it guarantees:
 - every endpoint of docs/protocol.md has one method taking and returning the models of
-  `shared.models`; answers are validated, a malformed answer raises `InvalidInput`;
+  `shared.models`; every request body is built by the wire model the coordinator parses it
+  with (`shared.wire`, `shared.models`): a value it would refuse raises `InvalidInput`
+  before anything is sent; answers are validated, a malformed one raises `InvalidInput`;
 - an HTTP error becomes one exception of `shared.errors`: 400/422 `InvalidInput`,
   401 `Unauthorized`, 403 `Forbidden`, 404 `NotFound`, 409 `Conflict` (`StaleLease` on the
-  lease endpoints: heartbeat, release, report), 413 `PayloadTooLarge`; the coordinator's
-  `detail` is the message;
+  lease endpoints: heartbeat, release, report), 413 `PayloadTooLarge`, 429 `TooMany`; the
+  coordinator's `detail` is the message;
 - a coordinator that cannot be reached (refused, reset, timed out, or answering 5xx) raises
   `CoordinatorUnavailable`, the one error worth retrying later;
 - `fetch_bundle` returns files whose `hash_files` equals the hash asked for, or raises
@@ -41,6 +43,7 @@ from shared.errors import (
     NotFound,
     PayloadTooLarge,
     StaleLease,
+    TooMany,
     Unauthorized,
 )
 from shared.models import (
@@ -49,10 +52,14 @@ from shared.models import (
     Lease,
     ProposerContext,
     ResultReport,
+    ResultSubmit,
     SpendReport,
+    TaskCreate,
+    TokenCreate,
     WorkerCreate,
 )
 from shared.task import hash_files
+from shared.wire import HeartbeatRequest, LeaseAction, LeaseRequest
 
 API_PREFIX = "/api/v1"
 _TIME_KEYS = ("time_s", "time", "server_time")
@@ -66,6 +73,7 @@ _STATUS_ERRORS: dict[int, type[AutoswarmError]] = {
     409: Conflict,
     413: PayloadTooLarge,
     422: InvalidInput,
+    429: TooMany,
 }
 
 
@@ -118,6 +126,15 @@ def _raise_for(response: httpx.Response, *, stale_on_conflict: bool = False) -> 
         raise StaleLease(detail)
     error = _STATUS_ERRORS.get(status, InvalidInput)
     raise error(detail)
+
+
+def _body(model: type[BaseModel], **fields: Any) -> Any:
+    """A request body checked by the wire model the coordinator parses it with (a value it
+    would refuse raises `InvalidInput` here, before anything is sent)."""
+    try:
+        return model.model_validate(fields).model_dump(mode="json", exclude_none=True)
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid {model.__name__}: {exc}") from None
 
 
 @functools.cache
@@ -229,7 +246,7 @@ class CoordinatorClient:
         response = self._request(
             "POST",
             "leases",
-            json={"worker_id": worker_id, "wait_s": wait_s},
+            json=_body(LeaseRequest, worker_id=worker_id, wait_s=wait_s),
             timeout_s=wait_s + self.timeout_s,
         )
         if response.status_code == 204:
@@ -249,13 +266,13 @@ class CoordinatorClient:
         """Renew a lease; `StaleLease` if the token is stale. With `can_switch`, the answer may
         hand over another lease (`switch_to`) in place of a preempted explore that has run for
         `running_s` (0: not started yet; None: the coordinator counts from the lease)."""
-        body: dict[str, Any] = {
-            "worker_id": worker_id,
-            "fencing_token": fencing_token,
-            "can_switch": can_switch,
-        }
-        if running_s is not None:
-            body["running_s"] = round(running_s, 3)
+        body = _body(
+            HeartbeatRequest,
+            worker_id=worker_id,
+            fencing_token=fencing_token,
+            can_switch=can_switch,
+            running_s=None if running_s is None else round(running_s, 3),
+        )
         response = self._request(
             "POST",
             f"leases/{experiment_id}/heartbeat",
@@ -270,13 +287,13 @@ class CoordinatorClient:
         self._request(
             "POST",
             f"leases/{experiment_id}/release",
-            json={"worker_id": worker_id, "fencing_token": fencing_token},
+            json=_body(LeaseAction, worker_id=worker_id, fencing_token=fencing_token),
             stale_on_conflict=True,
         )
 
     def report(self, report: ResultReport, worker_id: str) -> bool:
         """Report a result: True if recorded now, False if it was already recorded."""
-        payload = report.model_dump(mode="json") | {"worker_id": worker_id}
+        payload = _body(ResultSubmit, worker_id=worker_id, **dict(report))
         response = self._request("POST", "results", json=payload, stale_on_conflict=True)
         body = self._json(response)
         return bool(body.get("recorded", response.status_code == 201))
@@ -313,14 +330,16 @@ class CoordinatorClient:
         encoded = {
             path: base64.b64encode(content).decode("ascii") for path, content in files.items()
         }
-        body = self._json(self._request("POST", "tasks", json={"files": encoded}))
+        payload = _body(TaskCreate, files=encoded)
+        body = self._json(self._request("POST", "tasks", json=payload))
         if not isinstance(body, dict) or "task_id" not in body:
             raise InvalidInput(f"coordinator answered no task_id: {body!r}")
         return body
 
     def create_token(self, scope: str, name: str) -> str:
         """A new token of `scope` (admin); the coordinator keeps only its hash."""
-        body = self._json(self._request("POST", "tokens", json={"scope": scope, "name": name}))
+        payload = _body(TokenCreate, scope=scope, name=name)
+        body = self._json(self._request("POST", "tokens", json=payload))
         if not isinstance(body, dict) or not isinstance(body.get("token"), str):
             raise InvalidInput("coordinator answered no token")
         return str(body["token"])

@@ -46,6 +46,10 @@ class Unauthorized(AutoswarmError):
     """No token, or an unknown one."""
 
 
+class TooMany(AutoswarmError):
+    """A token is at one of its bounds (workers, hardware classes, hypotheses in flight)."""
+
+
 class Forbidden(AutoswarmError):
     """The token is known but lacks the scope, or the lease is another worker's."""
 

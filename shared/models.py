@@ -7,19 +7,36 @@ Every record is frozen and forbids unknown fields.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.task import TaskSpec
+from shared.wire import (
+    MAX_METRICS,
+    FencingToken,
+    Finite,
+    HardwareClass,
+    Id,
+    Line,
+    LogText,
+    Megabytes,
+    MetricName,
+    Name,
+    Prose,
+    Seconds,
+)
 
 MAX_LOG_TAIL_CHARS = 16_000
 MAX_TITLE_CHARS = 200
 MAX_RATIONALE_CHARS = 8_000
 MAX_FILE_BYTES = 512 * 1024
+# Files one change may carry (a task's editable files are far fewer).
+MAX_CHANGE_FILES = 100
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class ResultStatus(StrEnum):
@@ -63,16 +80,22 @@ class Result(Frozen):
     """What one experiment produced. Failures of the experiment are statuses, not errors."""
 
     status: ResultStatus
-    metric: float | None = None
-    metrics: dict[str, float] = Field(default_factory=dict)
-    exit_code: int | None = None
-    wall_s: float = Field(default=0.0, ge=0)
-    training_s: float | None = None
-    peak_rss_mb: float | None = None
-    peak_vram_mb: float | None = None
-    log_tail: str = Field(default="", max_length=MAX_LOG_TAIL_CHARS)
-    error: str | None = Field(default=None, max_length=4000)
-    hardware: str = Field(default="", max_length=200)
+    metric: Finite | None = None
+    metrics: dict[MetricName, Finite] = Field(default_factory=dict, max_length=MAX_METRICS)
+    exit_code: int | None = Field(default=None, ge=-(2**31), lt=2**31)
+    wall_s: Seconds = 0.0
+    training_s: Seconds | None = None
+    peak_rss_mb: Megabytes | None = None
+    peak_vram_mb: Megabytes | None = None
+    log_tail: LogText = Field(default="", max_length=MAX_LOG_TAIL_CHARS)
+    error: LogText | None = Field(default=None, max_length=4000)
+    hardware: Line = Field(default="", max_length=200)
+
+    @model_validator(mode="after")
+    def _ok_has_metric(self) -> Self:
+        if self.status is ResultStatus.OK and self.metric is None:
+            raise ValueError("an ok result needs its metric (a finite number)")
+        return self
 
 
 class SpendReport(Frozen):
@@ -87,17 +110,18 @@ class SpendReport(Frozen):
 class HypothesisCreate(Frozen):
     """A hypothesis as a proposer or a human submits it."""
 
-    task_id: str = Field(min_length=1, max_length=64)
-    title: str = Field(min_length=1, max_length=MAX_TITLE_CHARS)
-    rationale: str = Field(default="", max_length=MAX_RATIONALE_CHARS)
+    task_id: Id
+    # A title is a kept change's commit subject: one line (the rest goes in the rationale).
+    title: Line = Field(min_length=1, max_length=MAX_TITLE_CHARS)
+    rationale: Prose = Field(default="", max_length=MAX_RATIONALE_CHARS)
     # The new full content of editable files; None for a text-only hypothesis.
-    change: dict[str, str] | None = None
-    proposer: str = Field(default="human", max_length=100)
-    author: str = Field(default="", max_length=100)
+    change: dict[str, str] | None = Field(default=None, max_length=MAX_CHANGE_FILES)
+    proposer: Name = "human"
+    author: Line = Field(default="", max_length=100)
     # The head commit the change was made on (None: the current head).
-    parent_commit: str | None = Field(default=None, max_length=64)
+    parent_commit: Id | None = None
     # The text-only hypothesis (by id) that this change implements, keeping its author.
-    implements: str | None = Field(default=None, max_length=64)
+    implements: Id | None = None
 
     @field_validator("title")
     @classmethod
@@ -105,9 +129,18 @@ class HypothesisCreate(Frozen):
         """A title is a kept change's commit subject: one line with something on it."""
         if not title.strip():
             raise ValueError("a title must not be blank")
-        if "\n" in title or "\r" in title:
-            raise ValueError("a title must be one line (put the rest in the rationale)")
         return title
+
+
+class TaskCreate(Frozen):
+    """A task's files, base64; the spec is read from them (task.toml)."""
+
+    files: dict[str, str] = Field(min_length=1, max_length=1000)
+
+
+class TokenCreate(Frozen):
+    scope: Scope
+    name: Name
 
 
 class Lease(Frozen):
@@ -124,6 +157,9 @@ class Lease(Frozen):
     # An explore may give way to a waiting baseline, replicate or merge during the first
     # this many seconds of its run (0: never); its worker heartbeats more often meanwhile.
     preemptible_s: float = 0.0
+    # What the task's prepare step makes its held-out data from (AUTOSWARM_HELDOUT_SECRET):
+    # for the worker's trusted prepare step only, never a run's; never shown or logged.
+    heldout_secret: str | None = Field(default=None, repr=False, max_length=256)
 
 
 class HeartbeatAnswer(Frozen):
@@ -138,17 +174,23 @@ class HeartbeatAnswer(Frozen):
 class ResultReport(Frozen):
     """A worker's report of one experiment, under its lease's fencing token."""
 
-    experiment_id: str
-    fencing_token: int
+    experiment_id: Id
+    fencing_token: FencingToken
     result: Result
+
+
+class ResultSubmit(ResultReport):
+    """`ResultReport` plus the reporting worker's id: the body of POST /results."""
+
+    worker_id: Id
 
 
 class WorkerCreate(Frozen):
     """A worker slot registering itself (one per GPU, or one for the CPU)."""
 
-    name: str = Field(min_length=1, max_length=100)
-    hardware: str = Field(min_length=1, max_length=200)
-    slot: str = Field(default="cpu", max_length=32)
+    name: Name
+    hardware: HardwareClass
+    slot: str = Field(default="cpu", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
 
 
 class HypothesisSummary(Frozen):

@@ -12,6 +12,7 @@ import math
 import re
 
 from shared.errors import SummaryError
+from shared.wire import MAX_METRIC_NAME_CHARS, MAX_METRICS
 
 _LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*):[ \t]*([^ \t\r\n]+)[ \t\r]*$")
 _SEPARATOR = re.compile(r"^-{3,}[ \t\r]*$")
@@ -53,4 +54,8 @@ def read_metric(log: str, name: str) -> tuple[float, dict[str, float]]:
         raise SummaryError(f"metric {name!r} is NaN")
     if math.isinf(value):
         raise SummaryError(f"metric {name!r} is infinite")
-    return value, {k: v for k, v in metrics.items() if math.isfinite(v)}
+    # What a result carries on the wire: finite, short names, at most MAX_METRICS of them.
+    fit = [
+        (k, v) for k, v in metrics.items() if math.isfinite(v) and len(k) <= MAX_METRIC_NAME_CHARS
+    ]
+    return value, dict(fit[:MAX_METRICS])

@@ -24,6 +24,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.errors import TaskError
+from shared.wire import Prose
 
 TASK_FILE = "task.toml"
 PROGRAM_FILE = "program.md"
@@ -52,12 +53,29 @@ class Device(StrEnum):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A non-finite number in task.toml (`min_effect = inf`) is refused by name; stored as JSON
+    # it would read back as null.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class MetricSpec(_Frozen):
-    name: str = Field(default="val_bpb", min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    name: str = Field(
+        default="val_bpb", min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"
+    )
     direction: Direction = Direction.MINIMIZE
+    # The scores that can be true, [lo, hi] (e.g. [0, 1] for an accuracy): a result outside
+    # it is recorded as invalid, never judged. None: any finite score.
+    range: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _check_range(self) -> MetricSpec:
+        if self.range is not None and not self.range[0] < self.range[1]:
+            raise ValueError(f"range {list(self.range)} must be [lo, hi] with lo < hi")
+        return self
+
+    def outside(self, score: float) -> bool:
+        """True when `score` cannot be true for this metric (outside `range`)."""
+        return self.range is not None and not self.range[0] <= score <= self.range[1]
 
 
 PYTHON_NAMES = ("python", "python3")  # a command starting so runs the worker's own interpreter
@@ -114,7 +132,7 @@ class TaskSpec(_Frozen):
     """A task's resolved specification (what `task.toml` says, defaults filled in)."""
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    description: str = ""
+    description: Prose = ""
     editable: tuple[str, ...] = ("train.py",)
     protected: tuple[str, ...] = ("prepare.py",)
     budget_s: float = Field(default=300.0, ge=MIN_BUDGET_S, le=MAX_BUDGET_S)

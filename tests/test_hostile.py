@@ -13,21 +13,27 @@ the worker refuses untrusted work with an explanation, then skips naming that re
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shared.errors import SandboxUnavailable
 from shared.models import Result, ResultStatus
 from shared.task import load_task
+from tests.cli_helpers import invoke
+from tests.conftest import REPO, CoordinatorFactory, RunningCoordinator, wait_until
+from tests.worker_helpers import WorkerFactory, list_experiments, register_task, wait_for_state
 from worker.bwrap import INSTALL_HINT, default_max_processes, make_sandbox
 from worker.process import list_processes
 from worker.runner import Runner
@@ -53,6 +59,22 @@ grace_s = 1
 memory_mb = 512
 disk_mb = 32
 """
+# The run's out/ goes to an evaluator that lists what it was handed (list_artifacts.py).
+ARTIFACTS_TOML = (
+    SUMMARY_TOML
+    + """
+[scoring]
+mode = "evaluator"
+command = ["python", "list_artifacts.py"]
+files = ["list_artifacts.py"]
+timeout_s = 30
+"""
+)
+# A protected file in a subfolder, whose folder the run can rename.
+PROTECTED_LIB_TOML = SUMMARY_TOML.replace(
+    'protected = ["prepare.py"]', 'protected = ["prepare.py", "lib/rules.py"]'
+)
+LIB_RULES = {"lib/rules.py": 'RULE = "the rules of the task"\n'}
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +135,7 @@ def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Worker]:
     (home / ".ssh").mkdir()
     ssh_key = f"-----BEGIN OPENSSH PRIVATE KEY----- {uuid.uuid4().hex}"
     (home / ".ssh" / "id_rsa").write_text(ssh_key)
+    (home / ".ssh" / "id_rsa").chmod(0o600)
     env_secret = f"aws-{uuid.uuid4().hex}"
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("AUTOSWARM_TOKEN", token)
@@ -140,12 +163,13 @@ class Outcome:
 
 
 def tree_hashes(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, str]:
-    """sha256 of every regular file under `root`, outside `skip`."""
+    """sha256 and mode of every regular file under `root`, outside `skip`."""
     found = {}
     for path in sorted(root.rglob("*")):
         if any(path.is_relative_to(s) for s in skip) or not path.is_file() or path.is_symlink():
             continue
-        found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        found[str(path.relative_to(root))] = f"{digest} mode {path.stat().st_mode:o}"
     return found
 
 
@@ -182,6 +206,8 @@ def run_payload(
         toml: str | None = None,
         budget_s: float = 2,
         model: str | None = None,
+        extra_files: Mapping[str, str] | None = None,
+        keep_work: bool = True,
     ) -> Outcome:
         if isinstance(sandbox, SandboxUnavailable):
             message = str(sandbox)
@@ -191,10 +217,13 @@ def run_payload(
             pytest.skip(f"bubblewrap absent: the worker refused untrusted work: {message}")
         task = tmp_path / "task"
         task.mkdir()
-        names = ["prepare.py"] if task_files == HOSTILE else os.listdir(task_files)
-        for name in names:
+        names = ["prepare.py", "list_artifacts.py"] if task_files == HOSTILE else None
+        for name in names or os.listdir(task_files):
             if name != "train.py" and (task_files / name).is_file():
                 shutil.copyfile(task_files / name, task / name)
+        for relative, text in (extra_files or {}).items():
+            (task / relative).parent.mkdir(parents=True, exist_ok=True)
+            (task / relative).write_text(text)
         if toml is not None:
             (task / "task.toml").write_text(toml.format(budget_s=budget_s))
         shutil.copyfile(HOSTILE / payload, task / "train.py")
@@ -213,7 +242,7 @@ def run_payload(
             cache_root=worker.state / "cache",
             sandbox=sandbox,
             hardware="cpu:test",
-            keep_work=True,
+            keep_work=keep_work,
             env={
                 "HOSTILE_MARK": marker,
                 "HOSTILE_HOME": str(worker.home),
@@ -376,12 +405,11 @@ def test_model_returning_its_own_loss_is_invalid(run_payload: RunPayload) -> Non
 
 @pytest.mark.slow
 def test_code_running_pickle_in_the_model_never_runs(run_payload: RunPayload) -> None:
-    """A pickle inside the model archive is never unpickled as code: no canary, invalid."""
+    """A pickle inside the model archive is never unpickled: no canary, the model is scored."""
     out = run_payload("pickle_model.py", task_files=TINYLM, model="pickle_model.pt2")
     assert "code-running pickle" in out.log
-    assert out.result.status is ResultStatus.INVALID
-    assert out.result.metric is None
-    assert "Weights only load failed" in out.log  # refused by torch.load(weights_only=True)
+    assert out.result.status is ResultStatus.OK  # the sample inputs are never read
+    assert out.result.metric == evaluator_metric(out.log)
 
 
 @pytest.mark.slow
@@ -399,6 +427,255 @@ def test_scoring_code_cannot_be_patched(run_payload: RunPayload) -> None:
     assert "blocked patch prepare.py" in out.log
     assert "blocked plant sitecustomize" in out.log
     assert "planted" in out.log  # they never run: no PWNED, no canary (checked for all)
+
+
+# ---- what a run leaves behind: out/, protected files, its folder (worker.leftovers) -------
+
+
+def test_out_linked_to_the_volunteers_ssh_folder_is_invalid_and_changes_nothing(
+    run_payload: RunPayload, worker: Worker
+) -> None:
+    """out/ -> ~/.ssh: invalid, nothing handed to the evaluator, the key's mode still 0600."""
+    out = run_payload("out_to_ssh.py", toml=ARTIFACTS_TOML)
+    assert out.result.status is ResultStatus.INVALID, out.log
+    assert "out/ is not a folder" in (out.result.error or "")
+    assert stat.S_IMODE((worker.home / ".ssh" / "id_rsa").stat().st_mode) == 0o600
+    assert list((out.exp_dir / "eval" / "artifacts").iterdir()) == []
+
+
+@pytest.mark.timeout(120)
+def test_out_linked_to_proc_self_is_invalid_at_once(run_payload: RunPayload) -> None:
+    """out/ -> /proc/self: invalid; the worker's own environ and cmdline are never copied."""
+    out = run_payload("out_to_proc.py", toml=ARTIFACTS_TOML)
+    assert out.result.status is ResultStatus.INVALID, out.log
+    assert "out/ is not a folder" in (out.result.error or "")
+    assert list((out.exp_dir / "eval" / "artifacts").iterdir()) == []
+
+
+def test_links_fifos_and_sockets_in_out_never_reach_the_evaluator(run_payload: RunPayload) -> None:
+    """Only out/'s regular file is handed over; links to the token and home, a FIFO, a socket
+    are left out."""
+    out = run_payload("out_special_files.py", toml=ARTIFACTS_TOML)
+    assert out.result.status is ResultStatus.OK, out.log
+    listed = [line.split()[1] for line in out.log.splitlines() if line.startswith("artifact ")]
+    assert listed == ["deeper", "model.txt"]
+    assert out.result.metric == 2.0  # one file
+
+
+def test_more_artifacts_than_the_bound_is_invalid(run_payload: RunPayload) -> None:
+    """10,001 empty files in out/ (free under the disk cap): invalid, saying the bound."""
+    out = run_payload("out_too_many.py", toml=ARTIFACTS_TOML, budget_s=30)  # ends once written
+    assert out.result.status is ResultStatus.INVALID, out.log
+    assert "more than 10000 entries" in (out.result.error or "")
+
+
+def test_sparse_artifacts_larger_than_the_disk_cap_are_invalid(run_payload: RunPayload) -> None:
+    """1 GB of holes in out/ (nearly free on disk) is not copied: invalid, over 32 MB."""
+    out = run_payload("out_sparse.py", toml=ARTIFACTS_TOML)
+    assert out.result.status is ResultStatus.INVALID, out.log
+    assert "more than 32 MB" in (out.result.error or "")
+
+
+@pytest.mark.timeout(120)
+def test_a_fifo_in_place_of_a_protected_file_is_invalid_without_waiting(
+    run_payload: RunPayload,
+) -> None:
+    """lib/ renamed and lib/rules.py made a FIFO: the check never blocks on it; invalid."""
+    out = run_payload("protected_fifo.py", toml=PROTECTED_LIB_TOML, extra_files=LIB_RULES)
+    assert "lib/rules.py is now a FIFO" in out.log
+    assert out.result.status is ResultStatus.INVALID
+    assert "protected files changed during the run: lib/rules.py" in (out.result.error or "")
+
+
+def test_a_link_back_to_the_original_protected_file_is_invalid(run_payload: RunPayload) -> None:
+    """Trained under its own lib/rules.py, then linked to the task's: the link is a change."""
+    out = run_payload("protected_relinked.py", toml=PROTECTED_LIB_TOML, extra_files=LIB_RULES)
+    assert "trained under: the run wrote its own rules" in out.log
+    assert out.result.status is ResultStatus.INVALID, out.result.metric
+    assert "lib/rules.py" in (out.result.error or "")
+
+
+def test_a_work_folder_of_locked_and_deep_folders_is_removed(run_payload: RunPayload) -> None:
+    """Folders of mode 0000, 0300 and 0500 and a 3,000-deep tree: removed, the result kept."""
+    out = run_payload("cleanup_maze.py", toml=SUMMARY_TOML, keep_work=False)
+    assert "left locked folders" in out.log
+    assert out.result.status is ResultStatus.OK, out.result.error
+    assert not out.exp_dir.exists()
+
+
+# The runner as a worker runs it, alone in a process (to run without root's powers).
+RUN_ONCE = """
+import sys
+from pathlib import Path
+from shared.task import load_task
+from worker.bwrap import BwrapSandbox
+from worker.runner import Runner
+task, root = Path(sys.argv[1]), Path(sys.argv[2])
+runner = Runner(work_root=root / "work", cache_root=root / "cache", sandbox=BwrapSandbox())
+result = runner.run(task, load_task(task))
+print(f"result {result.status}: {result.error}")
+"""
+
+
+def test_a_worker_without_root_powers_removes_a_locked_work_folder(
+    tmp_path: Path, sandbox: Sandbox | SandboxUnavailable
+) -> None:
+    """A worker that cannot override file modes (not root, or root without CAP_DAC_OVERRIDE)
+    removes the locked, 3,000-deep work folder and returns the run's result."""
+    if isinstance(sandbox, SandboxUnavailable):
+        pytest.skip(f"bubblewrap absent: {sandbox}")
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "task.toml").write_text(SUMMARY_TOML.format(budget_s=2))
+    shutil.copyfile(HOSTILE / "prepare.py", task / "prepare.py")
+    shutil.copyfile(HOSTILE / "cleanup_maze.py", task / "train.py")
+    root = tmp_path / "worker"
+    argv = [sys.executable, "-c", RUN_ONCE, str(task), str(root)]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("setpriv absent: cannot run as root without CAP_DAC_OVERRIDE")
+        caps = "-dac_override,-dac_read_search"
+        argv = ["setpriv", "--bounding-set", caps, "--inh-caps", caps, *argv]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "result ok: None" in done.stdout, done.stdout + done.stderr
+    assert list((root / "work").iterdir()) == []
+
+
+# ---- the operator's terminal ----------------------------------------------------------------
+
+
+def test_task_run_prints_a_runs_escapes_and_markup_as_plain_text(
+    tmp_path: Path, sandbox: Sandbox | SandboxUnavailable
+) -> None:
+    """`autoswarm task run`: no escape sequence of the run's reaches the terminal; its markup
+    shows as typed."""
+    if isinstance(sandbox, SandboxUnavailable):
+        pytest.skip(f"bubblewrap absent: {sandbox}")
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "task.toml").write_text(SUMMARY_TOML.format(budget_s=2))
+    shutil.copyfile(HOSTILE / "prepare.py", task / "prepare.py")
+    shutil.copyfile(HOSTILE / "terminal_escapes.py", task / "train.py")
+    answer = invoke("task", "run", str(task), "--trust", "sandboxed", "--work-dir", str(tmp_path))
+    assert answer.exit_code == 1, answer.output
+    assert "fake-error" in answer.output and "markup" in answer.output, answer.output
+    assert "\x1b" not in answer.output and "\x07" not in answer.output
+    assert "\r" not in answer.output and "\x08" not in answer.output
+    assert "[red]fake-error[/red]" in answer.output
+    assert "[blink]markup[/blink]" in answer.output
+
+
+# ---- through a real worker and coordinator -------------------------------------------------
+
+
+def hostile_task(root: Path, payload: str, toml: str) -> Path:
+    """A task folder whose train.py is `payload`, with the hostile tasks' other files."""
+    task = root / "task"
+    task.mkdir()
+    (task / "task.toml").write_text(toml.format(budget_s=2))
+    for name in ("prepare.py", "list_artifacts.py"):
+        shutil.copyfile(HOSTILE / name, task / name)
+    shutil.copyfile(HOSTILE / payload, task / "train.py")
+    return task
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[WorkerFactory]:
+    factory = WorkerFactory(tmp_path / "workers")
+    yield factory
+    factory.stop_all()
+
+
+def only_experiment(coordinator: RunningCoordinator, task_id: str, states: tuple[str, ...]) -> Any:
+    """The task's one experiment (its baseline, queued once a worker asks), once it is in one
+    of `states`."""
+    found: list[dict[str, Any]] = []
+    wait_until(lambda: bool(found.extend(list_experiments(coordinator, task_id=task_id)) or found))
+    assert len(found) == 1, found
+    return wait_for_state(coordinator, found[0]["experiment_id"], states, timeout_s=120)
+
+
+def test_a_worker_scores_out_linked_to_its_state_folder_invalid_and_never_hands_it_back(
+    tmp_path: Path,
+    coordinator_factory: CoordinatorFactory,
+    workers: WorkerFactory,
+    sandbox: Sandbox | SandboxUnavailable,
+) -> None:
+    """A real worker: out/ -> its state folder is `invalid`, reported with an attempt counted
+    per run (dead after max_attempts, never handed back), its token file's mode unchanged."""
+    if isinstance(sandbox, SandboxUnavailable):
+        pytest.skip(f"bubblewrap absent: {sandbox}")
+    coordinator = coordinator_factory(max_attempts=2, baseline_runs=1)
+    task_id = register_task(
+        coordinator, hostile_task(tmp_path, "out_to_worker_state.py", ARTIFACTS_TOML)
+    )
+    state = tmp_path / "workers" / "w" / "state"
+    state.mkdir(parents=True)
+    secret = f"tok-{uuid.uuid4().hex}"
+    (state / "token").write_text(secret)
+    (state / "token").chmod(0o600)
+    worker = workers.start(coordinator, coordinator.create_token("worker", "w"), "w",
+                           "--trust", "sandboxed", state_dir=state)  # fmt: skip
+    record = only_experiment(coordinator, task_id, ("dead",))
+    assert record["attempts"] == 2
+    assert record["result"]["status"] == "invalid"
+    assert "out/ is not a folder" in record["result"]["error"]
+    assert secret not in json.dumps(record)
+    assert stat.S_IMODE((state / "token").stat().st_mode) == 0o600
+    assert worker.log().count(f"experiment {record['experiment_id']} reported") == 2
+    assert "failed in the worker" not in worker.log()
+
+
+def test_an_experiment_that_fails_in_the_worker_is_reported_the_second_time(
+    tmp_path: Path,
+    coordinator_factory: CoordinatorFactory,
+    workers: WorkerFactory,
+    sandbox: Sandbox | SandboxUnavailable,
+) -> None:
+    """A fault of the worker's before the run (an editable file named out, where the run's
+    out/ folder goes): handed back once, then reported `invalid` until dead, never circling."""
+    if isinstance(sandbox, SandboxUnavailable):
+        pytest.skip(f"bubblewrap absent: {sandbox}")
+    coordinator = coordinator_factory(max_attempts=2, baseline_runs=1)
+    toml = SUMMARY_TOML.replace('editable = ["train.py"]', 'editable = ["train.py", "out"]')
+    task = hostile_task(tmp_path, "net.py", toml)
+    (task / "out").write_text("a file where the worker makes a folder\n")
+    task_id = register_task(coordinator, task)
+    worker = workers.start(coordinator, coordinator.create_token("worker", "w"), "w",
+                           "--trust", "sandboxed")  # fmt: skip
+    record = only_experiment(coordinator, task_id, ("dead",))
+    assert record["attempts"] == 2
+    assert "failed on this experiment twice" in record["result"]["error"]
+    assert worker.log().count(f"experiment {record['experiment_id']} failed in the worker") == 3
+
+
+def test_show_prints_a_runs_escapes_and_markup_as_plain_text(
+    tmp_path: Path,
+    coordinator_factory: CoordinatorFactory,
+    workers: WorkerFactory,
+    sandbox: Sandbox | SandboxUnavailable,
+) -> None:
+    """`autoswarm show` of a run that printed escape sequences and markup: none reaches the
+    terminal; the markup shows as typed."""
+    if isinstance(sandbox, SandboxUnavailable):
+        pytest.skip(f"bubblewrap absent: {sandbox}")
+    coordinator = coordinator_factory(max_attempts=1, baseline_runs=1)
+    task_id = register_task(
+        coordinator, hostile_task(tmp_path, "terminal_escapes.py", SUMMARY_TOML)
+    )
+    workers.start(coordinator, coordinator.create_token("worker", "w"), "w", "--trust", "sandboxed")
+    record = only_experiment(coordinator, task_id, ("dead",))
+    assert "\x1b" in record["result"]["log_tail"]  # the coordinator keeps the log as it was
+    answer = invoke("show", record["experiment_id"], "--join", coordinator.base_url,
+                    "--token", coordinator.admin_token)  # fmt: skip
+    assert answer.exit_code == 0, answer.output
+    assert "OWNED-title" in answer.output and "fake-error" in answer.output, answer.output
+    for control in ("\x1b", "\x07", "\r", "\x08"):
+        assert control not in answer.output
+    assert "[red]fake-error[/red]" in answer.output
+    assert "[blink]markup[/blink]" in answer.output
 
 
 # ---- bubblewrap absent --------------------------------------------------------------------

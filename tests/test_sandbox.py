@@ -6,26 +6,32 @@ import glob
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
-from shared.models import ResultStatus
+from shared.models import Result, ResultStatus
 from shared.task import load_task
+from tests.test_hostile import SUMMARY_TOML as HOSTILE_TOML
+from worker import cgroups
 from worker.bwrap import INSTALL_HINT, BwrapSandbox, make_sandbox, probe_sandbox
 from worker.doctor import (
     Status,
     check_coordinator,
+    check_limits,
     exit_code,
     probe_torch,
     sandbox_self_test,
 )
-from worker.limits import bind_sources
+from worker.limits import bind_sources, drop_to, make_reachable
 from worker.process import list_processes
 from worker.runner import Runner
 from worker.sandbox import Sandbox, Unsandboxed
@@ -454,3 +460,267 @@ def test_launcher_finds_bind_sources_past_option_values() -> None:
     """An env value spelled like a bind option is not taken for one."""
     argv = ["bwrap", "--setenv", "X", "--bind", "--ro-bind", "/a", "/a", "--chdir", "/w", "--"]
     assert bind_sources([*argv, "--bind", "/b", "/b"]) == [5]
+
+
+# ---- limits that hold for everything a run holds (tests/hostile) --------------------------
+
+NOBODY = 65534
+RUN_AS_WORKER = """
+import sys
+from pathlib import Path
+from shared.task import load_task
+from worker.bwrap import make_sandbox
+from worker.runner import Runner
+task, root = Path(sys.argv[1]), Path(sys.argv[2])
+sandbox = make_sandbox("sandboxed")
+runner = Runner(
+    work_root=root / "work", cache_root=root / "cache", sandbox=sandbox, keep_work=True
+)
+print(runner.run(task, load_task(task), budget_s=2).model_dump_json())
+"""
+
+
+def needs_cgroups() -> cgroups.Cgroups:
+    """This host's control groups, or a skip naming the fallback `autoswarm doctor` shows."""
+    found = cgroups.find()
+    if isinstance(found, cgroups.Absent):
+        pytest.skip(f"no control groups here ({found.why}): rlimits only, as doctor says")
+    return found
+
+
+def run_groups(found: cgroups.Cgroups) -> set[str]:
+    """The run groups under this host's parents now."""
+    return {
+        os.path.join(parent, name)
+        for parent in found.parents()
+        for name in os.listdir(parent)
+        if name.startswith(cgroups.RUN_PREFIX)
+    }
+
+
+def hostile_task(root: Path, payload: str, budget_s: float = 2) -> Path:
+    """A summary-mode task whose train.py is a payload of tests/hostile."""
+    task = root / f"task-{payload.removesuffix('.py')}"
+    task.mkdir()
+    shutil.copyfile(HOSTILE / "prepare.py", task / "prepare.py")
+    shutil.copyfile(HOSTILE / payload, task / "train.py")
+    (task / "task.toml").write_text(HOSTILE_TOML.format(budget_s=budget_s))
+    return task
+
+
+def run_hostile(root: Path, sandbox: Sandbox, payload: str) -> Result:
+    """Run a payload of tests/hostile through a runner in `sandbox`; no LEAK line allowed."""
+    task = hostile_task(root, payload)
+    result = runner_with(sandbox, root).run(task, load_task(task))
+    assert "LEAK" not in result.log_tail, result.log_tail
+    return result
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("payload", ["memfd_bomb.py", "tmpfs_bomb.py"])
+def test_memory_held_outside_rss_stops_at_the_memory_cap(
+    tmp_path: Path, bwrap_sandbox: BwrapSandbox, payload: str
+) -> None:
+    """Memfds, and files on /dev/shm and /tmp (outside RSS), stop at memory_mb: a crash."""
+    found = needs_cgroups()
+    before = run_groups(found)
+    result = run_hostile(tmp_path, bwrap_sandbox, payload)
+    log = result.log_tail
+    held = [int(line.split()[1]) for line in log.splitlines() if line.startswith("holding ")]
+    assert held and max(held) < 512
+    assert result.status is ResultStatus.CRASH
+    assert "memory cap of 512 MB" in log
+    assert run_groups(found) <= before  # its own group is gone
+
+
+@pytest.mark.sandbox
+def test_run_cannot_lift_its_caps_or_leave_its_control_group(
+    tmp_path: Path, bwrap_sandbox: BwrapSandbox
+) -> None:
+    """Writing its group's pids.max or memory cap, or another group's cgroup.procs, fails."""
+    needs_cgroups()
+    result = run_hostile(tmp_path, bwrap_sandbox, "cgroup_escape.py")
+    assert "blocked raise pids.max" in result.log_tail
+    assert "blocked leave the group" in result.log_tail
+    assert result.status is ResultStatus.OK
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("payload", ["disk_unlinked.py", "disk_unlinked_mapped.py"])
+def test_removed_files_still_held_count_in_the_disk_cap(
+    tmp_path: Path, bwrap_sandbox: BwrapSandbox, payload: str
+) -> None:
+    """Files removed while held open, or only mapped, are counted: the run stops at 32 MB."""
+    result = run_hostile(tmp_path, bwrap_sandbox, payload)
+    assert "over its disk cap of 32 MB" in result.log_tail
+    assert "in removed files still held" in result.log_tail
+    assert result.status is ResultStatus.CRASH
+
+
+def become_nobody() -> None:
+    """In a child: reach this Python as nobody (in a mount namespace of its own), become it."""
+    make_reachable([sys.prefix, sys.base_prefix, os.path.realpath(sys.executable)], NOBODY, NOBODY)
+    drop_to(NOBODY, NOBODY)
+
+
+def run_as_nobody(payload: str) -> Result:
+    """Run a payload through a runner in a worker process of user nobody (not root)."""
+    root = Path(tempfile.mkdtemp(prefix="autoswarm-nobody-"))
+    try:
+        task = hostile_task(root, payload)
+        for path in [root, *root.rglob("*")]:
+            os.chown(path, NOBODY, NOBODY)
+        root.chmod(0o755)
+        done = subprocess.run(
+            [sys.executable, "-c", RUN_AS_WORKER, str(task), str(root)],
+            preexec_fn=become_nobody,
+            cwd=root,
+            env={
+                "PATH": os.environ["PATH"],
+                "HOME": str(root),
+                "PYTHONPATH": str(Path(__file__).parents[1]),
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return Result.model_validate_json(done.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("payload", ["disk_unreadable.py", "disk_unlinked_mapped.py"])
+def test_disk_a_non_root_worker_cannot_see_stops_at_the_disk_cap(payload: str) -> None:
+    """As user nobody, a mode-0300 folder or removed files kept only mapped stop the run."""
+    if os.geteuid() != 0:
+        pytest.skip("starts a worker as user nobody: needs root")
+    result = run_as_nobody(payload)
+    assert "LEAK" not in result.log_tail
+    assert "over its disk cap of 32 MB" in result.log_tail
+    assert result.status is ResultStatus.CRASH
+
+
+@pytest.mark.sandbox
+def test_compile_caches_carry_nothing_into_a_later_run(
+    tmp_path: Path, bwrap_sandbox: BwrapSandbox
+) -> None:
+    """What a run plants in the Inductor and Triton caches is not there for the next run."""
+    task = hostile_task(tmp_path, "poison_cache.py")
+    runner = runner_with(bwrap_sandbox, tmp_path)
+    spec = load_task(task)
+    first = runner.run(task, spec)
+    second = runner.run(task, spec)
+    assert first.log_tail.count("planted planted_by_an_earlier_run.py") == 2
+    assert "LEAK" not in second.log_tail
+    assert second.log_tail.count("holds 0 files, none planted") == 2
+    assert list(tmp_path.rglob("planted_by_an_earlier_run.py")) == []
+
+
+@pytest.mark.sandbox
+@pytest.mark.slow
+def test_one_runs_threads_cannot_starve_another_run(
+    tmp_path: Path, bwrap_sandbox: BwrapSandbox
+) -> None:
+    """A run holding every thread it may have leaves another run its own threads."""
+    victim_task = hostile_task(tmp_path, "threads_starved.py", budget_s=10)
+    hog_task = hostile_task(tmp_path, "threads_hog.py", budget_s=10)
+    victim_runner = runner_with(bwrap_sandbox, tmp_path / "victim")
+    results: list[Result] = []
+    victim = threading.Thread(
+        target=lambda: results.append(victim_runner.run(victim_task, load_task(victim_task)))
+    )
+    victim.start()
+    deadline = time.monotonic() + 60
+    logs = tmp_path / "victim" / "work-root"
+    while not any("waiting" in p.read_text() for p in logs.glob("run-*/run.log")):
+        assert time.monotonic() < deadline and victim.is_alive(), "the victim never started"
+        time.sleep(0.05)
+    hog = runner_with(bwrap_sandbox, tmp_path / "hog").run(hog_task, load_task(hog_task))
+    victim.join(timeout=120)
+    assert "holding" in hog.log_tail and "threads, the next refused" in hog.log_tail
+    assert len(results) == 1
+    assert "LEAK" not in results[0].log_tail
+    assert "started 32 threads" in results[0].log_tail
+    assert results[0].status is ResultStatus.OK
+
+
+def test_leftover_run_groups_of_a_crashed_worker_are_removed_at_start() -> None:
+    """A run group whose launcher is gone is emptied and removed when a sandbox is made."""
+    found = needs_cgroups()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    folders = cgroups.create_run_group(
+        found, cgroups.group_name(gone.pid), memory_mb=64, max_processes=8
+    )
+    stray = subprocess.Popen(["sleep", "60"])
+    try:
+        cgroups.join(folders, stray.pid)
+        make_sandbox("sandboxed")
+        assert stray.wait(timeout=10) == -signal.SIGKILL
+        assert not any(os.path.exists(f) for f in folders)
+    finally:
+        stray.kill()
+        cgroups.remove(folders)
+
+
+def fake_cgroup2(root: Path, controllers: str) -> Path:
+    """A /proc/self and a cgroup2 folder of our group, as plain files under `root`."""
+    proc = root / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "mountinfo").write_text(
+        f"41 31 0:38 / {root}/cg rw,relatime - cgroup2 cgroup2 rw,nsdelegate\n"
+    )
+    (proc / "self" / "cgroup").write_text("0::/worker.slice\n")
+    group = root / "cg" / "worker.slice"
+    group.mkdir(parents=True)
+    (group / "cgroup.controllers").write_text(controllers)
+    (group / "cgroup.subtree_control").write_text("")
+    return proc
+
+
+def test_cgroup_v2_is_found_and_its_controllers_enabled(tmp_path: Path) -> None:
+    """Our v2 group with memory and pids available gets them enabled for its children."""
+    proc = fake_cgroup2(tmp_path, "cpu io memory pids\n")
+    found = cgroups.find(str(proc), prepare=True)
+    group = tmp_path / "cg" / "worker.slice"
+    assert found == cgroups.Cgroups(2, str(group), str(group))
+    assert (group / "cgroup.subtree_control").read_text() == "+memory +pids"
+
+
+def test_cgroup_v2_without_the_memory_controller_falls_back_saying_why(tmp_path: Path) -> None:
+    """A v2 group that offers no memory controller is no place for runs: the reason is named."""
+    proc = fake_cgroup2(tmp_path, "cpu pids\n")
+    found = cgroups.find(str(proc), prepare=True)
+    assert isinstance(found, cgroups.Absent)
+    assert "no memory controller" in found.why
+
+
+def test_run_group_on_cgroup_v2_writes_its_caps_and_members(tmp_path: Path) -> None:
+    """A v2 run group gets memory.max, pids.max and the pid it is given in cgroup.procs."""
+    found = cgroups.Cgroups(2, str(tmp_path), str(tmp_path))
+    folders = cgroups.create_run_group(found, "autoswarm-run-7", memory_mb=512, max_processes=300)
+    assert folders == [str(tmp_path / "autoswarm-run-7")]
+    group = tmp_path / "autoswarm-run-7"
+    assert (group / "memory.max").read_text() == str(512 * 2**20)
+    assert (group / "pids.max").read_text() == "300"
+    cgroups.join(folders, 4242)
+    assert cgroups.members(folders) == [4242]
+
+
+def test_doctor_says_how_limits_fall_back_without_cgroups() -> None:
+    """Without control groups, doctor warns that memory and processes fall back to rlimits."""
+    rows = {c.name: c for c in check_limits(cgroups.Absent("no cgroup2 file system"))}
+    assert rows["limits memory"].status is Status.WARN
+    assert "memfds" in rows["limits memory"].detail
+    assert "RLIMIT_NPROC" in rows["limits processes"].detail
+
+
+def test_doctor_names_this_hosts_control_groups() -> None:
+    """On a host with control groups, doctor names the version and the folders used."""
+    found = needs_cgroups()
+    rows = {c.name: c for c in check_limits(found)}
+    assert f"cgroup v{found.version}" in rows["limits processes"].detail
+    assert rows["limits processes"].status is Status.OK

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from shared.errors import SandboxUnavailable
+from worker import cgroups
 from worker.sandbox import Sandbox, Unsandboxed
 
 logger = logging.getLogger(__name__)
@@ -95,17 +96,26 @@ class BwrapSandbox:
       paths are bound read-only, also inside the work folder (protected files, data/), so
       they can be neither written, chmod-ed, removed nor replaced. Nothing else of the host
       exists inside: not $HOME, not the worker's token, config, outbox or caches (other
-      than the compile caches it is given), not the worker's source tree, not held-out data;
+      than the writable paths it is given: the runner gives none, its compile caches are per
+      run, in the work folder), not the worker's source tree, not held-out data;
     - the environment is exactly `env` (`--clearenv`; bwrap adds PWD);
     - it runs as uid/gid 1000 with no capabilities and no new privileges (setuid bits are
       ignored), and cannot create further user namespaces where bwrap supports
       `--disable-userns`; when the worker runs as root, the run is `host_uid` (nobody) on
       the host, never root (see `worker/limits.py`);
-    - limits: RLIMIT_NPROC (`max_processes` processes and threads beyond what its host
-      user already runs: a fork bomb stops there), and a total disk cap on the work folder
-      (the run's RLIMIT_FSIZE, which the runner sets to the task's `disk_mb`, applied to the
-      whole folder, polled every 0.1 s: a fast writer overshoots by what it writes in that
-      time); the runner adds open files, file size, memory and the budget from outside;
+    - limits, in the run's own control group where the host offers one (cgroup v2, or v1
+      memory and pids; `worker.cgroups`, made by the launcher, removed after the run and,
+      left by a crash, when a sandbox is next made): `max_processes` processes and threads
+      (pids.max, counting only this run's), and for a CPU task its memory_mb (the runner's
+      RLIMIT_DATA) as a memory cap that counts memfds, tmpfs and /dev/shm pages: the kernel
+      kills the run past it. Without control groups: RLIMIT_NPROC (`max_processes` beyond
+      what its host user already runs, a count shared by every run of that user) and the
+      runner's per-process RLIMIT_DATA and polled RSS;
+    - a total disk cap on the work folder (the run's RLIMIT_FSIZE, which the runner sets
+      to the task's `disk_mb`), polled every 0.1 s by the launcher (`worker.diskcap`): every
+      file and folder in it, and removed files the run still holds open or mapped; a folder
+      the watch cannot read stops the run. A fast writer overshoots by what it writes in
+      0.1 s. The runner adds open files, file size, memory and the budget from outside;
     - the CUDA device nodes (/dev/nvidia*) are passed through when present (a root
       worker's runs need them world-accessible, as the driver makes them by default);
     - nothing survives it: bwrap's `--die-with-parent` and the PID namespace end every
@@ -113,13 +123,12 @@ class BwrapSandbox:
     Does not cover:
     - kernel exploits (no seccomp filter is installed): the sandbox is as strong as the
       kernel's namespaces;
-    - a total memory limit (the runner's RLIMIT_DATA is per process and its RSS watch is
-      polled; tmpfs use on /tmp and /dev/shm is capped separately) or a CPU share;
+    - a memory limit for CUDA tasks (the runner sets none) and, without control groups,
+      memory outside RSS (memfds); a CPU share;
     - GPU isolation: the run can use every GPU whose device node is present, and reads
       what the driver shows (other processes' GPU use);
     - side channels (timing, /sys information such as the CPU model);
-    - the compile caches: writable across runs (a run can poison another run's cache);
-      each of their files is capped by RLIMIT_FSIZE, their total is not;
+    - a file system limit: the disk cap is a watch (see above), not a quota;
     - Python packages outside the installation's prefixes (user site, PYTHONPATH): they are
       invisible inside unless passed as `extra_readonly`.
     """
@@ -137,6 +146,8 @@ class BwrapSandbox:
         shm_mb: int = 1024,
         gpu: bool | None = None,
         extra_readonly: Sequence[Path] = (),
+        use_cgroups: bool = True,
+        launcher: Path = LAUNCHER,
     ) -> None:
         found = resolve_bwrap(bwrap)
         if found is None:
@@ -150,6 +161,11 @@ class BwrapSandbox:
         self.gpu_devices = sorted(glob.glob(_NVIDIA_DEVICES)) if gpu is not False else []
         self.extra_readonly = tuple(extra_readonly)
         self.options = bwrap_options(found)
+        self.launcher = launcher
+        self.cgroups = cgroups.find(prepare=True) if use_cgroups else cgroups.Absent("turned off")
+        if isinstance(self.cgroups, cgroups.Cgroups):
+            for folder in cgroups.remove_leftovers(self.cgroups):
+                logger.warning("sandbox: removed the control group %s a run left behind", folder)
 
     def wrap(
         self,
@@ -164,8 +180,15 @@ class BwrapSandbox:
         work = os.path.abspath(work_dir)
         rw = _unique([work, *(os.path.abspath(p) for p in writable)])
         ro = _unique(os.path.abspath(p) for p in readonly)
-        launcher = [sys.executable, "-I", "-S", str(LAUNCHER), "--nproc", str(self.max_processes)]
+        launcher = [sys.executable, "-I", "-S", str(self.launcher)]
+        launcher += ["--nproc", str(self.max_processes)]
         launcher += ["--host-uid", str(self.host_uid), "--host-gid", str(self.host_gid)]
+        if isinstance(self.cgroups, cgroups.Cgroups):
+            launcher += ["--cgroup-version", str(self.cgroups.version)]
+            if self.cgroups.memory is not None:
+                launcher += ["--cgroup-memory", self.cgroups.memory]
+            if self.cgroups.pids is not None:
+                launcher += ["--cgroup-pids", self.cgroups.pids]
         launcher += ["--watch", work]
         for path in rw:
             launcher += ["--writable", path]

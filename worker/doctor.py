@@ -25,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from shared.errors import AutoswarmError
+from worker import cgroups
 from worker.bwrap import BwrapSandbox, probe_sandbox
 from worker.sandbox import Sandbox, scrub_env
 
@@ -130,6 +131,8 @@ def run_checks(
     checks += check_torch(torch_info)
     gpus = torch_info.get("gpus") or []
     checks += check_sandbox(trust, bwrap=bwrap, cuda=bool(gpus))
+    if trust == "sandboxed":
+        checks += check_limits(cgroups.find())
     checks.append(check_disk(work_dir or Path.home()))
     if coordinator_url:
         checks += check_coordinator(coordinator_url)
@@ -321,6 +324,62 @@ def _judge_self_test(seen: dict[str, str], planted: bool, cuda: bool, name: str)
         ok = found.startswith("available")
         rows.append(Check("sandbox CUDA", Status.OK if ok else Status.FAIL, found))
     return rows
+
+
+# ---- the limits on a run ------------------------------------------------------------------
+
+
+def check_limits(found: cgroups.Cgroups | cgroups.Absent) -> list[Check]:
+    """Which of a run's limits the kernel enforces here (control groups), which fall back."""
+    if isinstance(found, cgroups.Absent):
+        return [
+            Check(
+                "limits memory",
+                Status.WARN,
+                f"no control groups ({found.why}); falls back to RLIMIT_DATA per process and"
+                " the run's RSS polled every 0.2 s: memfds and unmapped shared memory are not"
+                " counted (tmpfs /tmp and /dev/shm keep their own size caps)",
+            ),
+            Check(
+                "limits processes",
+                Status.WARN,
+                "no control groups; falls back to RLIMIT_NPROC, counted over every run of the"
+                " shared sandbox user: one run's threads can starve another's",
+            ),
+            _disk_check(),
+        ]
+    where = f"cgroup v{found.version}"
+    memory = Check(
+        "limits memory",
+        Status.OK,
+        f"{where} {found.memory}: a CPU task's memory_mb caps each run, memfds, tmpfs and"
+        " /dev/shm included",
+    )
+    if found.memory is None:
+        memory = Check(
+            "limits memory",
+            Status.WARN,
+            f"{where} has no writable memory controller; falls back to RLIMIT_DATA and the"
+            " polled RSS (memfds are not counted)",
+        )
+    pids = Check("limits processes", Status.OK, f"{where} {found.pids}: pids.max per run")
+    if found.pids is None:
+        pids = Check(
+            "limits processes",
+            Status.WARN,
+            f"{where} has no writable pids controller; falls back to RLIMIT_NPROC of the"
+            " shared sandbox user (one run can starve another's threads)",
+        )
+    return [memory, pids, _disk_check()]
+
+
+def _disk_check() -> Check:
+    return Check(
+        "limits disk",
+        Status.OK,
+        "the work folder is watched every 0.1 s (files, folders, removed files held open or"
+        " mapped); RLIMIT_FSIZE caps each file; compile caches are per run, in the cap",
+    )
 
 
 # ---- disk and coordinator --------------------------------------------------------------------

@@ -2,21 +2,34 @@
 
 `BwrapSandbox.wrap` puts this file in front of `bwrap`:
     python -I -S worker/limits.py [options] -- bwrap ARGS...
-It runs outside the sandbox, imports the standard library only (it runs with `-I -S`, so
-starting it costs ~20 ms), and then:
-- sets RLIMIT_NPROC to the processes the sandbox's host user already has plus
-  `--nproc`, so a fork bomb stops at that count (RLIMIT_NPROC is per host user);
+It runs outside the sandbox, imports the standard library and its siblings
+`worker/cgroups.py` and `worker/diskcap.py` only (it runs with `-I -S`, so starting it
+costs ~20 ms), and then:
+- with `--cgroup-memory`/`--cgroup-pids` parent folders (`worker.cgroups.find`, passed by
+  `BwrapSandbox`): makes the run's own control group,
+  `autoswarm-run-<this pid>`, capped at `--memory-mb` (default: the run's RLIMIT_DATA,
+  which the runner sets to a CPU task's memory_mb) counting memfds, tmpfs and /dev/shm,
+  and at `--nproc` processes and threads; bwrap starts inside it. After bwrap ends the
+  group is emptied and removed (`worker.process` removes it too if this launcher was
+  killed), and a run the kernel killed for its memory says so on stderr;
+- without a pids group: sets RLIMIT_NPROC to the processes the sandbox's host user already
+  has plus `--nproc`, so a fork bomb stops at that count (RLIMIT_NPROC is per host user:
+  runs that share it share that count);
 - as root: root is exempt from RLIMIT_NPROC, and bubblewrap maps the sandbox's user to the
   caller's, so the sandbox would be root on the host. The launcher therefore hands the
   writable folders to `--host-uid` (65534, "nobody", by default), makes the folders bwrap
   binds reachable for that user in a private mount namespace of its own (a tmpfs over the
   first ancestor that user cannot enter, e.g. /root, holding only the bound paths), drops
   to that user and group with no supplementary groups, and runs bwrap as that user;
-- runs bwrap as its child and watches the total size of `--watch` folders (the work
-  folder: RLIMIT_FSIZE caps each file, not their sum); past `--disk-mb` it kills bwrap
-  (and so, with `--die-with-parent`, the whole sandbox) and exits 125 with a message;
+- runs bwrap as its child and watches the disk the run holds under `--watch` folders (the
+  work folder: RLIMIT_FSIZE caps each file, not their sum): every file and folder in them,
+  and files on their file systems that the run's processes hold open or mapped after
+  removing them. Past `--disk-mb`, or when a folder there cannot be read (a non-root
+  worker cannot read a mode-0300 folder), it kills bwrap (and so, with
+  `--die-with-parent`, the whole sandbox) and exits 125 with a message;
 - exits with bwrap's status (a signal that killed bwrap kills the launcher too).
-Nothing here changes the host: the mounts live in the launcher's own mount namespace.
+Nothing else here changes the host: the mounts live in the launcher's own mount namespace,
+and the run's control group is removed when the run ends.
 """
 
 from __future__ import annotations
@@ -31,9 +44,16 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 
+if __package__:
+    from worker import cgroups, diskcap
+else:  # the launcher, run as `python -I -S worker/limits.py`: its siblings, by path
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import cgroups  # type: ignore[no-redef]
+    import diskcap  # type: ignore[no-redef]
+
 DISK_EXCEEDED_EXIT = 125
+MEMORY_EXCEEDED_EXIT = 137  # what a shell reports for a SIGKILL, the kernel's OOM kill
 POLL_S = 0.1
-MAX_WATCHED_ENTRIES = 200_000  # more files than this in a work folder is an attack, not a run
 _CLONE_NEWNS = 0x00020000
 _MS_BIND = 4096
 _MS_REC = 16384
@@ -248,40 +268,84 @@ def drop_to(uid: int, gid: int) -> None:
         raise OSError("could not drop to the sandbox user")
 
 
-# ---- the disk cap ------------------------------------------------------------------------
+# ---- the disk cap and the run's group ---------------------------------------------------
 
 
-def used_bytes(roots: Sequence[str], skip: Sequence[str]) -> tuple[int, int]:
-    """(bytes allocated, entries) under `roots`, not following links, not entering `skip`."""
-    skipped = {os.path.realpath(s) for s in skip}
-    total = entries = 0
-    stack = [os.path.realpath(r) for r in roots]
-    while stack and entries <= MAX_WATCHED_ENTRIES:
-        folder = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                for entry in it:
-                    entries += 1
-                    if entry.path in skipped:
-                        continue
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    total += st.st_blocks * 512
-                    if stat.S_ISDIR(st.st_mode):
-                        stack.append(entry.path)
-        except OSError:
-            continue
-    return total, entries
-
-
-def inherited_disk_mb() -> int | None:
-    """The run's per-file cap (RLIMIT_FSIZE, set by the runner to disk_mb), as the total cap."""
+def inherited_mb(which: int) -> int | None:
+    """A limit the runner set on this process (RLIMIT_FSIZE: disk_mb, RLIMIT_DATA:
+    memory_mb), in MB, as the run's total cap; None when unlimited."""
     import resource
 
-    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    soft = resource.getrlimit(which)[0]
     return None if soft == resource.RLIM_INFINITY else max(1, soft // 2**20)
+
+
+def run_pids(child: int, folders: Sequence[str]) -> list[int]:
+    """The run's processes: its group's members, or else bwrap and its descendants."""
+    if folders:
+        return cgroups.members(folders)
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    raw = f.read()
+                children.setdefault(int(raw[raw.rfind(b")") + 2 :].split()[1]), []).append(
+                    int(name)
+                )
+            except (OSError, ValueError, IndexError):
+                continue
+    found, stack = [], [child]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack += children.get(pid, [])
+    return found
+
+
+def make_group(args: argparse.Namespace) -> list[str]:
+    """The run's control group folders (see `worker.cgroups`), or [] to use rlimits."""
+    if args.cgroup_memory is None and args.cgroup_pids is None:
+        return []
+    found = cgroups.Cgroups(args.cgroup_version, args.cgroup_memory, args.cgroup_pids)
+    try:
+        return cgroups.create_run_group(
+            found,
+            cgroups.group_name(os.getpid()),
+            memory_mb=args.memory_mb,
+            max_processes=args.nproc,
+        )
+    except OSError as exc:
+        sys.stderr.write(f"autoswarm sandbox: no control group ({exc}); rlimits only\n")
+        return []
+
+
+def supervise_bwrap(
+    child: int, args: argparse.Namespace, folders: Sequence[str]
+) -> tuple[int, str | None]:
+    """Wait for bwrap; kill it when the run breaks its disk cap. (wait status, why killed)."""
+    try:
+        pidfd: int | None = os.pidfd_open(child)
+    except OSError:  # Linux < 5.3: poll by sleeping
+        pidfd = None
+    watch = diskcap.DiskWatch(args.watch, args.keep, (args.disk_mb or 0) * 2**20)
+    try:
+        while True:
+            pid, status = os.waitpid(child, os.WNOHANG)
+            if pid == child:
+                return status, None
+            if args.disk_mb is not None and args.watch:
+                why = watch.poll(lambda: run_pids(child, folders)).over(args.disk_mb)
+                if why is not None:
+                    os.kill(child, signal.SIGKILL)
+                    return os.waitpid(child, 0)[1], why
+            if pidfd is None:
+                time.sleep(POLL_S)
+            else:
+                select.select([pidfd], [], [], POLL_S)  # wakes as soon as bwrap exits
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def _exit_like(status: int) -> None:
@@ -292,38 +356,26 @@ def _exit_like(status: int) -> None:
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
 
 
-def supervise_bwrap(
-    child: int, watch: Sequence[str], skip: Sequence[str], disk_mb: int | None
-) -> None:
-    """Wait for bwrap; kill it when the watched folders pass `disk_mb`. Does not return."""
-    try:
-        pidfd: int | None = os.pidfd_open(child)
-    except OSError:  # Linux < 5.3: poll by sleeping
-        pidfd = None
-    while True:
-        pid, status = os.waitpid(child, os.WNOHANG)
-        if pid == child:
-            _exit_like(status)
-        if disk_mb is not None and watch:
-            used, entries = used_bytes(watch, skip)
-            if used > disk_mb * 2**20 or entries > MAX_WATCHED_ENTRIES:
-                os.kill(child, signal.SIGKILL)
-                os.waitpid(child, 0)
-                why = (
-                    f"{used / 2**20:.0f} MB"
-                    if entries <= MAX_WATCHED_ENTRIES
-                    else (f"more than {MAX_WATCHED_ENTRIES} files")
-                )
-                sys.stderr.write(
-                    f"autoswarm sandbox: the work folder holds {why}, over its disk cap of"
-                    f" {disk_mb} MB; the run was killed\n"
-                )
-                sys.stderr.flush()
-                os._exit(DISK_EXCEEDED_EXIT)
-        if pidfd is None:
-            time.sleep(POLL_S)
-        else:
-            select.select([pidfd], [], [], POLL_S)  # wakes as soon as bwrap exits
+def finish(status: int, disk_why: str | None, args: argparse.Namespace, folders: list[str]) -> None:
+    """Say why the run was stopped, remove its group, exit as bwrap did. Does not return."""
+    exit_code: int | None = None
+    if disk_why is not None:
+        sys.stderr.write(
+            f"autoswarm sandbox: the work folder holds {disk_why}, over its disk cap of"
+            f" {args.disk_mb} MB; the run was killed\n"
+        )
+        exit_code = DISK_EXCEEDED_EXIT
+    elif folders and cgroups.oom_kills(folders):
+        sys.stderr.write(
+            f"autoswarm sandbox: the run passed its memory cap of {args.memory_mb} MB (memfds,"
+            " tmpfs and /dev/shm included); the kernel killed it: out of memory\n"
+        )
+        exit_code = MEMORY_EXCEEDED_EXIT
+    sys.stderr.flush()
+    cgroups.remove(folders)
+    if exit_code is not None:
+        os._exit(exit_code)
+    _exit_like(status)
 
 
 # ---- entry point -------------------------------------------------------------------------
@@ -335,6 +387,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--host-uid", type=int, default=65534)
     parser.add_argument("--host-gid", type=int, default=65534)
     parser.add_argument("--disk-mb", type=int, default=None)
+    parser.add_argument("--memory-mb", type=int, default=None)
+    parser.add_argument("--cgroup-version", type=int, default=2)
+    parser.add_argument("--cgroup-memory", default=None, help="the memory controller's parent")
+    parser.add_argument("--cgroup-pids", default=None, help="the pids controller's parent")
     parser.add_argument("--watch", action="append", default=[])
     parser.add_argument("--writable", action="append", default=[])
     parser.add_argument("--keep", action="append", default=[])
@@ -357,28 +413,40 @@ def prepare_root(args: argparse.Namespace, bwrap: list[str]) -> None:
     make_reachable(sources, args.host_uid, args.host_gid)
 
 
+def start_bwrap(args: argparse.Namespace, bwrap: list[str], folders: list[str]) -> None:
+    """In the forked child: join the run's group, drop to the host user, exec bwrap."""
+    try:
+        cgroups.join(folders)
+        if os.geteuid() == 0:
+            drop_to(args.host_uid, args.host_gid)
+        if not any(os.path.exists(os.path.join(f, "pids.max")) for f in folders):
+            set_nproc(os.getuid(), args.nproc)  # no pids group: the host user's count
+        _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # bwrap needs no environment; the run's is in its --setenv options, and an empty
+        # one here keeps the worker's out of /proc/1/environ inside the sandbox
+        os.execve(bwrap[0], bwrap, {})
+    except OSError as exc:
+        sys.stderr.write(f"autoswarm sandbox: cannot start {bwrap[0]}: {exc}\n")
+        os._exit(127)
+
+
 def main(argv: Sequence[str]) -> None:
+    import resource
+
     args = parse_args(argv)
     if args.disk_mb is None:
-        args.disk_mb = inherited_disk_mb()
+        args.disk_mb = inherited_mb(resource.RLIMIT_FSIZE)
+    if args.memory_mb is None:
+        args.memory_mb = inherited_mb(resource.RLIMIT_DATA)
     bwrap = list(args.bwrap)
-    as_root = os.geteuid() == 0
-    if as_root:
+    if os.geteuid() == 0:
         prepare_root(args, bwrap)
+    folders = make_group(args)
     child = os.fork()
     if child == 0:
-        try:
-            if as_root:
-                drop_to(args.host_uid, args.host_gid)
-            set_nproc(args.host_uid if as_root else os.getuid(), args.nproc)
-            _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            # bwrap needs no environment; the run's is in its --setenv options, and an empty
-            # one here keeps the worker's out of /proc/1/environ inside the sandbox
-            os.execve(bwrap[0], bwrap, {})
-        except OSError as exc:
-            sys.stderr.write(f"autoswarm sandbox: cannot start {bwrap[0]}: {exc}\n")
-            os._exit(127)
-    supervise_bwrap(child, args.watch, args.keep, args.disk_mb)
+        start_bwrap(args, bwrap, folders)
+    status, disk_why = supervise_bwrap(child, args, folders)
+    finish(status, disk_why, args, folders)
 
 
 if __name__ == "__main__":

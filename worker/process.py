@@ -13,6 +13,10 @@ aside: they are dead and only wait for a parent to reap them). Killing freezes t
 with SIGSTOP until no new member appears, then sends SIGKILL, so a forking tree cannot
 outrun it. Signals go through pidfds, so a reused pid is never signalled.
 
+A sandbox's launcher (`worker/limits.py`) puts the run in a control group named for the
+root's pid; once the tree is gone, that group is removed here too, in case the launcher was
+killed before it could remove it itself.
+
 Does not cover: a process that, between two ticks and before the root exits, leaves the
 session, is orphaned and replaces its environment (exec with an empty one). A sandbox with
 its own pid namespace closes that gap. Reads /proc: Linux only.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import select
 import signal
@@ -30,6 +35,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from worker import cgroups
 
 MARKER_ENV = "AUTOSWARM_RUN_ID"
 TICK_S = 0.2
@@ -335,6 +342,7 @@ class Started:
             self._tree.kill_all()
             self._watch.reap(block=True)
         self._watch.close()
+        remove_run_group(self.proc.pid)
 
 
 class _Watch:
@@ -434,6 +442,18 @@ class _Watch:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
+
+
+@functools.cache
+def _cgroups() -> cgroups.Cgroups | cgroups.Absent:
+    return cgroups.find()
+
+
+def remove_run_group(launcher_pid: int) -> None:
+    """Remove the control group a sandbox's launcher with this pid made, if it is left."""
+    found = _cgroups()
+    if isinstance(found, cgroups.Cgroups):
+        cgroups.remove(cgroups.run_folders(found, launcher_pid))
 
 
 def _preexec(limits: Limits) -> Callable[[], None]:

@@ -5,7 +5,7 @@ Layout of one experiment under `work_root/run-<id>/`:
                  data/ (the prepared data, read-only), out/ (its artifacts), .tmp/
     run.log      the run's stdout and stderr
     eval/        evaluator mode: protected and evaluator files, data/, heldout/,
-                 artifacts/ (the run's out/, regular files only)
+                 artifacts/ (copies of the regular files in the run's out/)
     eval.log     the evaluator's stdout and stderr
 The prepare cache is `cache_root/prepare/<key>/` with data/ and heldout/.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import fcntl
-import hashlib
 import logging
 import math
 import os
@@ -44,6 +43,7 @@ from shared.task import (
     protected_hashes,
 )
 from worker.hardware import VramSampler
+from worker.leftovers import ArtifactsRefused, copy_artifacts, hash_file, remove_tree
 from worker.process import TICK_S, Limits, Outcome, Started, supervise
 from worker.sandbox import Sandbox, is_secret_name, scrub_env
 
@@ -53,6 +53,9 @@ PREPARE_TIMEOUT_S = 3600.0
 OPEN_FILES = 4096
 LOG_WINDOW_BYTES = 4 * 2**20  # the summary block is read from the log's last 4 MiB
 EVAL_TAIL_CHARS = 4000
+# The variable that hands a task's held-out secret to its prepare step, and to nothing else:
+# runs and evaluators get scrubbed environments, and the prepare cache key holds its hash.
+HELDOUT_SECRET_ENV = "AUTOSWARM_HELDOUT_SECRET"
 
 OnTick = Callable[[float], None]
 WarmNext = Callable[[], bool]
@@ -86,13 +89,16 @@ class PrepareError(AutoswarmError):
     """A task's prepare step failed: the machinery cannot run it, the experiment is not at fault."""
 
 
-def prepare_key(task_dir: Path, spec: TaskSpec) -> str:
-    """The cache key of a task version: its protected and evaluator files, task.toml, prepare."""
+def prepare_key(task_dir: Path, spec: TaskSpec, heldout_secret: str | None = None) -> str:
+    """The cache key of a task version: its protected and evaluator files, task.toml, prepare,
+    and the hash of its held-out secret (a new secret: new held-out data)."""
     files = {path: (task_dir / path).read_bytes() for path in spec.protected + spec.scoring.files}
     toml_path = task_dir / TASK_FILE
     if toml_path.is_file():
         files[TASK_FILE] = toml_path.read_bytes()
     files["\0prepare"] = repr(spec.run.prepare).encode()
+    if heldout_secret:
+        files["\0heldout-secret"] = hashlib.sha256(heldout_secret.encode()).hexdigest().encode()
     return hash_files(files)[:32]
 
 
@@ -123,6 +129,25 @@ class _Warm:
     process: Started
 
 
+class _Tick:
+    """The caller's `on_tick`, remembering the exception it raised to stop a run: once it
+    has raised, what follows goes back to the caller; otherwise an exception after the run
+    started makes the run `invalid`."""
+
+    def __init__(self, on_tick: OnTick | None) -> None:
+        self.on_tick = on_tick
+        self.raised: BaseException | None = None
+        self.wrapped: OnTick | None = None if on_tick is None else self._call
+
+    def _call(self, elapsed_s: float) -> None:
+        assert self.on_tick is not None
+        try:
+            self.on_tick(elapsed_s)
+        except BaseException as exc:
+            self.raised = exc
+            raise
+
+
 class Runner:
     """Runs one experiment of a task on this machine and returns its `Result`.
 
@@ -134,7 +159,13 @@ class Runner:
       grace_s and SIGKILL a second later; when `run` returns, no process of the run or of
       the evaluator is alive, however it ended (see `worker.process` for the exact rules);
     - an experiment's failure is a status (`crash`, `timeout`, `invalid`), never an exception;
-      a protected or evaluator file that changed during the run makes it `invalid`;
+      a protected or evaluator file that changed during the run makes it `invalid`; so does,
+      once the run has started, any exception while it is watched, collected, checked or
+      scored, and a folder it left that cannot be removed (only `on_tick`'s own exception
+      goes back to the caller): nothing a run leaves makes the worker hand it back;
+    - what the run left is read without following its links or blocking on its FIFOs, and
+      in evaluator mode only copies of out/'s regular files reach the evaluator, bounded in
+      number and bytes (`worker.leftovers`);
     - in evaluator mode the score comes only from the evaluator's summary block; an evaluator
       that starts `with-run` is started just before the run, sees an empty artifacts/ until
       the run has ended well, then gets its line; when the run fails it is killed unscored;
@@ -181,9 +212,17 @@ class Runner:
 
     # ---- prepare -------------------------------------------------------------------------
 
-    def prepare(self, task_dir: Path, spec: TaskSpec, *, on_tick: OnTick | None = None) -> Path:
-        """The prepared folder of this task version, running `run.prepare` once (trusted)."""
-        key = prepare_key(task_dir, spec)
+    def prepare(
+        self,
+        task_dir: Path,
+        spec: TaskSpec,
+        *,
+        on_tick: OnTick | None = None,
+        heldout_secret: str | None = None,
+    ) -> Path:
+        """The prepared folder of this task version, running `run.prepare` once (trusted);
+        `heldout_secret` reaches the prepare step alone (see `HELDOUT_SECRET_ENV`)."""
+        key = prepare_key(task_dir, spec, heldout_secret)
         root = self.cache_root / "prepare"
         final = root / key
         if final.is_dir():
@@ -198,17 +237,22 @@ class Runner:
                 return final
             tmp = root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
             try:
-                self._run_prepare(task_dir, spec, tmp, on_tick)
+                self._run_prepare(task_dir, spec, tmp, on_tick, heldout_secret)
                 for name in ("data", "heldout"):
                     _make_readonly(tmp / name)
                 tmp.rename(final)
             finally:
-                _rmtree(tmp)
+                remove_tree(tmp)
         logger.info("runner: task %s prepared in %s", spec.name, final)
         return final
 
     def _run_prepare(
-        self, task_dir: Path, spec: TaskSpec, tmp: Path, on_tick: OnTick | None
+        self,
+        task_dir: Path,
+        spec: TaskSpec,
+        tmp: Path,
+        on_tick: OnTick | None,
+        heldout_secret: str | None,
     ) -> None:
         assert spec.run.prepare is not None
         for name in ("data", "heldout", ".tmp"):
@@ -217,6 +261,8 @@ class Runner:
         env = self._env(tmp)
         env["AUTOSWARM_DATA_DIR"] = str(tmp / "data")
         env["AUTOSWARM_HELDOUT_DIR"] = str(tmp / "heldout")
+        if heldout_secret:
+            env[HELDOUT_SECRET_ENV] = heldout_secret
         log_path = tmp / "prepare.log"
         outcome = supervise(
             _resolve(spec.run.prepare),
@@ -243,12 +289,13 @@ class Runner:
         budget_s: float | None = None,
         on_tick: OnTick | None = None,
         warm_next: WarmNext | None = None,
+        heldout_secret: str | None = None,
     ) -> Result:
         """Run the task's code once for its budget and score it (see the class docstring).
         `warm_next`, asked once the run has ended: whether to keep the next run started
-        ahead (None: start none)."""
+        ahead (None: start none). `heldout_secret`: as for `prepare`."""
         hashes = protected_hashes(task_dir, spec)
-        prepared = self.prepare(task_dir, spec, on_tick=on_tick)
+        prepared = self.prepare(task_dir, spec, on_tick=on_tick, heldout_secret=heldout_secret)
         budget = spec.budget_s if budget_s is None else budget_s
         preload = bool(spec.run.preload)
         if preload and (writer := _environment_writer(task_dir, spec)):
@@ -277,8 +324,17 @@ class Runner:
         try:
             result = self._run_in(x, on_tick, warm, warm_next)
         finally:
-            if not self.keep_work:
-                _rmtree(x.exp_dir)
+            removed = self.keep_work or remove_tree(x.exp_dir)
+        if not removed:  # what the run left defeats the worker: its result cannot stand
+            error = f"the run left files in {x.exp_dir} that the worker could not remove"
+            result = result.model_copy(
+                update={
+                    "status": ResultStatus.INVALID,
+                    "error": error,
+                    "metric": None,
+                    "metrics": {},
+                }
+            )
         logger.info(
             "runner: experiment %s of task %s: %s (metric %s) in %.1f s%s",
             x.run_id,
@@ -295,7 +351,7 @@ class Runner:
         warm, self._warm = self._warm, None
         if warm is not None:
             warm.process.kill()
-            _rmtree(warm.x.exp_dir)
+            remove_tree(warm.x.exp_dir)
 
     def _take_warm(self, key: str) -> _Warm | None:
         """The run started ahead when it fits `key` and its interpreter lives; else None."""
@@ -324,7 +380,7 @@ class Runner:
             process = self._start_run(nxt, *self._setup_run(nxt, editable=False))
         except Exception:  # only ahead of time: the next run starts the usual way instead
             logger.exception("runner: could not start the next run ahead")
-            _rmtree(nxt.exp_dir)
+            remove_tree(nxt.exp_dir)
             return
         self._warm = _Warm(_warm_key(nxt.prepared, nxt.spec, nxt.budget_s), nxt, process)
 
@@ -340,13 +396,13 @@ class Runner:
             _copy_files(x.task_dir, work, spec.editable, readonly=False)
         _copy_files(x.task_dir, work, spec.protected, readonly=True)
         _link_tree(x.prepared / "data", work / "data")
-        caches = self._compile_caches()
+        caches = self._compile_caches(work)
         env = self._env(work) | _cache_env(caches)
         env["AUTOSWARM_BUDGET_S"] = f"{x.budget_s:g}"
         env["AUTOSWARM_OUT_DIR"] = str(work / "out")
         env["AUTOSWARM_DATA_DIR"] = str(work / "data")
         readonly = [work / p for p in spec.protected] + [work / "data"]
-        return work, env, readonly, [work, *caches.values()]
+        return work, env, readonly, [work]
 
     def _start_run(
         self,
@@ -394,14 +450,31 @@ class Runner:
             process.release()  # its turn: the script starts now, and its clock
             if spec.run.preload and warm_next is not None and self._warm is None:
                 self._start_warm(x)  # (one kept through a run that wrote its environment)
-            outcome = process.finish(
-                x.budget_s + spec.run.startup_s + spec.run.grace_s,
-                **self._watching(spec),
-                on_tick=on_tick,
-            )
-            if warm_next is not None and not warm_next():
-                self.drop_warm()
-            return self._score(x, outcome, on_tick, evaluator)
+            tick = _Tick(on_tick)
+            try:
+                outcome = process.finish(
+                    x.budget_s + spec.run.startup_s + spec.run.grace_s,
+                    **self._watching(spec),
+                    on_tick=tick.wrapped,
+                )
+                if warm_next is not None and not warm_next():
+                    self.drop_warm()
+                return self._score(x, outcome, tick.wrapped, evaluator)
+            except Exception as exc:
+                if tick.raised is not None:  # the caller stopping the run: its exception
+                    raise
+                # From here on the folder is the run's work: whatever fails while it is
+                # watched, collected, checked or scored is this run's `invalid`, never a fault
+                # that hands the experiment back to run again (and fail again).
+                logger.exception("runner: experiment %s could not be scored", x.run_id)
+                error = f"the worker could not score this run: {type(exc).__name__}: {exc}"
+                tail = _read_log(x.exp_dir / "run.log")[-MAX_LOG_TAIL_CHARS:]
+                return Result(
+                    status=ResultStatus.INVALID,
+                    error=_clip(error),
+                    log_tail=tail,
+                    hardware=self.hardware,
+                )
         finally:
             if process is not None:
                 process.kill()
@@ -447,8 +520,21 @@ class Runner:
             except SummaryError as exc:
                 return Result(status=ResultStatus.INVALID, error=str(exc), **fields)
             return Result(status=ResultStatus.OK, metric=metric, metrics=metrics, **fields)
-        _link_tree(work / "out", x.exp_dir / "eval" / "artifacts")
-        _make_readonly(x.exp_dir / "eval" / "artifacts")
+        artifacts = x.exp_dir / "eval" / "artifacts"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        try:
+            copied = copy_artifacts(
+                work / "out", artifacts, max_bytes=spec.resources.disk_mb * 2**20
+            )
+        except ArtifactsRefused as exc:
+            return Result(status=ResultStatus.INVALID, error=f"artifacts: {exc}", **fields)
+        logger.info(
+            "runner: experiment %s: %d artifacts, %d bytes, %d entries left out",
+            x.run_id,
+            copied.files,
+            copied.bytes,
+            copied.left_out,
+        )
         if evaluator is None:  # after the run: it starts with its artifacts in place
             evaluator = self._start_evaluator(x)
         return self._evaluate(x.exp_dir, evaluator, spec, fields, on_tick)
@@ -546,11 +632,12 @@ class Runner:
     def _env(self, home: Path) -> dict[str, str]:
         return scrub_env(os.environ, home=home, tmp_dir=home / ".tmp") | self.extra_env
 
-    def _compile_caches(self) -> dict[str, Path]:
-        """Inductor and Triton caches kept across runs, so compile time is not paid twice."""
+    def _compile_caches(self, work: Path) -> dict[str, Path]:
+        """Inductor and Triton caches of this run only, in its work folder and so in its disk
+        cap: code one run puts there is never run by another; each run compiles afresh."""
         caches = {
-            "TORCHINDUCTOR_CACHE_DIR": self.cache_root / "compile" / "inductor",
-            "TRITON_CACHE_DIR": self.cache_root / "compile" / "triton",
+            "TORCHINDUCTOR_CACHE_DIR": work / ".cache" / "inductor",
+            "TRITON_CACHE_DIR": work / ".cache" / "triton",
         }
         for path in caches.values():
             path.mkdir(parents=True, exist_ok=True)
@@ -592,11 +679,9 @@ def _tampered(
         after = {}
     changed = [p for p in before if after.get(p) != before[p]]
     for path in spec.protected:
-        try:
-            digest = hashlib.sha256((work / path).read_bytes()).hexdigest()
-        except OSError:
-            digest = ""
-        if digest != before[path] and path not in changed:
+        # The work copy's folders are the run's: a link, a FIFO or a renamed folder there
+        # is a change (and is never followed or waited on).
+        if hash_file(work, path) != before[path] and path not in changed:
             changed.append(path)
     if not changed:
         return None
@@ -749,8 +834,8 @@ def _warm_key(prepared: Path, spec: TaskSpec, budget_s: float) -> str:
 def _link_tree(src: Path, dst: Path) -> None:
     """Rebuild `src` at `dst` from hard links (copies across file systems), regular files only.
 
-    Symbolic links and special files are left out: a link planted by a run must not lead
-    the evaluator to a file outside its artifacts.
+    For the prepared data/ and heldout/ only, which trusted code wrote: a tree a run wrote
+    is copied by `worker.leftovers.copy_artifacts`, never linked.
     """
     dst.mkdir(parents=True, exist_ok=True)
     if not src.is_dir():
@@ -786,21 +871,6 @@ def _make_readonly(root: Path) -> None:
             path = Path(dirpath) / name
             if not path.is_symlink():
                 path.chmod(0o444)
-
-
-def _rmtree(path: Path) -> None:
-    """Remove a folder even where a run left read-only folders in it."""
-
-    def retry(func: Callable[..., Any], failed: str, _: Any) -> None:
-        with contextlib.suppress(OSError):
-            Path(failed).parent.chmod(0o755)
-            if Path(failed).is_dir() and not Path(failed).is_symlink():
-                Path(failed).chmod(0o755)
-            func(failed)
-
-    shutil.rmtree(path, onerror=retry)  # onexc is 3.12+
-    if path.exists() and not path.is_symlink():
-        logger.warning("runner: could not remove %s", path)
 
 
 def _read_log(path: Path) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +34,7 @@ from worker.settings import WorkerSettings
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.2
+FAILED_REMEMBERED = 64  # experiments that failed in this slot, to report if leased again
 
 
 class SlotState(StrEnum):
@@ -116,6 +118,7 @@ class WorkerSlot:
         self._prefetched: HeldLease | None = None
         self._accepting_prefetch = True
         self._switched: HeldLease | None = None  # handed over by a preempting heartbeat
+        self._failed_here: deque[str] = deque(maxlen=FAILED_REMEMBERED)
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -231,10 +234,29 @@ class WorkerSlot:
             logger.exception(
                 "worker %s: experiment %s failed in the worker", self.worker_id, held.experiment_id
             )
-            self._close(held, release=True)
-            self._back_off(exc)
+            self._failed_in_worker(held, exc)
         finally:
             self.current = None
+
+    def _failed_in_worker(self, held: HeldLease, exc: Exception) -> None:
+        """The first time, hand the experiment back (maybe this machine's passing trouble)
+        and back off; the second time, report it `invalid` (an attempt counted): one that
+        always fails here must not circle between the queue and this slot."""
+        if held.experiment_id not in self._failed_here:
+            self._failed_here.append(held.experiment_id)
+            self._close(held, release=True)
+            self._back_off(exc)
+            return
+        error = f"the worker failed on this experiment twice: {type(exc).__name__}: {exc}"
+        self.completed += 1
+        try:
+            self._report(
+                held,
+                Result(status=ResultStatus.INVALID, error=error[:4000], hardware=self.hardware),
+            )
+        except Exception:  # not even that: the lease expires, and the reaper counts an attempt
+            logger.exception("worker %s: could not report %s", self.worker_id, held.experiment_id)
+            self._close(held, release=False)
 
     def _run_experiment(self, held: HeldLease) -> None:
         lease = held.lease
@@ -244,7 +266,12 @@ class WorkerSlot:
             return
         self.state = SlotState.PREPARING
         try:
-            self.runner.prepare(task_dir, lease.spec, on_tick=lambda _: self._check(held))
+            self.runner.prepare(
+                task_dir,
+                lease.spec,
+                on_tick=lambda _: self._check(held),
+                heldout_secret=lease.heldout_secret,
+            )
         except PrepareError as exc:
             # Reported, not handed back: a task whose prepare always fails must reach the
             # dead-letter list after max_attempts instead of circling between workers.
@@ -265,6 +292,7 @@ class WorkerSlot:
             budget_s=lease.budget_s,
             on_tick=lambda s: self._tick(held, s),
             warm_next=self._wants_more,
+            heldout_secret=lease.heldout_secret,
         )
         self.completed += 1
         self._report(held, result)
@@ -282,8 +310,7 @@ class WorkerSlot:
                 logger.error(
                     "worker %s: bundle of %s unusable: %s", self.worker_id, held.experiment_id, exc
                 )
-                self._close(held, release=True)
-                self._back_off(exc)
+                self._failed_in_worker(held, exc)
                 return None
 
     def _check(self, held: HeldLease) -> None:

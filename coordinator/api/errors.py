@@ -21,6 +21,7 @@ from shared.errors import (
     PayloadTooLarge,
     StaleLease,
     TaskError,
+    TooMany,
     Unauthorized,
 )
 
@@ -39,6 +40,7 @@ STATUS: tuple[tuple[type[AutoswarmError], int, str], ...] = (
     (Forbidden, 403, "forbidden"),
     (NotFound, 404, "not_found"),
     (PayloadTooLarge, 413, "too_large"),
+    (TooMany, 429, "too_many"),
     (InvalidInput, 422, "invalid"),
     (TaskError, 422, "invalid_task"),
     (LineageError, 500, "lineage"),

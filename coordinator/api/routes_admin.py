@@ -9,12 +9,20 @@ from fastapi.concurrency import run_in_threadpool
 
 from coordinator.api import views
 from coordinator.api.deps import AdminCaller, ContextReader, Ctx, ProposerCaller
-from coordinator.hypotheses import build_context, submit_hypothesis
-from coordinator.models import TaskCreate, TaskPublic, TokenCreate
+from coordinator.api.params import HardwareQuery, TaskId
+from coordinator.hypotheses import Submission, build_context, submit_hypothesis
+from coordinator.models import TaskPublic
 from coordinator.tasks import register_task_upload
 from coordinator.tokens import create_token
-from shared.errors import Conflict
-from shared.models import HypothesisCreate, ProposerContext, SpendReport
+from shared.errors import Conflict, TooMany
+from shared.models import (
+    HypothesisCreate,
+    ProposerContext,
+    Scope,
+    SpendReport,
+    TaskCreate,
+    TokenCreate,
+)
 
 router = APIRouter(prefix="/api/v1")
 
@@ -40,7 +48,7 @@ async def new_token(body: TokenCreate, caller: AdminCaller, ctx: Ctx) -> dict[st
 
 @router.get("/tasks/{task_id}/context")
 async def context(
-    task_id: str, caller: ContextReader, ctx: Ctx, hardware: str | None = None
+    task_id: TaskId, caller: ContextReader, ctx: Ctx, hardware: HardwareQuery = None
 ) -> ProposerContext:
     return await run_in_threadpool(build_context, ctx.scheduler, task_id, hardware)
 
@@ -50,7 +58,7 @@ MAX_SPEND_MODELS = 50
 
 
 @router.post("/tasks/{task_id}/spend", status_code=204)
-async def spend(task_id: str, body: SpendReport, caller: ProposerCaller, ctx: Ctx) -> Response:
+async def spend(task_id: TaskId, body: SpendReport, caller: ProposerCaller, ctx: Ctx) -> Response:
     """A proposer tells what its model calls cost (shown on /metrics)."""
 
     def add() -> None:
@@ -69,7 +77,24 @@ async def spend(task_id: str, body: SpendReport, caller: ProposerCaller, ctx: Ct
 
 @router.post("/hypotheses", status_code=201)
 async def hypotheses(body: HypothesisCreate, caller: ProposerCaller, ctx: Ctx) -> dict[str, Any]:
-    submission = await run_in_threadpool(submit_hypothesis, ctx.scheduler, body)
+    """Submit a hypothesis; 429 while the caller has `max_hypotheses_in_flight` not judged
+    yet (checked before the write: submissions at the same moment may pass it by a few)."""
+
+    def submit() -> Submission:
+        bounded = caller.scope is not Scope.ADMIN
+        if bounded:
+            in_flight = ctx.store.hypotheses_in_flight(caller.token_hash)
+            if in_flight >= ctx.settings.max_hypotheses_in_flight:
+                raise TooMany(
+                    f"token {caller.name!r} has {in_flight} hypotheses not judged yet "
+                    "(max_hypotheses_in_flight): submit more once some are judged"
+                )
+        submission = submit_hypothesis(ctx.scheduler, body)
+        if bounded and not submission.duplicate:
+            ctx.store.hold_in_flight(caller.token_hash, submission.hypothesis_id)
+        return submission
+
+    submission = await run_in_threadpool(submit)
     return {
         "hypothesis_id": submission.hypothesis_id,
         "experiment_id": submission.experiment_id,

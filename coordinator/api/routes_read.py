@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from coordinator import leaderboard as boards
 from coordinator.api import views
 from coordinator.api.deps import Caller, Context, Ctx, require
+from coordinator.api.params import ExperimentId, HardwareQuery, IdQuery, NameQuery, TaskId
 from coordinator.api.sse import Feed
 from coordinator.models import HypothesisRecord, TaskPublic, WorkerPublic
 from coordinator.read_models import (
@@ -121,7 +122,7 @@ async def tasks(caller: Reader, ctx: Ctx) -> list[TaskPublic]:
 
 
 @router.get("/tasks/{task_id}")
-async def task(task_id: str, caller: Reader, ctx: Ctx) -> TaskPublic:
+async def task(task_id: TaskId, caller: Reader, ctx: Ctx) -> TaskPublic:
     def read() -> TaskPublic:
         return views.task_view(ctx.scheduler, ctx.scheduler.get_task(task_id))
 
@@ -130,7 +131,7 @@ async def task(task_id: str, caller: Reader, ctx: Ctx) -> TaskPublic:
 
 @router.get("/tasks/{task_id}/hypotheses")
 async def hypotheses(
-    task_id: str,
+    task_id: TaskId,
     caller: Reader,
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
@@ -144,7 +145,11 @@ async def hypotheses(
 
 @router.get("/tasks/{task_id}/leaderboard")
 async def leaderboard(
-    task_id: str, caller: Reader, ctx: Ctx, feed: LiveFeed, hardware: str | None = None
+    task_id: TaskId,
+    caller: Reader,
+    ctx: Ctx,
+    feed: LiveFeed,
+    hardware: HardwareQuery = None,
 ) -> Leaderboard:
     """Per hardware class: the head, its mean ± std over its runs, the chain of kept
     changes (oldest first) with their deltas; and the task's experiment counts."""
@@ -158,7 +163,7 @@ async def leaderboard(
 
 @router.get("/tasks/{task_id}/progress", response_model=Progress)
 async def progress(
-    task_id: str,
+    task_id: TaskId,
     caller: Reader,
     ctx: Ctx,
     feed: LiveFeed,
@@ -175,7 +180,7 @@ async def progress(
 
 
 @router.get("/tasks/{task_id}/lineage")
-async def lineage(task_id: str, caller: Reader, ctx: Ctx, feed: LiveFeed) -> LineageTree:
+async def lineage(task_id: TaskId, caller: Reader, ctx: Ctx, feed: LiveFeed) -> LineageTree:
     """The lineage as a tree: every class's branch from the first code, with how many
     experiments were tried on each commit."""
 
@@ -191,18 +196,22 @@ async def experiments(
     caller: Reader,
     ctx: Ctx,
     feed: LiveFeed,
-    task_id: str | None = None,
+    task_id: IdQuery = None,
     status: ExperimentState | None = None,
     kind: ExperimentKind | None = None,
     verdict: Verdict | None = None,
     result: ResultStatus | None = None,
-    worker_id: str | None = None,
-    owner: str | None = None,
-    hardware: str | None = None,
-    proposer: Annotated[str | None, Query(description="mutation, llm, human...")] = None,
-    model: Annotated[str | None, Query(description="an LLM proposer's model")] = None,
-    since: Annotated[float | None, Query(description="created at or after (unix s)")] = None,
-    until: Annotated[float | None, Query(description="created at or before (unix s)")] = None,
+    worker_id: IdQuery = None,
+    owner: NameQuery = None,
+    hardware: HardwareQuery = None,
+    proposer: Annotated[NameQuery, Query(description="mutation, llm, human...")] = None,
+    model: Annotated[NameQuery, Query(description="an LLM proposer's model")] = None,
+    since: Annotated[
+        float | None, Query(description="created at or after (unix s)", allow_inf_nan=False)
+    ] = None,
+    until: Annotated[
+        float | None, Query(description="created at or before (unix s)", allow_inf_nan=False)
+    ] = None,
     sort: Literal["time", "score"] = "time",
     view: Literal["full", "summary"] = "full",
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -237,7 +246,7 @@ async def experiments(
 
 
 @router.get("/experiments/{experiment_id}")
-async def experiment(experiment_id: str, caller: Reader, ctx: Ctx) -> ExperimentDetail:
+async def experiment(experiment_id: ExperimentId, caller: Reader, ctx: Ctx) -> ExperimentDetail:
     """One experiment: its result and log tail, its hypothesis and rationale, the reason
     for its verdict, and the unified diff against its parent."""
     return await run_in_threadpool(views.experiment_view, ctx.scheduler, experiment_id)
@@ -299,7 +308,7 @@ async def events(
 async def event_stream(
     caller: Reader,
     feed: LiveFeed,
-    task_id: str | None = None,
+    task_id: IdQuery = None,
     after: Annotated[str | None, Query(pattern=EVENT_ID)] = None,
     last_event_id: Annotated[str | None, Header(pattern=EVENT_ID)] = None,
 ) -> StreamingResponse:

@@ -15,16 +15,22 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from coordinator.api.deps import BundleReader, Caller, Context, Ctx, WorkerCaller, own_worker
-from coordinator.models import (
-    HeartbeatRequest,
-    LeaseAction,
-    LeaseRequest,
-    ResultSubmit,
-    WorkerRecord,
-)
+from coordinator.api.params import ExperimentId
+from coordinator.models import WorkerRecord
 from coordinator.store import Leased, Preemption
-from shared.errors import NotFound
-from shared.models import ExperimentKind, HeartbeatAnswer, Lease, WorkerCreate
+from shared.errors import InvalidInput, NotFound
+from shared.models import (
+    ExperimentKind,
+    HeartbeatAnswer,
+    Lease,
+    Result,
+    ResultStatus,
+    ResultSubmit,
+    Scope,
+    Verdict,
+    WorkerCreate,
+)
+from shared.wire import HeartbeatRequest, LeaseAction, LeaseRequest, hardware_problem
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +52,12 @@ def _register(ctx: Context, caller: Caller, body: WorkerCreate) -> str:
         token_hash=caller.token_hash,
         registered_s=time.time(),
     )
-    ctx.store.put_worker(worker)
+    unbounded = caller.scope is Scope.ADMIN
+    ctx.store.put_worker(
+        worker,
+        max_workers=2**31 if unbounded else ctx.settings.max_workers_per_token,
+        max_classes=2**31 if unbounded else ctx.settings.max_classes_per_token,
+    )
     ctx.known.forget_worker(worker.worker_id)
     ctx.scheduler.ensure_classes(worker.hardware)
     logger.info(
@@ -82,22 +93,57 @@ def _lease_of(ctx: Context, got: Leased) -> Lease:
         spec=task.spec,
         budget_s=task.spec.budget_s,
         preemptible_s=ctx.settings.preempt_within * task.spec.budget_s if preemptible else 0.0,
+        heldout_secret=ctx.store.heldout_secret(task.task_id),
     )
+
+
+# Experiments of unreadable tasks set aside in one pass of a lease request, at most.
+MAX_SET_ASIDE = 16
+
+
+def _set_aside(ctx: Context, got: Leased) -> None:
+    """Withdraw an experiment whose task's stored record does not read (stored by an older
+    version, see `Store.get_task`): no worker can run it, and it must not hold up others."""
+    reason = f"task {got.task_id}: its stored record is unreadable (see the coordinator log)"
+    now = time.time()
+    event: dict[str, str | float] = {
+        "type": "verdict",
+        "task_id": got.task_id,
+        "experiment_id": got.experiment_id,
+        "verdict": Verdict.DISCARDED.value,
+        "reason": reason,
+        "time_s": now,
+    }
+    ctx.store.withdraw(
+        got.experiment_id, verdict=Verdict.DISCARDED.value, reason=reason, event=event, now=now
+    )
+    logger.warning("experiment %s: withdrawn at lease: %s", got.experiment_id, reason)
 
 
 def _try_lease(ctx: Context, caller: Caller, worker_id: str) -> Lease | None:
     """One pass of a lease request, in one thread-pool hop: the caller's worker, the lease
     script (which hands back what the lease needs), the task from memory."""
     worker = own_worker(ctx, caller, worker_id)
+    problem = hardware_problem(worker.hardware)
+    if problem is not None:  # registered before classes had one canonical form
+        raise InvalidInput(
+            f"worker {worker_id}: hardware class {worker.hardware!r} {problem}; register again"
+        )
     ctx.scheduler.ensure_classes(worker.hardware)  # a task registered while we waited
-    got = ctx.store.lease(
-        worker.worker_id,
-        worker.owner,
-        worker.hardware,
-        now=time.time(),
-        lease_ttl_s=ctx.settings.lease_ttl_s,
-        replicate_wait_s=ctx.settings.replicate_wait_s,
-    )
+    for _ in range(MAX_SET_ASIDE):
+        got = ctx.store.lease(
+            worker.worker_id,
+            worker.owner,
+            worker.hardware,
+            now=time.time(),
+            lease_ttl_s=ctx.settings.lease_ttl_s,
+            replicate_wait_s=ctx.settings.replicate_wait_s,
+        )
+        if got is None or ctx.store.get_task(got.task_id) is not None:
+            break
+        _set_aside(ctx, got)
+    else:
+        return None  # the next pass looks further
     if got is None:
         return None
     logger.info(
@@ -134,7 +180,7 @@ async def lease(body: LeaseRequest, caller: WorkerCaller, ctx: Ctx, request: Req
 
 @router.post("/leases/{experiment_id}/heartbeat")
 async def heartbeat(
-    experiment_id: str, body: HeartbeatRequest, caller: WorkerCaller, ctx: Ctx
+    experiment_id: ExperimentId, body: HeartbeatRequest, caller: WorkerCaller, ctx: Ctx
 ) -> HeartbeatAnswer:
     """Renew a lease; `cancel` when the experiment is no longer wanted, and for a worker that
     can switch, `switch_to` when its young explore was preempted (docs/protocol.md)."""
@@ -181,7 +227,7 @@ async def heartbeat(
 
 @router.post("/leases/{experiment_id}/release", status_code=204)
 async def release(
-    experiment_id: str, body: LeaseAction, caller: WorkerCaller, ctx: Ctx
+    experiment_id: ExperimentId, body: LeaseAction, caller: WorkerCaller, ctx: Ctx
 ) -> Response:
     def hand_back() -> None:
         own_worker(ctx, caller, body.worker_id)
@@ -193,13 +239,29 @@ async def release(
     return Response(status_code=204)
 
 
+def _in_range(ctx: Context, experiment_id: str, result: Result) -> Result:
+    """The result, or an invalid one when its score is outside its task's `[metric] range`
+    (a score that cannot be true is never judged)."""
+    if result.status is not ResultStatus.OK or result.metric is None:
+        return result
+    task_id = ctx.store.experiment_task(experiment_id)
+    task = ctx.store.get_task(task_id) if task_id else None
+    if task is None or not task.spec.metric.outside(result.metric):
+        return result
+    lo, hi = task.spec.metric.range or (0.0, 0.0)
+    error = f"{task.spec.metric.name} {result.metric!r} is outside the task's range [{lo}, {hi}]"
+    return result.model_copy(
+        update={"status": ResultStatus.INVALID, "metric": None, "error": error}
+    )
+
+
 def _report(ctx: Context, caller: Caller, body: ResultSubmit) -> bool:
     own_worker(ctx, caller, body.worker_id)
     recorded = ctx.store.report(
         body.experiment_id,
         body.worker_id,
         body.fencing_token,
-        body.result,
+        _in_range(ctx, body.experiment_id, body.result),
         now=time.time(),
         max_attempts=ctx.settings.max_attempts,
     )

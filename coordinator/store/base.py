@@ -75,6 +75,8 @@ class StoreBase:
         self._scripts = Scripts(self._r)
         self._tasks: dict[str, TaskRecord] = {}
         self._outages = OutageLog()
+        # Tasks whose stored record does not validate, already warned about.
+        self._unreadable: set[str] = set()
 
     def close(self) -> None:
         self._r.close()

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import secrets
 from typing import Any, NamedTuple, cast
+
+from pydantic import ValidationError
 
 from coordinator import keys
 from coordinator.models import (
@@ -17,8 +21,11 @@ from coordinator.models import (
     WorkerRecord,
 )
 from coordinator.store.base import StoreBase, encode_fields
-from shared.models import Scope
+from shared.errors import TooMany
+from shared.models import Scope, Verdict
 from shared.task import hash_files
+
+logger = logging.getLogger(__name__)
 
 # How many queued explores `queue_depth` looks at, at most.
 QUEUE_DEPTH_SCAN = 1000
@@ -51,6 +58,25 @@ class RecordOps(StoreBase):
             )
         )
 
+    def _readable_task(self, task_id: str, raw: dict[str, str]) -> TaskRecord | None:
+        """The task of a stored hash; None when absent or unreadable (`min_effect = inf` was
+        once accepted and stored as null: such a task is left out, warned about once, rather
+        than a 500 on every read)."""
+        if not raw.get("bundle_hash"):
+            return None
+        try:
+            task: TaskRecord = TaskRecord.from_hash(raw)
+        except (ValidationError, ValueError, KeyError) as exc:
+            if task_id not in self._unreadable:
+                self._unreadable.add(task_id)
+                why = str(exc).splitlines() or [type(exc).__name__]
+                if isinstance(exc, ValidationError):
+                    first = exc.errors()[0]
+                    why = [".".join(str(p) for p in first["loc"]) + ": " + first["msg"]]
+                logger.warning("task %s: stored record unreadable, left out: %s", task_id, why[0])
+            return None
+        return task
+
     def task_ids(self) -> list[str]:
         """Every registered task, first registered first."""
         return cast("list[str]", self._r.zrange(keys.TASKS, 0, -1))
@@ -59,16 +85,25 @@ class RecordOps(StoreBase):
         """A task's record; kept in memory once read (a registered task never changes)."""
         task = self._tasks.get(task_id)
         if task is None:
-            raw = self._hgetall(keys.task(task_id))
-            if not raw.get("bundle_hash"):
+            task = self._readable_task(task_id, self._hgetall(keys.task(task_id)))
+            if task is None:
                 return None
-            task = self._tasks.setdefault(task_id, TaskRecord.from_hash(raw))
+            task = self._tasks.setdefault(task_id, task)
         return task
 
     def list_tasks(self) -> list[TaskRecord]:
+        """Every readable task (one stored by an older version that no longer validates is
+        left out, with a warning, rather than failing every read)."""
         task_ids = cast("list[str]", self._r.zrange(keys.TASKS, 0, -1))
         raws = self._hgetall_many([keys.task(t) for t in task_ids])
-        return [TaskRecord.from_hash(raw) for raw in raws if raw.get("bundle_hash")]
+        tasks = (self._readable_task(t, raw) for t, raw in zip(task_ids, raws, strict=True))
+        return [task for task in tasks if task is not None]
+
+    def heldout_secret(self, task_id: str) -> str:
+        """The task's held-out secret, made at random on first use and kept thereafter."""
+        key = keys.task_heldout_secret(task_id)
+        self._r.set(key, secrets.token_hex(32), nx=True)
+        return cast("str", self._r.get(key))
 
     def task_classes(self, task_id: str) -> list[str]:
         """The task's hardware classes, first used first."""
@@ -130,13 +165,60 @@ class RecordOps(StoreBase):
 
     # -- workers ----------------------------------------------------------------------------
 
-    def put_worker(self, worker: WorkerRecord) -> None:
+    def put_worker(
+        self, worker: WorkerRecord, *, max_workers: int = 2**31, max_classes: int = 2**31
+    ) -> None:
+        """Register a worker; `TooMany` when it would be its token's worker or hardware class
+        past `max_workers` or `max_classes` (nothing is written then)."""
         fields = worker.model_dump(mode="json", exclude={"agreed", "disagreed", "distrusted_s"})
-        pipe = self._r.pipeline(transaction=True)
-        pipe.hset(keys.worker(worker.worker_id), mapping={k: str(v) for k, v in fields.items()})
-        pipe.zadd(keys.WORKERS, {worker.worker_id: worker.registered_s})
-        pipe.zadd(keys.class_owners(worker.hardware), {worker.owner: worker.registered_s})
-        pipe.execute()
+        code = self._run(
+            "register_worker",
+            [
+                keys.worker(worker.worker_id),
+                keys.WORKERS,
+                keys.class_owners(worker.hardware),
+                keys.token_workers(worker.token_hash),
+                keys.token_classes(worker.token_hash),
+            ],
+            [
+                worker.worker_id,
+                encode_fields(fields),
+                repr(worker.registered_s),
+                worker.hardware,
+                worker.owner,
+                max_workers,
+                max_classes,
+            ],
+        )
+        if int(code) == -1:
+            raise TooMany(
+                f"token {worker.owner!r} has {max_workers} workers registered already "
+                "(max_workers_per_token): reuse their names and slots"
+            )
+        if int(code) == -2:
+            raise TooMany(
+                f"token {worker.owner!r} has workers on {max_classes} hardware classes already "
+                f"(max_classes_per_token): {worker.hardware} would be one more"
+            )
+
+    def hypotheses_in_flight(self, token_hash: str) -> int:
+        """How many of the token's hypotheses are not judged yet (judged ones are let go)."""
+        key = keys.token_hypotheses(token_hash)
+        members = cast("list[str]", sorted(self._r.smembers(key)))
+        if not members:
+            return 0
+        pipe = self._r.pipeline(transaction=False)
+        for hypothesis_id in members:
+            pipe.hget(keys.hypothesis(hypothesis_id), "verdict")
+        verdicts: list[str | None] = pipe.execute()
+        done = [h for h, v in zip(members, verdicts, strict=True) if v != Verdict.PENDING.value]
+        if done:
+            self._r.srem(key, *done)
+        return len(members) - len(done)
+
+    def hold_in_flight(self, token_hash: str, hypothesis_id: str) -> None:
+        """Count a hypothesis against its token's bound until it is judged."""
+        self._r.sadd(keys.token_hypotheses(token_hash), hypothesis_id)
 
     def get_worker(self, worker_id: str) -> WorkerRecord | None:
         raw = self._hgetall(keys.worker(worker_id))

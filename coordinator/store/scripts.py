@@ -16,6 +16,7 @@ SCRIPT_NAMES = (
     "report",
     "reap",
     "register_task",
+    "register_worker",
     "add_class",
     "record_baseline",
     "conclude",

@@ -4,12 +4,10 @@ val_bpb. Runs as its own process after the run, on the GPU when there is one (th
 AUTOSWARM_SMOKE=1); never imports train.py. Usage: python evaluate.py
 
 What it guarantees:
-- the artifact is read as data: the archive may hold only the files torch.export.save
-  writes for one program (no pickled payloads, no custom objects, no compiled code, no
-  symbolic shapes or guards, which torch would evaluate as Python), and everything torch
-  unpickles while loading goes through torch.load(weights_only=True);
-- the program may call only pure aten operators (no in-place ops, no state kept between
-  calls, no Python callables);
+- the artifact is loaded by exported.py (shared with the other evaluators of exported
+  programs, see its docstring): as data, torch reading exactly the bytes checked, nothing
+  in it evaluated or unpickled, and a program that calls only listed pure aten operators
+  (no file, process, network or random-state ones), takes one tensor and keeps no state;
 - the loss is computed here from the raw logits, never taken from the model;
 - causality: for every batch scored, each row's bytes after a random cut point are
   replaced and the logits up to the cut must not move, CAUSAL_CUTS times with fresh cuts.
@@ -25,19 +23,15 @@ What it does not guarantee: that the model is small or fast (the runner's timeou
 sandbox cover that), or anything about the run's own printed numbers (they are ignored).
 """
 
-import json
 import math
-import operator
 import os
-import pickle
-import re
 import sys
-import zipfile
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from exported import Refused, load_model
 from prepare import EVAL_BATCH_SIZE, MAX_SEQ_LEN, SMOKE, VOCAB_SIZE
 
 # ---------------------------------------------------------------------------
@@ -49,102 +43,11 @@ HELDOUT_DIR = os.environ.get("AUTOSWARM_HELDOUT_DIR", "heldout")  # val.bin live
 EVAL_WINDOWS = 8 if SMOKE else 2048  # held-out windows of MAX_SEQ_LEN bytes scored (2M predictions)
 CAUSAL_TOL = 1e-3  # max change of an earlier logit when later bytes change (GPU kernels, fp32)
 CAUSAL_CUTS = 4  # random cut points per row per batch (a forward pass each)
-ARCHIVE_FILES = re.compile(  # all that torch.export.save writes for one plain program
-    r"^[A-Za-z0-9_.-]+/("
-    r"models/model\.json|data/sample_inputs/model\.pt|"
-    r"data/weights/model_weights_config\.json|data/weights/weight_\d+|"
-    r"data/constants/model_constants_config\.json|data/constants/tensor_\d+|"
-    r"archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
-    r")$"
-)
-ALLOWED_TARGET = re.compile(r"^(torch\.ops\.aten\.[A-Za-z0-9_]+\.[A-Za-z0-9_]+|_operator\.getitem)$")
 
 
 def fail(message):
     print(f"error: {message}")
     sys.exit(1)
-
-
-# ---------------------------------------------------------------------------
-# Load the exported program as data
-# ---------------------------------------------------------------------------
-
-
-def walk(node):
-    """Every dict inside a parsed JSON document."""
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from walk(value)
-
-
-def check_archive(path):
-    """Refuse anything torch.export.load would execute rather than read."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            bad = [n for n in names if not ARCHIVE_FILES.match(n)]
-            if bad:
-                fail(f"unexpected file in the model archive: {bad[0]}")
-            docs = {n: json.loads(archive.read(n)) for n in names if n.endswith(".json")}
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        fail(f"cannot read {path}: {exc}")
-    if sum(n.endswith("models/model.json") for n in docs) != 1:
-        fail("the archive must hold exactly one program")
-    for name, doc in docs.items():
-        for d in walk(doc):
-            if d.get("use_pickle") or "expr_str" in d:
-                fail(f"{name}: pickled payloads and symbolic shapes are not allowed")
-            if "target" in d and not ALLOWED_TARGET.match(str(d["target"])):
-                fail(f"{name}: operator {d['target']!r} is not allowed")
-        if name.endswith("models/model.json"):
-            if doc.get("range_constraints") or doc.get("guards_code"):
-                fail("export with static shapes: no range constraints or guards")
-            if any(doc["graph_module"]["graph"].get("custom_obj_values", {}).values()):
-                fail("custom objects are not allowed")
-
-
-def load_program(path):
-    """torch.export.load with every unpickling forced to weights_only=True."""
-    check_archive(path)
-    real_load, real_loads = torch.load, pickle.loads
-
-    def weights_only_load(*args, **kwargs):
-        kwargs["weights_only"] = True
-        return real_load(*args, **kwargs)
-
-    def refuse(*args, **kwargs):
-        raise RuntimeError("unpickling is not allowed")
-
-    torch.load, pickle.loads = weights_only_load, refuse
-    try:
-        return torch.export.load(path)
-    except Exception as exc:  # a malformed archive is the run's failure, not ours
-        fail(f"cannot load {path}: {type(exc).__name__}: {exc}")
-    finally:
-        torch.load, pickle.loads = real_load, real_loads
-
-
-def check_program(program):
-    """Pure aten operators only, one int64 input, no state kept between calls."""
-    for node in program.graph.nodes:
-        if node.op == "call_function":
-            target = node.target
-            if isinstance(target, torch._ops.OpOverload):
-                if target.namespace != "aten" or target._schema.is_mutable:
-                    fail(f"operator {target} is not allowed (not a pure aten operator)")
-            elif target is not operator.getitem:
-                fail(f"call to {target} is not allowed")
-        elif node.op not in ("placeholder", "output", "get_attr"):
-            fail(f"graph node kind {node.op!r} is not allowed")
-    signature = program.graph_signature
-    if signature.buffers_to_mutate or signature.user_inputs_to_mutate:
-        fail("the program mutates its state or inputs")
-    if len(signature.user_inputs) != 1 or len(signature.user_outputs) != 1:
-        fail("the program must take one tensor (bytes) and return one tensor (logits)")
 
 
 # ---------------------------------------------------------------------------
@@ -212,12 +115,10 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = False  # score in full fp32
     torch.backends.cudnn.allow_tf32 = False
-    program = load_program(os.path.join(ARTIFACTS_DIR, "model.pt2"))
-    check_program(program)
     try:
-        model = program.module()
-    except Exception as exc:
-        fail(f"cannot build the program: {type(exc).__name__}: {exc}")
+        model = load_model(os.path.join(ARTIFACTS_DIR, "model.pt2"))
+    except Refused as exc:
+        fail(str(exc))
     val = val.to(device)
     seed = int.from_bytes(os.urandom(8), "little")  # unpredictable cuts, shuffles and noise
     generator = torch.Generator().manual_seed(seed)

@@ -8,10 +8,14 @@ a friend and an age, described in English-like documents with real grammar, fact
 stay true across documents, and algorithmic sentences (multi-digit sums, spelling words
 backwards, counting) that reward a better model all the way down. Every byte comes from
 our own 64-bit PRNG and integer arithmetic only, so the corpus is identical on every
-machine and Python version; its sha256 is checked below.
+machine and Python version; the training text's sha256 is checked below.
 
-This file is an evaluator file: the run never sees it, so it cannot regenerate the
-held-out text (or make more training text) on its own.
+The held-out text is drawn from the same world with a seed derived from a secret the
+runner passes in AUTOSWARM_HELDOUT_SECRET (the coordinator makes one per task and hands it
+to workers only; `autoswarm task run` keeps one in its local folder), never from a seed in
+this file: this file is public, and a run that rebuilt the held-out text from it could
+learn it by heart. Without a secret (by hand, in tests) it uses the public VAL_SEED, which
+anyone can recompute, and says so.
 """
 
 import hashlib
@@ -25,13 +29,15 @@ import os
 SMOKE = os.environ.get("AUTOSWARM_SMOKE") == "1"  # a small corpus for a quick check
 WORLD_SEED = 20240308  # who lives where; shared by train and val so facts carry over
 TRAIN_SEED = 3  # the training text
-VAL_SEED = 0xBB67AE8584CAA73B  # the held-out text
+VAL_SEED = 0xBB67AE8584CAA73B  # the held-out text when no secret is given (public)
+SECRET_ENV = "AUTOSWARM_HELDOUT_SECRET"  # the secret the held-out text's seed comes from
 N_PEOPLE = 4096  # people in the world
 N_TOWNS = 256  # towns in the world
 TRAIN_BYTES = 262_144 if SMOKE else 200_000_000  # bytes of training text
 SHARD_BYTES = 4_000_000  # training text is made in pieces of this size, in parallel
 VAL_BYTES = 65_536 if SMOKE else 2_200_000  # bytes of held-out text
-# sha256 of data/train.bin and heldout/val.bin, then of the same with AUTOSWARM_SMOKE=1
+# sha256 of data/train.bin and heldout/val.bin made from VAL_SEED, then of the same with
+# AUTOSWARM_SMOKE=1
 TRAIN_SHA256 = "3518683c2723178686cb78147f721247a5d32916a44b12d73427c8281d47a265"
 VAL_SHA256 = "7f547c6d433cef58c9da1d58fcdedd10b1af38044415f88a67740992dbc73a32"
 SMOKE_TRAIN_SHA256 = "484244e996af8b6258f0d7499ead2ce42857a99da2d22c46bab4298d514911fd"
@@ -275,9 +281,20 @@ def generate_sharded(seed, n_bytes):
 # ---------------------------------------------------------------------------
 
 
+def heldout_seed():
+    """(seed, expected sha256 or None) of the held-out text: from the secret when given."""
+    secret = os.environ.get(SECRET_ENV, "")
+    if not secret:
+        print(f"warning: no {SECRET_ENV}: held-out text from the public VAL_SEED (recomputable)")
+        return VAL_SEED, SMOKE_VAL_SHA256 if SMOKE else VAL_SHA256
+    digest = hashlib.sha256(b"nanochat held-out text\0" + secret.encode()).digest()
+    return int.from_bytes(digest[:8], "little"), None
+
+
 def write(path, data, expected_sha256):
     digest = hashlib.sha256(data).hexdigest()
-    assert digest == expected_sha256, f"{path}: sha256 {digest} != {expected_sha256}"
+    if expected_sha256 is not None:
+        assert digest == expected_sha256, f"{path}: sha256 {digest} != {expected_sha256}"
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(data)
@@ -289,7 +306,7 @@ if __name__ == "__main__":
     data_dir = os.environ.get("AUTOSWARM_DATA_DIR", os.path.join(os.getcwd(), "data"))
     heldout_dir = os.environ.get("AUTOSWARM_HELDOUT_DIR", os.path.join(os.getcwd(), "heldout"))
     train_sha256 = SMOKE_TRAIN_SHA256 if SMOKE else TRAIN_SHA256
-    val_sha256 = SMOKE_VAL_SHA256 if SMOKE else VAL_SHA256
+    val_seed, val_sha256 = heldout_seed()
     write(os.path.join(data_dir, "train.bin"), generate_sharded(TRAIN_SEED, TRAIN_BYTES), train_sha256)
-    write(os.path.join(heldout_dir, "val.bin"), generate(VAL_SEED, VAL_BYTES), val_sha256)
+    write(os.path.join(heldout_dir, "val.bin"), generate(val_seed, VAL_BYTES), val_sha256)
     print("done")

@@ -6,10 +6,14 @@ The corpus is generated, not downloaded: a small synthetic world (people, their 
 jobs, pets and friends) described in English-like sentences with real grammar, facts that
 stay true across documents, counting and small sums. Every byte comes from our own 64-bit
 PRNG and integer arithmetic only, so the corpus is identical on every machine and Python
-version; both files' sha256 are checked below.
+version; the training text's sha256 is checked below.
 
-This file is an evaluator file: the run never sees it, so it cannot regenerate the
-held-out text (or make more training text) on its own.
+The held-out text is drawn from the same world with a seed derived from a secret the
+runner passes in AUTOSWARM_HELDOUT_SECRET (the coordinator makes one per task and hands it
+to workers only; `autoswarm task run` keeps one in its local folder), never from a seed in
+this file: this file is public, and a run that rebuilt the held-out text from it could
+learn it by heart. Without a secret (by hand, in tests) it uses the public VAL_SEED, which
+anyone can recompute, and says so.
 """
 
 import hashlib
@@ -21,10 +25,11 @@ import os
 
 WORLD_SEED = 20240307  # who lives where; shared by train and val so facts carry over
 TRAIN_SEED = 1  # the training text
-VAL_SEED = 0x6A09E667F3BCC908  # the held-out text
+VAL_SEED = 0x6A09E667F3BCC908  # the held-out text when no secret is given (public)
+SECRET_ENV = "AUTOSWARM_HELDOUT_SECRET"  # the secret the held-out text's seed comes from
 TRAIN_BYTES = 1_500_000  # bytes of training text
 VAL_BYTES = 160_000  # bytes of held-out text
-# sha256 of data/train.bin and heldout/val.bin
+# sha256 of data/train.bin and of heldout/val.bin made from VAL_SEED
 TRAIN_SHA256 = "b860c2ca46afcad53744a2626aabe169b01d00badd2d686a643fbff40240c8b8"
 VAL_SHA256 = "06b97515cfa0060ba79f458372ca7b80d173dbae9f8f172bcf6e56aa1dc75d59"
 
@@ -241,9 +246,20 @@ def generate(seed, n_bytes):
 # ---------------------------------------------------------------------------
 
 
+def heldout_seed():
+    """(seed, expected sha256 or None) of the held-out text: from the secret when given."""
+    secret = os.environ.get(SECRET_ENV, "")
+    if not secret:
+        print(f"warning: no {SECRET_ENV}: held-out text from the public VAL_SEED (recomputable)")
+        return VAL_SEED, VAL_SHA256
+    digest = hashlib.sha256(b"tinylm held-out text\0" + secret.encode()).digest()
+    return int.from_bytes(digest[:8], "little"), None
+
+
 def write(path, data, expected_sha256):
     digest = hashlib.sha256(data).hexdigest()
-    assert digest == expected_sha256, f"{path}: sha256 {digest} != {expected_sha256}"
+    if expected_sha256 is not None:
+        assert digest == expected_sha256, f"{path}: sha256 {digest} != {expected_sha256}"
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(data)
@@ -255,5 +271,6 @@ if __name__ == "__main__":
     data_dir = os.environ.get("AUTOSWARM_DATA_DIR", os.path.join(os.getcwd(), "data"))
     heldout_dir = os.environ.get("AUTOSWARM_HELDOUT_DIR", os.path.join(os.getcwd(), "heldout"))
     write(os.path.join(data_dir, "train.bin"), generate(TRAIN_SEED, TRAIN_BYTES), TRAIN_SHA256)
-    write(os.path.join(heldout_dir, "val.bin"), generate(VAL_SEED, VAL_BYTES), VAL_SHA256)
+    val_seed, val_sha256 = heldout_seed()
+    write(os.path.join(heldout_dir, "val.bin"), generate(val_seed, VAL_BYTES), val_sha256)
     print("done")
