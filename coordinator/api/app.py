@@ -185,10 +185,10 @@ def create_app(settings: CoordinatorSettings, stopping: Stopping = lambda: False
     async def token_known(token: str) -> bool:
         return await known_token(app.state.ctx, hash_token(token)) is not None
 
-    # Before any route: a body is read only for a known token, and only up to its limit.
     def note_away(where: str, exc: BaseException) -> None:
         app.state.ctx.store.note_away(where, exc)
 
+    # Before any route: a body is read only for a known token, and only up to its limit.
     app.add_middleware(Admission, limit_for=limit_for, token_known=token_known, note_away=note_away)
     # Added last, so outermost: it times the whole answer, a refused body's 413 included.
     app.add_middleware(RequestLatency, metrics=metrics)
