@@ -248,7 +248,9 @@ def test_spend_reaching_the_cap_stops_calls_with_a_clear_message() -> None:
     """At the cap the proposer raises SpendCapReached and makes no further call."""
     ledger = MemoryLedger()
     proposer = priced_proposer(ledger, 0.10, "not json")
-    with pytest.raises(SpendCapReached, match=r"reached the cap of \$0\.1000; no further calls"):
+    with pytest.raises(
+        SpendCapReached, match=r"reached the cap of \$0\.1000 \(--cap-usd\); no further calls"
+    ):
         proposer.propose(make_context())
     assert proposer.calls == 2
     assert ledger.total("toy") == pytest.approx(0.10)
@@ -265,13 +267,14 @@ def test_call_that_could_pass_the_cap_is_not_made() -> None:
     assert proposer.calls == 0
 
 
-def test_proposer_loop_stops_at_the_cap() -> None:
-    """run_proposer_loop ends (no exception) once the cap is reached."""
+def test_proposer_loop_ends_with_the_cap_error_once_the_cap_is_reached() -> None:
+    """run_proposer_loop submits what the cap allows, then raises SpendCapReached."""
     ledger = MemoryLedger()
     coordinator = SharedCoordinator()
     proposer = priced_proposer(ledger, 0.10, [answer(), answer(title="x", replace="DEPTH = 4")])
-    sent = run_proposer_loop(coordinator, "toy", proposer, queue_ahead=10, poll_s=0.01)
-    assert sent == 2 and proposer.calls == 2
+    with pytest.raises(SpendCapReached, match="--cap-usd"):
+        run_proposer_loop(coordinator, "toy", proposer, queue_ahead=10, poll_s=0.01)
+    assert len(coordinator.submitted) == 2 and proposer.calls == 2
 
 
 # -- two proposers at once --------------------------------------------------------------------
