@@ -1,11 +1,14 @@
-"""The LLM proposer, through litellm's own Router and `mock_response` (no network, no fake).
+"""The LLM proposer, through litellm's own Router: its `mock_response`, and a real local server
+speaking the OpenAI chat-completions protocol on 127.0.0.1 (tests/llm_helpers.py).
 
 An opt-in test marked `llm` makes one real proposal (AUTOSWARM_TEST_LLM=1 and a key).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -17,16 +20,18 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from autoswarm.propose_cmd import LLMOptions, build_proposers
 from coordinator.proposers.base import run_proposer_loop
-from coordinator.proposers.context import build_prompt, estimate_tokens
+from coordinator.proposers.context import build_prompt, estimate_tokens, strip_host_paths
 from coordinator.proposers.ledger import FileLedger, MemoryLedger
 from coordinator.proposers.llm import (
+    CallAbandoned,
     LLMProposer,
     ModelChoice,
     load_secret_file,
     parse_model_choice,
 )
-from shared.errors import SpendCapReached
+from shared.errors import InvalidInput, SpendCapReached
 from shared.models import (
     HypothesisCreate,
     HypothesisSummary,
@@ -34,7 +39,9 @@ from shared.models import (
     Verdict,
 )
 from shared.task import TaskSpec, hash_files, load_task, read_task_files
-from tests.conftest import RunningCoordinator
+from tests.cli_helpers import invoke
+from tests.conftest import RunningCoordinator, wait_until
+from tests.llm_helpers import HANG, MALFORMED, chat_server, completion
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "openai/gpt-4o-mini"
@@ -611,3 +618,243 @@ def test_spend_reaches_the_coordinator_metrics(
     )
     assert ledger.total(task_id) == pytest.approx(0.25)
     assert found[("autoswarm_proposer_calls_total", task_id)] == 5
+
+
+# -- a real local server speaking the OpenAI protocol, through litellm's own client ------------
+
+LOCAL = "openai/local-model"  # a name litellm has no price for
+
+
+def local_choice(url: str, model: str = LOCAL, **params: Any) -> ModelChoice:
+    return ModelChoice(model, params={"api_base": url, "api_key": "no-key", **params})
+
+
+def local_proposer(url: str, **kwargs: Any) -> LLMProposer:
+    kwargs.setdefault("spend", MemoryLedger())
+    kwargs.setdefault("cap_usd", 1.0)
+    kwargs.setdefault("num_retries", 0)
+    return LLMProposer([local_choice(url)], **kwargs)
+
+
+@pytest.mark.parametrize("provider", ["openai", "hosted_vllm"])
+@pytest.mark.parametrize("shape", list(MALFORMED))
+def test_malformed_answer_of_a_real_server_is_rejected_and_asked_again(
+    shape: str, provider: str
+) -> None:
+    """A 200 that is no usable chat completion is a rejected, recorded answer; the next is used."""
+    ledger = MemoryLedger()
+    with chat_server(MALFORMED[shape], completion(answer())) as server:
+        proposer = LLMProposer(
+            [local_choice(server.url, f"{provider}/local-model")],
+            spend=ledger,
+            cap_usd=1.0,
+            num_retries=0,
+        )
+        hypothesis = proposer.propose(make_context())
+    assert hypothesis is not None and hypothesis.title == "Deeper model"
+    assert len(server.requests) == 2
+    rejected, kept = ledger.entries("toy")
+    assert rejected.title.startswith("(rejected) the endpoint's answer")
+    assert rejected.tokens > 0 and kept.tokens == 1100
+
+
+def test_malformed_answers_never_stop_the_proposer_loop() -> None:
+    """A server that only answers empty choices: the loop keeps proposing until it is stopped."""
+    with chat_server(MALFORMED["empty-choices"]) as server:
+        proposer = local_proposer(server.url, max_attempts=2)
+        stop = threading.Event()
+        loop = threading.Thread(
+            target=run_proposer_loop,
+            args=(SharedCoordinator(), "toy", proposer),
+            kwargs={"stop": stop, "poll_s": 0.01, "queue_ahead": 10},
+        )
+        loop.start()
+        wait_until(lambda: len(server.requests) >= 6 or not loop.is_alive(), 60, "6 calls")
+        alive = loop.is_alive()
+        stop.set()
+        loop.join(30)
+    assert alive and len(server.requests) >= 6
+    assert not loop.is_alive()
+
+
+def test_model_with_no_key_and_no_endpoint_is_refused_before_any_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`openai/...` without OPENAI_API_KEY or --api-base: one clear error, no call, no retry."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(InvalidInput, match="no key and no endpoint: set OPENAI_API_KEY"):
+        LLMProposer([ModelChoice(MODEL)], spend=MemoryLedger(), cap_usd=1.0)
+
+
+def test_propose_without_a_key_exits_at_start_with_one_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`autoswarm propose --model openai/...` with no key: exit 2 and one error, before joining."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    result = invoke("propose", "--task", "t", "--proposer", "llm", "--model", MODEL,
+                    "--ledger", str(tmp_path / "spend.jsonl"), "--token", "x",
+                    "--join", "http://127.0.0.1:9")  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr.count("error:") == 1 and "OPENAI_API_KEY" in result.stderr
+    assert "--api-base" in result.stderr
+
+
+def test_api_base_and_key_variable_reach_the_local_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--api-base and --api-key-env: the call goes to that server with that variable's key."""
+    monkeypatch.setenv("LOCAL_LLM_KEY", "sk-local-test")
+    options = LLMOptions(
+        [LOCAL], api_base=[], api_key_env=["LOCAL_LLM_KEY"], ledger=tmp_path / "spend.jsonl"
+    )
+    with chat_server(completion(answer())) as server:
+        options = dataclasses.replace(options, api_base=[server.url])
+        [proposer] = build_proposers("llm", options, seed=0)
+        assert isinstance(proposer, LLMProposer)
+        assert proposer.propose(make_context()) is not None
+    [request] = server.requests
+    assert request["path"] == "/v1/chat/completions"
+    assert request["headers"]["authorization"] == "Bearer sk-local-test"
+    assert request["body"]["model"] == "local-model"
+
+
+def test_each_model_reaches_its_own_endpoint_in_order(tmp_path: Path) -> None:
+    """Two --api-base values: the model's own server first, the fallback's when it fails."""
+    other = answer(title="Higher LR", search="LEARNING_RATE = 3e-4", replace="LEARNING_RATE = 6e-4")
+    down = (503, "application/json", '{"error": {"message": "overloaded"}}')
+    with chat_server(down) as first, chat_server(completion(other)) as second:
+        options = LLMOptions(
+            [LOCAL],
+            fallbacks=["hosted_vllm/second-model"],
+            api_base=[first.url, second.url],
+            ledger=tmp_path / "spend.jsonl",
+            retries=0,
+        )
+        [proposer] = build_proposers("llm", options, seed=0)
+        hypothesis = proposer.propose(make_context())
+    assert hypothesis is not None and hypothesis.proposer == "llm:hosted_vllm/second-model"
+    assert len(first.requests) >= 1 and len(second.requests) == 1
+    assert second.requests[0]["body"]["model"] == "second-model"
+
+
+def test_given_prices_count_dollars_for_a_model_litellm_cannot_price(tmp_path: Path) -> None:
+    """--price-in 2 --price-out 10 (USD per million): the ledger holds tokens times prices."""
+    with chat_server(completion(answer())) as server:
+        options = LLMOptions(
+            [LOCAL],
+            api_base=[server.url],
+            price_in=["2"],
+            price_out=["10"],
+            ledger=tmp_path / "spend.jsonl",
+        )
+        [proposer] = build_proposers("llm", options, seed=0)
+        assert proposer.propose(make_context()) is not None
+    [entry] = FileLedger(tmp_path / "spend.jsonl").entries("toy")
+    assert entry.tokens == 1100
+    assert entry.cost_usd == pytest.approx(1000 * 2e-6 + 100 * 10e-6)
+
+
+def test_model_with_no_price_is_capped_by_its_tokens() -> None:
+    """No price known or given: its calls are $0 but their tokens stop at --cap-tokens."""
+    ledger = MemoryLedger()
+    with chat_server(completion("not json")) as server:
+        proposer = local_proposer(
+            server.url, spend=ledger, cap_tokens=3_000, max_output_tokens=500, max_attempts=5
+        )
+        with pytest.raises(SpendCapReached, match="--cap-tokens"):
+            proposer.propose(make_context())
+    entries = ledger.entries("toy")
+    assert [e.cost_usd for e in entries] == [0.0, 0.0]
+    assert sum(e.tokens for e in entries) == 2_200 and len(server.requests) == 2
+
+
+def test_answer_without_usage_is_counted_in_tokens_all_the_same() -> None:
+    """An endpoint that reports no usage: the prompt and answer are counted here."""
+    ledger = MemoryLedger()
+    with chat_server(completion(answer(), usage=False)) as server:
+        assert local_proposer(server.url, spend=ledger).propose(make_context()) is not None
+    [entry] = ledger.entries("toy")
+    assert entry.tokens > estimate_tokens(SOURCE)
+
+
+def test_propose_reaching_a_cap_exits_non_zero_with_one_line(
+    coordinator: RunningCoordinator, task_dir: Path, tmp_path: Path
+) -> None:
+    """`propose` whose token cap is too small for one call: exit 1, one error line, no call."""
+    from shared.client import CoordinatorClient
+
+    with CoordinatorClient(coordinator.base_url, coordinator.admin_token) as admin:
+        task_id = admin.register_task(read_task_files(task_dir, load_task(task_dir)))["task_id"]
+    token = coordinator.create_token("proposer", "llm")
+    with chat_server(completion(answer())) as server:
+        result = invoke("propose", "--task", task_id, "--proposer", "llm", "--model", LOCAL,
+                        "--api-base", server.url, "--cap-tokens", "100",
+                        "--ledger", str(tmp_path / "spend.jsonl"), "--join", coordinator.base_url,
+                        "--token", token)  # fmt: skip
+    assert result.exit_code == 1
+    assert result.stderr.count("error:") == 1 and "--cap-tokens" in result.stderr
+    assert "submitted" not in result.stdout and server.requests == []
+
+
+def test_stop_abandons_the_call_in_flight() -> None:
+    """A server that never answers: setting the stop event ends the call at once."""
+    errors: list[Exception] = []
+    with chat_server(HANG) as server:
+        proposer = local_proposer(server.url, timeout_s=600)
+        stop = threading.Event()
+        proposer.abandon_on(stop)
+
+        def run() -> None:
+            try:
+                proposer.propose(make_context())
+            except Exception as exc:
+                errors.append(exc)
+
+        call = threading.Thread(target=run)
+        call.start()
+        assert server.received.wait(30)
+        stop.set()
+        call.join(30)
+        finished = not call.is_alive()
+    assert finished and len(errors) == 1 and isinstance(errors[0], CallAbandoned)
+
+
+def test_litellm_lines_reach_the_log_handlers_once(capfd: pytest.CaptureFixture[str]) -> None:
+    """A failing call: litellm's Router lines go to the root handlers only, never its own."""
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    root = logging.getLogger()
+    keep, level = Keep(logging.INFO), root.level
+    root.addHandler(keep)
+    root.setLevel(logging.INFO)
+    try:
+        with chat_server((500, "application/json", '{"error": {"message": "boom"}}')) as server:
+            proposer = local_proposer(server.url, num_retries=1, max_attempts=1)
+            assert proposer.propose(make_context()) is None
+    finally:
+        root.removeHandler(keep)
+        root.setLevel(level)
+    router = [r for r in seen if r.name == "LiteLLM Router" and "Exception" in r.getMessage()]
+    assert len(router) == len(server.requests) == 2
+    out, err = capfd.readouterr()
+    assert "litellm.completion(" not in out + err
+
+
+def test_host_paths_are_cut_to_file_names() -> None:
+    """A worker's folders and site-packages prefixes are cut; URLs and code are left alone."""
+    tail = (
+        'File "/home/ada/.autoswarm/workers/w0/run/e1/train.py", line 8, in train\n'
+        'File "/usr/lib/python3.12/site-packages/torch/nn/functional.py", line 2\n'
+        "see http://127.0.0.1:8470/api/v1 and x = a/b\n"
+        "NameError: name 'gelu' is not defined (in ~/work/train.py)\n"
+    )
+    assert strip_host_paths(tail) == (
+        'File "train.py", line 8, in train\n'
+        'File "torch/nn/functional.py", line 2\n'
+        "see http://127.0.0.1:8470/api/v1 and x = a/b\n"
+        "NameError: name 'gelu' is not defined (in train.py)\n"
+    )

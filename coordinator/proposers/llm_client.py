@@ -41,6 +41,8 @@ _LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 # HTTP statuses that mean the configuration is wrong (key, model name, request shape).
 _REFUSED_STATUS = frozenset({400, 401, 403, 404})
 _UNAVAILABLE_STATUS = frozenset({408, 429, 503})
+# httpx's and httpcore's base classes of a failed connection or a timeout (not of a status).
+_TRANSPORT_ERRORS = frozenset({"TransportError", "NetworkError", "TimeoutException"})
 
 
 class LLMRefused(ProposerStopped):
@@ -212,7 +214,8 @@ def classify(exc: Exception) -> Exception:
     ):
         return LLMRefused(f"the endpoint refuses the call: {_summary(exc)}")
     network = any(
-        isinstance(cause, OSError | TimeoutError) or type(cause).__module__ in ("httpx", "httpcore")
+        isinstance(cause, OSError | TimeoutError)
+        or any(base.__name__ in _TRANSPORT_ERRORS for base in type(cause).__mro__)
         for cause in _causes(exc)
     )
     if network or status in _UNAVAILABLE_STATUS or "Missing credentials" in str(exc):
@@ -256,6 +259,9 @@ class LLMClient:
             fallbacks=[{PRIMARY_GROUP: fallback_groups}] if fallback_groups else [],
             num_retries=num_retries,
             timeout=timeout_s,
+            # A failed call would put a lone deployment in a 5 s cooldown, and the next
+            # attempt, a retry of a malformed answer, would fail with "No deployments".
+            disable_cooldowns=True,
         )
 
     @property
