@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -42,6 +43,17 @@ from shared.task import TaskSpec, hash_files, load_task, read_task_files
 from tests.cli_helpers import invoke
 from tests.conftest import RunningCoordinator, wait_until
 from tests.llm_helpers import HANG, MALFORMED, chat_server, completion
+from tests.read_helpers import (
+    HW,
+    HandWorker,
+    Run,
+    hand_worker,
+    serve,
+    submit,
+    wait_verdict,
+    write_task,
+)
+from tests.worker_helpers import register_task
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "openai/gpt-4o-mini"
@@ -858,3 +870,124 @@ def test_host_paths_are_cut_to_file_names() -> None:
         "see http://127.0.0.1:8470/api/v1 and x = a/b\n"
         "NameError: name 'gelu' is not defined (in train.py)\n"
     )
+
+
+HOST_TAIL = (
+    "Traceback (most recent call last):\n"
+    '  File "/home/ada/.autoswarm/workers/w0/runs/e1/train.py", line 1, in <module>\n'
+    "NameError: name 'gelu' is not defined\n"
+)
+
+
+def crash_with_tail(worker: HandWorker, tail: str) -> None:
+    """The next explore lease, reported as a crash whose log tail is `tail`."""
+    lease = worker.lease("explore")
+    result = {"status": "crash", "metric": None, "hardware": HW, "wall_s": 1.5}
+    result |= {"peak_rss_mb": 512.0, "log_tail": tail, "error": "crashed", "exit_code": 1}
+    answer = worker.http.post(
+        "/api/v1/results",
+        json={
+            "worker_id": worker.worker_id,
+            "experiment_id": lease["experiment_id"],
+            "fencing_token": lease["fencing_token"],
+            "result": result,
+        },
+    )
+    assert answer.status_code == 201, answer.text
+
+
+def test_prompt_the_server_received_carries_the_whole_context(tmp_path: Path) -> None:
+    """Through a real coordinator: the repair prompt holds the crashed diff, the best diffs,
+    the judge's reasons and the read-only file program.md names, and no host path."""
+    from shared.client import CoordinatorClient
+
+    served = serve(tmp_path)
+    folder = write_task(tmp_path)
+    (folder / "program.md").write_text("# tiny\n\nMake `score` lower. Read prepare.py.\n")
+    (folder / "prepare.py").write_text("SEQ_LEN = 128  # fixed: shared with the evaluator\n")
+    run = Run(served, register_task(served, folder))  # type: ignore[arg-type]
+    repair = answer(title="x", search="SCORE = 0.5  #", replace="SCORE = 0.3  #")
+    try:
+        a, b = hand_worker(run, "alice", "a"), hand_worker(run, "bob", "b")
+        a.run("baseline", 1.0), b.run("baseline", 1.0)
+        submit(run, "lower", 0.5, "llm:x")
+        a.run("explore", 0.5), b.run("replicate", 0.5)
+        wait_verdict(run, "lower", "kept")
+        a.run("baseline", 0.5), b.run("baseline", 0.5)
+        submit(run, "higher", 2.0, "mutation")
+        a.run("explore", 2.0)
+        wait_verdict(run, "higher", "discarded")
+        submit(run, "crash", 0.25, "human")
+        crash_with_tail(a, HOST_TAIL)
+        wait_verdict(run, "crash", "crashed")
+        reasons = {h["title"]: h["reason"] for h in served.get(f"tasks/{run.task_id}/hypotheses")}
+        with chat_server(completion(repair)) as server:
+            token = served.create_token("proposer", "llm")
+            with CoordinatorClient(served.base_url, token) as client:
+                hypothesis = local_proposer(server.url).propose(client.context(run.task_id))
+    finally:
+        run.close()
+        served.stop()
+    assert hypothesis is not None and hypothesis.title == "Repair: crash"
+    [prompt] = server.prompts()
+    assert "The change that crashed:\n```diff" in prompt and "+SCORE = 0.25" in prompt
+    assert "### best: " in prompt and "+SCORE = 0.5" in prompt and "+SCORE = 2.0" in prompt
+    assert all(reasons[t][:60] in prompt for t in ("lower", "higher") if reasons[t])
+    assert reasons["higher"] and reasons["lower"]
+    assert "### prepare.py (read-only)" in prompt and "SEQ_LEN = 128" in prompt
+    assert 'File "train.py", line 1' in prompt and "/home/ada" not in prompt
+
+
+def test_ctrl_c_ends_propose_during_a_call_that_never_answers(
+    coordinator: RunningCoordinator, task_dir: Path, tmp_path: Path
+) -> None:
+    """SIGINT while the endpoint holds the call: `autoswarm propose` ends without waiting."""
+    from shared.client import CoordinatorClient
+
+    with CoordinatorClient(coordinator.base_url, coordinator.admin_token) as admin:
+        task_id = admin.register_task(read_task_files(task_dir, load_task(task_dir)))["task_id"]
+    token = coordinator.create_token("proposer", "llm")
+    with chat_server(HANG) as server:
+        argv = [sys.executable, "-m", "autoswarm", "propose", "--task", task_id,
+                "--proposer", "llm", "--model", LOCAL, "--api-base", server.url,
+                "--llm-timeout-s", "600", "--ledger", str(tmp_path / "spend.jsonl"),
+                "--join", coordinator.base_url, "--token", token]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.received.wait(120)
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0 and "submitted 0 hypotheses" in out
+
+
+def test_a_cap_stops_up_s_proposers_with_the_reason() -> None:
+    """`up`'s proposer thread: a cap reached sets the swarm's stop and keeps the error to show."""
+    from autoswarm.up import Swarm
+
+    swarm = Swarm()
+    proposer = priced_proposer(MemoryLedger(), 0.04, answer())
+    swarm.run_proposers(SharedCoordinator(), "toy", [proposer], queue_ahead=10, poll_s=0.01)
+    assert swarm.stop.is_set() and isinstance(swarm.proposer_error, SpendCapReached)
+
+
+def test_up_shows_the_proposer_lines_under_its_live_table() -> None:
+    """A proposer's log line reaches the live view once, in the panel under the table."""
+    from rich.console import Console
+
+    from autoswarm.up import Swarm, render
+
+    swarm = Swarm()
+    logger = logging.getLogger("coordinator.proposers.llm")
+    logger.addHandler(swarm.log)
+    try:
+        logger.warning("llm: task %s: answer %d rejected: %s", "toy", 1, "no content")
+    finally:
+        logger.removeHandler(swarm.log)
+    console = Console(width=120, record=True)
+    console.print(render(SPEC, {"heads": []}, [], {}, [], swarm))
+    text = console.export_text()
+    assert text.count("answer 1 rejected: no content") == 1
+    assert text.index("answer 1 rejected") > text.index("latest experiments")
