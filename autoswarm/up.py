@@ -264,7 +264,6 @@ def run_up(
             target=swarm.run_proposers,
             args=(client, task_id, proposers),
             kwargs={
-                "stop": swarm.stop,
                 "queue_ahead": max(2, workers),
                 "poll_s": 1.0,
                 # Bounded: no more than it will judge (fast runs judged dozens before the
