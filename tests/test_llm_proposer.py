@@ -991,3 +991,22 @@ def test_up_shows_the_proposer_lines_under_its_live_table() -> None:
     text = console.export_text()
     assert text.count("answer 1 rejected: no content") == 1
     assert text.index("answer 1 rejected") > text.index("latest experiments")
+
+
+def test_up_with_a_local_model_stops_at_its_token_cap_with_exit_1(
+    tmp_path: Path, task_dir: Path
+) -> None:
+    """`autoswarm up --proposer llm --api-base URL --cap-tokens N`: the local server answers
+    until the cap, then `up` stops with one error line and exit code 1."""
+    with chat_server(completion(answer(journal="- one")), completion("not json")) as server:
+        argv = [sys.executable, "-m", "autoswarm", "up", "--task", str(task_dir),
+                "--workers", "1", "--trust", "trusted-code", "--data-dir", str(tmp_path / "d"),
+                "--out", str(tmp_path / "out"), "--proposer", "llm", "--model", LOCAL,
+                "--api-base", server.url, "--cap-tokens", "5000",
+                "--llm-attempts", "2"]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 1, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "the proposer stopped" in errors[0]
+    assert "--cap-tokens" in done.stderr and len(server.requests) >= 1
