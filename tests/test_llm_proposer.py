@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from autoswarm.propose_cmd import LLMOptions, build_proposers
-from coordinator.proposers.base import run_proposer_loop
+from coordinator.proposers.base import run_proposer_loop, run_proposer_loops
 from coordinator.proposers.context import build_prompt, estimate_tokens, strip_host_paths
 from coordinator.proposers.ledger import FileLedger, MemoryLedger
 from coordinator.proposers.llm import (
@@ -1010,3 +1010,19 @@ def test_up_with_a_local_model_stops_at_its_token_cap_with_exit_1(
     errors = [line for line in done.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "the proposer stopped" in errors[0]
     assert "--cap-tokens" in done.stderr and len(server.requests) >= 1
+
+
+def test_concurrent_proposers_share_out_the_bound() -> None:
+    """--llm-concurrency 2: two proposer loops at once submit the bounded number in all."""
+    shared = SharedCoordinator()
+    ideas = [
+        answer(),
+        answer(title="Higher LR", search="LEARNING_RATE = 3e-4", replace="LEARNING_RATE = 6e-4"),
+        answer(title="Four layers", replace="DEPTH = 4  # layers"),
+    ]
+    proposers = [make_proposer(ideas), make_proposer(ideas)]
+    sent = run_proposer_loops(
+        shared, "toy", proposers, stop=threading.Event(), max_hypotheses=3, poll_s=0.01
+    )
+    assert sent == 3 and len(shared.submitted) == 3
+    assert all(p.calls > 0 for p in proposers)

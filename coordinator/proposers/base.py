@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from shared.errors import AutoswarmError, Forbidden, NotFound, SpendCapReached, Unauthorized
@@ -110,7 +111,7 @@ def run_proposer_loop(
 def run_proposer_loops(
     client: ProposerClient,
     task_id: str,
-    proposers: list[Proposer],
+    proposers: Sequence[Proposer],
     *,
     stop: threading.Event,
     max_hypotheses: int | None = None,
