@@ -28,6 +28,7 @@ from coordinator.proposers.ledger import FileLedger, MemoryLedger
 from coordinator.proposers.llm import (
     CallAbandoned,
     LLMProposer,
+    LLMRefused,
     ModelChoice,
     load_secret_file,
     parse_model_choice,
@@ -839,10 +840,11 @@ def test_litellm_lines_reach_the_log_handlers_once(capfd: pytest.CaptureFixture[
         def emit(self, record: logging.LogRecord) -> None:
             seen.append(record)
 
-    root = logging.getLogger()
-    keep, level = Keep(logging.INFO), root.level
+    root, router_logger = logging.getLogger(), logging.getLogger("LiteLLM Router")
+    keep, level, router_level = Keep(logging.INFO), root.level, router_logger.level
     root.addHandler(keep)
     root.setLevel(logging.INFO)
+    router_logger.setLevel(logging.INFO)  # the CLI sets WARNING; its INFO lines are counted here
     try:
         with chat_server((500, "application/json", '{"error": {"message": "boom"}}')) as server:
             proposer = local_proposer(server.url, num_retries=1, max_attempts=1)
@@ -850,6 +852,7 @@ def test_litellm_lines_reach_the_log_handlers_once(capfd: pytest.CaptureFixture[
     finally:
         root.removeHandler(keep)
         root.setLevel(level)
+        router_logger.setLevel(router_level)
     router = [r for r in seen if r.name == "LiteLLM Router" and "Exception" in r.getMessage()]
     assert len(router) == len(server.requests) == 2
     out, err = capfd.readouterr()
@@ -1026,3 +1029,22 @@ def test_concurrent_proposers_share_out_the_bound() -> None:
     )
     assert sent == 3 and len(shared.submitted) == 3
     assert all(p.calls > 0 for p in proposers)
+
+
+def test_vllm_model_without_an_endpoint_is_refused_before_any_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`hosted_vllm/...` with no --api-base and no HOSTED_VLLM_API_BASE: one clear error."""
+    monkeypatch.delenv("HOSTED_VLLM_API_BASE", raising=False)
+    with pytest.raises(InvalidInput, match=r"set HOSTED_VLLM_API_BASE.*or give --api-base"):
+        LLMProposer([ModelChoice("hosted_vllm/qwen")], spend=MemoryLedger(), cap_usd=1.0)
+
+
+def test_refused_key_ends_the_proposer_loop_with_the_reason() -> None:
+    """A 401 from the endpoint is not retried as a passing fault: the loop ends with it."""
+    refused = (401, "application/json", '{"error": {"message": "invalid api key"}}')
+    with chat_server(refused) as server:
+        proposer = local_proposer(server.url)
+        with pytest.raises(LLMRefused, match="invalid api key"):
+            run_proposer_loop(SharedCoordinator(), "toy", proposer, poll_s=0.01)
+    assert len(server.requests) == 1

@@ -168,6 +168,11 @@ def check_endpoint(choice: ModelChoice) -> None:
     if key or params.get("api_base"):
         return
     missing = litellm().validate_environment(choice.model).get("missing_keys") or []
+    provider = choice.model.partition("/")[0]
+    if provider.startswith("ollama"):  # litellm's default endpoint is Ollama's own port here
+        missing = [name for name in missing if name != "OLLAMA_API_BASE"]
+    if provider == "hosted_vllm" and not os.environ.get("HOSTED_VLLM_API_BASE"):
+        missing.append("HOSTED_VLLM_API_BASE")  # a self-hosted server has no default address
     if missing:
         raise InvalidInput(
             f"model {choice.model}: no key and no endpoint: set {' or '.join(missing)} "
