@@ -4,9 +4,9 @@ The prompt of a hypothesis's first call (system + user message) is built as the 
 builds it (`build_prompt`, litellm's tokenizer for gpt-4o-mini) for two tasks: tinylm as
 shipped, and an AutoResearch-sized stand-in (a 630-line train.py and a 390-line read-only
 prepare.py that program.md names, both assembled from this repository's task code), each
-after 0, 100 and 1,000 hypotheses (realistic titles, verdicts, deltas, the judge's reasons,
-diffs on the rows the coordinator fills, crash log tails), under budgets of 8k, 16k and the
-default 24k tokens. Prints one markdown table row per case: the total and each section.
+after 0 to 1,000 hypotheses (realistic titles, verdicts, deltas, the judge's reasons, diffs
+on the rows the coordinator fills, crash log tails), under budgets of 8k to 32k tokens
+(the default is 24k). Prints one markdown table row per case: the total and each section.
 
     LITELLM_LOCAL_MODEL_COST_MAP=True .venv/bin/python bench/prompt_tokens.py
 """
@@ -84,12 +84,15 @@ def history(n: int, lower_is_better: bool) -> list[HypothesisSummary]:
         crashed = rng.random() < 0.08
         delta = None if crashed else round(rng.gauss(0.01, 0.03), 4)
         reason = REASONS[3] if crashed else rng.choice(REASONS[:3])
+        verdict = Verdict.CRASHED if crashed else Verdict.DISCARDED
+        if reason.startswith("kept"):
+            verdict = Verdict.KEPT
         rows.append(
             HypothesisSummary(
                 hypothesis_id=f"h{i}",
                 title=f"{idea} ({i})",
                 proposer="llm:openai/gpt-4o-mini",
-                verdict=Verdict.CRASHED if crashed else Verdict.DISCARDED,
+                verdict=verdict,
                 delta=delta,
                 reason=reason.format(d=delta or 0.0, s=0.015),
                 log_tail=CRASH_TAIL.format(n=i) if crashed else "",
@@ -142,8 +145,8 @@ def section_tokens(user: str, count: Callable[[str], int]) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--histories", default="0,100,1000")
-    parser.add_argument("--budgets", default="8000,16000,24000")
+    parser.add_argument("--histories", default="0,100,150,300,1000")
+    parser.add_argument("--budgets", default="8000,16000,24000,32000")
     args = parser.parse_args()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
