@@ -39,10 +39,10 @@ ApiKeyEnv = typer.Option(
     [], "--api-key-env", help="The environment variable holding the model's key; per model."
 )
 PriceIn = typer.Option(
-    [], "--price-in", help="USD per million prompt tokens, where litellm has no price; per model."
+    [], "--price-in", help="USD per million prompt tokens (instead of litellm's price); per model."
 )
 PriceOut = typer.Option(
-    [], "--price-out", help="USD per million answer tokens, where litellm has no price; per model."
+    [], "--price-out", help="USD per million answer tokens (instead of litellm's); per model."
 )
 CapUsd = typer.Option(5.0, "--cap-usd", min=0, help="LLM spend cap for the task, in USD.")
 CapTokens = typer.Option(

@@ -310,6 +310,8 @@ class LLMClient:
         **kwargs: Any,
     ) -> Reply:
         """One chat completion through the Router (see the module doc for its faults)."""
+        if stop.is_set():
+            raise CallAbandoned("no call made: the proposer is stopping")
         done = threading.Event()
         box: dict[str, Any] = {}
 
