@@ -214,16 +214,16 @@ def classify(exc: Exception) -> Exception:
     """What a failed call means: `LLMRefused`, `LLMUnavailable` or `Malformed` (see module)."""
     status = getattr(exc, "status_code", None)
     name = type(exc).__name__
-    if name in ("AuthenticationError", "PermissionDeniedError", "NotFoundError") or (
-        name == "BadRequestError" or status in _REFUSED_STATUS
-    ):
+    refused = name in ("AuthenticationError", "PermissionDeniedError", "NotFoundError")
+    refused |= name == "BadRequestError" or status in _REFUSED_STATUS
+    if refused or "Missing credentials" in str(exc):  # a key that is missing stays missing
         return LLMRefused(f"the endpoint refuses the call: {_summary(exc)}")
     network = any(
         isinstance(cause, OSError | TimeoutError)
         or any(base.__name__ in _TRANSPORT_ERRORS for base in type(cause).__mro__)
         for cause in _causes(exc)
     )
-    if network or status in _UNAVAILABLE_STATUS or "Missing credentials" in str(exc):
+    if network or status in _UNAVAILABLE_STATUS:
         return LLMUnavailable(f"every model failed: {_summary(exc)}")
     return Malformed(f"the endpoint's answer was not a usable chat completion ({_summary(exc)})")
 
