@@ -1048,3 +1048,15 @@ def test_refused_key_ends_the_proposer_loop_with_the_reason() -> None:
         with pytest.raises(LLMRefused, match="invalid api key"):
             run_proposer_loop(SharedCoordinator(), "toy", proposer, poll_s=0.01)
     assert len(server.requests) == 1
+
+
+def test_api_base_keeps_the_providers_key_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--api-base with OPENAI_API_KEY set (a gateway): that key is sent, not a placeholder."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    with chat_server(completion(answer())) as server:
+        options = LLMOptions([LOCAL], api_base=[server.url], ledger=tmp_path / "spend.jsonl")
+        [proposer] = build_proposers("llm", options, seed=0)
+        assert proposer.propose(make_context()) is not None
+    assert server.requests[0]["headers"]["authorization"] == "Bearer sk-from-env"

@@ -136,7 +136,7 @@ def with_endpoint(
         if not api_key_env.isidentifier():
             raise InvalidInput(f"--api-key-env {api_key_env!r} is not a variable name")
         params["api_key"] = f"os.environ/{api_key_env}"
-    elif api_base:
+    elif api_base and litellm().validate_environment(choice.model).get("missing_keys"):
         params.setdefault("api_key", NO_KEY)  # a local server needs none, the client one
     for key, value, option in (
         ("input_cost_per_token", price_in, "--price-in"),
