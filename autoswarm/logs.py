@@ -42,13 +42,6 @@ def configure_logging(*, verbose: bool = False, json_logs: bool | None = None) -
         handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in (
-        "httpx",
-        "httpcore",
-        "git",
-        "urllib3",
-        "LiteLLM",
-        "LiteLLM Router",
-        "uvicorn.access",
-    ):
+    for noisy in ("httpx", "httpcore", "git", "urllib3", "LiteLLM", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("LiteLLM Router").setLevel(logging.WARNING)  # the proposer logs each call
