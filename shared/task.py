@@ -56,6 +56,10 @@ class _Frozen(BaseModel):
 class MetricSpec(_Frozen):
     name: str = Field(default="val_bpb", min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     direction: Direction = Direction.MINIMIZE
+    # The noise of one run as the task's author knows it (sigma, in the metric's units), and
+    # how many runs that knowledge weighs: the judge's prior, which measured runs outweigh.
+    noise: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    noise_runs: int = Field(default=10, ge=1, le=10_000)
 
 
 PYTHON_NAMES = ("python", "python3")  # a command starting so runs the worker's own interpreter
