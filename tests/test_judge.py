@@ -1099,3 +1099,85 @@ def test_an_explore_run_while_the_head_is_measured_is_judged_once_it_is(
     hyp = world.store.get_hypothesis(hypothesis_id)
     assert hyp is not None and hyp.verdict is Verdict.PENDING and "replicating" in hyp.reason
     assert "n=3" in hyp.reason
+
+
+def test_two_workers_of_one_owner_cannot_confirm_each_other_while_another_owner_is_here(
+    world: World,
+) -> None:
+    """a1 and a2 share owner "a"; b1 of owner "b" leased on the class: a1's winner is not
+    leased to a2, even after replicate_wait_s, but b1 takes it."""
+    world.submit(alpha="0.5")
+    got = world.store.lease("a1", "a", HW, now=1.0, lease_ttl_s=1e9)
+    assert got is not None
+    assert world.store.lease("b1", "b", HW, now=1.0, lease_ttl_s=1e9) is None  # b is present
+    world.store.report(got[0], "a1", got[1], ok(0.5), now=1.0, max_attempts=3)
+    world.scheduler.judge_experiment(got[0])
+    late = 1.0 + 10_000.0
+    assert world.store.lease("a2", "a", HW, now=2.0, lease_ttl_s=1e9) is None
+    assert world.store.lease("a2", "a", HW, now=late, lease_ttl_s=1e9, replicate_wait_s=1) is None
+    taken = world.store.lease("b1", "b", HW, now=2.0, lease_ttl_s=1e9)
+    assert taken is not None and taken.kind == "replicate"
+
+
+def test_a_lone_workers_keep_says_it_replicated_itself(
+    redis_url: str, tmp_path: Path, task_dir_factory: Callable[..., Path]
+) -> None:
+    """One worker on the class: after replicate_wait_s it replicates its own winner, and the
+    keep's reason says "replicated by the same worker"."""
+    world = knobs_world(redis_url, tmp_path, task_dir_factory, clock=lambda: 0.0)
+    store = world.store
+    try:
+        for metric in (1.0, 1.01, 0.99):
+            got = store.lease("w1", "w1", HW, now=0.0, lease_ttl_s=1e9)
+            assert got is not None
+            store.report(got[0], "w1", got[1], ok(metric), now=0.0, max_attempts=3)
+            world.scheduler.judge_experiment(got[0])
+        hypothesis_id = world.submit(alpha="0.5")
+        for metric in (0.5, 0.5):
+            got = store.lease("w1", "w1", HW, now=500.0, lease_ttl_s=1e9, replicate_wait_s=1)
+            assert got is not None
+            store.report(got[0], "w1", got[1], ok(metric), now=500.0, max_attempts=3)
+            world.scheduler.judge_experiment(got[0])
+        hyp = store.get_hypothesis(hypothesis_id)
+        assert hyp is not None and hyp.verdict is Verdict.KEPT
+        assert "replicated by the same worker" in hyp.reason
+    finally:
+        store.close()
+
+
+def test_the_two_owners_setting_never_lets_an_owner_confirm_its_own_claim(
+    redis_url: str, tmp_path: Path, task_dir_factory: Callable[..., Path]
+) -> None:
+    """require_two_owners: a lone owner's winner is never replicated by its own workers."""
+    world = knobs_world(redis_url, tmp_path, task_dir_factory, require_two_owners=True)
+    store = world.store
+    try:
+        for worker, metric in (("a1", 1.0), ("a2", 1.01), ("a1", 0.99)):
+            got = store.lease(worker, "a", HW, now=0.0, lease_ttl_s=1e9)
+            assert got is not None
+            store.report(got[0], worker, got[1], ok(metric), now=0.0, max_attempts=3)
+            world.scheduler.judge_experiment(got[0])
+        world.submit(alpha="0.5")
+        got = store.lease("a1", "a", HW, now=0.0, lease_ttl_s=1e9)
+        assert got is not None
+        store.report(got[0], "a1", got[1], ok(0.5), now=0.0, max_attempts=3)
+        world.scheduler.judge_experiment(got[0])
+        for worker in ("a1", "a2"):
+            assert (
+                store.lease(worker, "a", HW, now=1e6, lease_ttl_s=1e9, replicate_wait_s=1) is None
+            )
+    finally:
+        store.close()
+
+
+def test_the_noise_is_remembered_across_heads_and_a_restart(world: World) -> None:
+    """A kept change starts a new head: the class's noise keeps its degrees of freedom, and a
+    new scheduler on the same Redis (a restart) reads the same noise."""
+    before = world.scheduler.stats(world.task_id, HW)[1]
+    world.submit(alpha="0.5")
+    world.run("w1", ok(0.5))
+    world.run("w2", ok(0.51))
+    head, after = world.scheduler.stats(world.task_id, HW)
+    assert head is not None and after.runs == 2 and after.df >= before.df + 1
+    restarted = Scheduler(world.store, world.settings).stats(world.task_id, HW)[1]
+    assert (restarted.df, restarted.std, restarted.mean) == (after.df, after.std, after.mean)
