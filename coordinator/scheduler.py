@@ -537,6 +537,9 @@ class Scheduler(KeepOps):
         worker of another owner while one is active on the class (leasing.lua; with
         `require_two_owners`, only so), else by another worker; by its own worker only
         after `replicate_wait_s` with no other worker."""
+        since = self._clock() - max(300.0, 5 * self.settings.lease_ttl_s)
+        owners = set(self.store.active_owners(hardware, since))
+        strict = self.settings.require_two_owners
         fields: dict[str, FieldValue] = {
             "hypothesis_id": cand.hypothesis_id,
             "bundle_hash": cand.bundle_hash,
@@ -545,8 +548,9 @@ class Scheduler(KeepOps):
             "code_bytes": cand.code_bytes,
             "candidate_id": cand.experiment_id,
             "exclude_worker": cand.worker_id,
-            "exclude_owner": cand.owner,
-            "two_owners": True if self.settings.require_two_owners else None,
+            "exclude_owner": cand.owner if strict or owners - {cand.owner} else None,
+            "finder_owner": cand.owner,
+            "two_owners": True if strict else None,
         }
         replicate_id = evidence.chain_ids(cand.experiment_id)[index]
         return NewExperiment(replicate_id, cand.task_id, ExperimentKind.REPLICATE, hardware, fields)
