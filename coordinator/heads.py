@@ -69,7 +69,7 @@ class HeadOps:
         # The decision rule: one object, replaceable (coordinator.judge).
         self.rule = judge.SequentialRule(settings.z)
         # Each class's fitted noise, by (task, class), with the runs it was fitted on.
-        self._noise: dict[tuple[str, str], tuple[int, judge.Noise]] = {}
+        self._noise: dict[tuple[str, str], tuple[int, list[judge.Run], judge.Noise]] = {}
         self._priors: dict[str, tuple[float, int] | None] = {}
         self._on_enqueue = on_enqueue or (lambda count: None)
         self._clock = clock
@@ -224,9 +224,10 @@ class HeadOps:
         key = hash(tuple(runs))
         fitted = self._noise.get((task_id, hardware))
         if fitted is None or fitted[0] != key:
-            fitted = (key, judge.fit_noise(runs, self._prior(task_id)))
+            kept = judge.sane(runs)
+            fitted = (key, kept, judge.fit_noise(kept, self._prior(task_id)))
             self._noise[(task_id, hardware)] = fitted
-        found = (head, runs, fitted[1])
+        found = (head, fitted[1], fitted[2])
         if cache is not None:
             cache[(task_id, hardware)] = found
         return found

@@ -199,12 +199,14 @@ def gain(value: float, mean: float, spec: TaskSpec) -> float:
 
 def far_out(value: float, history: list[float], std: float = 0.0) -> bool:
     """Whether a score lies more than FAR robust scales from the median of the class's
-    history (at least two runs): held for replication, not judged on."""
+    history (at least two runs): held for replication, not judged on. (`std`: unused, the
+    noise a polluted history would inflate.)"""
     if len(history) < 2 or not math.isfinite(value):
         return not math.isfinite(value)
     centre = _median(history)
     mad = _median([abs(v - centre) for v in history])
-    spread = max(history) / 2 - min(history) / 2
+    # With two runs either may be the absurd one: half their distance is the scale.
+    spread = max(history) / 2 - min(history) / 2 if len(history) < 3 else 0.0
     scale = max(1.4826 * mad, spread, 1e-3 * abs(centre), 1e-300)
     return abs(value - centre) > FAR * scale
 
@@ -300,6 +302,13 @@ def _lam(sigma2: float, tau2: float) -> float:
     if tau2 <= 0:
         return 1e12
     return sigma2 / tau2 if math.isfinite(tau2) else 0.0
+
+
+def sane(runs: list[Run]) -> list[Run]:
+    """The runs that are not far outside the others (see `far_out`): an absurd score that
+    was counted before the class had a history leaves it once it has one."""
+    values = [r.value for r in runs]
+    return [r for r in runs if not far_out(r.value, values)]
 
 
 def sample(runs: list[Run], noise: Noise) -> Sample | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 import random
 import re
@@ -9,7 +10,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from coordinator import judge, trust
@@ -33,6 +36,7 @@ from shared.models import (
     Verdict,
 )
 from shared.task import Direction, MetricSpec, TaskSpec
+from tests.conftest import RunningCoordinator, wait_until
 
 MINIMIZE = TaskSpec(name="t")
 MAXIMIZE = TaskSpec(name="t", metric=MetricSpec(name="sharpe", direction=Direction.MAXIMIZE))
@@ -1181,3 +1185,164 @@ def test_the_noise_is_remembered_across_heads_and_a_restart(world: World) -> Non
     assert head is not None and after.runs == 2 and after.df >= before.df + 1
     restarted = Scheduler(world.store, world.settings).stats(world.task_id, HW)[1]
     assert (restarted.df, restarted.std, restarted.mean) == (after.df, after.std, after.mean)
+
+
+# ---------------------------------------------------------------------------------------
+# Absurd but finite scores, over HTTP
+# ---------------------------------------------------------------------------------------
+
+
+def _http_worker(coordinator: RunningCoordinator, name: str) -> tuple[httpx.Client, str]:
+    http = coordinator.client(coordinator.create_token("worker", f"owner-{name}"))
+    answer = http.post("/api/v1/workers", json={"name": name, "hardware": HW})
+    assert answer.status_code == 201
+    return http, str(answer.json()["worker_id"])
+
+
+def _http_run(http: httpx.Client, worker_id: str, metric: float) -> dict[str, Any]:
+    """Lease the next experiment and report `metric` for it; the lease."""
+    lease = http.post("/api/v1/leases", json={"worker_id": worker_id, "wait_s": 5.0})
+    assert lease.status_code == 200, lease.text
+    got = dict(lease.json())
+    body = {
+        "worker_id": worker_id,
+        "experiment_id": got["experiment_id"],
+        "fencing_token": got["fencing_token"],
+        "result": {"status": "ok", "metric": metric},
+    }
+    assert http.post("/api/v1/results", json=body).status_code == 201
+    return got
+
+
+def _reads_answer(admin: httpx.Client, task_id: str) -> None:
+    """Every read the dashboard, status and proposers use answers 200."""
+    for path in (
+        "/api/v1/tasks",
+        f"/api/v1/tasks/{task_id}",
+        f"/api/v1/tasks/{task_id}/leaderboard",
+        f"/api/v1/tasks/{task_id}/context",
+    ):
+        answer = admin.get(path)
+        assert answer.status_code == 200, (path, answer.text[:300])
+
+
+def test_a_1e308_baseline_and_explore_neither_wedge_the_class_nor_500_anything(
+    coordinator_factory: Callable[..., RunningCoordinator], task_dir: Path
+) -> None:
+    """A baseline of 1e308 (counted: the class has no history yet), then two honest ones: the
+    head's mean is the honest runs'; an explore of 1e308 is held and measured again by
+    another worker; every read answers 200 throughout and the judge queue drains."""
+    coordinator = coordinator_factory(baseline_runs=3)
+    files = {p.name: base64.b64encode(p.read_bytes()).decode() for p in task_dir.iterdir()}
+    workers = [_http_worker(coordinator, name) for name in ("a", "b", "c")]
+    with coordinator.client() as admin:
+        assert admin.post("/api/v1/tasks", json={"files": files}).status_code == 201
+        for (http, worker_id), metric in zip(workers, (1e308, 1.0, 1.01), strict=True):
+            _http_run(http, worker_id, metric)
+        task_id = admin.get("/api/v1/tasks").json()[0]["task_id"]
+        _reads_answer(admin, task_id)
+        train = "SCORE = 0.5\nprint('---')\nprint(f'score: {SCORE}')\n"
+        body = {"task_id": task_id, "title": "absurd", "change": {"train.py": train}}
+        submitted = admin.post("/api/v1/hypotheses", json=body)
+        assert submitted.status_code == 201
+        http, worker_id = workers[0]
+        explore = _http_run(http, worker_id, 1e308)
+        wait_until(
+            lambda: (
+                "far outside"
+                in admin.get(f"/api/v1/experiments/{explore['experiment_id']}")
+                .json()
+                .get("reason", "")
+            ),
+            what="the absurd explore held",
+        )
+        _reads_answer(admin, task_id)
+        board = admin.get(f"/api/v1/tasks/{task_id}/leaderboard").json()
+        assert "1e+308" not in str(board.get("heads", board))
+        http, worker_id = workers[1]
+        replicate = _http_run(http, worker_id, 1.0)
+        assert replicate["kind"] == "replicate"
+        _reads_answer(admin, task_id)
+
+
+# ---------------------------------------------------------------------------------------
+# Machine effects, through the real scheduler
+# ---------------------------------------------------------------------------------------
+
+NOISY_TOML = """\
+[task]
+name = "{name}"
+editable = ["train.py"]
+protected = ["prepare.py"]
+budget_s = 5
+
+[metric]
+name = "score"
+direction = "minimize"
+noise = 0.01
+noise_runs = 20
+"""
+
+
+def _knob_score(world: World, exp: ExperimentRecord) -> float:
+    """What the knobs code prints: the product of its three knobs."""
+    files = world.scheduler.lineage(world.task_id).files_at(exp.code_commit or exp.parent_commit)
+    text = files["train.py"].decode()
+    product = 1.0
+    for knob in ("ALPHA", "BETA", "GAMMA"):
+        found = re.search(rf"^{knob} = ([0-9.]+)", text, re.M)
+        assert found is not None
+        product *= float(found.group(1))
+    return product
+
+
+def _drive(world: World, offsets: dict[str, float], rng: random.Random) -> None:
+    """Workers in turn lease, run (score + their offset + noise of sigma 0.01), report and
+    judge until nothing is left to run."""
+    idle = 0
+    while idle < len(offsets):
+        for worker, offset in offsets.items():
+            got = world.store.lease(
+                worker, worker, HW, now=1.0, lease_ttl_s=1e9, replicate_wait_s=1e9
+            )
+            if got is None:
+                idle += 1
+                continue
+            idle = 0
+            exp = world.store.get_experiment(got.experiment_id)
+            assert exp is not None
+            score = _knob_score(world, exp) + offset + rng.gauss(0.0, 0.01)
+            world.finish((worker, got.experiment_id, got.fencing_token), ok(score))
+        world.scheduler.process_pending()
+
+
+def test_a_fixed_per_worker_offset_of_one_sigma_keeps_real_gains_and_no_false_ones(
+    redis_url: str, tmp_path: Path, task_dir_factory: Callable[..., Path]
+) -> None:
+    """Six workers, each 1 sigma above or below the others on every run (sigma 0.01, the
+    task's prior): a 6-sigma change is kept; twelve changes that print the same score are
+    not; the keep's reason says how machine effects were handled."""
+    settings = CoordinatorSettings(
+        data_dir=tmp_path / "data", redis_url=redis_url, baseline_runs=3, max_baseline_runs=12
+    )
+    store = Store(redis_url)
+    scheduler = Scheduler(store, settings)
+    task = register_task(store, settings, task_dir_factory("knobs", KNOBS, NOISY_TOML))
+    scheduler.ensure_class(task, HW)
+    world = World(store, scheduler, settings, task.task_id)
+    offsets = {f"w{i}": 0.01 if i % 2 else -0.01 for i in range(6)}
+    try:
+        rng = random.Random(2024)
+        real = world.submit(alpha="0.94", title="real")
+        zeros = [
+            world.submit(**{knob: "1." + "0" * places}, title=f"zero {knob} {places}")
+            for knob in ("beta", "gamma")
+            for places in range(2, 8)
+        ]
+        _drive(world, offsets, rng)
+        assert world.verdict(real) is Verdict.KEPT
+        assert all(world.verdict(z) is not Verdict.KEPT for z in zeros)
+        hyp = store.get_hypothesis(real)
+        assert hyp is not None and "offsets" in hyp.reason  # says how machines were handled
+    finally:
+        store.close()
