@@ -70,6 +70,10 @@ KEEP_AT = (2.87, 2.77, 2.49, 2.29)
 # Futility boundaries at runs 2, 3, 4 (z scale): below, the candidate is discarded.
 STOP_BELOW = (1.14, 1.60, 1.99)
 MAX_RUNS = len(KEEP_AT) + 1
+# While a candidate is measured again, the head is measured up to this many times per run of
+# the candidate (up to max_baseline_runs): a head of 4k runs costs a k-run comparison ~11%
+# of its T, one of k runs ~41% (docs/judging.md).
+HEAD_RUNS_PER_RUN = 4
 # A score more than this many robust scales from the class's median is held, not judged.
 FAR = 1000.0
 # EM sweeps of the noise fit, and the runs it looks at (the latest).
@@ -158,9 +162,10 @@ class Decision:
     metric: float | None = None
     # For a replication: did the replicate agree with the claim (a worker's claim checked)?
     agreed: bool | None = None
-    # Whether one more run of the head would sharpen this decision (its mean's variance
-    # is a large part of the comparison's).
-    measure_head: bool = False
+    # How many runs the head should have while this candidate is measured again (0: no
+    # more): HEAD_RUNS_PER_RUN per run of the candidate, so the head's mean weighs at most
+    # a quarter of the candidate's in the comparison's variance.
+    head_runs: int = 0
 
 
 # -- safe arithmetic ------------------------------------------------------------------------
@@ -485,7 +490,10 @@ class SequentialRule:
         if cmp.stat >= bound or tie:
             why = "tie with the head, shorter code" if tie and cmp.stat < bound else line
             reason = f"{why} ({head}): promising, replicating on another worker"
-            return Decision(Action.REPLICATE, Verdict.PENDING, reason, delta, metric, None, True)
+            head_runs = HEAD_RUNS_PER_RUN * 2
+            return Decision(
+                Action.REPLICATE, Verdict.PENDING, reason, delta, metric, None, head_runs
+            )
         reason = f"{line} ({head}): not better"
         return Decision(Action.DISCARD, Verdict.DISCARDED, reason, delta, metric)
 
@@ -540,7 +548,13 @@ class SequentialRule:
             )
         reason = f"{line}: undecided (T within [{stop:.2f}, {keep_at:.2f})): measured again"
         return Decision(
-            Action.REPLICATE, Verdict.PENDING, reason, delta, cmp.mean, agreed, measure_head=True
+            Action.REPLICATE,
+            Verdict.PENDING,
+            reason,
+            delta,
+            cmp.mean,
+            agreed,
+            head_runs=HEAD_RUNS_PER_RUN * (k + 1),
         )
 
     def _more(

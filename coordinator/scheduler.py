@@ -166,8 +166,8 @@ class Scheduler(KeepOps):
             worker=exp.worker_id or "",
         )
         replicating = decision.action is judge.Action.REPLICATE
-        if decision.measure_head:
-            self._measure_head_again(task, hardware, head, stats, exp)
+        if decision.head_runs:
+            self._measure_head_again(task, hardware, head, stats, exp, decision.head_runs)
         if replicating and exp.kind is ExperimentKind.EXPLORE:
             self._place_winner(task, hardware, exp, decision, experiment)
             return
@@ -196,44 +196,49 @@ class Scheduler(KeepOps):
         head: HeadRecord | None,
         stats: judge.HeadStats,
         exp: ExperimentRecord,
+        target: int,
     ) -> None:
-        """One more baseline of the head while candidates on it are measured again (the head's
-        mean is part of every comparison with it: head baselines grow where many candidates
-        are judged against one head), up to max_baseline_runs. Its id is derived from the
-        head's run count: candidates promising while it waits add nothing."""
-        if head is None or exp.parent_commit != head.commit:
+        """More baselines of the head while a candidate on it is measured again, up to
+        `target` runs (and max_baseline_runs): the head's mean is part of every comparison
+        with it, so head baselines grow where candidates are judged against one head. Their
+        ids are derived from the head's run count: candidates promising while they wait add
+        nothing."""
+        if head is None or exp.parent_commit != head.commit or stats.mean is None:
             return
-        if stats.runs >= self.settings.max_baseline_runs or stats.mean is None:
+        wanted = min(target, self.settings.max_baseline_runs)
+        if stats.runs >= wanted:
             return
         head_fields: dict[str, FieldValue] = {
             "bundle_hash": head.bundle_hash,
             "commit": head.commit,
             "code_bytes": head.code_bytes,
         }
-        again_id = self.more_baseline_id(task.task_id, hardware, head.commit, stats.runs)
-        again = dataclasses.replace(
-            self.baseline_of(task.task_id, hardware, head_fields), experiment_id=again_id
-        )
         reason = (
             f"{exp.experiment_id} is measured again against a head measured {stats.runs} "
-            "times: the head is measured once more"
+            f"times: the head is measured up to {wanted} times"
         )
-        event: dict[str, FieldValue] = {
-            "type": "baseline_queued",
-            "task_id": task.task_id,
-            "experiment_id": again.experiment_id,
-            "after": exp.experiment_id,
-            "hardware": hardware,
-            "commit": head.commit,
-            "reason": reason,
-            "time_s": self._clock(),
-        }
-        queued = self.store.recheck(
-            again, hypothesis_id=None, hypothesis=None, event=event, now=self._clock()
-        )
+        queued = 0
+        for runs in range(stats.runs, wanted):
+            again = dataclasses.replace(
+                self.baseline_of(task.task_id, hardware, head_fields),
+                experiment_id=self.more_baseline_id(task.task_id, hardware, head.commit, runs),
+            )
+            event: dict[str, FieldValue] = {
+                "type": "baseline_queued",
+                "task_id": task.task_id,
+                "experiment_id": again.experiment_id,
+                "after": exp.experiment_id,
+                "hardware": hardware,
+                "commit": head.commit,
+                "reason": reason,
+                "time_s": self._clock(),
+            }
+            queued += self.store.recheck(
+                again, hypothesis_id=None, hypothesis=None, event=event, now=self._clock()
+            )
         if queued:
             logger.info("task %s: %s", task.task_id, reason)
-            self.notify(1)
+            self.notify(queued)
 
     def _place_winner(
         self,
@@ -640,6 +645,6 @@ class Scheduler(KeepOps):
         )
         if decided and decision.agreed is not None:
             self.count_claim(cand.worker_id, agreed=decision.agreed)
-        if decided and decision.measure_head:
+        if decided and decision.head_runs:
             head, stats = self.stats(task.task_id, hardware, cand.parent_commit)
-            self._measure_head_again(task, hardware, head, stats, rep)
+            self._measure_head_again(task, hardware, head, stats, rep, decision.head_runs)

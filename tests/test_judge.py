@@ -887,24 +887,27 @@ def test_noise_estimate_learns_from_replications(world: World) -> None:
     assert world.scheduler.stats(world.task_id, HW)[1].df == before + 1
 
 
-def test_a_promising_candidate_has_the_head_measured_once_more(
+def test_a_promising_candidate_has_the_head_measured_more(
     redis_url: str, tmp_path: Path, task_dir_factory: Callable[..., Path]
 ) -> None:
     """With max_baseline_runs above baseline_runs, a candidate that passes the screen queues
-    its replicate and one more baseline of the head (the head's mean is in every comparison)."""
+    its replicate and baselines of the head up to 4 runs per run of the candidate (the
+    head's mean is in every comparison)."""
     world = knobs_world(redis_url, tmp_path, task_dir_factory, max_baseline_runs=8)
     try:
         for worker, metric in (("w1", 1.0), ("w2", 1.01), ("w3", 0.99)):
             world.run(worker, ok(metric))
         world.submit(alpha="0.96")
         world.run("w1", ok(0.96))
-        kinds = set()
-        for worker in ("w2", "w3"):
+        kinds = []
+        for worker in ("w2", "w3", "w4", "w5", "w6", "w7"):
             _, leased, _ = world.lease(worker)
             exp = world.store.get_experiment(leased)
             assert exp is not None
-            kinds.add(exp.kind)
-        assert kinds == {ExperimentKind.REPLICATE, ExperimentKind.BASELINE}
+            kinds.append(exp.kind)
+        assert kinds.count(ExperimentKind.REPLICATE) == 1
+        assert kinds.count(ExperimentKind.BASELINE) == 5  # 3 runs -> 8
+        assert world.store.lease("w8", "w8", HW, now=1.0, lease_ttl_s=10) is None
     finally:
         world.store.close()
 
