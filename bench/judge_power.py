@@ -69,6 +69,7 @@ class Tally:
     elapsed: int = 0
     undecided: int = 0
     reasons: list[str] = field(default_factory=list)
+    misses: list[str] = field(default_factory=list)
 
 
 def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -185,6 +186,8 @@ class Swarm:
         tally.elapsed += self.ran - started
         if len(tally.reasons) < 2:
             tally.reasons.append(f"{hyp.verdict.value}: {hyp.reason}")
+        if hyp.verdict is not Verdict.KEPT and effect >= 3 and len(tally.misses) < 3:
+            tally.misses.append(f"{hyp.verdict.value}: {hyp.reason}")
 
 
 def run(args: argparse.Namespace, tau: float) -> dict[float, Tally]:
@@ -239,6 +242,9 @@ def main() -> None:
         for effect, t in tallies.items():
             for reason in t.reasons[:1]:
                 print(f"#   {effect:g} sigma: {reason}")
+        for effect, t in tallies.items():
+            for reason in t.misses:
+                print(f"#   missed at {effect:g} sigma: {reason}")
 
 
 if __name__ == "__main__":

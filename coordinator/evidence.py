@@ -37,6 +37,16 @@ def score(exp: ExperimentRecord) -> float | None:
     return result.metric
 
 
+def run_of(exp: ExperimentRecord) -> judge.Run | None:
+    """An experiment's ok score as a run of its code by its worker, or None."""
+    value = score(exp)
+    if value is None:
+        return None
+    return judge.Run(
+        exp.experiment_id, exp.code_commit or exp.parent_commit, exp.worker_id or "", value
+    )
+
+
 def evidence(
     cand: ExperimentRecord,
     replicates: list[ExperimentRecord],

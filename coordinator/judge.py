@@ -40,8 +40,9 @@ head's own uncertainty enters se, so a head measured less costs power, not error
 `bench/judge_power.py` measures the whole rule as the coordinator runs it.
 
 A score far outside the class's history (more than FAR scales from its median, the scale
-the largest of 1.48 MAD, half the range while it has under three runs, and 0.1% of the
-median) is held: not counted as evidence nor in the noise, and measured again by another worker. All
+the largest of 1.48 MAD, half the range while it has under three runs, and the median's
+size: a thousand times the score itself is absurd, four times is a bad change) is held:
+not counted as evidence nor in the noise, and measured again by another worker. All
 arithmetic is on values scaled by a power of two and sums are `math.fsum`: no finite score
 can overflow it.
 
@@ -221,7 +222,8 @@ def _far_limits(history: list[float]) -> tuple[float, float] | None:
     mad = _median([abs(v - centre) for v in history])
     # With two runs either may be the absurd one: half their distance is the scale.
     spread = max(history) / 2 - min(history) / 2 if len(history) < 3 else 0.0
-    return centre, FAR * max(1.4826 * mad, spread, 1e-3 * abs(centre), 1e-300)
+    # |median| in the scale: a deterministic task (MAD 0) may still make a score 4x worse.
+    return centre, FAR * max(1.4826 * mad, spread, abs(centre), 1e-300)
 
 
 # -- the noise model ------------------------------------------------------------------------
@@ -490,7 +492,9 @@ class SequentialRule:
         if cmp.stat >= bound or tie:
             why = "tie with the head, shorter code" if tie and cmp.stat < bound else line
             reason = f"{why} ({head}): promising, replicating on another worker"
-            head_runs = HEAD_RUNS_PER_RUN * 2
+            # A first run past the keep boundary already: the head's runs will not decide it.
+            decisive = cmp.stat >= multiplier(KEEP_AT[0], stats.df)
+            head_runs = 0 if decisive else HEAD_RUNS_PER_RUN * 2
             return Decision(
                 Action.REPLICATE, Verdict.PENDING, reason, delta, metric, None, head_runs
             )
@@ -504,13 +508,14 @@ class SequentialRule:
         spec: TaskSpec,
         *,
         shorter: bool = False,
-        claim: float | None = None,
-        replicate: float | None = None,
+        claim: Run | None = None,
+        replicate: Run | None = None,
     ) -> Decision:
         """A candidate after its k-th run: keep, discard (not reproduced) or one more run.
 
-        `claim`, `replicate`: the first run's score and the first replicate's, whose
-        agreement is the worker's claim checked (for trust), not part of the decision."""
+        `claim`, `replicate`: the first run and the first replicate, whose agreement (net of
+        their workers' offsets) is the worker's claim checked: a claim the replicate cannot
+        confirm ends the candidate, and counts against the claimant's trust."""
         name = spec.metric.name
         total = len(evidence.runs) + evidence.held
         agreed = self._agreed(claim, replicate, stats, spec)
@@ -518,11 +523,11 @@ class SequentialRule:
             reason = f"{name}: {total} runs, but the head has no ok run"
             return Decision(Action.NOT_REPRODUCED, Verdict.NOT_REPRODUCED, reason)
         if agreed is False and claim is not None and replicate is not None:
-            short = gain(claim, replicate, spec)
-            allowed = tolerance(stats, spec, self.z)
+            short, allowed = self._shortfall(claim, replicate, stats, spec)
             reason = (
-                f"{name} {claim:.6g} then {replicate:.6g}: the runs disagree (the replicate "
-                f"falls {short:.4g} short, more than {allowed:.4g})"
+                f"{name} {claim.value:.6g} then {replicate.value:.6g}: the runs disagree (net "
+                f"of their workers' offsets the replicate falls {short:.4g} short, more than "
+                f"{allowed:.4g})"
             )
             return Decision(
                 Action.NOT_REPRODUCED, Verdict.NOT_REPRODUCED, reason, None, None, False
@@ -587,21 +592,36 @@ class SequentialRule:
         return Decision(Action.REPLICATE, Verdict.PENDING, reason, None, None, agreed)
 
     def _agreed(
-        self, claim: float | None, replicate: float | None, stats: HeadStats, spec: TaskSpec
+        self, claim: Run | None, replicate: Run | None, stats: HeadStats, spec: TaskSpec
     ) -> bool | None:
         if claim is None or replicate is None or stats.mean is None:
             return None
-        return gain(claim, replicate, spec) <= tolerance(stats, spec, self.z)
+        short, allowed = self._shortfall(claim, replicate, stats, spec)
+        return short <= allowed
+
+    def _shortfall(
+        self, claim: Run, replicate: Run, stats: HeadStats, spec: TaskSpec
+    ) -> tuple[float, float]:
+        """How far the replicate falls short of the claim, net of both workers' offsets, and
+        how far it may: `tolerance`, widened by the offsets' own uncertainty."""
+        (a, va), (b, vb) = stats.noise.offset(claim.worker), stats.noise.offset(replicate.worker)
+        short = gain(claim.value - a, replicate.value - b, spec)
+        base = tolerance(stats, spec, self.z)
+        if stats.std > 0 and (va or vb):
+            widen = math.sqrt(1 + (va + vb) / (2 * stats.std * stats.std))
+            base = max(base, base * widen)
+        return short, base
 
     @staticmethod
     def _line(
         name: str, cmp: Comparison, k: int, held: int, stats: HeadStats, bound: float | None
     ) -> str:
         """One line: what was compared with what, runs pooled, T and its boundary."""
-        held_note = f", {held} held" if held else ""
+        held_note = f", {held} not counted" if held else ""
         against = f"{bound:.2f}" if bound is not None else "-"
+        stat = f"{cmp.stat:.3g}" if abs(cmp.stat) < _BIG else ("+inf" if cmp.stat > 0 else "-inf")
         return (
             f"{name} {cmp.mean:.6g} over {k} runs{held_note} vs head {stats.mean:.6g} over "
-            f"{stats.runs} runs: gain {cmp.gain:.4g} ± {cmp.se:.3g}, T {cmp.stat:.3g} vs "
+            f"{stats.runs} runs: gain {cmp.gain:.4g} ± {cmp.se:.3g}, T {stat} vs "
             f"{against} (df {stats.df}; {stats.noise.describe()})"
         )

@@ -166,10 +166,10 @@ class Scheduler(KeepOps):
             worker=exp.worker_id or "",
         )
         replicating = decision.action is judge.Action.REPLICATE
-        if decision.head_runs:
-            self._measure_head_again(task, hardware, head, stats, exp, decision.head_runs)
         if replicating and exp.kind is ExperimentKind.EXPLORE:
             self._place_winner(task, hardware, exp, decision, experiment)
+            # Queued after its replicate: the head's runs join the comparison as they come.
+            self._measure_head_again(task, hardware, head, stats, exp, decision.head_runs)
             return
         follow_up, decision = self._follow_up(exp, hardware, decision)
         hypothesis: dict[str, FieldValue] | None = None
@@ -184,6 +184,8 @@ class Scheduler(KeepOps):
         if decided and ok and exp.claim_by and not self.distrusted(exp.worker_id):
             # Better on the head too, or not: the explore's claim checked.
             self.count_claim(exp.claim_by, agreed=decision.action is judge.Action.REPLICATE)
+        if decided and decision.head_runs:
+            self._measure_head_again(task, hardware, head, stats, exp, decision.head_runs)
         if exp.twin:
             self._settle_twin(task, exp, replicating=decision.action is judge.Action.REPLICATE)
         if decided and not replicating and exp.kind is ExperimentKind.MERGE:
@@ -595,8 +597,8 @@ class Scheduler(KeepOps):
             stats,
             task.spec,
             shorter=shorter,
-            claim=evidence.score(cand) if first else None,
-            replicate=evidence.score(rep) if first else None,
+            claim=evidence.run_of(cand) if first else None,
+            replicate=evidence.run_of(rep) if first else None,
         )
         code = cand.code_commit or cand.parent_commit
         # Runs that disagree do not teach the noise (one of them is likely not honest).
