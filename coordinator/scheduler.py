@@ -590,6 +590,10 @@ class Scheduler(KeepOps):
         head, stats = self.stats(task.task_id, hardware, cand.parent_commit)
         shorter = head is not None and (cand.code_bytes or 0) < head.code_bytes
         chain = self.chain_of(cand, rep)
+        if self._head_measured_meanwhile(task.task_id, hardware, head, stats, cand, len(chain)):
+            # The head's baselines queued for this look run still: judged once they are in.
+            self.store.defer_judgement(rep.experiment_id, self._clock() + DEFER_S)
+            return
         counted = self.evidence_of(task.task_id, hardware, cand, chain)
         first = chain[0].experiment_id == rep.experiment_id if chain else False
         decision = self.rule.decide(
@@ -623,6 +627,27 @@ class Scheduler(KeepOps):
             self.count_claim(cand.worker_id, agreed=decision.agreed)
         if decided:
             self._restack_above(task, hardware, cand.experiment_id)
+
+    def _head_measured_meanwhile(
+        self,
+        task_id: str,
+        hardware: str,
+        head: HeadRecord | None,
+        stats: judge.HeadStats,
+        cand: ExperimentRecord,
+        replicates: int,
+    ) -> bool:
+        """Whether baselines of the head queued for this look at a candidate (up to
+        judge.HEAD_RUNS_PER_RUN per run of it) have not finished yet."""
+        if head is None or cand.parent_commit != head.commit:
+            return False
+        wanted = min(judge.HEAD_RUNS_PER_RUN * (1 + replicates), self.settings.max_baseline_runs)
+        ids = [
+            self.more_baseline_id(task_id, hardware, head.commit, runs)
+            for runs in range(stats.runs, wanted)
+        ]
+        running = (ExperimentState.QUEUED, ExperimentState.LEASED)
+        return any(e.state in running for e in self.store.get_experiments(ids))
 
     def _measure_again(
         self,
