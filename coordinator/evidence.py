@@ -13,6 +13,7 @@ from __future__ import annotations
 from coordinator import judge
 from coordinator.heads import derived_id
 from coordinator.models import ExperimentRecord
+from coordinator.noise import Run, far_out
 from coordinator.store.judging import Observation
 from shared.models import ExperimentState, ResultStatus
 
@@ -37,14 +38,12 @@ def score(exp: ExperimentRecord) -> float | None:
     return result.metric
 
 
-def run_of(exp: ExperimentRecord) -> judge.Run | None:
+def run_of(exp: ExperimentRecord) -> Run | None:
     """An experiment's ok score as a run of its code by its worker, or None."""
     value = score(exp)
     if value is None:
         return None
-    return judge.Run(
-        exp.experiment_id, exp.code_commit or exp.parent_commit, exp.worker_id or "", value
-    )
+    return Run(exp.experiment_id, exp.code_commit or exp.parent_commit, exp.worker_id or "", value)
 
 
 def evidence(
@@ -58,13 +57,13 @@ def evidence(
     """The runs that count (ok, not far outside the class's `history`), how many did not
     count, and who confirmed the claim (`two_owners`: only another owner's worker does)."""
     code = cand.code_commit or cand.parent_commit
-    counted: list[judge.Run] = []
+    counted: list[Run] = []
     others: list[ExperimentRecord] = []
     for exp in [cand, *replicates]:
         value = score(exp)
-        if value is None or judge.far_out(value, history, std):
+        if value is None or far_out(value, history, std):
             continue
-        counted.append(judge.Run(exp.experiment_id, code, exp.worker_id or "", value))
+        counted.append(Run(exp.experiment_id, code, exp.worker_id or "", value))
         if exp is not cand:
             others.append(exp)
     held = 1 + len(replicates) - len(counted)

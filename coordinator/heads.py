@@ -19,6 +19,7 @@ from collections.abc import Callable
 from coordinator import judge
 from coordinator.lineage import Lineage, branch_for
 from coordinator.models import HeadRecord, TaskRecord
+from coordinator.noise import Noise, Run, fit_noise, sane
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import NewExperiment, Store
 from coordinator.store.base import FieldValue
@@ -29,7 +30,7 @@ from shared.task import Device, TaskSpec
 logger = logging.getLogger(__name__)
 
 INIT_BRANCH = "main"
-HeadRuns = tuple[HeadRecord | None, list[judge.Run], judge.Noise]
+HeadRuns = tuple[HeadRecord | None, list[Run], Noise]
 # How often a lease looks for tasks registered by another coordinator process (seconds).
 TASKS_RECHECK_S = 1.0
 
@@ -69,7 +70,7 @@ class HeadOps:
         # The decision rule: one object, replaceable (coordinator.judge).
         self.rule = judge.SequentialRule(settings.z)
         # Each class's fitted noise, by (task, class), with the runs it was fitted on.
-        self._noise: dict[tuple[str, str], tuple[int, list[judge.Run], judge.Noise]] = {}
+        self._noise: dict[tuple[str, str], tuple[int, list[Run], Noise]] = {}
         self._priors: dict[str, tuple[float, int] | None] = {}
         self._on_enqueue = on_enqueue or (lambda count: None)
         self._clock = clock
@@ -217,15 +218,15 @@ class HeadOps:
         if cache is not None and (task_id, hardware) in cache:
             return cache[(task_id, hardware)]
         head = self.store.get_head(task_id, hardware)
-        runs = [judge.Run(*obs) for obs in self.store.get_observations(task_id, hardware)]
+        runs = [Run(*obs) for obs in self.store.get_observations(task_id, hardware)]
         if not runs:  # a class judged before runs were recorded with their workers
             legacy = self.store.get_runs(task_id, hardware)
-            runs = [judge.Run("", code, "", v) for code, values in legacy.items() for v in values]
+            runs = [Run("", code, "", v) for code, values in legacy.items() for v in values]
         key = hash(tuple(runs))
         fitted = self._noise.get((task_id, hardware))
         if fitted is None or fitted[0] != key:
-            kept = judge.sane(runs)
-            fitted = (key, kept, judge.fit_noise(kept, self._prior(task_id)))
+            kept = sane(runs)
+            fitted = (key, kept, fit_noise(kept, self._prior(task_id)))
             self._noise[(task_id, hardware)] = fitted
         found = (head, fitted[1], fitted[2])
         if cache is not None:

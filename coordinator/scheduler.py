@@ -23,6 +23,7 @@ from coordinator import evidence, judge
 from coordinator.heads import INIT_BRANCH, code_bytes, derived_id, new_id
 from coordinator.keeping import KeepOps
 from coordinator.models import ExperimentRecord, HeadRecord, TaskRecord
+from coordinator.noise import far_out
 from coordinator.store import NewExperiment
 from coordinator.store.base import FieldValue
 from coordinator.store.judging import Observation
@@ -102,7 +103,7 @@ class Scheduler(KeepOps):
         )
         untrusted = metric is not None and self.distrusted(exp.worker_id)
         _, runs, noise = self.class_runs(task.task_id, hardware)
-        far = metric is not None and judge.far_out(metric, [r.value for r in runs], noise.std)
+        far = metric is not None and far_out(metric, [r.value for r in runs], noise.std)
         if untrusted:
             metric = None
             reason = f"{reason} by {exp.worker_id}, who lost trust: not counted, measured again"

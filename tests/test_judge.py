@@ -20,6 +20,7 @@ from coordinator.heads import HeadOps
 from coordinator.hypotheses import build_context, submit_hypothesis
 from coordinator.lineage import branch_for
 from coordinator.models import ExperimentRecord, HypothesisRecord
+from coordinator.noise import Run, far_out, fit_noise
 from coordinator.reconcile import reconcile
 from coordinator.scheduler import Scheduler
 from coordinator.settings import CoordinatorSettings
@@ -58,9 +59,9 @@ def test_t_quantile_matches_the_tables() -> None:
         assert judge.t_quantile(0.975, df) == pytest.approx(table, rel=0.01)
 
 
-def _runs(values: list[float], code: str = "head", workers: int = 0) -> list[judge.Run]:
+def _runs(values: list[float], code: str = "head", workers: int = 0) -> list[Run]:
     return [
-        judge.Run(f"{code}{i}", code, f"w{i % workers}" if workers else "", v)
+        Run(f"{code}{i}", code, f"w{i % workers}" if workers else "", v)
         for i, v in enumerate(values)
     ]
 
@@ -76,7 +77,7 @@ def test_noise_is_pooled_over_every_code_measured_twice() -> None:
 def test_a_task_prior_counts_as_runs_that_the_data_outweighs() -> None:
     """A declared noise of 0.05 weighing 10 runs, then 3 runs of spread 0.01: sigma lies
     between, with 12 degrees of freedom."""
-    noise = judge.fit_noise(_runs([0.99, 1.0, 1.01]), prior=(0.05, 10))
+    noise = fit_noise(_runs([0.99, 1.0, 1.01]), prior=(0.05, 10))
     assert noise.df == 12 and 0.01 < noise.std < 0.05
 
 
@@ -85,12 +86,12 @@ def test_per_worker_offsets_are_estimated_and_corrected() -> None:
     sigma is the noise within a worker, not the gap between them."""
     rng = random.Random(3)
     runs = [
-        judge.Run(f"{c}{w}{i}", f"c{c}", f"w{w}", c + 0.05 * w + rng.gauss(0, 0.01))
+        Run(f"{c}{w}{i}", f"c{c}", f"w{w}", c + 0.05 * w + rng.gauss(0, 0.01))
         for c in range(8)
         for w in range(2)
         for i in range(2)
     ]
-    noise = judge.fit_noise(runs)
+    noise = fit_noise(runs)
     gap = noise.offset("w1")[0] - noise.offset("w0")[0]
     assert gap == pytest.approx(0.05, abs=0.01)
     assert noise.std < 0.02
@@ -104,7 +105,7 @@ def test_an_absurd_but_finite_score_cannot_overflow_the_judge() -> None:
     rule = judge.SequentialRule()
     decision = rule.screen(ok(1e308), stats, MINIMIZE, history=[1.0, 1.01])
     assert decision.verdict is Verdict.PENDING and "far outside" in decision.reason
-    assert judge.far_out(-1e308, [1.0, 1.01]) and not judge.far_out(0.5, [1.0, 1.01])
+    assert far_out(-1e308, [1.0, 1.01]) and not far_out(0.5, [1.0, 1.01])
 
 
 def test_the_reason_says_runs_pooled_the_statistic_and_who_confirmed() -> None:
@@ -113,7 +114,7 @@ def test_the_reason_says_runs_pooled_the_statistic_and_who_confirmed() -> None:
     rng = random.Random(5)
     stats = judge.head_stats(_runs([rng.gauss(1.0, 0.01) for _ in range(30)], workers=3), "head")
     evidence = judge.Evidence(
-        [judge.Run("a", "c", "w0", 0.9), judge.Run("b", "c", "w1", 0.9)],
+        [Run("a", "c", "w0", 0.9), Run("b", "c", "w1", 0.9)],
         confirmed_by="replicated by w1 of another owner",
     )
     decision = judge.SequentialRule().decide(evidence, stats, MINIMIZE)
@@ -142,9 +143,9 @@ def _sequence(rng: random.Random, effect: float, stats: judge.HeadStats) -> tupl
     first = rng.gauss(-effect, 1)
     if rule.screen(ok(first), stats, MINIMIZE).action is not judge.Action.REPLICATE:
         return False, 1
-    runs = [judge.Run("c0", "c", "w0", first)]
+    runs = [Run("c0", "c", "w0", first)]
     while True:
-        runs.append(judge.Run(f"c{len(runs)}", "c", f"w{len(runs)}", rng.gauss(-effect, 1)))
+        runs.append(Run(f"c{len(runs)}", "c", f"w{len(runs)}", rng.gauss(-effect, 1)))
         got = rule.decide(judge.Evidence(list(runs), confirmed_by="replicated"), stats, MINIMIZE)
         if got.action is not judge.Action.REPLICATE:
             return got.verdict is Verdict.KEPT, len(runs)
@@ -155,8 +156,8 @@ def test_the_sequential_rule_keeps_real_gains_and_few_false_ones() -> None:
     effect is kept under 1.5% of the time at under 1.4 runs each; 4 sigma over 95%."""
     rng = random.Random(11)
     stats = judge.head_stats(
-        [judge.Run(f"h{i}", "head", "", rng.gauss(0, 1)) for i in range(24)]
-        + [judge.Run(f"o{i}", f"o{i // 8}", "", rng.gauss(0, 1)) for i in range(200)],
+        [Run(f"h{i}", "head", "", rng.gauss(0, 1)) for i in range(24)]
+        + [Run(f"o{i}", f"o{i // 8}", "", rng.gauss(0, 1)) for i in range(200)],
         "head",
     )
     zero = [_sequence(rng, 0.0, stats) for _ in range(2000)]
