@@ -98,7 +98,9 @@ class Swarm:
         self.rng = random.Random(args.seed)
         self.args = args
         self.now = 0.0
-        self.settings = CoordinatorSettings(data_dir=folder / "data", redis_url=url)
+        self.settings = CoordinatorSettings(
+            data_dir=folder / "data", redis_url=url, baseline_runs=args.baseline_runs
+        )
         self.store = Store(url)
         self.scheduler = Scheduler(self.store, self.settings, clock=lambda: self.now)
         self.loop = JudgeLoop(self.scheduler, interval_s=1.0)
@@ -219,12 +221,13 @@ def main() -> None:
     parser.add_argument("--drift-period", type=float, default=2000.0, help="in runs")
     parser.add_argument("--run-s", type=float, default=60.0, help="simulated seconds per run")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--baseline-runs", type=int, default=3, help="per new head")
     args = parser.parse_args()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"# judge power: {platform.node()}, {platform.machine()}, {when}")
     print(
         f"# workers {args.workers}, drift {args.drift} sigma over {args.drift_period:g} runs,"
-        f" seed {args.seed}"
+        f" seed {args.seed}, {args.baseline_runs} baselines per new head"
     )
     for tau in args.taus:
         started = time.monotonic()
