@@ -1350,3 +1350,21 @@ def test_a_fixed_per_worker_offset_of_one_sigma_keeps_real_gains_and_no_false_on
         assert hyp is not None and "offsets" in hyp.reason  # says how machines were handled
     finally:
         store.close()
+
+
+def test_a_baseline_far_outside_the_class_is_held_and_measured_again(unmeasured: World) -> None:
+    """1.0 and 1.01, then 1e308 from w3: not counted (the head has two runs), and another
+    worker measures the head again in its place."""
+    world = unmeasured
+    world.run("w1", ok(1.0))
+    world.run("w2", ok(1.01))
+    held = world.run("w3", ok(1e308))
+    assert world.scheduler.stats(world.task_id, HW)[1].runs == 2
+    record = world.store.get_experiment(held)
+    assert record is not None and record.verdict is None
+    assert world.store.lease("w3", "w3", HW, now=1.0, lease_ttl_s=10) is None  # not w3 again
+    again = world.run("w4", ok(0.99))
+    exp = world.store.get_experiment(again)
+    assert exp is not None and exp.kind is ExperimentKind.BASELINE and exp.exclude_worker == "w3"
+    stats = world.scheduler.stats(world.task_id, HW)[1]
+    assert stats.runs == 3 and stats.mean == pytest.approx(1.0)
