@@ -341,7 +341,7 @@ class SequentialRule:
         line = (
             self._line(name, cmp, len(evidence.runs), evidence.held, stats, None)
             if cmp is not None
-            else f"{name}: {total} runs, {evidence.held} held"
+            else f"{name}: {total} runs, {evidence.held} not counted"
         )
         if total >= MAX_RUNS:
             reason = f"{line}: {why} after {total} runs: not reproduced"
