@@ -1235,7 +1235,7 @@ def test_a_1e308_baseline_and_explore_neither_wedge_the_class_nor_500_anything(
 ) -> None:
     """A baseline of 1e308 (counted: the class has no history yet), then two honest ones: the
     head's mean is the honest runs'; an explore of 1e308 is held and measured again by
-    another worker; every read answers 200 throughout and the judge queue drains."""
+    another worker; every read, and registering the task again, answers throughout."""
     coordinator = coordinator_factory(baseline_runs=3)
     files = {p.name: base64.b64encode(p.read_bytes()).decode() for p in task_dir.iterdir()}
     workers = [_http_worker(coordinator, name) for name in ("a", "b", "c")]
@@ -1267,6 +1267,8 @@ def test_a_1e308_baseline_and_explore_neither_wedge_the_class_nor_500_anything(
         replicate = _http_run(http, worker_id, 1.0)
         assert replicate["kind"] == "replicate"
         _reads_answer(admin, task_id)
+        again = admin.post("/api/v1/tasks", json={"files": files})  # re-registering answers
+        assert again.status_code < 300, again.text[:300]
 
 
 # ---------------------------------------------------------------------------------------
