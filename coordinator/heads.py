@@ -19,6 +19,7 @@ from collections.abc import Callable
 from coordinator import judge
 from coordinator.lineage import Lineage, branch_for
 from coordinator.models import HeadRecord, TaskRecord
+from coordinator.noise import Noise, Run, fit_noise, sane
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import NewExperiment, Store
 from coordinator.store.base import FieldValue
@@ -29,7 +30,7 @@ from shared.task import Device, TaskSpec
 logger = logging.getLogger(__name__)
 
 INIT_BRANCH = "main"
-HeadRuns = tuple[HeadRecord | None, dict[str, list[float]]]
+HeadRuns = tuple[HeadRecord | None, list[Run], Noise]
 # How often a lease looks for tasks registered by another coordinator process (seconds).
 TASKS_RECHECK_S = 1.0
 
@@ -66,6 +67,11 @@ class HeadOps:
     ) -> None:
         self.store = store
         self.settings = settings
+        # The decision rule: one object, replaceable (coordinator.judge).
+        self.rule = judge.SequentialRule(settings.z)
+        # Each class's fitted noise, by (task, class), with the runs it was fitted on.
+        self._noise: dict[tuple[str, str], tuple[int, list[Run], Noise]] = {}
+        self._priors: dict[str, tuple[float, int] | None] = {}
         self._on_enqueue = on_enqueue or (lambda count: None)
         self._clock = clock
         self._locks: dict[str, threading.RLock] = {}
@@ -108,6 +114,10 @@ class HeadOps:
     def baseline_ids(self, task_id: str, hardware: str, commit: str, *salt: str) -> list[str]:
         runs = range(self.settings.baseline_runs)
         return [derived_id("b", task_id, hardware, commit, *salt, str(i)) for i in runs]
+
+    def more_baseline_id(self, task_id: str, hardware: str, commit: str, runs: int) -> str:
+        """The id of the extra baseline of a head measured `runs` times (one per count)."""
+        return derived_id("b", task_id, hardware, commit, "more", str(runs))
 
     def baseline_of(
         self, task_id: str, hardware: str, head: dict[str, FieldValue]
@@ -216,18 +226,43 @@ class HeadOps:
                 return head
         return None
 
+    def class_runs(self, task_id: str, hardware: str) -> HeadRuns:
+        """The class's head, every run its noise model learns from, and that noise (fitted
+        once per change of the runs; read once per judging pass)."""
+        cache = self._heads
+        if cache is not None and (task_id, hardware) in cache:
+            return cache[(task_id, hardware)]
+        head = self.store.get_head(task_id, hardware)
+        runs = [Run(*obs) for obs in self.store.get_observations(task_id, hardware)]
+        if not runs:  # a class judged before runs were recorded with their workers
+            legacy = self.store.get_runs(task_id, hardware)
+            runs = [Run("", code, "", v) for code, values in legacy.items() for v in values]
+        key = hash(tuple(runs))
+        fitted = self._noise.get((task_id, hardware))
+        if fitted is None or fitted[0] != key:
+            kept = sane(runs)
+            fitted = (key, kept, fit_noise(kept, self._prior(task_id)))
+            self._noise[(task_id, hardware)] = fitted
+        found = (head, fitted[1], fitted[2])
+        if cache is not None:
+            cache[(task_id, hardware)] = found
+        return found
+
+    def _prior(self, task_id: str) -> tuple[float, int] | None:
+        """The task's declared noise (`[metric] noise`, weighing `noise_runs` runs)."""
+        if task_id not in self._priors:
+            task = self.store.get_task(task_id)
+            metric = task.spec.metric if task is not None else None
+            prior = (metric.noise, metric.noise_runs) if metric and metric.noise else None
+            self._priors[task_id] = prior
+        return self._priors[task_id]
+
     def stats(
         self, task_id: str, hardware: str, base: str | None = None
     ) -> tuple[HeadRecord | None, judge.HeadStats]:
         """The class's head and the stats a candidate is judged by: those of the code it was
         built on (`base`) when that was measured on this class, else the head's."""
-        cache = self._heads
-        if cache is not None and (task_id, hardware) in cache:
-            head, runs = cache[(task_id, hardware)]
-        else:
-            head = self.store.get_head(task_id, hardware)
-            runs = self.store.get_runs(task_id, hardware)
-            if cache is not None:
-                cache[(task_id, hardware)] = (head, runs)
-        reference = base if base and runs.get(base) else (head.commit if head else "")
-        return head, judge.head_stats(runs, reference)
+        head, runs, noise = self.class_runs(task_id, hardware)
+        measured = base is not None and any(r.code == base for r in runs)
+        reference = base if base and measured else (head.commit if head else "")
+        return head, judge.head_stats(runs, reference, noise)

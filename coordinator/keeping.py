@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from coordinator import judge
+from coordinator import evidence, judge
 from coordinator.heads import code_bytes, derived_id
 from coordinator.lineage import CommitInfo, branch_for
 from coordinator.models import ExperimentRecord, HeadRecord, TaskRecord
@@ -25,6 +25,7 @@ from coordinator.rechecks import RecheckOps
 from coordinator.rederive import rederive_queued
 from coordinator.store import NewExperiment
 from coordinator.store.base import FieldValue
+from coordinator.store.judging import Observation
 from shared.errors import MergeConflict
 from shared.models import ExperimentKind, ExperimentState, Verdict
 
@@ -41,6 +42,27 @@ KeptChange = tuple[str, ExperimentRecord, str, judge.Decision]
 class KeepOps(RecheckOps):
     """Recording decisions and keeping changes (see the module doc)."""
 
+    def chain_of(self, cand: ExperimentRecord, rep: ExperimentRecord) -> list[ExperimentRecord]:
+        """The candidate's replicates that have finished, in order, `rep` as it is now."""
+        ids = evidence.chain_ids(cand.experiment_id)
+        records = {e.experiment_id: e for e in self.store.get_experiments(ids)}
+        records[rep.experiment_id] = rep
+        return evidence.finished([records[i] for i in ids if i in records])
+
+    def evidence_of(
+        self, task_id: str, hardware: str, cand: ExperimentRecord, chain: list[ExperimentRecord]
+    ) -> judge.Evidence:
+        """What the rule pools for a candidate: its chain's runs that count (see
+        coordinator.evidence)."""
+        _, runs, noise = self.class_runs(task_id, hardware)
+        return evidence.evidence(
+            cand,
+            chain,
+            [r.value for r in runs],
+            noise.std,
+            two_owners=self.settings.require_two_owners,
+        )
+
     def _conclude(
         self,
         task: TaskRecord,
@@ -51,6 +73,7 @@ class KeepOps(RecheckOps):
         pair: tuple[str, str, list[float]] | None = None,
         hypothesis: dict[str, FieldValue] | None = None,
         experiment: dict[str, FieldValue] | None = None,
+        observed: tuple[str, list[Observation]] | None = None,
     ) -> bool:
         hardware = self._hardware_of(exp)
         verdict = None if decision.verdict is Verdict.PENDING else decision.verdict.value
@@ -84,6 +107,7 @@ class KeepOps(RecheckOps):
             event=event,
             follow_up=follow_up,
             pair=pair,
+            observed=observed,
             now=self._clock(),
         )
         logger.info(
@@ -147,6 +171,8 @@ class KeepOps(RecheckOps):
         runs = [
             r.metric for r in (cand.result, rep.result) if r is not None and r.metric is not None
         ]
+        chain = self.chain_of(cand, rep)
+        counted = self.evidence_of(task.task_id, hardware, cand, chain)
         head: dict[str, FieldValue] = {
             "commit": commit,
             "bundle_hash": cand.bundle_hash,
@@ -195,7 +221,9 @@ class KeepOps(RecheckOps):
             baseline=self.baseline_of(task.task_id, hardware, head),
             baseline_ids=ids,
             now=self._clock(),
+            observations=evidence.observations(counted, commit),
         )
+        self.forget_heads()
         if moved:
             logger.info(
                 "task %s: %s head is now %s (experiment %s kept: %s)",
@@ -280,7 +308,11 @@ class KeepOps(RecheckOps):
         needed: they would measure old code ahead of the merges and replicates queued behind
         them (a running one is told to stop at its next heartbeat)."""
         reason = f"not needed: the head moved on from {superseded[:12]} to {commit[:12]}"
-        for baseline_id in self.baseline_ids(task.task_id, hardware, superseded):
+        more = [
+            self.more_baseline_id(task.task_id, hardware, superseded, runs)
+            for runs in range(self.settings.max_baseline_runs)
+        ]
+        for baseline_id in self.baseline_ids(task.task_id, hardware, superseded) + more:
             event: dict[str, FieldValue] = {
                 "type": "baseline",
                 "task_id": task.task_id,
@@ -670,7 +702,8 @@ class KeepOps(RecheckOps):
         hyp = self.store.get_hypothesis(exp.hypothesis_id or "")
         if hyp is None or hyp.verdict is not Verdict.PENDING or not hyp.experiment_id:
             return False
-        return hyp.experiment_id in (exp.experiment_id, exp.twin, exp.replicate_id)
+        carriers = {exp.experiment_id, exp.twin, exp.replicate_id}
+        return hyp.experiment_id in carriers.union(evidence.chain_ids(exp.experiment_id))
 
 
 def _number(text: str) -> float | None:

@@ -72,6 +72,12 @@ def runs(task_id: str, hardware: str) -> str:
     return f"{ROOT}runs:{task_id}:{hardware}"
 
 
+def observations(task_id: str, hardware: str) -> str:
+    """Hash: experiment_id -> JSON {c: code commit, w: worker, v: score}, every ok run the
+    judge's noise model learns from on this class (coordinator.judge.fit_noise)."""
+    return f"{ROOT}obs:{task_id}:{hardware}"
+
+
 def explored(task_id: str, bundle_hash: str) -> str:
     """String: the experiment that first ran this code (identical code is not explored twice)."""
     return f"{ROOT}explored:{task_id}:{bundle_hash}"

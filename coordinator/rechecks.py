@@ -92,8 +92,9 @@ class RecheckOps(HeadOps):
             return self.recheck_candidate(exp, worker_id, f"{exp.reason}; re-checked")
         return 0
 
-    def replace_baseline(self, exp: ExperimentRecord, worker_id: str) -> int:
-        """Queue another worker's baseline in place of this one (not counted)."""
+    def replace_baseline(self, exp: ExperimentRecord, worker_id: str, *, held: bool = False) -> int:
+        """Queue another worker's baseline in place of this one (not counted: its worker lost
+        trust, or, `held`, its score was far outside the class's history)."""
         hardware = self._hardware_of(exp)
         again = NewExperiment(
             derived_id("b", "again", exp.experiment_id),
@@ -108,7 +109,8 @@ class RecheckOps(HeadOps):
                 "exclude_worker": worker_id,
             },
         )
-        reason = f"baseline {exp.experiment_id} by {worker_id}, who lost trust: measured again"
+        why = "whose score was far outside the class's history" if held else "who lost trust"
+        reason = f"baseline {exp.experiment_id} by {worker_id}, {why}: measured again"
         return int(
             self.store.recheck(
                 again,

@@ -19,12 +19,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from coordinator import judge
+from coordinator import evidence, judge
 from coordinator.heads import INIT_BRANCH, code_bytes, derived_id, new_id
 from coordinator.keeping import KeepOps
 from coordinator.models import ExperimentRecord, HeadRecord, TaskRecord
+from coordinator.noise import far_out
 from coordinator.store import NewExperiment
 from coordinator.store.base import FieldValue
+from coordinator.store.judging import Observation
 from shared.models import ExperimentKind, ExperimentState, ResultStatus, Verdict
 
 logger = logging.getLogger(__name__)
@@ -100,9 +102,16 @@ class Scheduler(KeepOps):
             f"baseline {metric!r}" if metric is not None else f"baseline failed: {exp.last_error}"
         )
         untrusted = metric is not None and self.distrusted(exp.worker_id)
+        _, runs, noise = self.class_runs(task.task_id, hardware)
+        far = metric is not None and far_out(metric, [r.value for r in runs], noise.std)
         if untrusted:
             metric = None
             reason = f"{reason} by {exp.worker_id}, who lost trust: not counted, measured again"
+        elif far:
+            metric = None
+            reason = f"{reason} is far outside this class's history: held, not counted"
+            if not exp.exclude_worker:  # a replacement that agrees with it counts
+                reason += "; measured again by another worker"
         event: dict[str, FieldValue] = {
             "type": "baseline",
             "task_id": task.task_id,
@@ -122,9 +131,14 @@ class Scheduler(KeepOps):
             baseline_runs=self.settings.baseline_runs,
             event=event,
             now=self._clock(),
+            observation=(
+                (exp.experiment_id, exp.parent_commit, exp.worker_id or "", metric)
+                if metric is not None
+                else None
+            ),
         )
-        if untrusted:
-            self.replace_baseline(exp, exp.worker_id or "")
+        if untrusted or (far and not exp.exclude_worker):
+            self.replace_baseline(exp, exp.worker_id or "", held=far and not untrusted)
         self.undefer()  # candidates waiting on this head
 
     def _judge_candidate(self, task: TaskRecord, exp: ExperimentRecord) -> None:
@@ -142,17 +156,21 @@ class Scheduler(KeepOps):
             self.store.defer_judgement(exp.experiment_id, self._clock() + DEFER_S)
             return
         shorter = head is not None and (exp.code_bytes or 0) < head.code_bytes
-        decision = judge.judge_candidate(
+        runs = self.class_runs(task.task_id, hardware)[1]
+        decision = self.rule.screen(
             exp.result,
             stats,
             task.spec,
-            self.settings.z,
             shorter=shorter,
             last_error=exp.last_error,
+            history=[r.value for r in runs],
+            worker=exp.worker_id or "",
         )
         replicating = decision.action is judge.Action.REPLICATE
         if replicating and exp.kind is ExperimentKind.EXPLORE:
             self._place_winner(task, hardware, exp, decision, experiment)
+            # Queued after its replicate: the head's runs join the comparison as they come.
+            self._measure_head_again(task, hardware, head, stats, exp, decision.head_runs)
             return
         follow_up, decision = self._follow_up(exp, hardware, decision)
         hypothesis: dict[str, FieldValue] | None = None
@@ -167,8 +185,8 @@ class Scheduler(KeepOps):
         if decided and ok and exp.claim_by and not self.distrusted(exp.worker_id):
             # Better on the head too, or not: the explore's claim checked.
             self.count_claim(exp.claim_by, agreed=decision.action is judge.Action.REPLICATE)
-        if decided and decision.action is judge.Action.DISCARD:
-            self._measure_head_again(task, hardware, head, stats, exp)
+        if decided and decision.head_runs:
+            self._measure_head_again(task, hardware, head, stats, exp, decision.head_runs)
         if exp.twin:
             self._settle_twin(task, exp, replicating=decision.action is judge.Action.REPLICATE)
         if decided and not replicating and exp.kind is ExperimentKind.MERGE:
@@ -181,50 +199,49 @@ class Scheduler(KeepOps):
         head: HeadRecord | None,
         stats: judge.HeadStats,
         exp: ExperimentRecord,
+        target: int,
     ) -> None:
-        """One more baseline of the head when this discarded run was a near miss that how few
-        runs measured the head decided (judge.measured_too_little), up to max_baseline_runs.
-        Its id is derived from the head's run count: near misses while it waits add nothing."""
-        ok = exp.result is not None and exp.result.status is ResultStatus.OK
-        metric = exp.result.metric if ok and exp.result else None
-        if head is None or metric is None or exp.parent_commit != head.commit:
+        """More baselines of the head while a candidate on it is measured again, up to
+        `target` runs (and max_baseline_runs): the head's mean is part of every comparison
+        with it, so head baselines grow where candidates are judged against one head. Their
+        ids are derived from the head's run count: candidates promising while they wait add
+        nothing."""
+        if head is None or exp.parent_commit != head.commit or stats.mean is None:
             return
-        if stats.runs >= self.settings.max_baseline_runs:
-            return
-        if not judge.measured_too_little(metric, stats, task.spec, self.settings.z):
+        wanted = min(target, self.settings.max_baseline_runs)
+        if stats.runs >= wanted:
             return
         head_fields: dict[str, FieldValue] = {
             "bundle_hash": head.bundle_hash,
             "commit": head.commit,
             "code_bytes": head.code_bytes,
         }
-        again_id = derived_id("b", task.task_id, hardware, head.commit, "more", str(stats.runs))
-        again = dataclasses.replace(
-            self.baseline_of(task.task_id, hardware, head_fields), experiment_id=again_id
-        )
-        threshold = judge.threshold(stats, task.spec, self.settings.z)
         reason = (
-            f"{exp.experiment_id} missed by less than the threshold's widening for a head "
-            f"measured {stats.runs} times ({judge.gain(metric, stats.mean or 0.0, task.spec):.4g}"
-            f" <= {threshold:.4g}, beyond z·sigma {self.settings.z * stats.std:.4g}): "
-            "the head is measured once more"
+            f"{exp.experiment_id} is measured again against a head measured {stats.runs} "
+            f"times: the head is measured up to {wanted} times"
         )
-        event: dict[str, FieldValue] = {
-            "type": "baseline_queued",
-            "task_id": task.task_id,
-            "experiment_id": again.experiment_id,
-            "after": exp.experiment_id,
-            "hardware": hardware,
-            "commit": head.commit,
-            "reason": reason,
-            "time_s": self._clock(),
-        }
-        queued = self.store.recheck(
-            again, hypothesis_id=None, hypothesis=None, event=event, now=self._clock()
-        )
+        queued = 0
+        for runs in range(stats.runs, wanted):
+            again = dataclasses.replace(
+                self.baseline_of(task.task_id, hardware, head_fields),
+                experiment_id=self.more_baseline_id(task.task_id, hardware, head.commit, runs),
+            )
+            event: dict[str, FieldValue] = {
+                "type": "baseline_queued",
+                "task_id": task.task_id,
+                "experiment_id": again.experiment_id,
+                "after": exp.experiment_id,
+                "hardware": hardware,
+                "commit": head.commit,
+                "reason": reason,
+                "time_s": self._clock(),
+            }
+            queued += self.store.recheck(
+                again, hypothesis_id=None, hypothesis=None, event=event, now=self._clock()
+            )
         if queued:
             logger.info("task %s: %s", task.task_id, reason)
-            self.notify(1)
+            self.notify(queued)
 
     def _place_winner(
         self,
@@ -523,12 +540,14 @@ class Scheduler(KeepOps):
             return None
         return None if hyp.experiment_id in (rep.experiment_id, rep.twin) else hyp.experiment_id
 
-    def _replicate_of(self, cand: ExperimentRecord, hardware: str) -> NewExperiment:
-        """The same code on the same class, by another worker (another owner where one is
-        active: seen within five lease TTLs)."""
+    def _replicate_of(self, cand: ExperimentRecord, hardware: str, index: int = 0) -> NewExperiment:
+        """The same code on the same class, the `index`-th replicate of its chain: by a
+        worker of another owner while one is active on the class (leasing.lua; with
+        `require_two_owners`, only so), else by another worker; by its own worker only
+        after `replicate_wait_s` with no other worker."""
         since = self._clock() - max(300.0, 5 * self.settings.lease_ttl_s)
         owners = set(self.store.active_owners(hardware, since))
-        other_owner = bool(owners - {cand.owner})
+        strict = self.settings.require_two_owners
         fields: dict[str, FieldValue] = {
             "hypothesis_id": cand.hypothesis_id,
             "bundle_hash": cand.bundle_hash,
@@ -537,9 +556,11 @@ class Scheduler(KeepOps):
             "code_bytes": cand.code_bytes,
             "candidate_id": cand.experiment_id,
             "exclude_worker": cand.worker_id,
-            "exclude_owner": cand.owner if other_owner else None,
+            "exclude_owner": cand.owner if strict or owners - {cand.owner} else None,
+            "finder_owner": cand.owner,
+            "two_owners": True if strict else None,
         }
-        replicate_id = derived_id("r", cand.experiment_id)
+        replicate_id = evidence.chain_ids(cand.experiment_id)[index]
         return NewExperiment(replicate_id, cand.task_id, ExperimentKind.REPLICATE, hardware, fields)
 
     def _judge_replicate(self, task: TaskRecord, rep: ExperimentRecord) -> None:
@@ -569,15 +590,25 @@ class Scheduler(KeepOps):
             return
         head, stats = self.stats(task.task_id, hardware, cand.parent_commit)
         shorter = head is not None and (cand.code_bytes or 0) < head.code_bytes
-        decision = judge.judge_replication(
-            cand.result.metric,
-            rep.result,
+        chain = self.chain_of(cand, rep)
+        if self._head_measured_meanwhile(task.task_id, hardware, head, stats, cand, len(chain)):
+            # The head's baselines queued for this look run still: judged once they are in.
+            self.store.defer_judgement(rep.experiment_id, self._clock() + DEFER_S)
+            return
+        counted = self.evidence_of(task.task_id, hardware, cand, chain)
+        first = chain[0].experiment_id == rep.experiment_id if chain else False
+        decision = self.rule.decide(
+            counted,
             stats,
             task.spec,
-            self.settings.z,
             shorter=shorter,
-            last_error=rep.last_error,
+            claim=evidence.run_of(cand) if first else None,
+            replicate=evidence.run_of(rep) if first else None,
         )
+        code = cand.code_commit or cand.parent_commit
+        # Runs that disagree do not teach the noise (one of them is likely not honest).
+        learns = len(counted.runs) > 1 and decision.agreed is not False
+        observed = (hardware, evidence.observations(counted, code)) if learns else None
         if decision.action is judge.Action.KEEP and head is not None:
             if cand.parent_commit == head.commit:
                 commit = self.commit_kept(task, hardware, cand, rep, head, decision)
@@ -586,11 +617,62 @@ class Scheduler(KeepOps):
                 why = f"reproduced ({decision.reason}) on {cand.parent_commit[:12]}"
                 self._merge_forward(task, hardware, cand, head, decision, concluded=rep, why=why)
             return
+        if decision.action is judge.Action.REPLICATE:
+            self._measure_again(task, hardware, cand, rep, decision, len(chain), observed)
+            return
         pair = None
         if decision.agreed and rep.result and rep.result.metric is not None and cand.code_commit:
             pair = (hardware, cand.code_commit, [cand.result.metric, rep.result.metric])
-        decided = self._conclude(task, rep, decision, pair=pair)
+        decided = self._conclude(task, rep, decision, pair=pair, observed=observed)
         if decided and decision.agreed is not None:
             self.count_claim(cand.worker_id, agreed=decision.agreed)
         if decided:
             self._restack_above(task, hardware, cand.experiment_id)
+
+    def _head_measured_meanwhile(
+        self,
+        task_id: str,
+        hardware: str,
+        head: HeadRecord | None,
+        stats: judge.HeadStats,
+        cand: ExperimentRecord,
+        replicates: int,
+    ) -> bool:
+        """Whether baselines of the head queued for this look at a candidate (up to
+        judge.HEAD_RUNS_PER_RUN per run of it) have not finished yet."""
+        if head is None or cand.parent_commit != head.commit:
+            return False
+        wanted = min(judge.HEAD_RUNS_PER_RUN * (1 + replicates), self.settings.max_baseline_runs)
+        ids = [
+            self.more_baseline_id(task_id, hardware, head.commit, runs)
+            for runs in range(stats.runs, wanted)
+        ]
+        running = (ExperimentState.QUEUED, ExperimentState.LEASED)
+        return any(e.state in running for e in self.store.get_experiments(ids))
+
+    def _measure_again(
+        self,
+        task: TaskRecord,
+        hardware: str,
+        cand: ExperimentRecord,
+        rep: ExperimentRecord,
+        decision: judge.Decision,
+        runs: int,
+        observed: tuple[str, list[Observation]] | None,
+    ) -> None:
+        """The rule asks for one more run of the candidate: the next replicate of its chain,
+        by another worker where one exists; the head is measured once more too."""
+        follow_up = self._replicate_of(cand, hardware, runs)
+        decided = self._conclude(
+            task,
+            rep,
+            decision,
+            follow_up=follow_up,
+            hypothesis={"experiment_id": follow_up.experiment_id},
+            observed=observed,
+        )
+        if decided and decision.agreed is not None:
+            self.count_claim(cand.worker_id, agreed=decision.agreed)
+        if decided and decision.head_runs:
+            head, stats = self.stats(task.task_id, hardware, cand.parent_commit)
+            self._measure_head_again(task, hardware, head, stats, rep, decision.head_runs)

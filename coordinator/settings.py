@@ -63,10 +63,17 @@ class CoordinatorSettings(LayeredSettings):
     # A replicate waits this long for another worker before its finder may run it too.
     replicate_wait_s: float = Field(default=120.0, ge=0, le=24 * 3600)
     baseline_runs: int = Field(default=3, ge=1, le=50)
-    # A head is measured again, a run at a time up to this many, while near misses say that
-    # how few runs measured it decides (judge.measured_too_little); baseline_runs: never.
-    max_baseline_runs: int = Field(default=8, ge=1, le=50)
+    # A head is measured again, a run at a time up to this many, while candidates on it are
+    # measured again (its mean is in every comparison: docs/judging.md); baseline_runs: never.
+    max_baseline_runs: int = Field(default=24, ge=1, le=50)
+    # How far a replicate may fall short of the claim it checks and still agree (z + 1
+    # sigma): the claimant's trust only, not the keep (coordinator.judge.tolerance).
     z: float = Field(default=2.0, gt=0, le=10)
+    # True: a claim is confirmed only by a worker of another owner, never by the finder or
+    # its owner's other workers (a candidate waits until one comes); False: by another
+    # owner whenever one is present, else by another worker, else by the finder itself
+    # after replicate_wait_s (its keep says so).
+    require_two_owners: bool = False
 
     # Bounds per token (an admin token has none): what one stranger's token can make the
     # coordinator keep. Each hardware class is a lineage branch and baseline_runs baselines

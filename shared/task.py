@@ -63,6 +63,10 @@ class MetricSpec(_Frozen):
         default="val_bpb", min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"
     )
     direction: Direction = Direction.MINIMIZE
+    # The noise of one run as the task's author knows it (sigma, in the metric's units), and
+    # how many runs that knowledge weighs: the judge's prior, which measured runs outweigh.
+    noise: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    noise_runs: int = Field(default=10, ge=1, le=10_000)
     # The scores that can be true, [lo, hi] (e.g. [0, 1] for an accuracy): a result outside
     # it is recorded as invalid, never judged. None: any finite score.
     range: tuple[float, float] | None = None

@@ -153,7 +153,7 @@ def test_clicking_an_experiment_shows_its_diff(page: Any, swarm: Swarm) -> None:
     page.wait_for_selector("#diff")
     assert "+SCORE = 0.5" in page.locator("#diff").inner_text()
     assert "lower the score, by hand" in page.locator("#rationale").inner_text()
-    assert "both beat the head" in page.locator("#reason").inner_text()
+    assert "kept, replicated by" in page.locator("#reason").inner_text()
     shoot(page, "experiment")
 
 

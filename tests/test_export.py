@@ -86,7 +86,7 @@ def test_experiments_filters_as_the_api_does(run: Run) -> None:
 def test_show_prints_the_reason_and_the_diff(run: Run) -> None:
     """`autoswarm show ID`: why it was kept and its diff."""
     text = cli(run, "show", run.experiments["lower"])
-    assert "both beat the head" in text and "+SCORE = 0.5" in text
+    assert "kept, replicated by" in text and "+SCORE = 0.5" in text
 
 
 def test_leaderboard_and_status_answer_json(run: Run) -> None:

@@ -181,7 +181,7 @@ def test_an_experiment_shows_hypothesis_reason_log_and_diff(run: Run) -> None:
     """The kept explore: its rationale, why it was kept, its log tail, its diff."""
     detail = run.served.get(f"experiments/{run.experiments['lower']}")
     assert detail["hypothesis"]["rationale"] == "a lower SCORE scores lower"
-    assert detail["effective_verdict"] == "kept" and "both beat the head" in detail["reason"]
+    assert detail["effective_verdict"] == "kept" and "kept, replicated by" in detail["reason"]
     assert detail["result"]["log_tail"] == "score: 0.5\n"
     assert "-SCORE = 1.0" in detail["diff"] and "+SCORE = 0.5" in detail["diff"]
 

@@ -1,9 +1,11 @@
 -- Take one run (a baseline by a worker that lost trust) out of a code's runs on a class;
 -- the head's readiness is left as it is (a replacement baseline is queued with this).
 -- KEYS[1] the class's runs hash   KEYS[2] the baseline's experiment hash
--- ARGV[1] the code's commit   ARGV[2] the metric, as recorded
+-- KEYS[3] the class's observations
+-- ARGV[1] the code's commit   ARGV[2] the metric, as recorded   ARGV[3] experiment_id
 -- Returns 1 removed now, 0 when it was not there (or removed before).
 if redis.call('HGET', KEYS[2], 'run_dropped') == '1' then return 0 end
+redis.call('HDEL', KEYS[3], ARGV[3])
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
 local list = cjson.decode(raw)

@@ -36,6 +36,7 @@ if e[1] ~= 'explore' or (tonumber(e[6]) or 0) > 0 then return {1, 0} end
 local w = {
   id = ARGV[2], owner = ARGV[7], hardware = ARGV[8], now = now,
   replicate_wait_s = tonumber(ARGV[9]), exp_prefix = ARGV[10], head_prefix = ARGV[11],
+  owners = KEYS[5], active_s = math.max(300, 5 * tonumber(ARGV[5])),
   distrusted = redis.call('SISMEMBER', KEYS[6], ARGV[2]) == 1, preempting = true,
 }
 -- What waits first (cheap when nothing does), then the explore's age against its budget.

@@ -14,6 +14,7 @@
 local w = {
   id = ARGV[1], owner = ARGV[2], hardware = ARGV[3], now = tonumber(ARGV[4]),
   replicate_wait_s = tonumber(ARGV[9]), exp_prefix = ARGV[6], head_prefix = ARGV[7],
+  owners = KEYS[4], active_s = math.max(300, 5 * tonumber(ARGV[5])),
   distrusted = redis.call('SISMEMBER', KEYS[5], ARGV[1]) == 1,
 }
 local experiment_id, queue = choose(w, KEYS[1], KEYS[2], tonumber(ARGV[8]), '+inf')

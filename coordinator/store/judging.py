@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from coordinator import keys
 from coordinator.store.base import FieldValue, StoreBase, encode_fields
@@ -54,12 +55,40 @@ class Submitted:
     duplicate_of: str | None
 
 
+Observation = tuple[str, str, str, float]  # (experiment_id, code commit, worker_id, score)
+
+
+def observations_json(observations: list[Observation]) -> str:
+    """{experiment_id: JSON {c, w, v}} as the scripts record it ('' for none)."""
+    if not observations:
+        return ""
+    return json.dumps(
+        {
+            experiment_id: json.dumps({"c": code, "w": worker, "v": repr(float(value))})
+            for experiment_id, code, worker, value in observations
+        }
+    )
+
+
 def runs_json(runs: list[float]) -> str:
     """Metrics as a JSON list of exact decimal strings (Lua's cjson keeps 14 digits)."""
     return json.dumps([repr(float(value)) for value in runs])
 
 
 class JudgeOps(StoreBase):
+    def get_observations(self, task_id: str, hardware: str) -> list[Observation]:
+        """Every run the class's noise model learns from, oldest first (by experiment id
+        order is not time; the model does not depend on order)."""
+        raw = cast("dict[str, str]", self._r.hgetall(keys.observations(task_id, hardware)))
+        out: list[Observation] = []
+        for experiment_id, text in sorted(raw.items()):
+            try:
+                item = json.loads(text)
+                out.append((experiment_id, str(item["c"]), str(item["w"]), float(item["v"])))
+            except (ValueError, KeyError, TypeError):
+                continue  # not ours: skipped, never fatal
+        return out
+
     def _queue_keys(self, new: NewExperiment) -> list[str]:
         return [
             keys.experiment(new.experiment_id),
@@ -187,8 +216,10 @@ class JudgeOps(StoreBase):
         baseline_runs: int,
         event: Fields,
         now: float,
+        observation: Observation | None = None,
     ) -> bool:
-        """Count a finished baseline toward its head; False if it was counted before."""
+        """Count a finished baseline toward its head (and its run in the class's noise
+        model); False if it was counted before."""
         return bool(
             self._run(
                 "record_baseline",
@@ -198,6 +229,7 @@ class JudgeOps(StoreBase):
                     keys.runs(task_id, hardware),
                     keys.JUDGE,
                     keys.EVENTS,
+                    keys.observations(task_id, hardware),
                 ],
                 [
                     experiment_id,
@@ -206,6 +238,7 @@ class JudgeOps(StoreBase):
                     baseline_runs,
                     repr(now),
                     encode_fields(event),
+                    observations_json([observation] if observation else []),
                 ],
             )
         )
@@ -221,15 +254,18 @@ class JudgeOps(StoreBase):
         event: Fields,
         follow_up: NewExperiment | None = None,
         pair: tuple[str, str, list[float]] | None = None,
+        observed: tuple[str, list[Observation]] | None = None,
         now: float,
     ) -> bool:
         """Record a decision (and queue its follow-up) once; False if decided before.
 
-        `pair` is (hardware, code commit, runs): two agreeing runs of one code, kept so the
-        class's noise estimate learns from every replication.
+        `pair` is (hardware, code commit, runs): two agreeing runs of one code, kept in the
+        class's runs. `observed` is (hardware, runs): a candidate's runs, recorded for the
+        class's noise model (coordinator.judge.fit_noise).
         """
         follow_keys = self._queue_keys(follow_up) if follow_up else [keys.SEQ] * 5
         runs_key = keys.runs(task_id, pair[0]) if pair else keys.SEQ
+        obs_key = keys.observations(task_id, observed[0]) if observed else keys.SEQ
         return bool(
             self._run(
                 "conclude",
@@ -240,6 +276,7 @@ class JudgeOps(StoreBase):
                     keys.EVENTS,
                     *follow_keys,
                     runs_key,
+                    obs_key,
                 ],
                 [
                     experiment_id,
@@ -252,6 +289,7 @@ class JudgeOps(StoreBase):
                     repr(now),
                     pair[1] if pair else "",
                     runs_json(pair[2]) if pair else "",
+                    observations_json(observed[1]) if observed else "",
                 ],
             )
         )
@@ -274,8 +312,10 @@ class JudgeOps(StoreBase):
         baseline: NewExperiment,
         baseline_ids: list[str],
         now: float,
+        observations: list[Observation] | None = None,
     ) -> bool:
-        """Make a committed change the head in Redis; False if it was the head already."""
+        """Make a committed change the head in Redis (the candidate's runs, `observations`,
+        become runs of the new head in the noise model); False if it was the head already."""
         return bool(
             self._run(
                 "apply_keep",
@@ -292,6 +332,7 @@ class JudgeOps(StoreBase):
                     keys.EXPERIMENTS,
                     keys.task_experiments(task_id),
                     keys.SEQ,
+                    keys.observations(task_id, hardware),
                 ],
                 [
                     commit,
@@ -305,6 +346,7 @@ class JudgeOps(StoreBase):
                     repr(now),
                     baseline.encoded(),
                     keys.EXPERIMENT_PREFIX,
+                    observations_json(observations or []) or "{}",
                     *baseline_ids,
                 ],
             )
@@ -347,8 +389,12 @@ class JudgeOps(StoreBase):
         return bool(
             self._run(
                 "drop_run",
-                [keys.runs(task_id, hardware), keys.experiment(experiment_id)],
-                [commit, repr(metric)],
+                [
+                    keys.runs(task_id, hardware),
+                    keys.experiment(experiment_id),
+                    keys.observations(task_id, hardware),
+                ],
+                [commit, repr(metric), experiment_id],
             )
         )
 
