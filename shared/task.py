@@ -1,8 +1,9 @@
 """The task format: a folder with `task.toml`, `program.md`, editable and protected files.
 
 A karpathy/autoresearch checkout (train.py, prepare.py, program.md, no task.toml)
-loads with the defaults of `TaskSpec` below, which are its own. Every problem with a folder is reported as one
-`TaskError` naming the file and the field, never as a traceback.
+loads with the defaults of `TaskSpec` below, which are that checkout's own. Every problem
+with a folder is reported as one `TaskError` naming the file and the field, never as a
+traceback.
 
 Folder conventions the runner relies on:
 - the prepare step runs once per task version in a cache folder; what it writes to
