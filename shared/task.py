@@ -17,10 +17,19 @@ import hashlib
 import tomllib
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shared.environment import (
+    KERNEL_REPO,
+    EnvironmentFilesError,
+    EnvironmentKind,
+    EnvironmentPlan,
+    kernel_repos,
+    plan_environment,
+    read_environment_files,
+)
 from shared.errors import TaskError
 from shared.wire import Prose
 
@@ -76,7 +85,10 @@ class MetricSpec(_Frozen):
         return self.range is not None and not self.range[0] <= score <= self.range[1]
 
 
-PYTHON_NAMES = ("python", "python3")  # a command starting so runs the worker's own interpreter
+PYTHON_NAMES = ("python", "python3")  # a command starting so runs the task's interpreter
+# karpathy/autoresearch: 5 min of training, killed past 10 min in all (its program.md).
+AR_STARTUP_S = 240.0
+AR_GRACE_S = 60.0
 
 
 def preloadable(command: tuple[str, ...]) -> bool:
@@ -84,9 +96,31 @@ def preloadable(command: tuple[str, ...]) -> bool:
     return len(command) >= 2 and command[0] in PYTHON_NAMES and command[1].endswith(".py")
 
 
+def without_uv_run(command: tuple[str, ...]) -> tuple[str, ...]:
+    """`uv run [python] X.py ARGS...` as `python X.py ARGS...`: X.py in the task's environment
+    (the worker builds it from the task's lock; `uv` itself never runs in the sandbox)."""
+    if not command or command[0] != "uv":
+        return command
+    rest = command[2:] if command[1:2] == ("run",) else ()
+    if rest[:1] and rest[0] in PYTHON_NAMES:
+        rest = rest[1:]
+    if not rest or not rest[0].endswith(".py"):
+        raise ValueError("`uv` is understood only as `uv run [python] SCRIPT.py [ARGS...]`")
+    return ("python", *rest)
+
+
 class RunSpec(_Frozen):
     command: tuple[str, ...] = ("python", "train.py")
     prepare: tuple[str, ...] | None = None
+    # "auto": the task's own environment when it carries a locked project (pyproject.toml +
+    # uv.lock, or requirements.txt; `shared.environment`), else the worker's. "worker":
+    # always the worker's.
+    environment: Literal["auto", "worker"] = "auto"
+    # Hub repositories the run loads with `kernels.get_kernel` at import: fetched in the
+    # prepare phase (the only one with network) into the prepared home's hub cache.
+    kernels: tuple[Annotated[str, Field(pattern=KERNEL_REPO, max_length=200)], ...] = Field(
+        default=(), max_length=16
+    )
     startup_s: float = Field(default=30.0, ge=0, le=3600)
     grace_s: float = Field(default=5.0, ge=0, le=600)
     # Modules every run imports before its script, whose clock starts only after them; a
@@ -96,6 +130,13 @@ class RunSpec(_Frozen):
     preload: tuple[
         Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")], ...
     ] = Field(default=(), max_length=64)
+
+    @field_validator("command", "prepare", mode="after")
+    @classmethod
+    def _without_uv_run(cls, command: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if command is not None and not command:
+            raise ValueError("a command needs at least one word")
+        return None if command is None else without_uv_run(command)
 
     @model_validator(mode="after")
     def _check_preload(self) -> RunSpec:
@@ -222,9 +263,7 @@ def load_task(folder: str | Path) -> TaskSpec:
             raise TaskError(TASK_FILE, None, f"not valid TOML: {exc}") from None
         data = _toml_to_spec_dict(raw, _default_name(root))
     else:
-        data = {"name": _default_name(root)}
-        if (root / "prepare.py").exists():
-            data["run"] = {"prepare": ["python", "prepare.py"]}
+        data = _layout_defaults(root)
     for field in ("editable", "protected"):
         for i, path in enumerate(data.get(field, ())):
             if isinstance(path, str):
@@ -238,7 +277,41 @@ def load_task(folder: str | Path) -> TaskSpec:
         field, msg = _field_of(exc)
         raise TaskError(TASK_FILE, field, msg) from None
     _check_files_exist(root, spec)
+    task_environment(root, spec)
     return spec
+
+
+def _layout_defaults(root: Path) -> dict[str, Any]:
+    """The spec of a folder without task.toml: karpathy/autoresearch's layout. With its own
+    locked project (AR's pyproject.toml + uv.lock) the defaults are AR's: one CUDA GPU, its
+    own environment, 5 minutes of training killed past 10 in all, kernels warmed."""
+    data: dict[str, Any] = {"name": _default_name(root)}
+    run: dict[str, Any] = {}
+    if (root / "prepare.py").exists():
+        run["prepare"] = ["python", "prepare.py"]
+    try:
+        plan = plan_environment(read_environment_files(root))
+    except EnvironmentFilesError as exc:
+        raise TaskError(exc.file, None, exc.message) from None
+    if plan.kind is EnvironmentKind.UV_LOCK:
+        data["resources"] = {"device": Device.CUDA.value}
+        run |= {"startup_s": AR_STARTUP_S, "grace_s": AR_GRACE_S}
+        train = root / "train.py"
+        if train.is_file():
+            run["kernels"] = list(kernel_repos(train.read_bytes()))
+    if run:
+        data["run"] = run
+    return data
+
+
+def task_environment(folder: str | Path, spec: TaskSpec) -> EnvironmentPlan:
+    """The `shared.environment.EnvironmentPlan` of a task folder; `TaskError` when its
+    environment files cannot be read."""
+    try:
+        files = read_environment_files(Path(folder))
+        return plan_environment(files, worker_only=spec.run.environment == "worker")
+    except EnvironmentFilesError as exc:
+        raise TaskError(exc.file, None, exc.message) from None
 
 
 def _check_files_exist(root: Path, spec: TaskSpec) -> None:
@@ -275,6 +348,7 @@ def read_task_files(folder: str | Path, spec: TaskSpec) -> dict[str, bytes]:
     toml_path = root / TASK_FILE
     if toml_path.is_file():
         files[TASK_FILE] = toml_path.read_bytes()
+    files |= read_environment_files(root)
     return files
 
 
