@@ -50,7 +50,8 @@ class EnvironmentPlan:
         """One line: `uv.lock (62 packages)`, or `the worker's own`."""
         if not self.own:
             return "the worker's own"
-        return f"{self.kind.value} ({len(self.packages)} packages)"
+        count = len(self.packages)
+        return f"{self.kind.value} ({count} package{'' if count == 1 else 's'})"
 
 
 class EnvironmentFilesError(ValueError):

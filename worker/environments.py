@@ -111,7 +111,7 @@ def build_environment(
 ) -> TaskEnvironment:
     """Build `plan` in `root` (the caller holds its lock); raises `EnvironmentBuildFailed`."""
     files = read_environment_files(task_dir)
-    lock = plan.files[0] if plan.files else plan.kind.value
+    lock = plan.kind.value  # the file that pins it: uv.lock or requirements.txt
     uv = find_uv()
     if uv is None:
         raise EnvironmentBuildFailed(
