@@ -106,13 +106,15 @@ def prepare_key(
     task_dir: Path, spec: TaskSpec, heldout_secret: str | None = None, environment: str = ""
 ) -> str:
     """The cache key of a task version: its protected and evaluator files, task.toml, prepare,
-    the hash of its held-out secret (a new secret: new held-out data) and the key of its
-    environment (prepare runs in it)."""
+    the kernels it fetches, the hash of its held-out secret (a new secret: new held-out
+    data) and the key of its environment (prepare runs in it)."""
     files = {path: (task_dir / path).read_bytes() for path in spec.protected + spec.scoring.files}
     toml_path = task_dir / TASK_FILE
     if toml_path.is_file():
         files[TASK_FILE] = toml_path.read_bytes()
     files["\0prepare"] = repr(spec.run.prepare).encode()
+    if spec.run.kernels:
+        files["\0kernels"] = repr(spec.run.kernels).encode()
     if environment:
         files["\0environment"] = environment.encode()
     if heldout_secret:
