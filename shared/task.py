@@ -1,12 +1,14 @@
 """The task format: a folder with `task.toml`, `program.md`, editable and protected files.
 
 A karpathy/autoresearch checkout (train.py, prepare.py, program.md, no task.toml)
-loads with the defaults of DESIGN.md. Every problem with a folder is reported as one
+loads with AR's defaults (`_layout_defaults`). Every problem with a folder is reported as one
 `TaskError` naming the file and the field, never as a traceback.
 
 Folder conventions the runner relies on:
 - the prepare step runs once per task version in a cache folder; what it writes to
-  `data/` is visible to the run, what it writes to `heldout/` only to the evaluator;
+  `data/` is visible to the run, what it writes to `heldout/` only to the evaluator, what
+  it leaves under its HOME (`~/.cache/<name>`) to every run at the same place under its HOME;
+- a folder with its own locked project (`shared.environment`) runs in its own environment;
 - the run writes its artifacts to `out/` in its work folder;
 - evaluator files (`[scoring] files`) are never copied into the run's work folder.
 """

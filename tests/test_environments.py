@@ -204,3 +204,25 @@ def test_a_sandboxed_worker_runs_the_autoresearch_task_and_goes_on_past_a_broken
     assert result["metrics"]["heldout_seen"] == 0
     assert result["metrics"]["cache_writable"] == 0
     assert len(list(state.glob("cache/prepare/*/heldout/answers.txt"))) == 1
+
+
+def test_a_requirements_task_builds_with_the_workers_uv_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """requirements.txt, no lock: built with `uv pip install -r`, from the find-links folder
+    the worker's UV_* settings name; the run imports the package the worker lacks."""
+    fixture = make_ar_fixture(tmp_path, port=1, heldout_glob="/nonexistent", task_toml=WORKER_TOML)
+    for name in ("pyproject.toml", "uv.lock"):
+        (fixture.folder / name).unlink()
+    (fixture.folder / "requirements.txt").write_text("kernels==0.0.1  # the hub's, faked\n")
+    monkeypatch.setenv("UV_OFFLINE", "1")
+    monkeypatch.setenv("UV_NO_INDEX", "1")
+    monkeypatch.setenv("UV_FIND_LINKS", str(fixture.wheels))
+    spec = load_task(fixture.folder)
+    runner = Runner(work_root=tmp_path / "w", cache_root=tmp_path / "c", sandbox=Unsandboxed())
+    result = runner.run(fixture.folder, spec, budget_s=5)
+    assert result.status == "ok", result.log_tail
+    assert result.metric == pytest.approx(1.9)
+    assert (
+        len(list((tmp_path / "c" / "envs").glob("*/venv/lib/python*/site-packages/kernels"))) == 1
+    )

@@ -2,12 +2,15 @@
 
 Layout of one experiment under `work_root/run-<id>/`:
     work/        the run's working folder and HOME: editable and protected files,
-                 data/ (the prepared data, read-only), out/ (its artifacts), .tmp/
+                 data/ (the prepared data, read-only), out/ (its artifacts), .tmp/, and
+                 what prepare left under its HOME, at the same place (read-only)
     run.log      the run's stdout and stderr
     eval/        evaluator mode: protected and evaluator files, data/, heldout/,
                  artifacts/ (copies of the regular files in the run's out/)
     eval.log     the evaluator's stdout and stderr
-The prepare cache is `cache_root/prepare/<key>/` with data/ and heldout/.
+The prepare cache is `cache_root/prepare/<key>/` with data/, heldout/ and home/ (the
+prepare step's HOME); a task's own environment is `cache_root/envs/<key>/`
+(`worker.environments`).
 """
 
 from __future__ import annotations
@@ -177,6 +180,11 @@ class Runner:
     - each run gets a fresh work folder holding copies of the editable and protected files
       (protected ones read-only) and the prepared `data/`; never the evaluator files, never
       `heldout/`; the environment is scrubbed (`worker.sandbox.scrub_env`);
+    - a task with its own locked project runs its `python` commands, prepare and evaluator
+      included, with its own environment's interpreter, built in `prepare` (a build that
+      fails is a `PrepareError` naming the package and the lock), read-only in the run;
+    - what the prepare step left under its HOME is under the run's HOME at the same
+      place, read-only, and the hub is offline (`HF_HUB_OFFLINE=1`);
     - the budget is enforced from outside: the tree gets SIGTERM at budget + startup_s +
       grace_s and SIGKILL a second later; when `run` returns, no process of the run or of
       the evaluator is alive, however it ended (see `worker.process` for the exact rules);
