@@ -18,8 +18,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from worker.environments import find_uv
 
 NAME = "arfix"
@@ -139,6 +137,8 @@ class ArFixture:
 
 
 def uv_or_skip() -> str:
+    import pytest  # bench/ar_check.sh makes the fixture where pytest may be absent
+
     uv = find_uv()
     if uv is None:
         pytest.skip("uv is not installed (pip install uv)")
@@ -150,7 +150,7 @@ def make_ar_fixture(
 ) -> ArFixture:
     """The AR-shaped folder under `root`, its uv.lock made offline against a find-links
     folder holding the one wheel it needs."""
-    uv = uv_or_skip()
+    uv = find_uv() or uv_or_skip()
     remote = root / "hub-remote"
     kernel = remote / KERNEL_REPO
     kernel.mkdir(parents=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from autoswarm.task_explain import explain_task
-from shared.environment import kernel_repos
+from shared.environment import kernel_repos, plan_environment
 from shared.errors import SandboxUnavailable, TaskError
 from shared.task import AR_GRACE_S, AR_STARTUP_S, Device, load_task, read_task_files
 from tests.cli_helpers import invoke
@@ -20,6 +20,7 @@ from tests.environment_helpers import KERNEL_REPO, NAME, make_ar_fixture
 from tests.test_hostile_heldout import finished_experiment
 from tests.worker_helpers import WorkerFactory, register_task
 from worker.bwrap import make_sandbox
+from worker.environments import describe_failure
 from worker.runner import PrepareError, Runner
 from worker.sandbox import Unsandboxed
 
@@ -226,3 +227,22 @@ def test_a_requirements_task_builds_with_the_workers_uv_settings(
     assert (
         len(list((tmp_path / "c" / "envs").glob("*/venv/lib/python*/site-packages/kernels"))) == 1
     )
+
+
+def test_a_failed_build_names_the_package_uv_failed_on_not_its_dependents() -> None:
+    """uv's hint names the package that pulled the missing one in: the error names the
+    missing one (AR offline: nvidia-cublas-cu12, not torch)."""
+    plan = plan_environment(
+        {
+            "pyproject.toml": b"[project]\nname = 'x'\nversion = '0'\n",
+            "uv.lock": b'[[package]]\nname = "torch"\n[[package]]\nname = "nvidia-cublas-cu12"\n',
+        }
+    )
+    log = (
+        "Resolved 2 packages\n"
+        "error: Failed to download `nvidia-cublas-cu12==12.8.4.1`\n"
+        "  cause: Network connectivity is disabled\n"
+        "hint: `nvidia-cublas-cu12` was included because `torch` depends on it\n"
+    )
+    message = describe_failure(plan, "uv.lock", log, timed_out=False)
+    assert message.startswith("environment from uv.lock could not be built: package nvidia-cublas")

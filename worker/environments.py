@@ -140,7 +140,7 @@ def build_environment(
         if outcome.timed_out or outcome.exit_code != 0:
             log = log_path.read_text(errors="replace") if log_path.is_file() else ""
             remove_tree(root)
-            raise EnvironmentBuildFailed(_failure(plan, lock, log, outcome.timed_out))
+            raise EnvironmentBuildFailed(describe_failure(plan, lock, log, outcome.timed_out))
     (root / READY).write_text(plan.describe() + "\n")
     logger.info("environments: built %s in %s", plan.describe(), root)
     built = ready_environment(root)
@@ -168,22 +168,27 @@ def _build_env(envs_root: Path) -> dict[str, str]:
     return env
 
 
-def _failure(plan: EnvironmentPlan, lock: str, log: str, timed_out: bool) -> str:
+def describe_failure(plan: EnvironmentPlan, lock: str, log: str, timed_out: bool) -> str:
     """One line: the lock, the package uv names (one the lock lists), uv's error."""
     lines = [line.strip() for line in log.splitlines() if line.strip()]
     start = next((i for i, line in enumerate(lines) if line.lower().startswith("error")), None)
     errors = lines[start:] if start is not None else lines[-5:]
-    text = "\n".join(errors)
-    package = next((name for name in plan.packages if _names(text, name)), None)
+    package = next((found for line in errors if (found := _first_named(line, plan))), None)
     what = f"package {package}" if package else "no package named (see the build log)"
     why = "timed out" if timed_out else (errors[0] if errors else "uv failed without a message")
     detail = " ".join(errors[1:3])
     return f"environment from {lock} could not be built: {what}: {why[:300]} {detail[:300]}".strip()
 
 
-def _names(text: str, package: str) -> bool:
-    pattern = re.escape(package).replace(r"\-", "[-_.]").replace("_", "[-_.]")
-    return re.search(rf"(?<![\w.-]){pattern}(?![\w-])", text, re.IGNORECASE) is not None
+def _first_named(line: str, plan: EnvironmentPlan) -> str | None:
+    """The locked package a line of uv's names first (uv's hints name the dependents after)."""
+    found: list[tuple[int, int, str]] = []
+    for name in plan.packages:
+        pattern = "[-_.]".join(re.escape(part) for part in re.split(r"[-_.]+", name))
+        match = re.search(rf"(?<![\w.-]){pattern}(?![\w-])", line, re.IGNORECASE)
+        if match:
+            found.append((match.start(), -len(name), name))
+    return min(found)[2] if found else None
 
 
 def _runtime_folders(venv: Path) -> tuple[Path, ...]:
