@@ -246,3 +246,17 @@ def test_a_failed_build_names_the_package_uv_failed_on_not_its_dependents() -> N
     )
     message = describe_failure(plan, "uv.lock", log, timed_out=False)
     assert message.startswith("environment from uv.lock could not be built: package nvidia-cublas")
+
+
+def test_a_broken_lock_is_refused_by_name_when_the_task_loads(tmp_path: Path) -> None:
+    """A uv.lock that is not TOML, or has no pyproject.toml beside it: one TaskError naming
+    uv.lock, at load (so at registration), never a traceback at build time."""
+    fixture = make_ar_fixture(tmp_path, port=1, heldout_glob="/nonexistent")
+    lock = fixture.folder / "uv.lock"
+    lock.write_text("[[package]\nname = ")
+    with pytest.raises(TaskError, match=r"^uv\.lock: not valid TOML"):
+        load_task(fixture.folder)
+    lock.write_text('[[package]]\nname = "kernels"\n')
+    (fixture.folder / "pyproject.toml").unlink()
+    with pytest.raises(TaskError, match=r"^uv\.lock: found without pyproject\.toml"):
+        load_task(fixture.folder)
