@@ -260,3 +260,16 @@ def test_a_broken_lock_is_refused_by_name_when_the_task_loads(tmp_path: Path) ->
     (fixture.folder / "pyproject.toml").unlink()
     with pytest.raises(TaskError, match=r"^uv\.lock: found without pyproject\.toml"):
         load_task(fixture.folder)
+
+
+def test_environment_worker_keeps_the_workers_interpreter(tmp_path: Path) -> None:
+    """`[run] environment = "worker"` beside a uv.lock: nothing is built, the task runs with
+    the worker's interpreter (and so lacks the locked package)."""
+    toml = WORKER_TOML.replace("[run]\n", '[run]\nenvironment = "worker"\n')
+    toml = toml.replace(f'kernels = ["{KERNEL_REPO}"]\n', "")  # its fetch would need the package
+    fixture = make_ar_fixture(tmp_path, port=1, heldout_glob="/nonexistent", task_toml=toml)
+    spec = load_task(fixture.folder)
+    runner = Runner(work_root=tmp_path / "w", cache_root=tmp_path / "c", sandbox=Unsandboxed())
+    result = runner.run(fixture.folder, spec, budget_s=5)
+    assert result.status == "crash" and "No module named 'kernels'" in (result.error or "")
+    assert not (tmp_path / "c" / "envs").exists()
