@@ -43,6 +43,7 @@ bench: install
 	$(PY) bench/worker_duty_cycle.py
 	$(PY) bench/swarm_scaling.py
 	$(PY) bench/dashboard_latency.py
+	LITELLM_LOCAL_MODEL_COST_MAP=True $(PY) bench/prompt_tokens.py
 
 all: lint test
 

@@ -56,3 +56,4 @@ def configure_logging(*, verbose: bool = False, json_logs: bool | None = None) -
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "git", "urllib3", "LiteLLM", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("LiteLLM Router").setLevel(logging.WARNING)  # the proposer logs each call

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,23 @@ DECISIONS_READ = 1000
 # How many of them its closing table shows (the latest).
 DECISIONS_SHOWN = 20
 WORKER_STOP_S = 30.0
+# Log lines shown under the live table (the proposer's, and every warning).
+LOG_LINES_SHOWN = 6
+
+
+class RecentLog(logging.Handler):
+    """The latest log lines, for the live view to show under its table (never printed: a
+    line printed while the table is live would tear it)."""
+
+    def __init__(self, keep: int = LOG_LINES_SHOWN) -> None:
+        super().__init__(logging.INFO)
+        self.lines: deque[str] = deque(maxlen=keep)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING or record.name.startswith("coordinator.proposers"):
+            stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+            message = " ".join(record.getMessage().split())
+            self.lines.append(f"{stamp} {record.levelname.lower()} {message}"[:300])
 
 
 def free_port() -> int:
@@ -61,10 +79,11 @@ def free_port() -> int:
 
 
 def choose_trust(trust: str, proposer: str) -> str:
-    """'auto': sandboxed where bubblewrap works; else trusted only for the mutation proposer.
+    """'auto': sandboxed where bubblewrap works; else trusted only for an offline proposer.
 
-    The mutation proposer changes only numeric constants of the code the researcher brought,
-    so running its changes unsandboxed on the researcher's own machine is the original loop;
+    The offline proposers (optuna, mutation) change only numeric constants of the code the
+    researcher brought, so running their changes unsandboxed on the researcher's own machine
+    is the original loop;
     code an LLM wrote never runs unsandboxed unless the researcher says so.
     """
     if trust != "auto":
@@ -74,10 +93,10 @@ def choose_trust(trust: str, proposer: str) -> str:
     probe = probe_sandbox()
     if probe.ok:
         return "sandboxed"
-    if proposer == "mutation":
+    if proposer in ("optuna", "mutation"):
         err_console.print(
             "[yellow]warning:[/yellow] no sandbox here, so experiments run unsandboxed "
-            f"(the mutation proposer only retunes your own constants): {probe.explain()}"
+            f"(the {proposer} proposer only retunes your own constants): {probe.explain()}"
         )
         return "trusted-code"
     raise SandboxUnavailable(
@@ -134,6 +153,18 @@ class Swarm:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     proposer_thread: threading.Thread | None = None
+    proposer_error: Exception | None = None  # why the proposers stopped (a cap, a key)
+    log: RecentLog = field(default_factory=RecentLog)
+
+    def run_proposers(self, client: Any, task_id: str, proposers: list[Any], **kw: Any) -> None:
+        """The proposer loops (in this thread); an error they end with stops the swarm."""
+        from coordinator.proposers.base import run_proposer_loops
+
+        try:
+            run_proposer_loops(client, task_id, proposers, stop=self.stop, **kw)
+        except Exception as exc:  # shown by run_up, in one line
+            self.proposer_error = exc
+            self.stop.set()
 
     def start_worker(
         self, index: int, url: str, token: str, trust: str, data_dir: Path, cores: list[int]
@@ -180,7 +211,7 @@ def run_up(
     spec: TaskSpec,
     *,
     workers: int,
-    proposer: Any,
+    proposers: list[Any],
     proposer_kind: str,
     trust: str,
     data_dir: Path,
@@ -190,8 +221,7 @@ def run_up(
 ) -> int:
     """Run the loop until Ctrl-C (or `max_experiments` more judged); the exit code (1: an error,
     or every worker stopped)."""
-    from autoswarm.propose_cmd import report_spend
-    from coordinator.proposers.base import run_proposer_loop
+    from autoswarm.propose_cmd import wire_proposers
     from coordinator.service import serve_in_thread
     from coordinator.settings import CoordinatorSettings
     from shared.client import CoordinatorClient
@@ -212,6 +242,8 @@ def run_up(
     with console.status("starting the coordinator (embedded Redis, lineage)"):
         coordinator = serve_in_thread(settings)
     swarm = Swarm()
+    logging.getLogger().addHandler(swarm.log)
+    logging.getLogger("coordinator.proposers").setLevel(logging.INFO)
     previous = _install_stop(swarm.stop)
     admin: CoordinatorClient | None = None
     task_id = ""
@@ -228,12 +260,11 @@ def run_up(
             cores = pinned[index] if pinned else []
             swarm.start_worker(index, coordinator.url, worker_token, trust, data_dir, cores)
         client = CoordinatorClient(coordinator.url, proposer_token, timeout_s=60)
-        report_spend(proposer, client)
+        wire_proposers(proposers, client, swarm.stop)
         swarm.proposer_thread = threading.Thread(
-            target=run_proposer_loop,
-            args=(client, task_id, proposer),
+            target=swarm.run_proposers,
+            args=(client, task_id, proposers),
             kwargs={
-                "stop": swarm.stop,
                 "queue_ahead": max(2, workers),
                 "poll_s": 1.0,
                 # Bounded: no more than it will judge (fast runs judged dozens before the
@@ -253,6 +284,9 @@ def run_up(
         )
         if not _watch(admin, spec, task_id, swarm, out_dir, max_experiments):
             code = 1
+        if swarm.proposer_error is not None:
+            err_console.print(f"[red]error:[/red] the proposer stopped: {swarm.proposer_error}")
+            code = 1
     except AutoswarmError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         return 1
@@ -266,6 +300,7 @@ def run_up(
             coordinator.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        logging.getLogger().removeHandler(swarm.log)
     return code
 
 
@@ -470,7 +505,10 @@ def render(
         f"{kept} kept · {alive} workers running",
         expand=False,
     )
-    return Group(heads, workers_table(spec, experiments, workers), latest, footer)
+    parts: list[Any] = [heads, workers_table(spec, experiments, workers), latest, footer]
+    if swarm.log.lines:
+        parts.append(Panel("\n".join(swarm.log.lines), title="log", title_align="left"))
+    return Group(*parts)
 
 
 def workers_table(

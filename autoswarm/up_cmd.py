@@ -8,7 +8,22 @@ from pathlib import Path
 import typer
 
 from autoswarm.console import err_console
-from autoswarm.propose_cmd import build_proposer
+from autoswarm.propose_cmd import (
+    ApiBase,
+    ApiKeyEnv,
+    Attempts,
+    CapTokens,
+    CapUsd,
+    Concurrency,
+    ContextTokens,
+    LLMOptions,
+    PriceIn,
+    PriceOut,
+    Retries,
+    SecretFile,
+    TimeoutS,
+    build_proposers,
+)
 from autoswarm.task_cmd import load_or_exit
 from shared.errors import AutoswarmError
 
@@ -27,11 +42,23 @@ def up(
         help="Local worker processes (default: one per `resources.cpus` cores of the task).",
     ),
     proposer: str = typer.Option(
-        "mutation", "--proposer", help="'mutation' (offline, no key) or 'llm'."
+        "mutation", "--proposer", help="'mutation' or 'optuna' (offline, no key), or 'llm'."
     ),
-    model: list[str] = typer.Option([], "--model", help="For --proposer llm; repeatable."),
-    cap_usd: float = typer.Option(5.0, "--cap-usd", min=0, help="LLM spend cap for the task."),
-    secret_file: Path | None = typer.Option(None, "--secret-file", help="KEY=VALUE API keys."),
+    model: list[str] = typer.Option(
+        [], "--model", help="For --proposer llm: a litellm model string; repeatable."
+    ),
+    api_base: list[str] = ApiBase,
+    api_key_env: list[str] = ApiKeyEnv,
+    price_in: list[str] = PriceIn,
+    price_out: list[str] = PriceOut,
+    cap_usd: float = CapUsd,
+    cap_tokens: int = CapTokens,
+    secret_file: Path | None = SecretFile,
+    llm_timeout_s: float = TimeoutS,
+    llm_retries: int = Retries,
+    llm_attempts: int = Attempts,
+    llm_concurrency: int = Concurrency,
+    context_tokens: int = ContextTokens,
     trust: str = typer.Option(
         "auto",
         "--trust",
@@ -50,7 +77,7 @@ def up(
         min=1,
         help="Propose this many hypotheses, then stop once this run has judged as many.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the mutation proposer."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the offline proposer."),
 ) -> None:
     """Run the AutoResearch loop here: coordinator, workers, proposer, live table, dashboard."""
     from autoswarm.up import default_workers, run_up
@@ -60,16 +87,19 @@ def up(
             f"{trust!r} is not one of {', '.join(TRUST_CHOICES)}", param_hint="--trust"
         )
     spec = load_or_exit(task)
-    chosen = build_proposer(
-        proposer, model, [], cap_usd, secret_file, data_dir / "llm-spend.jsonl", seed
-    )
+    options = LLMOptions(
+        model, [], api_base, api_key_env, price_in, price_out, cap_usd, cap_tokens, secret_file,
+        data_dir / "llm-spend.jsonl", llm_timeout_s, llm_retries, llm_attempts, llm_concurrency,
+        context_tokens,
+    )  # fmt: skip
+    chosen = build_proposers(proposer, options, seed)
     _log_to_file(data_dir / "logs" / "up.log")
     try:
         code = run_up(
             task,
             spec,
             workers=workers or default_workers(spec),
-            proposer=chosen,
+            proposers=chosen,
             proposer_kind=proposer,
             trust=trust,
             data_dir=data_dir,

@@ -9,12 +9,17 @@ for a proposer that writes code.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from coordinator.heads import code_bytes, new_id
-from coordinator.models import HypothesisRecord
+from coordinator.lineage import Lineage
+from coordinator.models import ExperimentRecord, HypothesisRecord
+from coordinator.proposers.context import rows_worth_a_diff
 from coordinator.scheduler import Scheduler
 from coordinator.store import NewExperiment, Store
 from shared.errors import Conflict, InvalidInput, LineageError, NotFound, PayloadTooLarge
@@ -210,6 +215,7 @@ def build_context(
             in_flight.append(_summary(hyp))
         else:
             history.append(_summary(hyp, tails.get(hyp.experiment_id or "", "")))
+    history = _with_diffs(scheduler, task_id, hypotheses, history, task.spec.lower_is_better)
     return ProposerContext(
         task_id=task_id,
         spec=task.spec,
@@ -226,4 +232,57 @@ def build_context(
         in_flight=in_flight,
         pending=pending,
         queue_depth=store.queue_depth(task_id),
+        read_only_files=_read_only_files(files, task.spec.protected),
     )
+
+
+def _read_only_files(files: dict[str, bytes], protected: tuple[str, ...]) -> dict[str, str]:
+    """The protected files program.md names, for the proposer to read (docs/protocol.md)."""
+    program = files.get(PROGRAM_FILE, b"").decode("utf-8", "replace")
+    named = [
+        path
+        for path in protected
+        if path in files and re.search(rf"(?<![\w/.-]){re.escape(path)}(?![\w-])", program)
+    ]
+    return {path: files[path].decode("utf-8", "replace") for path in named}
+
+
+def _with_diffs(
+    scheduler: Scheduler,
+    task_id: str,
+    records: list[HypothesisRecord],
+    history: list[HypothesisSummary],
+    lower_is_better: bool,
+) -> list[HypothesisSummary]:
+    """`history` with the diffs a prompt can show filled in (`rows_worth_a_diff`)."""
+    rows = rows_worth_a_diff(history, lower_is_better=lower_is_better)
+    if not rows:
+        return history
+    experiment_of = {r.hypothesis_id: r.experiment_id for r in records if r.experiment_id}
+    wanted = [experiment_of.get(history[i].hypothesis_id) for i in rows]
+    experiments = scheduler.store.get_experiments([e for e in wanted if e])
+    code_of = {e.experiment_id: _code_of(e) for e in experiments}
+    lineage = scheduler.lineage(task_id)
+    out = list(history)
+    for i in rows:
+        code = code_of.get(experiment_of.get(history[i].hypothesis_id) or "")
+        if code:
+            diff = _diff(lineage.path.parent, task_id, code)
+            out[i] = history[i].model_copy(update={"diff": diff})
+    return out
+
+
+def _code_of(experiment: ExperimentRecord) -> str:
+    """The experiment whose commit holds this one's code (a replicate runs its candidate's)."""
+    if experiment.kind is ExperimentKind.REPLICATE:
+        return experiment.candidate_id or ""
+    return "" if experiment.kind is ExperimentKind.BASELINE else experiment.experiment_id
+
+
+@functools.lru_cache(maxsize=1024)
+def _diff(root: Path, task_id: str, experiment_id: str) -> str:
+    """An experiment's diff (its code never changes: read from git once per process)."""
+    try:
+        return Lineage(root, task_id).diff(experiment_id)
+    except LineageError:
+        return ""

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 
 from coordinator.scheduler import Scheduler
+from coordinator.store import UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
@@ -80,5 +81,7 @@ class JudgeLoop:
             self._wake.clear()
             try:
                 self.drain()
-            except Exception:  # Redis away, say: the results wait in Redis
+            except UNAVAILABLE as exc:  # the results wait in Redis
+                self.scheduler.store.note_away("the judge loop", exc)
+            except Exception:
                 logger.exception("judge loop: a pass failed; retrying")

@@ -19,9 +19,10 @@ import logging
 
 from coordinator import judge
 from coordinator.heads import code_bytes, derived_id
-from coordinator.lineage import branch_for
+from coordinator.lineage import CommitInfo, branch_for
 from coordinator.models import ExperimentRecord, HeadRecord, TaskRecord
 from coordinator.rechecks import RecheckOps
+from coordinator.rederive import rederive_queued
 from coordinator.store import NewExperiment
 from coordinator.store.base import FieldValue
 from shared.errors import MergeConflict
@@ -31,6 +32,10 @@ logger = logging.getLogger(__name__)
 
 # How far down a stack of merges `_tip_on` looks for the change being kept.
 MAX_STACK = 100
+
+
+# A change kept on one class: (its class, its candidate, its commit there, the decision).
+KeptChange = tuple[str, ExperimentRecord, str, judge.Decision]
 
 
 class KeepOps(RecheckOps):
@@ -210,6 +215,9 @@ class KeepOps(RecheckOps):
                 )
             if before is not None and before.commit != commit:
                 self._withdraw_baselines(task, hardware, before.commit, commit)
+                lineage = self.lineage(task.task_id)
+                now = self._clock()
+                self.notify(rederive_queued(self.store, lineage, task, before.commit, commit, now))
 
     def _tip_on(
         self, task: TaskRecord, hardware: str, old: HeadRecord, kept: ExperimentRecord
@@ -322,25 +330,17 @@ class KeepOps(RecheckOps):
             self.offer_history(task, hardware)
         return added
 
-    def offer_history(self, task: TaskRecord, hardware: str) -> int:
+    def offer_history(
+        self, task: TaskRecord, hardware: str, kept: list[KeptChange] | None = None
+    ) -> int:
         """Offer a (new) class every change kept on the task's other classes, oldest first,
         each as `offer_elsewhere` would have when it was kept; how many were queued. Changes
-        that were themselves offers are not offered again (their origin is). Idempotent."""
-        lineage = self.lineage(task.task_id)
+        that were themselves offers are not offered again (their origin is). Idempotent.
+        `kept`: the task's `kept_changes`, when the caller read them for many classes."""
         queued = 0
-        for other in self.store.task_classes(task.task_id):
-            if other == hardware:
-                continue
-            for info in reversed(lineage.history(branch_for(other))):  # oldest first
-                cand = self.store.get_experiment(info.trailers.get("Experiment", ""))
-                if cand is None or cand.hypothesis_id is None:
-                    continue  # the task's first commit, or a change from elsewhere
-                if cand.hypothesis_id == derived_id("h", "offer", cand.candidate_id or "", other):
-                    continue  # an offer kept there: offered from its own origin
-                metric = _number(info.trailers.get("Metric", "").rpartition("=")[2])
-                delta = _number(info.trailers.get("Delta", ""))
-                kept = judge.Decision(judge.Action.KEEP, Verdict.KEPT, "kept", delta, metric)
-                queued += self._offer(task, (other, cand, info.sha, kept), hardware)
+        for change in self.kept_changes(task) if kept is None else kept:
+            if change[0] != hardware:
+                queued += self._offer(task, change, hardware)
         if queued:
             logger.info(
                 "task %s: %d kept changes offered to the new class %s",
@@ -350,6 +350,37 @@ class KeepOps(RecheckOps):
             )
             self.notify(queued)
         return queued
+
+    def kept_changes(self, task: TaskRecord) -> list[KeptChange]:
+        """The changes kept on each of the task's classes, oldest first per class, but the
+        offers kept there (offered from their origin). One read of the branches, one
+        history per distinct branch head (fresh classes share the task's first commit):
+        a restart with thousands of classes reads each once, not once per pair."""
+        lineage = self.lineage(task.task_id)
+        heads = lineage.branches()
+        histories: dict[str, list[CommitInfo]] = {}
+        found: dict[str, ExperimentRecord | None] = {}
+        changes: list[KeptChange] = []
+        for other in self.store.task_classes(task.task_id):
+            branch = branch_for(other)
+            sha = heads.get(branch)
+            if sha is None:
+                continue  # no branch (yet): nothing kept there
+            if sha not in histories:
+                histories[sha] = lineage.history(branch)
+            for info in reversed(histories[sha]):  # oldest first
+                if info.sha not in found:
+                    found[info.sha] = self.store.get_experiment(info.trailers.get("Experiment", ""))
+                cand = found[info.sha]
+                if cand is None or cand.hypothesis_id is None:
+                    continue  # the task's first commit, or a change from elsewhere
+                if cand.hypothesis_id == derived_id("h", "offer", cand.candidate_id or "", other):
+                    continue  # an offer kept there: offered from its own origin
+                metric = _number(info.trailers.get("Metric", "").rpartition("=")[2])
+                delta = _number(info.trailers.get("Delta", ""))
+                decision = judge.Decision(judge.Action.KEEP, Verdict.KEPT, "kept", delta, metric)
+                changes.append((other, cand, info.sha, decision))
+        return changes
 
     def _offer(
         self,

@@ -10,6 +10,7 @@ it anew. Nothing is ever committed here, so nothing can be committed twice.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from coordinator import judge
 from coordinator.heads import derived_id
@@ -31,12 +32,14 @@ def _commits_after(history: list[CommitInfo], commit: str) -> list[CommitInfo] |
     return None
 
 
-def reconcile_class(scheduler: Scheduler, task: TaskRecord, hardware: str) -> int:
-    """Bring one class's head in Redis up to its branch; how many commits were applied."""
+def reconcile_class(
+    scheduler: Scheduler, task: TaskRecord, hardware: str, git_head: str | None
+) -> int:
+    """Bring one class's head in Redis up to its branch (at `git_head`, None: missing); how
+    many commits were applied."""
     store = scheduler.store
     lineage = scheduler.lineage(task.task_id)
     branch = branch_for(hardware)
-    git_head = lineage.head(branch)
     head = store.get_head(task.task_id, hardware)
     if git_head is None:
         start = head.commit if head else task.init_commit
@@ -98,27 +101,59 @@ def _is_float(text: str | None) -> bool:
     return True
 
 
-def reconcile(scheduler: Scheduler) -> int:
+class Interrupted(Exception):
+    """A stop was asked for (SIGTERM, SIGINT) while reconciling; what was done is kept."""
+
+
+Stopping = Callable[[], bool]
+
+
+def reconcile(scheduler: Scheduler, stopping: Stopping = lambda: False) -> int:
     """Reconcile every task and class with the lineage, make the offers of kept changes to
-    other classes that a crash left unmade, then apply pending judgements."""
+    other classes that a crash left unmade, then apply pending judgements.
+
+    Linear in the classes: the branch heads are read at once, each distinct history once
+    (`kept_changes`). `stopping` is asked between classes; when it says so, `Interrupted`
+    is raised (each step is idempotent: the next start does the rest)."""
     applied = 0
     for task in scheduler.store.list_tasks():
-        with scheduler.task_lock(task.task_id):
-            classes = scheduler.store.task_classes(task.task_id)
-            for hardware in classes:
-                try:
-                    applied += reconcile_class(scheduler, task, hardware)
-                except Exception:
-                    logger.exception("task %s: %s: reconcile failed", task.task_id, hardware)
-            # Offers a crash cut short (between a keep or a new class and its offers): each
-            # made already is found by its derived id, so this costs reads, not merges.
-            for hardware in classes if len(classes) > 1 else ():
-                try:
-                    scheduler.offer_history(task, hardware)
-                except Exception:
-                    logger.exception("task %s: %s: offers failed", task.task_id, hardware)
+        applied += _reconcile_task(scheduler, task, stopping)
     # A judgement can queue another (a replicate's keep frees nothing else), so a few rounds.
     for _ in range(10):
+        _check(stopping, "judging")
         if scheduler.process_pending(1000) == 0:
             break
     return applied
+
+
+def _reconcile_task(scheduler: Scheduler, task: TaskRecord, stopping: Stopping) -> int:
+    applied = 0
+    with scheduler.task_lock(task.task_id):
+        classes = scheduler.store.task_classes(task.task_id)
+        logger.info("reconcile: task %s, %d hardware classes", task.task_id, len(classes))
+        heads = scheduler.lineage(task.task_id).branches()
+        for done, hardware in enumerate(classes):
+            _check(stopping, f"task {task.task_id}, class {done + 1} of {len(classes)}")
+            try:
+                applied += reconcile_class(
+                    scheduler, task, hardware, heads.get(branch_for(hardware))
+                )
+            except Exception:
+                logger.exception("task %s: %s: reconcile failed", task.task_id, hardware)
+        if len(classes) < 2:
+            return applied
+        # Offers a crash cut short (between a keep or a new class and its offers): each
+        # made already is found by its derived id, so this costs reads, not merges.
+        kept = scheduler.kept_changes(task)
+        for done, hardware in enumerate(classes):
+            _check(stopping, f"task {task.task_id}, offers to class {done + 1} of {len(classes)}")
+            try:
+                scheduler.offer_history(task, hardware, kept)
+            except Exception:
+                logger.exception("task %s: %s: offers failed", task.task_id, hardware)
+    return applied
+
+
+def _check(stopping: Stopping, where: str) -> None:
+    if stopping():
+        raise Interrupted(f"reconcile: stopped at {where}; the next start goes on from there")

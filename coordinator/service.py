@@ -16,9 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -26,7 +28,7 @@ from fastapi import FastAPI
 
 from coordinator.api import create_app
 from coordinator.logs import configure_logging
-from coordinator.reconcile import reconcile
+from coordinator.reconcile import Interrupted, reconcile
 from coordinator.redis_server import EmbeddedRedis
 from coordinator.scheduler import Scheduler
 from coordinator.settings import CoordinatorSettings
@@ -41,8 +43,9 @@ PROCESS_SETTINGS_ENV = "AUTOSWARM_COORDINATOR_PROCESS_SETTINGS"
 
 
 # How uvicorn serves the app, in one process or several. No websockets: nothing here speaks
-# them, and importing them warns.
+# them, and importing them warns. Headers are bounded (coordinator/http_protocol.py).
 _UVICORN: dict[str, Any] = {
+    "http": "coordinator.http_protocol:BoundedHttpToolsProtocol",
     "log_config": None,
     "access_log": False,
     "lifespan": "on",
@@ -52,10 +55,16 @@ _UVICORN: dict[str, Any] = {
 
 
 def _server(settings: CoordinatorSettings) -> uvicorn.Server:
+    server: uvicorn.Server | None = None
+
+    def stopping() -> bool:  # SIGINT/SIGTERM (uvicorn's handler) or `CoordinatorThread.stop`
+        return server is not None and server.should_exit
+
     config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, **_UVICORN
+        create_app(settings, stopping), host=settings.host, port=settings.port, **_UVICORN
     )
-    return uvicorn.Server(config)
+    server = uvicorn.Server(config)
+    return server
 
 
 def run_coordinator(settings: CoordinatorSettings) -> None:
@@ -97,9 +106,8 @@ def _run_processes(settings: CoordinatorSettings) -> None:
         store = Store(url)
         try:
             ensure_admin_token(store, settings)
-            applied = reconcile(Scheduler(store, settings))
-            if applied:
-                logger.warning("reconcile: %d kept changes re-applied from the lineage", applied)
+            if not _reconcile_until_signalled(Scheduler(store, settings)):
+                return
         finally:
             store.close()
         given: dict[str, Any] = settings.model_dump(mode="json") | {"redis_url": url}
@@ -121,6 +129,28 @@ def _run_processes(settings: CoordinatorSettings) -> None:
             watcher.join()
         if embedded is not None:
             embedded.stop()
+
+
+def _reconcile_until_signalled(scheduler: Scheduler) -> bool:
+    """Reconcile before the API processes start; False if SIGINT or SIGTERM came first (the
+    reconcile stops at its next class: nothing is served then)."""
+    asked = threading.Event()
+
+    def ask(signum: int, frame: FrameType | None) -> None:
+        asked.set()
+
+    previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        applied = reconcile(scheduler, asked.is_set)
+    except Interrupted as exc:
+        logger.warning("%s", exc)
+        return False
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if applied:
+        logger.warning("reconcile: %d kept changes re-applied", applied)
+    return not asked.is_set()
 
 
 def process_app() -> FastAPI:

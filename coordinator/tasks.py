@@ -9,6 +9,7 @@ import binascii
 import logging
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from coordinator.heads import INIT_BRANCH
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 # A task's largest single file (bytes): protected files may carry data, unlike changes.
 MAX_TASK_FILE_BYTES = 16 * 1024 * 1024
 MAX_TASK_FILES = 1000
+_OTHER_FILES = "task {name} is registered with other files; register it under a new name"
 
 
 def register_task(store: Store, settings: CoordinatorSettings, task_dir: str | Path) -> TaskRecord:
@@ -44,13 +46,16 @@ def register_task_files(
     for path in spec.editable:
         if len(files.get(path, b"")) > MAX_FILE_BYTES:
             raise PayloadTooLarge(f"task {spec.name}: editable {path} > {MAX_FILE_BYTES} bytes")
-    bundle_hash = store.put_bundle(files)
+    # Every refusal comes before the first write: a refused task leaves no blob behind.
+    bundle_hash = hash_files(files)
+    known = store.get_task(spec.name)
+    if known is not None and known.bundle_hash != bundle_hash:
+        raise Conflict(_OTHER_FILES.format(name=spec.name))
     lineage = Lineage(settings.lineage_dir, spec.name)
     commit = lineage.init(files, branch=INIT_BRANCH, message=f"{spec.name}: the task as registered")
     if hash_files(lineage.files_at(commit)) != bundle_hash:
-        raise Conflict(
-            f"task {spec.name} is registered with other files; register it under a new name"
-        )
+        raise Conflict(_OTHER_FILES.format(name=spec.name))
+    store.put_bundle(files)
     outcome = store.record_task(
         spec.name,
         spec_json=spec.model_dump_json(),
@@ -58,10 +63,8 @@ def register_task_files(
         init_commit=commit,
         now=time.time(),
     )
-    if outcome < 0:
-        raise Conflict(
-            f"task {spec.name} is registered with other files; register it under a new name"
-        )
+    if outcome < 0:  # registered with other files since it was read, above
+        raise Conflict(_OTHER_FILES.format(name=spec.name))
     store.heldout_secret(spec.name)  # made now, so every lease of the task carries one
     if outcome:
         logger.info("task %s: registered at %s (bundle %s)", spec.name, commit, bundle_hash)
@@ -87,14 +90,27 @@ def _check_upload_path(path: str) -> str:
     return path
 
 
+def _check_no_file_is_a_folder(paths: Iterable[str]) -> None:
+    """Refuse `x` beside `x/y`: one name cannot be a file and a folder."""
+    files = set(paths)
+    for path in sorted(files):
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in files:
+                raise InvalidInput(f"file path {folder!r} is also a folder of {path!r}")
+
+
 def decode_upload(files: dict[str, str], max_total: int) -> dict[str, bytes]:
     """Uploaded `{path: base64}`, checked: relative paths, file and total sizes."""
     if len(files) > MAX_TASK_FILES:
         raise PayloadTooLarge(f"{len(files)} files > {MAX_TASK_FILES}")
     out: dict[str, bytes] = {}
     total = 0
-    for path, encoded in files.items():
+    for path in files:
         _check_upload_path(path)
+    _check_no_file_is_a_folder(files)
+    for path, encoded in files.items():
         try:
             content = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):

@@ -68,7 +68,9 @@ def read_environment_files(folder: Path) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
     for name in ENVIRONMENT_FILES:
         path = folder / name
-        if path.is_file() and not path.is_symlink():
+        if path.is_symlink():  # as for every task file: never followed (a link carries out)
+            raise EnvironmentFilesError(name, "is a symbolic link; it must be a regular file")
+        if path.is_file():
             if path.stat().st_size > MAX_ENVIRONMENT_FILE_BYTES:
                 raise EnvironmentFilesError(name, f"larger than {MAX_ENVIRONMENT_FILE_BYTES} B")
             found[name] = path.read_bytes()

@@ -227,3 +227,5 @@ class ProposerContext(Frozen):
     # Hypotheses waiting for code on this head, oldest first: text-only ones, and conflicts.
     pending: list[HypothesisSummary] = Field(default_factory=list)
     queue_depth: int = 0
+    # The protected files program.md names (path: text at the head), to read, never to edit.
+    read_only_files: dict[str, str] = Field(default_factory=dict)

@@ -16,6 +16,8 @@ Folder conventions the runner relies on:
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import tomllib
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -252,20 +254,60 @@ def _default_name(folder: Path) -> str:
     return slug.strip("-_") or "task"
 
 
+def _is_file(root: Path, path: str) -> bool:
+    """Whether `path` is a regular file in the folder `root`. No symbolic link on the way
+    is followed: one (a file or a folder above it) is refused, naming the file, since a
+    task's files are committed and shown to proposers (a link could carry any file of
+    this machine out)."""
+    where = root
+    parts = PurePosixPath(path).parts
+    for i, part in enumerate(parts):
+        where = where / part
+        try:
+            mode = os.lstat(where).st_mode
+        except OSError:
+            return False
+        if stat.S_ISLNK(mode):
+            raise TaskError(path, None, _LINK_REFUSED)
+        if i < len(parts) - 1 and not stat.S_ISDIR(mode):
+            return False
+    return stat.S_ISREG(mode)
+
+
+_LINK_REFUSED = "is a symbolic link; a task's files must be regular files inside its folder"
+
+
+def _read_file(root: Path, path: str) -> bytes:
+    """The content of a regular file in the folder (see `_is_file`)."""
+    if not _is_file(root, path):
+        raise TaskError(path, None, "file is missing or not a regular file")
+    try:
+        fd = os.open(root / path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:  # replaced by a link since it was checked
+        raise TaskError(path, None, f"cannot be read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as file:
+        return file.read()
+
+
+def _spec_data(root: Path) -> dict[str, Any]:
+    """The spec's fields from `task.toml`, or the autoresearch layout's when there is none."""
+    if _is_file(root, TASK_FILE):
+        try:
+            raw = tomllib.loads(_read_file(root, TASK_FILE).decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise TaskError(TASK_FILE, None, f"not valid TOML: {exc}") from None
+        return _toml_to_spec_dict(raw, _default_name(root))
+    if (root / TASK_FILE).exists():
+        raise TaskError(TASK_FILE, None, "not a regular file")
+    return _layout_defaults(root)
+
+
 def load_task(folder: str | Path) -> TaskSpec:
     """Load and check a task folder; raises `TaskError` naming the file and field."""
     root = Path(folder)
     if not root.is_dir():
         raise TaskError(str(root), None, "not a folder")
-    toml_path = root / TASK_FILE
-    if toml_path.exists():
-        try:
-            raw = tomllib.loads(toml_path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise TaskError(TASK_FILE, None, f"not valid TOML: {exc}") from None
-        data = _toml_to_spec_dict(raw, _default_name(root))
-    else:
-        data = _layout_defaults(root)
+    data = _spec_data(root)
     for field in ("editable", "protected"):
         for i, path in enumerate(data.get(field, ())):
             if isinstance(path, str):
@@ -279,6 +321,8 @@ def load_task(folder: str | Path) -> TaskSpec:
         field, msg = _field_of(exc)
         raise TaskError(TASK_FILE, field, msg) from None
     _check_files_exist(root, spec)
+    if (root / PROGRAM_FILE).exists() or (root / PROGRAM_FILE).is_symlink():
+        _is_file(root, PROGRAM_FILE)  # a link is refused here, not only when read
     task_environment(root, spec)
     return spec
 
@@ -289,18 +333,17 @@ def _layout_defaults(root: Path) -> dict[str, Any]:
     own environment, 5 minutes of training killed past 10 in all, kernels warmed."""
     data: dict[str, Any] = {"name": _default_name(root)}
     run: dict[str, Any] = {}
-    if (root / "prepare.py").exists():
+    if _is_file(root, "prepare.py"):
         run["prepare"] = ["python", "prepare.py"]
     try:
-        plan = plan_environment(read_environment_files(root))
+        plan = plan_environment(_environment_files(root))
     except EnvironmentFilesError as exc:
         raise TaskError(exc.file, None, exc.message) from None
     if plan.kind is EnvironmentKind.UV_LOCK:
         data["resources"] = {"device": Device.CUDA.value}
         run |= {"startup_s": AR_STARTUP_S, "grace_s": AR_GRACE_S}
-        train = root / "train.py"
-        if train.is_file():
-            run["kernels"] = list(kernel_repos(train.read_bytes()))
+        if _is_file(root, "train.py"):
+            run["kernels"] = list(kernel_repos(_read_file(root, "train.py")))
     if run:
         data["run"] = run
     return data
@@ -309,15 +352,21 @@ def _layout_defaults(root: Path) -> dict[str, Any]:
 def task_environment(folder: str | Path, spec: TaskSpec) -> EnvironmentPlan:
     """The `shared.environment.EnvironmentPlan` of a task folder; `TaskError` when its
     environment files cannot be read."""
+    files = _environment_files(Path(folder))
     try:
-        files = read_environment_files(Path(folder))
         return plan_environment(files, worker_only=spec.run.environment == "worker")
     except EnvironmentFilesError as exc:
         raise TaskError(exc.file, None, exc.message) from None
 
 
+def _environment_files(root: Path) -> dict[str, bytes]:
+    try:
+        return read_environment_files(root)
+    except EnvironmentFilesError as exc:
+        raise TaskError(exc.file, None, exc.message) from None
+
+
 def _check_files_exist(root: Path, spec: TaskSpec) -> None:
-    resolved_root = root.resolve()
     groups = (
         ("task.editable", spec.editable),
         ("task.protected", spec.protected),
@@ -325,11 +374,8 @@ def _check_files_exist(root: Path, spec: TaskSpec) -> None:
     )
     for field, paths in groups:
         for path in paths:
-            full = (root / path).resolve()
-            if not full.is_relative_to(resolved_root):
-                raise TaskError(TASK_FILE, field, f"path {path!r} escapes the task folder")
-            if not full.is_file():
-                if not (root / TASK_FILE).is_file():  # the default autoresearch layout
+            if not _is_file(root, path):
+                if not _is_file(root, TASK_FILE):  # the default autoresearch layout
                     raise TaskError(
                         path,
                         None,
@@ -341,16 +387,14 @@ def _check_files_exist(root: Path, spec: TaskSpec) -> None:
 
 
 def read_task_files(folder: str | Path, spec: TaskSpec) -> dict[str, bytes]:
-    """The task's files as {relative path: content}, program.md included when present."""
+    """The task's files as {relative path: content}, program.md included when present; a
+    symbolic link among them is refused (`TaskError` naming it), never followed."""
     root = Path(folder)
-    files = {path: (root / path).read_bytes() for path in spec.run_files + spec.scoring.files}
-    program = root / PROGRAM_FILE
-    if program.is_file():
-        files[PROGRAM_FILE] = program.read_bytes()
-    toml_path = root / TASK_FILE
-    if toml_path.is_file():
-        files[TASK_FILE] = toml_path.read_bytes()
-    files |= read_environment_files(root)
+    files = {path: _read_file(root, path) for path in spec.run_files + spec.scoring.files}
+    for extra in (PROGRAM_FILE, TASK_FILE):
+        if _is_file(root, extra):
+            files[extra] = _read_file(root, extra)
+    files |= _environment_files(root)
     return files
 
 

@@ -299,7 +299,8 @@ def test_propose_with_an_llm_through_litellms_mock(
 
     class Mocked(llm.LLMProposer):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, mock_response=json.dumps(reply), num_retries=0, **kwargs)
+            kwargs |= {"mock_response": json.dumps(reply), "num_retries": 0}
+            super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(llm, "LLMProposer", Mocked)
     before = {h["hypothesis_id"] for h in served.hypotheses()}

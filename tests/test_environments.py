@@ -249,8 +249,8 @@ def test_a_failed_build_names_the_package_uv_failed_on_not_its_dependents() -> N
 
 
 def test_a_broken_lock_is_refused_by_name_when_the_task_loads(tmp_path: Path) -> None:
-    """A uv.lock that is not TOML, or has no pyproject.toml beside it: one TaskError naming
-    uv.lock, at load (so at registration), never a traceback at build time."""
+    """A uv.lock that is not TOML, has no pyproject.toml beside it or is a link: one
+    TaskError naming uv.lock, at load (so at registration), never a traceback later."""
     fixture = make_ar_fixture(tmp_path, port=1, heldout_glob="/nonexistent")
     lock = fixture.folder / "uv.lock"
     lock.write_text("[[package]\nname = ")
@@ -259,6 +259,10 @@ def test_a_broken_lock_is_refused_by_name_when_the_task_loads(tmp_path: Path) ->
     lock.write_text('[[package]]\nname = "kernels"\n')
     (fixture.folder / "pyproject.toml").unlink()
     with pytest.raises(TaskError, match=r"^uv\.lock: found without pyproject\.toml"):
+        load_task(fixture.folder)
+    lock.unlink()
+    lock.symlink_to("/etc/passwd")  # a link would carry a file of this machine out
+    with pytest.raises(TaskError, match=r"^uv\.lock: is a symbolic link"):
         load_task(fixture.folder)
 
 

@@ -1,12 +1,16 @@
-"""The LLM proposer, through litellm's own Router and `mock_response` (no network, no fake).
+"""The LLM proposer, through litellm's own Router: its `mock_response`, and a real local server
+speaking the OpenAI chat-completions protocol on 127.0.0.1 (tests/llm_helpers.py).
 
 An opt-in test marked `llm` makes one real proposal (AUTOSWARM_TEST_LLM=1 and a key).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -17,16 +21,19 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from coordinator.proposers.base import run_proposer_loop
-from coordinator.proposers.context import build_prompt, estimate_tokens
+from autoswarm.propose_cmd import LLMOptions, build_proposers
+from coordinator.proposers.base import run_proposer_loop, run_proposer_loops
+from coordinator.proposers.context import build_prompt, estimate_tokens, strip_host_paths
 from coordinator.proposers.ledger import FileLedger, MemoryLedger
 from coordinator.proposers.llm import (
+    CallAbandoned,
     LLMProposer,
+    LLMRefused,
     ModelChoice,
     load_secret_file,
     parse_model_choice,
 )
-from shared.errors import SpendCapReached
+from shared.errors import InvalidInput, SpendCapReached
 from shared.models import (
     HypothesisCreate,
     HypothesisSummary,
@@ -34,7 +41,20 @@ from shared.models import (
     Verdict,
 )
 from shared.task import TaskSpec, hash_files, load_task, read_task_files
-from tests.conftest import RunningCoordinator
+from tests.cli_helpers import invoke
+from tests.conftest import RunningCoordinator, wait_until
+from tests.llm_helpers import HANG, MALFORMED, chat_server, completion
+from tests.read_helpers import (
+    HW,
+    HandWorker,
+    Run,
+    hand_worker,
+    serve,
+    submit,
+    wait_verdict,
+    write_task,
+)
+from tests.worker_helpers import register_task
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "openai/gpt-4o-mini"
@@ -248,7 +268,9 @@ def test_spend_reaching_the_cap_stops_calls_with_a_clear_message() -> None:
     """At the cap the proposer raises SpendCapReached and makes no further call."""
     ledger = MemoryLedger()
     proposer = priced_proposer(ledger, 0.10, "not json")
-    with pytest.raises(SpendCapReached, match=r"reached the cap of \$0\.1000; no further calls"):
+    with pytest.raises(
+        SpendCapReached, match=r"reached the cap of \$0\.1000 \(--cap-usd\); no further calls"
+    ):
         proposer.propose(make_context())
     assert proposer.calls == 2
     assert ledger.total("toy") == pytest.approx(0.10)
@@ -265,13 +287,14 @@ def test_call_that_could_pass_the_cap_is_not_made() -> None:
     assert proposer.calls == 0
 
 
-def test_proposer_loop_stops_at_the_cap() -> None:
-    """run_proposer_loop ends (no exception) once the cap is reached."""
+def test_proposer_loop_ends_with_the_cap_error_once_the_cap_is_reached() -> None:
+    """run_proposer_loop submits what the cap allows, then raises SpendCapReached."""
     ledger = MemoryLedger()
     coordinator = SharedCoordinator()
     proposer = priced_proposer(ledger, 0.10, [answer(), answer(title="x", replace="DEPTH = 4")])
-    sent = run_proposer_loop(coordinator, "toy", proposer, queue_ahead=10, poll_s=0.01)
-    assert sent == 2 and proposer.calls == 2
+    with pytest.raises(SpendCapReached, match="--cap-usd"):
+        run_proposer_loop(coordinator, "toy", proposer, queue_ahead=10, poll_s=0.01)
+    assert len(coordinator.submitted) == 2 and proposer.calls == 2
 
 
 # -- two proposers at once --------------------------------------------------------------------
@@ -608,3 +631,432 @@ def test_spend_reaches_the_coordinator_metrics(
     )
     assert ledger.total(task_id) == pytest.approx(0.25)
     assert found[("autoswarm_proposer_calls_total", task_id)] == 5
+
+
+# -- a real local server speaking the OpenAI protocol, through litellm's own client ------------
+
+LOCAL = "openai/local-model"  # a name litellm has no price for
+
+
+def local_choice(url: str, model: str = LOCAL, **params: Any) -> ModelChoice:
+    return ModelChoice(model, params={"api_base": url, "api_key": "no-key", **params})
+
+
+def local_proposer(url: str, **kwargs: Any) -> LLMProposer:
+    kwargs.setdefault("spend", MemoryLedger())
+    kwargs.setdefault("cap_usd", 1.0)
+    kwargs.setdefault("num_retries", 0)
+    return LLMProposer([local_choice(url)], **kwargs)
+
+
+@pytest.mark.parametrize("provider", ["openai", "hosted_vllm"])
+@pytest.mark.parametrize("shape", list(MALFORMED))
+def test_malformed_answer_of_a_real_server_is_rejected_and_asked_again(
+    shape: str, provider: str
+) -> None:
+    """A 200 that is no usable chat completion is a rejected, recorded answer; the next is used."""
+    ledger = MemoryLedger()
+    with chat_server(MALFORMED[shape], completion(answer())) as server:
+        proposer = LLMProposer(
+            [local_choice(server.url, f"{provider}/local-model")],
+            spend=ledger,
+            cap_usd=1.0,
+            num_retries=0,
+        )
+        hypothesis = proposer.propose(make_context())
+    assert hypothesis is not None and hypothesis.title == "Deeper model"
+    assert len(server.requests) == 2
+    rejected, kept = ledger.entries("toy")
+    assert rejected.title.startswith("(rejected) the endpoint's answer")
+    assert rejected.tokens > 0 and kept.tokens == 1100
+
+
+def test_malformed_answers_never_stop_the_proposer_loop() -> None:
+    """A server that only answers empty choices: the loop keeps proposing until it is stopped."""
+    with chat_server(MALFORMED["empty-choices"]) as server:
+        proposer = local_proposer(server.url, max_attempts=2)
+        stop = threading.Event()
+        loop = threading.Thread(
+            target=run_proposer_loop,
+            args=(SharedCoordinator(), "toy", proposer),
+            kwargs={"stop": stop, "poll_s": 0.01, "queue_ahead": 10},
+        )
+        loop.start()
+        wait_until(lambda: len(server.requests) >= 6 or not loop.is_alive(), 60, "6 calls")
+        alive = loop.is_alive()
+        stop.set()
+        loop.join(30)
+    assert alive and len(server.requests) >= 6
+    assert not loop.is_alive()
+
+
+def test_model_with_no_key_and_no_endpoint_is_refused_before_any_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`openai/...` without OPENAI_API_KEY or --api-base: one clear error, no call, no retry."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(InvalidInput, match="no key and no endpoint: set OPENAI_API_KEY"):
+        LLMProposer([ModelChoice(MODEL)], spend=MemoryLedger(), cap_usd=1.0)
+
+
+def test_propose_without_a_key_exits_at_start_with_one_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`autoswarm propose --model openai/...` with no key: exit 2 and one error, before joining."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    result = invoke("propose", "--task", "t", "--proposer", "llm", "--model", MODEL,
+                    "--ledger", str(tmp_path / "spend.jsonl"), "--token", "x",
+                    "--join", "http://127.0.0.1:9")  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr.count("error:") == 1 and "OPENAI_API_KEY" in result.stderr
+    assert "--api-base" in result.stderr
+
+
+def test_api_base_and_key_variable_reach_the_local_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--api-base and --api-key-env: the call goes to that server with that variable's key."""
+    monkeypatch.setenv("LOCAL_LLM_KEY", "sk-local-test")
+    options = LLMOptions(
+        [LOCAL], api_base=[], api_key_env=["LOCAL_LLM_KEY"], ledger=tmp_path / "spend.jsonl"
+    )
+    with chat_server(completion(answer())) as server:
+        options = dataclasses.replace(options, api_base=[server.url])
+        [proposer] = build_proposers("llm", options, seed=0)
+        assert isinstance(proposer, LLMProposer)
+        assert proposer.propose(make_context()) is not None
+    [request] = server.requests
+    assert request["path"] == "/v1/chat/completions"
+    assert request["headers"]["authorization"] == "Bearer sk-local-test"
+    assert request["body"]["model"] == "local-model"
+
+
+def test_each_model_reaches_its_own_endpoint_in_order(tmp_path: Path) -> None:
+    """Two --api-base values: the model's own server first, the fallback's when it fails."""
+    other = answer(title="Higher LR", search="LEARNING_RATE = 3e-4", replace="LEARNING_RATE = 6e-4")
+    down = (503, "application/json", '{"error": {"message": "overloaded"}}')
+    with chat_server(down) as first, chat_server(completion(other)) as second:
+        options = LLMOptions(
+            [LOCAL],
+            fallbacks=["hosted_vllm/second-model"],
+            api_base=[first.url, second.url],
+            ledger=tmp_path / "spend.jsonl",
+            retries=0,
+        )
+        [proposer] = build_proposers("llm", options, seed=0)
+        hypothesis = proposer.propose(make_context())
+    assert hypothesis is not None and hypothesis.proposer == "llm:hosted_vllm/second-model"
+    assert len(first.requests) >= 1 and len(second.requests) == 1
+    assert second.requests[0]["body"]["model"] == "second-model"
+
+
+def test_given_prices_count_dollars_for_a_model_litellm_cannot_price(tmp_path: Path) -> None:
+    """--price-in 2 --price-out 10 (USD per million): the ledger holds tokens times prices."""
+    with chat_server(completion(answer())) as server:
+        options = LLMOptions(
+            [LOCAL],
+            api_base=[server.url],
+            price_in=["2"],
+            price_out=["10"],
+            ledger=tmp_path / "spend.jsonl",
+        )
+        [proposer] = build_proposers("llm", options, seed=0)
+        assert proposer.propose(make_context()) is not None
+    [entry] = FileLedger(tmp_path / "spend.jsonl").entries("toy")
+    assert entry.tokens == 1100
+    assert entry.cost_usd == pytest.approx(1000 * 2e-6 + 100 * 10e-6)
+
+
+def test_model_with_no_price_is_capped_by_its_tokens() -> None:
+    """No price known or given: its calls are $0 but their tokens stop at --cap-tokens."""
+    ledger = MemoryLedger()
+    with chat_server(completion("not json")) as server:
+        proposer = local_proposer(
+            server.url, spend=ledger, cap_tokens=3_000, max_output_tokens=500, max_attempts=5
+        )
+        with pytest.raises(SpendCapReached, match="--cap-tokens"):
+            proposer.propose(make_context())
+    entries = ledger.entries("toy")
+    assert [e.cost_usd for e in entries] == [0.0, 0.0]
+    assert sum(e.tokens for e in entries) == 2_200 and len(server.requests) == 2
+
+
+def test_answer_without_usage_is_counted_in_tokens_all_the_same() -> None:
+    """An endpoint that reports no usage: the prompt and answer are counted here."""
+    ledger = MemoryLedger()
+    with chat_server(completion(answer(), usage=False)) as server:
+        assert local_proposer(server.url, spend=ledger).propose(make_context()) is not None
+    [entry] = ledger.entries("toy")
+    assert entry.tokens > estimate_tokens(SOURCE)
+
+
+def test_propose_reaching_a_cap_exits_non_zero_with_one_line(
+    coordinator: RunningCoordinator, task_dir: Path, tmp_path: Path
+) -> None:
+    """`propose` whose token cap is too small for one call: exit 1, one error line, no call."""
+    from shared.client import CoordinatorClient
+
+    with CoordinatorClient(coordinator.base_url, coordinator.admin_token) as admin:
+        task_id = admin.register_task(read_task_files(task_dir, load_task(task_dir)))["task_id"]
+    token = coordinator.create_token("proposer", "llm")
+    with chat_server(completion(answer())) as server:
+        result = invoke("propose", "--task", task_id, "--proposer", "llm", "--model", LOCAL,
+                        "--api-base", server.url, "--cap-tokens", "100",
+                        "--ledger", str(tmp_path / "spend.jsonl"), "--join", coordinator.base_url,
+                        "--token", token)  # fmt: skip
+    assert result.exit_code == 1
+    assert result.stderr.count("error:") == 1 and "--cap-tokens" in result.stderr
+    assert "submitted" not in result.stdout and server.requests == []
+
+
+def test_stop_abandons_the_call_in_flight() -> None:
+    """A server that never answers: setting the stop event ends the call at once."""
+    errors: list[Exception] = []
+    with chat_server(HANG) as server:
+        proposer = local_proposer(server.url, timeout_s=600)
+        stop = threading.Event()
+        proposer.abandon_on(stop)
+
+        def run() -> None:
+            try:
+                proposer.propose(make_context())
+            except Exception as exc:
+                errors.append(exc)
+
+        call = threading.Thread(target=run)
+        call.start()
+        assert server.received.wait(30)
+        stop.set()
+        call.join(30)
+        finished = not call.is_alive()
+    assert finished and len(errors) == 1 and isinstance(errors[0], CallAbandoned)
+
+
+def test_litellm_lines_reach_the_log_handlers_once(capfd: pytest.CaptureFixture[str]) -> None:
+    """A failing call: litellm's Router lines go to the root handlers only, never its own."""
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    root, router_logger = logging.getLogger(), logging.getLogger("LiteLLM Router")
+    keep, level, router_level = Keep(logging.INFO), root.level, router_logger.level
+    root.addHandler(keep)
+    root.setLevel(logging.INFO)
+    router_logger.setLevel(logging.INFO)  # the CLI sets WARNING; its INFO lines are counted here
+    try:
+        with chat_server((500, "application/json", '{"error": {"message": "boom"}}')) as server:
+            proposer = local_proposer(server.url, num_retries=1, max_attempts=1)
+            assert proposer.propose(make_context()) is None
+    finally:
+        root.removeHandler(keep)
+        root.setLevel(level)
+        router_logger.setLevel(router_level)
+    router = [r for r in seen if r.name == "LiteLLM Router" and "Exception" in r.getMessage()]
+    assert len(router) == len(server.requests) == 2
+    out, err = capfd.readouterr()
+    assert "litellm.completion(" not in out + err
+
+
+def test_host_paths_are_cut_to_file_names() -> None:
+    """A worker's folders and site-packages prefixes are cut; URLs and code are left alone."""
+    tail = (
+        'File "/home/ada/.autoswarm/workers/w0/run/e1/train.py", line 8, in train\n'
+        'File "/usr/lib/python3.12/site-packages/torch/nn/functional.py", line 2\n'
+        "see http://127.0.0.1:8470/api/v1 and x = a/b\n"
+        "NameError: name 'gelu' is not defined (in ~/work/train.py)\n"
+    )
+    assert strip_host_paths(tail) == (
+        'File "train.py", line 8, in train\n'
+        'File "torch/nn/functional.py", line 2\n'
+        "see http://127.0.0.1:8470/api/v1 and x = a/b\n"
+        "NameError: name 'gelu' is not defined (in train.py)\n"
+    )
+
+
+HOST_TAIL = (
+    "Traceback (most recent call last):\n"
+    '  File "/home/ada/.autoswarm/workers/w0/runs/e1/train.py", line 1, in <module>\n'
+    "NameError: name 'gelu' is not defined\n"
+)
+
+
+def crash_with_tail(worker: HandWorker, tail: str) -> None:
+    """The next explore lease, reported as a crash whose log tail is `tail`."""
+    lease = worker.lease("explore")
+    result = {"status": "crash", "metric": None, "hardware": HW, "wall_s": 1.5}
+    result |= {"peak_rss_mb": 512.0, "log_tail": tail, "error": "crashed", "exit_code": 1}
+    answer = worker.http.post(
+        "/api/v1/results",
+        json={
+            "worker_id": worker.worker_id,
+            "experiment_id": lease["experiment_id"],
+            "fencing_token": lease["fencing_token"],
+            "result": result,
+        },
+    )
+    assert answer.status_code == 201, answer.text
+
+
+def test_prompt_the_server_received_carries_the_whole_context(tmp_path: Path) -> None:
+    """Through a real coordinator: the repair prompt holds the crashed diff, the best diffs,
+    the judge's reasons and the read-only file program.md names, and no host path."""
+    from shared.client import CoordinatorClient
+
+    served = serve(tmp_path)
+    folder = write_task(tmp_path)
+    (folder / "program.md").write_text("# tiny\n\nMake `score` lower. Read prepare.py.\n")
+    (folder / "prepare.py").write_text("SEQ_LEN = 128  # fixed: shared with the evaluator\n")
+    run = Run(served, register_task(served, folder))  # type: ignore[arg-type]
+    repair = answer(title="x", search="SCORE = 0.5  #", replace="SCORE = 0.3  #")
+    try:
+        a, b = hand_worker(run, "alice", "a"), hand_worker(run, "bob", "b")
+        a.run("baseline", 1.0), b.run("baseline", 1.0)
+        submit(run, "lower", 0.5, "llm:x")
+        a.run("explore", 0.5), b.run("replicate", 0.5)
+        wait_verdict(run, "lower", "kept")
+        a.run("baseline", 0.5), b.run("baseline", 0.5)
+        submit(run, "higher", 2.0, "mutation")
+        a.run("explore", 2.0)
+        wait_verdict(run, "higher", "discarded")
+        submit(run, "crash", 0.25, "human")
+        crash_with_tail(a, HOST_TAIL)
+        wait_verdict(run, "crash", "crashed")
+        reasons = {h["title"]: h["reason"] for h in served.get(f"tasks/{run.task_id}/hypotheses")}
+        with chat_server(completion(repair)) as server:
+            token = served.create_token("proposer", "llm")
+            with CoordinatorClient(served.base_url, token) as client:
+                hypothesis = local_proposer(server.url).propose(client.context(run.task_id))
+    finally:
+        run.close()
+        served.stop()
+    assert hypothesis is not None and hypothesis.title == "Repair: crash"
+    [prompt] = server.prompts()
+    assert "The change that crashed:\n```diff" in prompt and "+SCORE = 0.25" in prompt
+    assert "### best: " in prompt and "+SCORE = 0.5" in prompt and "+SCORE = 2.0" in prompt
+    assert all(reasons[t][:60] in prompt for t in ("lower", "higher") if reasons[t])
+    assert reasons["higher"] and reasons["lower"]
+    assert "### prepare.py (read-only)" in prompt and "SEQ_LEN = 128" in prompt
+    assert 'File "train.py", line 1' in prompt and "/home/ada" not in prompt
+
+
+def test_ctrl_c_ends_propose_during_a_call_that_never_answers(
+    coordinator: RunningCoordinator, task_dir: Path, tmp_path: Path
+) -> None:
+    """SIGINT while the endpoint holds the call: `autoswarm propose` ends without waiting."""
+    from shared.client import CoordinatorClient
+
+    with CoordinatorClient(coordinator.base_url, coordinator.admin_token) as admin:
+        task_id = admin.register_task(read_task_files(task_dir, load_task(task_dir)))["task_id"]
+    token = coordinator.create_token("proposer", "llm")
+    with chat_server(HANG) as server:
+        argv = [sys.executable, "-m", "autoswarm", "propose", "--task", task_id,
+                "--proposer", "llm", "--model", LOCAL, "--api-base", server.url,
+                "--llm-timeout-s", "600", "--ledger", str(tmp_path / "spend.jsonl"),
+                "--join", coordinator.base_url, "--token", token]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.received.wait(120)
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0 and "submitted 0 hypotheses" in out
+
+
+def test_a_cap_stops_up_s_proposers_with_the_reason() -> None:
+    """`up`'s proposer thread: a cap reached sets the swarm's stop and keeps the error to show."""
+    from autoswarm.up import Swarm
+
+    swarm = Swarm()
+    proposer = priced_proposer(MemoryLedger(), 0.04, answer())
+    swarm.run_proposers(SharedCoordinator(), "toy", [proposer], queue_ahead=10, poll_s=0.01)
+    assert swarm.stop.is_set() and isinstance(swarm.proposer_error, SpendCapReached)
+
+
+def test_up_shows_the_proposer_lines_under_its_live_table() -> None:
+    """A proposer's log line reaches the live view once, in the panel under the table."""
+    from rich.console import Console
+
+    from autoswarm.up import Swarm, render
+
+    swarm = Swarm()
+    logger = logging.getLogger("coordinator.proposers.llm")
+    logger.addHandler(swarm.log)
+    try:
+        logger.warning("llm: task %s: answer %d rejected: %s", "toy", 1, "no content")
+    finally:
+        logger.removeHandler(swarm.log)
+    console = Console(width=120, record=True)
+    console.print(render(SPEC, {"heads": []}, [], {}, [], swarm))
+    text = console.export_text()
+    assert text.count("answer 1 rejected: no content") == 1
+    assert text.index("answer 1 rejected") > text.index("latest experiments")
+
+
+def test_up_with_a_local_model_stops_at_its_token_cap_with_exit_1(
+    tmp_path: Path, task_dir: Path
+) -> None:
+    """`autoswarm up --proposer llm --api-base URL --cap-tokens N`: the local server answers
+    until the cap, then `up` stops with one error line and exit code 1."""
+    with chat_server(completion(answer(journal="- one")), completion("not json")) as server:
+        argv = [sys.executable, "-m", "autoswarm", "up", "--task", str(task_dir),
+                "--workers", "1", "--trust", "trusted-code", "--data-dir", str(tmp_path / "d"),
+                "--out", str(tmp_path / "out"), "--proposer", "llm", "--model", LOCAL,
+                "--api-base", server.url, "--cap-tokens", "5000",
+                "--llm-attempts", "2"]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 1, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "the proposer stopped" in errors[0]
+    assert "--cap-tokens" in done.stderr and len(server.requests) >= 1
+
+
+def test_concurrent_proposers_share_out_the_bound() -> None:
+    """--llm-concurrency 2: two proposer loops at once submit the bounded number in all."""
+    shared = SharedCoordinator()
+    ideas = [
+        answer(),
+        answer(title="Higher LR", search="LEARNING_RATE = 3e-4", replace="LEARNING_RATE = 6e-4"),
+        answer(title="Four layers", replace="DEPTH = 4  # layers"),
+    ]
+    proposers = [make_proposer(ideas), make_proposer(ideas)]
+    sent = run_proposer_loops(
+        shared, "toy", proposers, stop=threading.Event(), max_hypotheses=3, poll_s=0.01
+    )
+    assert sent == 3 and len(shared.submitted) == 3
+    assert all(p.calls > 0 for p in proposers)
+
+
+def test_vllm_model_without_an_endpoint_is_refused_before_any_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`hosted_vllm/...` with no --api-base and no HOSTED_VLLM_API_BASE: one clear error."""
+    monkeypatch.delenv("HOSTED_VLLM_API_BASE", raising=False)
+    with pytest.raises(InvalidInput, match=r"set HOSTED_VLLM_API_BASE.*or give --api-base"):
+        LLMProposer([ModelChoice("hosted_vllm/qwen")], spend=MemoryLedger(), cap_usd=1.0)
+
+
+def test_refused_key_ends_the_proposer_loop_with_the_reason() -> None:
+    """A 401 from the endpoint is not retried as a passing fault: the loop ends with it."""
+    refused = (401, "application/json", '{"error": {"message": "invalid api key"}}')
+    with chat_server(refused) as server:
+        proposer = local_proposer(server.url)
+        with pytest.raises(LLMRefused, match="invalid api key"):
+            run_proposer_loop(SharedCoordinator(), "toy", proposer, poll_s=0.01)
+    assert len(server.requests) == 1
+
+
+def test_api_base_keeps_the_providers_key_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--api-base with OPENAI_API_KEY set (a gateway): that key is sent, not a placeholder."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    with chat_server(completion(answer())) as server:
+        options = LLMOptions([LOCAL], api_base=[server.url], ledger=tmp_path / "spend.jsonl")
+        [proposer] = build_proposers("llm", options, seed=0)
+        assert proposer.propose(make_context()) is not None
+    assert server.requests[0]["headers"]["authorization"] == "Bearer sk-from-env"

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from coordinator.api.deps import Context
+from coordinator.api.deps import Context, known_token
 from coordinator.api.doorbell import Doorbell
 from coordinator.api.errors import install_error_handlers
 from coordinator.api.latency import RequestLatency
-from coordinator.api.limits import BodyLimit
+from coordinator.api.limits import Admission
 from coordinator.api.routes_admin import router as admin_router
 from coordinator.api.routes_dashboard import router as dashboard_router
 from coordinator.api.routes_ops import router as ops_router
@@ -27,13 +27,13 @@ from coordinator.indexer import Indexer
 from coordinator.judge_loop import JudgeLoop
 from coordinator.leader import Leadership
 from coordinator.metrics import Metrics
-from coordinator.reconcile import reconcile
+from coordinator.reconcile import Interrupted, Stopping, reconcile
 from coordinator.redis_server import EmbeddedRedis
 from coordinator.relay import Relay
 from coordinator.scheduler import Scheduler
 from coordinator.settings import CoordinatorSettings
-from coordinator.store import Store
-from coordinator.tokens import ensure_admin_token
+from coordinator.store import UNAVAILABLE, Store
+from coordinator.tokens import ensure_admin_token, hash_token
 from shared import __version__
 
 logger = logging.getLogger(__name__)
@@ -99,13 +99,27 @@ async def _background(ctx: Context) -> None:
             if ctx.embedded is not None:
                 ctx.embedded.ensure_running()
             await run_in_threadpool(_background_step, ctx)
+        except UNAVAILABLE as exc:
+            ctx.store.note_away("the reaper", exc)
         except Exception:
             logger.exception("background step failed; retrying")
         await asyncio.sleep(ctx.settings.reaper_interval_s)
 
 
-def create_app(settings: CoordinatorSettings) -> FastAPI:
-    """The coordinator's FastAPI app; its lifespan owns Redis, reconcile and the reaper."""
+async def _reconcile(scheduler: Scheduler, stopping: Stopping) -> None:
+    try:
+        applied = await run_in_threadpool(reconcile, scheduler, stopping)
+    except Interrupted as exc:  # the server shuts down once this startup ends
+        logger.warning("%s", exc)
+        return
+    if applied:
+        logger.warning("reconcile: %d kept changes re-applied", applied)
+
+
+def create_app(settings: CoordinatorSettings, stopping: Stopping = lambda: False) -> FastAPI:
+    """The coordinator's FastAPI app; its lifespan owns Redis, reconcile and the reaper.
+    `stopping` says whether the server was asked to stop (a signal during a long
+    reconcile cuts it short)."""
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -129,9 +143,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         app.state.ctx = ctx
         metrics.watch_store(store)
         if not leadership.shared:  # several processes: their parent reconciled before them
-            applied = await run_in_threadpool(reconcile, scheduler)
-            if applied:
-                logger.warning("reconcile: %d kept changes re-applied from the lineage", applied)
+            await _reconcile(scheduler, stopping)
         await run_in_threadpool(leadership.renew)
         judge_loop.start()
         task = asyncio.create_task(_background(ctx))
@@ -170,7 +182,14 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
             return settings.max_task_body_bytes
         return settings.max_body_bytes
 
-    app.add_middleware(BodyLimit, limit_for=limit_for)
+    async def token_known(token: str) -> bool:
+        return await known_token(app.state.ctx, hash_token(token)) is not None
+
+    def note_away(where: str, exc: BaseException) -> None:
+        app.state.ctx.store.note_away(where, exc)
+
+    # Before any route: a body is read only for a known token, and only up to its limit.
+    app.add_middleware(Admission, limit_for=limit_for, token_known=token_known, note_away=note_away)
     # Added last, so outermost: it times the whole answer, a refused body's 413 included.
     app.add_middleware(RequestLatency, metrics=metrics)
     return app

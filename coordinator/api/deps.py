@@ -108,15 +108,21 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
+async def known_token(ctx: Context, token_hash: str) -> TokenRecord | None:
+    """The token's record: from memory if read lately, else from Redis (in a thread)."""
+    record = ctx.known.cached_token(token_hash)
+    if record is None:
+        record = await run_in_threadpool(ctx.known.token, token_hash)
+    return record
+
+
 def require(*scopes: Scope) -> Callable[..., object]:
     """A dependency admitting admin and the given scopes; 401 unknown, 403 wrong scope."""
     allowed = {Scope.ADMIN, *scopes}
 
     async def check(request: Request, ctx: Ctx) -> Caller:
         token_hash = hash_token(_bearer(request))
-        record = ctx.known.cached_token(token_hash)
-        if record is None:
-            record = await run_in_threadpool(ctx.known.token, token_hash)
+        record = await known_token(ctx, token_hash)
         if record is None:
             raise Unauthorized("unknown token")
         if record.scope not in allowed:

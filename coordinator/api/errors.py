@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from coordinator.store import UNAVAILABLE
 from shared.errors import (
     AutoswarmError,
     Conflict,
@@ -25,6 +26,10 @@ from shared.errors import (
 )
 
 logger = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 1  # the embedded Redis restarts in 0.2-1.1 s
+AWAY = "the coordinator's store is away for a moment; retry shortly"
+
 
 # Most specific first: the first class an error is an instance of decides.
 STATUS: tuple[tuple[type[AutoswarmError], int, str], ...] = (
@@ -44,6 +49,8 @@ STATUS: tuple[tuple[type[AutoswarmError], int, str], ...] = (
 
 def error_response(status: int, kind: str, detail: str) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     return JSONResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
 
 
@@ -82,7 +89,16 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal", f"{type(exc).__name__}: try again later")
 
 
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # A handler of its own classes, not of Exception: answered here, not re-raised to the
+    # server (which would log a second traceback for each request while Redis restarts).
+    request.app.state.ctx.store.note_away(f"{request.method} {request.url.path}", exc)
+    return error_response(503, "unavailable", AWAY)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    for cls in UNAVAILABLE:
+        app.add_exception_handler(cls, _unavailable)
     app.add_exception_handler(AutoswarmError, _autoswarm_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -31,6 +31,7 @@ from coordinator.read_models import (
     LineageTree,
     Progress,
 )
+from coordinator.store import UNAVAILABLE
 from coordinator.store.query import ExperimentQuery
 from shared.errors import InvalidInput
 from shared.models import ExperimentKind, ExperimentState, ResultStatus, Scope, Verdict
@@ -79,6 +80,8 @@ def _indexed(feed: Feed) -> None:
     fails, the read answers from the indexes as they are; the feed's loop retries)."""
     try:
         feed.indexer.catch_up(limit=1000)
+    except UNAVAILABLE:
+        raise  # the read fails too: 503
     except Exception:
         logger.exception("read: the indexes could not catch up; answering from them as they are")
 

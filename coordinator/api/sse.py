@@ -24,7 +24,7 @@ from typing import Any
 from fastapi.concurrency import run_in_threadpool
 
 from coordinator.indexer import Indexer
-from coordinator.store import Store
+from coordinator.store import UNAVAILABLE, Store
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,9 @@ class Feed:
                     self._publish(events)
             except asyncio.CancelledError:
                 raise
+            except UNAVAILABLE as exc:
+                self.store.note_away("the event feed", exc)
+                await asyncio.sleep(1.0)
             except Exception:
                 logger.exception("feed: following the event stream failed; retrying in 1 s")
                 await asyncio.sleep(1.0)

@@ -1,14 +1,18 @@
 """What the LLM proposer tells the model: prompts from data files, fitted to a token budget.
 
 The prompt holds the task's rules (system prompt), program.md, the head's editable files,
-the research journal, a table of every hypothesis tried on the task, what is in flight,
-recent crashes with their log tails, and the best and worst recent diffs. It also chooses
-what to ask for: a repair of a crash with an obvious fault, or a new idea.
+the research journal, a table of every hypothesis tried on the task (verdict, delta and the
+judge's one-line reason), what is in flight, recent crashes with their log tails, the best
+and worst recent diffs, and the read-only files program.md names. It also chooses what to
+ask for: a repair of a crash with an obvious fault, or a new idea.
 
 Budgeting guarantees: the head's files are never cut; every hypothesis title is always
-listed (the oldest lose their verdict and delta first, then their titles are shortened);
-anything cut is cut at a line boundary, oldest first, with a note saying how much. The
-prompt exceeds its budget only when the head's files and the titles alone do (logged).
+listed (the oldest lose their verdict, delta and reason first, then their titles are
+shortened); anything cut is cut at a line boundary, oldest first, with a note saying how
+much. What is added, in order while it fits: the 30 newest full rows, 3 crashes, 2 best and
+2 worst diffs, the read-only files (cut to what is left), then older full rows. The prompt
+exceeds its budget only when the head's files and the titles alone do (logged).
+Host paths (a worker's folders in a log tail) never reach the model: `strip_host_paths`.
 It does not know the model's tokenizer: the caller passes a counter (`estimate_tokens`,
 characters / 4, when none is known).
 """
@@ -38,6 +42,7 @@ MAX_DIFFS = 2  # best and worst each
 DIFF_WINDOW = 50  # judged hypotheses a "recent" diff is chosen from
 MAX_DIFF_LINES = 80
 MAX_LOG_LINE_CHARS = 300
+MAX_REASON_CHARS = 160
 SHORT_TITLE_CHARS = 60
 # Piecewise token counts drift from the count of the whole text at section boundaries.
 _SAFETY = 0.98
@@ -60,6 +65,9 @@ _OBVIOUS_FAULTS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(r"TypeError.*(argument|positional|keyword|not callable|unsupported operand)"),
     ),
 )
+# A directory prefix of an absolute path ("/home/ada/.autoswarm/workers/w0/run/"), not of a URL.
+_PACKAGES_DIR = re.compile(r"(?<![\w/.~-])[/~][^\s\"':]*/(?:site|dist)-packages/")
+_HOST_DIR = re.compile(r"(?<![\w/.~-])(?:~/|/)(?:[\w.@+-]+/)+(?=[\w.@+-])")
 _ERROR_LINE = re.compile(r"^\s*[\w.]*(Error|Exception)\b.*|.*out of memory.*", re.IGNORECASE)
 
 
@@ -85,6 +93,11 @@ def extra_text(record: object, name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def strip_host_paths(text: str) -> str:
+    """`text` with every absolute path cut to its file name (a package's to its own path)."""
+    return _HOST_DIR.sub("", _PACKAGES_DIR.sub("", text))
+
+
 def base_title(title: str) -> str:
     """The idea a title names, without its "Repair: " prefixes."""
     while title.startswith(REPAIR_PREFIX):
@@ -105,7 +118,7 @@ class Fault:
 
 def error_line(log_tail: str) -> str:
     """The last line of a log tail that names an error, or its last non-empty line."""
-    lines = [line.rstrip() for line in log_tail.splitlines() if line.strip()]
+    lines = [line.rstrip() for line in strip_host_paths(log_tail).splitlines() if line.strip()]
     for line in reversed(lines):
         if _ERROR_LINE.match(line):
             return line.strip()[:MAX_LOG_LINE_CHARS]
@@ -167,6 +180,28 @@ def choose_repair(
             continue
         return RepairJob(summary, fault, idea, done + 1)
     return None
+
+
+def best_and_worst(
+    history: Sequence[HypothesisSummary | None], *, lower_is_better: bool
+) -> list[tuple[str, int]]:
+    """("best" | "worst", index) of the extremes among the last judged rows (None: skipped)."""
+    sign = -1.0 if lower_is_better else 1.0
+    deltas = {i: h.delta for i, h in enumerate(history) if h is not None and h.delta is not None}
+    recent = list(deltas)[-DIFF_WINDOW:]
+    ranked = sorted(recent, key=lambda i: sign * deltas[i], reverse=True)
+    best = ranked[:MAX_DIFFS]
+    worst = [i for i in reversed(ranked) if i not in best][:MAX_DIFFS]
+    return [("best", i) for i in best] + [("worst", i) for i in worst]
+
+
+def rows_worth_a_diff(history: Sequence[HypothesisSummary], *, lower_is_better: bool) -> set[int]:
+    """The history rows whose diff a prompt can show: the best and worst recent changes and
+    the newest crashes (a repair quotes the diff that crashed). The coordinator reads only
+    these diffs from git."""
+    rows = {i for _, i in best_and_worst(list(history), lower_is_better=lower_is_better)}
+    crashed = [i for i, h in enumerate(history) if h.verdict is Verdict.CRASHED]
+    return rows | set(crashed[-2 * MAX_CRASHES :])
 
 
 # -- the prompt -------------------------------------------------------------------------------
@@ -238,15 +273,21 @@ def _keep_lines(text: str, max_tokens: int, count: TokenCounter) -> tuple[str, i
 
 
 def _tail_lines(text: str, n: int) -> str:
-    lines = [line.rstrip() for line in text.splitlines() if line.strip()][-n:]
+    lines = [line.rstrip() for line in strip_host_paths(text).splitlines() if line.strip()][-n:]
     return "\n".join(
         line if len(line) <= MAX_LOG_LINE_CHARS else line[:MAX_LOG_LINE_CHARS] + " …"
         for line in lines
     )
 
 
+def _one_line(text: str, limit: int) -> str:
+    line = " ".join(strip_host_paths(text).replace("|", "/").split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _full_row(number: int, summary: HypothesisSummary) -> str:
-    return f"| {number} | {summary.title} | {summary.verdict} | {_fmt(summary.delta)} |"
+    reason = _one_line(summary.reason, MAX_REASON_CHARS)
+    return f"| {number} | {summary.title} | {summary.verdict} | {_fmt(summary.delta)} | {reason} |"
 
 
 def _short_row(number: int, summary: HypothesisSummary, short: bool) -> str:
@@ -261,24 +302,37 @@ def _crash_block(number: int, summary: HypothesisSummary) -> str:
     return f"### {number}. {summary.title}\n```\n{tail}\n```"
 
 
-def _diff_block(label: str, number: int, summary: HypothesisSummary) -> str:
-    lines = extra_text(summary, "diff").rstrip().splitlines()
+def clip_diff(diff: str, max_lines: int = MAX_DIFF_LINES) -> str:
+    """A diff's first `max_lines` lines, fenced, with a note of how many more there were."""
+    lines = diff.rstrip().splitlines()
     note = ""
-    if len(lines) > MAX_DIFF_LINES:
-        note = f"\n({len(lines) - MAX_DIFF_LINES} more diff lines omitted)"
-        lines = lines[:MAX_DIFF_LINES]
+    if len(lines) > max_lines:
+        note = f"\n({len(lines) - max_lines} more diff lines omitted)"
+        lines = lines[:max_lines]
     body = "\n".join(lines)
+    return f"```diff\n{body}\n```{note}"
+
+
+def _diff_block(label: str, number: int, summary: HypothesisSummary) -> str:
     head = f"### {label}: {number}. {summary.title} ({_fmt(summary.delta)})"
-    return f"{head}\n```diff\n{body}\n```{note}"
+    return f"{head}\n{clip_diff(extra_text(summary, 'diff'))}"
+
+
+def _read_only_block(path: str, text: str, dropped: int) -> str:
+    lang = "python" if path.endswith(".py") else ""
+    note = f"\n({dropped} more lines omitted)" if dropped else ""
+    return f"### {path} (read-only)\n```{lang}\n{text.rstrip()}\n```{note}"
 
 
 @dataclass
 class _Layout:
-    """Which optional parts are in: full rows (by history index), crashes, diffs."""
+    """Which optional parts are in: full rows (by history index), crashes, diffs, and the
+    read-only files (path: the lines kept, how many dropped)."""
 
     full: set[int] = field(default_factory=set)
     crashes: list[int] = field(default_factory=list)
     diffs: list[tuple[str, int]] = field(default_factory=list)
+    read_only: dict[str, tuple[str, int]] = field(default_factory=dict)
     short_titles: bool = False
     program: str = ""
     program_note: str = ""
@@ -311,7 +365,10 @@ class _Builder:
             )
         if layout.full:
             rows = [_full_row(i + 1, self.history[i]) for i in sorted(layout.full)]
-            parts.append("| # | title | verdict | delta |\n|---|---|---|---|\n" + "\n".join(rows))
+            parts.append(
+                "| # | title | verdict | delta | why (the judge) |\n|---|---|---|---|---|\n"
+                + "\n".join(rows)
+            )
         return "\n\n".join(parts)
 
     def crashes_section(self, layout: _Layout) -> str:
@@ -321,6 +378,16 @@ class _Builder:
         blocks = [_crash_block(i + 1, self.history[i]) for i in layout.crashes]
         if len(crashed) > len(layout.crashes):
             blocks.append(f"({len(crashed) - len(layout.crashes)} older crashes omitted)")
+        return "\n\n".join(blocks)
+
+    def read_only_section(self, layout: _Layout) -> str:
+        files = self.context.read_only_files
+        if not files:
+            return "(none named in program.md)"
+        blocks = [_read_only_block(path, *layout.read_only[path]) for path in layout.read_only]
+        left_out = [path for path in files if path not in layout.read_only]
+        if left_out:
+            blocks.append(f"({', '.join(left_out)} omitted: no room in the prompt)")
         return "\n\n".join(blocks)
 
     def diffs_section(self, layout: _Layout) -> str:
@@ -338,16 +405,8 @@ class _Builder:
 
     def diff_candidates(self) -> list[tuple[str, int]]:
         """("best" | "worst", history index) of recent judged hypotheses that carry a diff."""
-        sign = -1.0 if self.context.spec.lower_is_better else 1.0
-        judged = [
-            i
-            for i in range(len(self.history))
-            if self.history[i].delta is not None and extra_text(self.history[i], "diff")
-        ][-DIFF_WINDOW:]
-        ranked = sorted(judged, key=lambda i: sign * (self.history[i].delta or 0.0), reverse=True)
-        best = ranked[:MAX_DIFFS]
-        worst = [i for i in reversed(ranked) if i not in best][:MAX_DIFFS]
-        return [("best", i) for i in best] + [("worst", i) for i in worst]
+        with_diff = [h if extra_text(h, "diff") else None for h in self.history]
+        return best_and_worst(with_diff, lower_is_better=self.context.spec.lower_is_better)
 
     def user(self, layout: _Layout) -> str:
         in_flight = "\n".join(f"- {h.title}" for h in self.context.in_flight) or "(none)"
@@ -363,6 +422,7 @@ class _Builder:
             in_flight=in_flight,
             crashes=self.crashes_section(layout),
             diffs=self.diffs_section(layout),
+            read_only=self.read_only_section(layout),
             instruction=self.instruction,
         )
 
@@ -414,16 +474,18 @@ def build_prompt(
         upgrades.append(("crash", i, count(_crash_block(i + 1, history[i])) + 2))
     for j, (label, i) in enumerate(builder.diff_candidates()):
         upgrades.append((f"diff:{label}", j, count(_diff_block(label, i + 1, history[i])) + 2))
-    for i in newest_first[RECENT_FULL_ROWS:]:
-        upgrades.append(("row", i, _row_cost(builder, i, layout.short_titles)))
     diffs = builder.diff_candidates()
     taken: list[tuple[str, int]] = []
-    for kind, index, cost in upgrades:
-        if cost > room:
-            continue
-        room -= cost
-        taken.append((kind, index))
-        _apply(layout, kind, index, diffs)
+    room = _take(upgrades, room, taken, layout, diffs)
+    room = _take_read_only(builder, layout, room, taken)
+    older = newest_first[RECENT_FULL_ROWS:]
+    _take(
+        [("row", i, _row_cost(builder, i, layout.short_titles)) for i in older],
+        room,
+        taken,
+        layout,
+        diffs,
+    )
     # The whole text may count a little differently from its pieces: undo the last upgrades.
     while taken and builder.tokens(layout) > budget_tokens:
         kind, index = taken.pop()
@@ -431,7 +493,47 @@ def build_prompt(
     omitted_rows = len(history) - len(layout.full)
     if omitted_rows:
         notes.append(f"{omitted_rows} oldest rows as titles only")
+    for path in context.read_only_files:
+        dropped = layout.read_only[path][1] if path in layout.read_only else -1
+        if dropped:
+            notes.append(
+                f"{path} (read-only) " + ("left out" if dropped < 0 else f"cut by {dropped} lines")
+            )
     return Prompt(builder.system, builder.user(layout), builder.tokens(layout), tuple(notes))
+
+
+def _take(
+    upgrades: Sequence[tuple[str, int, int]],
+    room: int,
+    taken: list[tuple[str, int]],
+    layout: _Layout,
+    diffs: Sequence[tuple[str, int]],
+) -> int:
+    """Apply each upgrade that fits in `room`, in order; the room left."""
+    for kind, index, cost in upgrades:
+        if cost > room:
+            continue
+        room -= cost
+        taken.append((kind, index))
+        _apply(layout, kind, index, diffs)
+    return room
+
+
+def _take_read_only(
+    builder: _Builder, layout: _Layout, room: int, taken: list[tuple[str, int]]
+) -> int:
+    """Each read-only file, whole or cut at a line boundary to the room left; the room left."""
+    for index, (path, text) in enumerate(builder.context.read_only_files.items()):
+        overhead = builder.count(_read_only_block(path, "", 1)) + 4
+        if room <= overhead:
+            break
+        kept, dropped = _keep_lines(text, room - overhead, builder.count)
+        if not kept.strip():
+            break
+        layout.read_only[path] = (kept, dropped)
+        taken.append(("read", index))
+        room -= builder.count(kept) + overhead
+    return room
 
 
 def _row_cost(builder: _Builder, i: int, short: bool) -> int:
@@ -454,5 +556,7 @@ def _undo(layout: _Layout, kind: str, index: int, diffs: Sequence[tuple[str, int
         layout.full.discard(index)
     elif kind == "crash":
         layout.crashes.remove(index)
+    elif kind == "read":
+        layout.read_only.pop(list(layout.read_only)[-1])
     else:
         layout.diffs.remove(diffs[index])

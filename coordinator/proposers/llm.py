@@ -1,24 +1,26 @@
 """The LLM proposer: hypotheses from any litellm model, validated before they are submitted.
 
-The one module that imports litellm, and only when a proposer is built, so importing the
-coordinator never needs it (litellm is the optional `llm` extra). Models are litellm model
-strings (`openai/...`, `anthropic/...`, `ollama_chat/...`, `hosted_vllm/...`); several with
-weights share one Router group, fallbacks are further groups tried in order, and retries are
-the Router's (`num_retries`), never a loop of ours. Keys come only from the environment
-(`load_secret_file` fills it from a KEY=VALUE file) and are never logged.
+litellm itself is behind `coordinator.proposers.llm_client` (imported only when a proposer is
+built). Each model may have its own endpoint (`--api-base`) and key variable
+(`--api-key-env`); a model with neither a key nor an endpoint is refused when the proposer is
+built, before any call.
 
 What `propose` guarantees: a hypothesis it returns changes only editable files, parses, fits
 the size limit, and is neither the head, nor code in the history or in flight, nor code this
-proposer returned before. Each answer that fails a check is re-asked with the reason, at most
-`max_attempts` calls per hypothesis; then it gives up with `None` and a logged reason. Every
-call's cost (litellm's own figure) is recorded in the spend ledger with the title it produced;
-before each call the task's spend plus a conservative estimate of the call (its prompt and
-`max_output_tokens` at the dearest configured model's price) must stay within `cap_usd`,
-otherwise it raises `SpendCapReached` and makes no call.
+proposer returned before. Each answer that fails a check, and each answer that is not a
+usable chat completion at all (no choices, no message, no content, HTML, truncated JSON), is
+rejected and asked again, at most `max_attempts` calls per hypothesis; then it gives up with
+`None` and a logged reason. A call abandoned by `abandon_on`'s event raises `CallAbandoned`.
 
-What it does not do: submit (the proposer loop does), run code, or know prices litellm does
-not know (such a model counts as free unless `params` sets `input_cost_per_token` and
-`output_cost_per_token`).
+Spend: every call is recorded in the spend ledger with its tokens (the endpoint's count, else
+ours) and its dollars (the researcher's price, else litellm's price list, else $0) and the
+title it produced. Before each call, the task's dollars plus the call's dearest estimate (its
+prompt and `max_output_tokens`) must stay within `cap_usd`, and, when any model has no known
+price, the tokens spent at no price plus the call's must stay within `cap_tokens`; otherwise
+it raises `SpendCapReached` and makes no call.
+
+What it does not do: submit (the proposer loop does), run code, or count a call abandoned in
+flight (the endpoint may still bill it).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,7 +39,7 @@ from coordinator.proposers.context import (
     RepairJob,
     build_prompt,
     choose_repair,
-    estimate_tokens,
+    clip_diff,
     extra_text,
     render,
 )
@@ -54,7 +57,19 @@ from coordinator.proposers.ledger import (
     SpendClient,
     SpendLedger,
 )
-from shared.errors import AutoswarmError, InvalidInput, SpendCapReached
+from coordinator.proposers.llm_client import (
+    PRIMARY_GROUP,
+    CallAbandoned,
+    LLMClient,
+    LLMRefused,
+    LLMUnavailable,
+    Malformed,
+    ModelChoice,
+    Reply,
+    check_endpoint,
+    parse_model_choice,
+)
+from shared.errors import InvalidInput, SpendCapReached
 from shared.models import (
     MAX_FILE_BYTES,
     MAX_RATIONALE_CHARS,
@@ -63,26 +78,27 @@ from shared.models import (
     ProposerContext,
 )
 
+__all__ = [
+    "PRIMARY_GROUP",
+    "CallAbandoned",
+    "LLMProposer",
+    "LLMRefused",
+    "LLMUnavailable",
+    "ModelChoice",
+    "load_secret_file",
+    "parse_model_choice",
+]
+
 logger = logging.getLogger(__name__)
 
-PRIMARY_GROUP = "primary"
 # A rejected answer is echoed back to the model; past this it is cut (it is the model's own).
 MAX_ECHO_CHARS = 16_000
+# The default of --cap-tokens: tokens at no known price (about $2 at $1 per million).
+DEFAULT_CAP_TOKENS = 2_000_000
+# A repair prompt quotes at most this much of the diff that crashed.
+MAX_REPAIR_DIFF_LINES = 60
 
 MockResponse = str | Exception
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """One litellm model string, its share of the calls, and extra litellm params.
-
-    `params` go to the Router deployment as they are (`api_base`, `api_key` as
-    "os.environ/NAME", custom prices, or litellm's own `mock_response` in tests).
-    """
-
-    model: str
-    weight: float = 1.0
-    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 class TextHypothesis(Protocol):
@@ -105,10 +121,6 @@ class _Pending:
     author: str
 
 
-class LLMUnavailable(AutoswarmError):
-    """Every model and fallback failed this call (network, rate limit, key); try again later."""
-
-
 @dataclass(frozen=True)
 class _Job:
     """What to ask the model for, and what the hypothesis keeps whatever the model says."""
@@ -117,28 +129,6 @@ class _Job:
     title: str | None = None  # None: the model's title
     rationale_prefix: str = ""
     author: str = ""
-
-
-@dataclass(frozen=True)
-class _Reply:
-    text: str
-    model: str
-    cost_usd: float
-    tokens: int
-
-
-def parse_model_choice(text: str) -> ModelChoice:
-    """A CLI model option: a litellm model string, with an optional weight ("MODEL=3")."""
-    model, sep, weight = text.strip().rpartition("=")
-    if not sep:
-        model, weight = text.strip(), "1"
-    try:
-        value = float(weight)
-    except ValueError:
-        raise InvalidInput(f"model {text!r}: weight {weight!r} is not a number") from None
-    if not model or value <= 0:
-        raise InvalidInput(f"model {text!r}: expected MODEL or MODEL=WEIGHT with WEIGHT > 0")
-    return ModelChoice(model, value)
 
 
 def load_secret_file(path: str | Path) -> list[str]:
@@ -159,14 +149,6 @@ def load_secret_file(path: str | Path) -> list[str]:
     return names
 
 
-def _litellm() -> Any:
-    """litellm, imported on first use, with its price list read from the package (no fetch)."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    return litellm
-
-
 class LLMProposer:
     """Proposes hypotheses with a language model: new ideas, repairs, humans' ideas (see module)."""
 
@@ -176,6 +158,7 @@ class LLMProposer:
         *,
         spend: SpendLedger,
         cap_usd: float,
+        cap_tokens: int = DEFAULT_CAP_TOKENS,
         fallbacks: Sequence[ModelChoice] = (),
         journal: JournalStore | None = None,
         max_attempts: int = 3,
@@ -190,14 +173,19 @@ class LLMProposer:
     ) -> None:
         if not models:
             raise InvalidInput("the LLM proposer needs at least one model")
-        if max_attempts < 1 or cap_usd < 0:
-            raise InvalidInput("max_attempts must be at least 1 and cap_usd not negative")
-        self.models = tuple(models)
-        self.fallbacks = tuple(fallbacks)
+        if max_attempts < 1 or cap_usd < 0 or cap_tokens < 0:
+            raise InvalidInput("max_attempts must be at least 1 and the caps not negative")
+        if mock_response is None:
+            for choice in (*models, *fallbacks):
+                check_endpoint(choice)
+        self.client = LLMClient(models, fallbacks, num_retries=num_retries, timeout_s=timeout_s)
+        self.models = self.client.models
+        self.fallbacks = self.client.fallbacks
         self.name = f"llm:{self.models[0].model}"
         self.spend: SpendLedger = spend
         self.journal = journal if journal is not None else MemoryLedger()
         self.cap_usd = cap_usd
+        self.cap_tokens = cap_tokens
         self.max_attempts = max_attempts
         self.token_budget = token_budget
         self.max_output_tokens = max_output_tokens
@@ -206,14 +194,18 @@ class LLMProposer:
         self.max_file_bytes = max_file_bytes
         self.calls = 0  # completion calls made, failed ones included
         self.conversation: list[dict[str, str]] = []  # the messages of the latest call
+        self.stop = threading.Event()
         self._mocks = _mock_iterator(mock_response)
         self._proposed: set[str] = set()
         self._repaired: set[str] = set()
         self._implemented: set[str] = set()
-        self._deployments: dict[str, ModelChoice] = {}
-        self._router = self._build_router(num_retries, timeout_s)
+        self._prices = {c.model: self.client.prices(c) for c in self.client.choices}
 
     # -- public -----------------------------------------------------------------------------
+
+    def abandon_on(self, stop: threading.Event) -> None:
+        """From now on, a call in flight is abandoned at once when `stop` is set."""
+        self.stop = stop
 
     def report_spend_to(self, client: SpendClient) -> None:
         """From now on, also tell the coordinator what each call cost (for its /metrics)."""
@@ -266,7 +258,9 @@ class LLMProposer:
             (i + 1 for i, h in enumerate(context.history) if h is job.crashed), len(context.history)
         )
         diff = extra_text(job.crashed, "diff").strip()
-        diff_note = f"\nThe change that crashed:\n```diff\n{diff}\n```\n" if diff else ""
+        diff_note = ""
+        if diff:
+            diff_note = f"\nThe change that crashed:\n{clip_diff(diff, MAX_REPAIR_DIFF_LINES)}\n"
         instruction = render(
             "repair.md",
             number=number,
@@ -293,7 +287,7 @@ class LLMProposer:
             instruction=job.instruction,
             journal=self.journal.journal(task_id),
             budget_tokens=self.token_budget,
-            count=self._count,
+            count=self.client.count,
         )
         if prompt.notes:
             logger.info("llm: task %s: prompt fitted: %s", task_id, "; ".join(prompt.notes))
@@ -305,10 +299,20 @@ class LLMProposer:
         reasons: list[str] = []
         for attempt in range(1, self.max_attempts + 1):
             self._check_cap(task_id, messages)
-            reply = self._complete(messages)
+            try:
+                reply = self._complete(messages)
+            except Malformed as bad:  # the endpoint's fault, not the model's: asked again as is
+                self._record(
+                    task_id, messages, bad.model, bad.prompt_tokens, 0, f"(rejected) {bad}"
+                )
+                logger.warning("llm: task %s: answer %d rejected: %s", task_id, attempt, bad)
+                reasons.append(bad.reason)
+                continue
             outcome = self._judge(context, job, reply)
             title = f"(rejected) {outcome}" if isinstance(outcome, str) else outcome.title
-            self.spend.record(task_id, reply.model, reply.cost_usd, reply.tokens, title[:200])
+            cost = self._record(
+                task_id, messages, reply.model, reply.prompt_tokens, reply.completion_tokens, title
+            )
             if isinstance(outcome, HypothesisCreate):
                 logger.info(
                     "llm: task %s: %r from %s after %d calls ($%.4f)",
@@ -316,23 +320,12 @@ class LLMProposer:
                     outcome.title,
                     reply.model,
                     attempt,
-                    reply.cost_usd,
+                    cost,
                 )
                 return outcome
             logger.info("llm: task %s: answer %d rejected: %s", task_id, attempt, outcome)
             reasons.append(outcome)
-            earlier = ""
-            if len(reasons) > 1:
-                earlier = "Earlier answers were rejected too:\n" + "\n".join(
-                    f"- {reason}" for reason in reasons[:-1]
-                )
-                earlier += "\n"
-            retry = render("retry.md", reason=outcome, earlier=earlier)
-            messages = [
-                *first,
-                {"role": "assistant", "content": reply.text[:MAX_ECHO_CHARS]},
-                {"role": "user", "content": retry},
-            ]
+            messages = self._retry_messages(first, reply, reasons)
         logger.warning(
             "llm: task %s: giving up after %d rejected answers; last: %s",
             task_id,
@@ -341,7 +334,24 @@ class LLMProposer:
         )
         return None
 
-    def _judge(self, context: ProposerContext, job: _Job, reply: _Reply) -> HypothesisCreate | str:
+    @staticmethod
+    def _retry_messages(
+        first: list[dict[str, str]], reply: Reply, reasons: list[str]
+    ) -> list[dict[str, str]]:
+        earlier = ""
+        if len(reasons) > 1:
+            earlier = "Earlier answers were rejected too:\n" + "\n".join(
+                f"- {reason}" for reason in reasons[:-1]
+            )
+            earlier += "\n"
+        retry = render("retry.md", reason=reasons[-1], earlier=earlier)
+        return [
+            *first,
+            {"role": "assistant", "content": reply.text[:MAX_ECHO_CHARS]},
+            {"role": "user", "content": retry},
+        ]
+
+    def _judge(self, context: ProposerContext, job: _Job, reply: Reply) -> HypothesisCreate | str:
         """The hypothesis an answer makes, or the reason it is rejected."""
         try:
             answer = parse_answer(reply.text)
@@ -372,78 +382,9 @@ class LLMProposer:
             parent_commit=context.head_commit,
         )
 
-    # -- litellm ------------------------------------------------------------------------------
+    # -- calls, spend and caps ----------------------------------------------------------------
 
-    def _build_router(self, num_retries: int, timeout_s: float) -> Any:
-        model_list: list[dict[str, Any]] = []
-        groups = [(PRIMARY_GROUP, self.models)] + [
-            (f"fallback-{j}", (choice,)) for j, choice in enumerate(self.fallbacks)
-        ]
-        for group, choices in groups:
-            for i, choice in enumerate(choices):
-                deployment_id = f"{group}-{i}"
-                self._deployments[deployment_id] = choice
-                params = {"model": choice.model, "weight": choice.weight, **choice.params}
-                model_list.append(
-                    {
-                        "model_name": group,
-                        "litellm_params": params,
-                        "model_info": {"id": deployment_id},
-                    }
-                )
-        fallbacks = [{PRIMARY_GROUP: [group for group, _ in groups[1:]]}] if self.fallbacks else []
-        return _litellm().Router(
-            model_list=model_list,
-            fallbacks=fallbacks,
-            num_retries=num_retries,
-            timeout=timeout_s,
-        )
-
-    def _count(self, text: str) -> int:
-        try:
-            return int(_litellm().token_counter(model=self.models[0].model, text=text))
-        except Exception:  # an unknown tokenizer must not stop a proposal
-            return estimate_tokens(text)
-
-    def _estimate_usd(self, messages: list[dict[str, str]]) -> float:
-        """The most the next call can cost: its prompt and a full answer at the dearest price."""
-        prompt_tokens = sum(self._count(m["content"]) + 4 for m in messages)
-        dearest = 0.0
-        for choice in self.models + self.fallbacks:
-            input_usd, output_usd = self._prices(choice)
-            dearest = max(dearest, prompt_tokens * input_usd + self.max_output_tokens * output_usd)
-        return dearest
-
-    @staticmethod
-    def _prices(choice: ModelChoice) -> tuple[float, float]:
-        if "input_cost_per_token" in choice.params or "output_cost_per_token" in choice.params:
-            return (
-                float(choice.params.get("input_cost_per_token", 0.0)),
-                float(choice.params.get("output_cost_per_token", 0.0)),
-            )
-        try:
-            info = _litellm().get_model_info(choice.model)
-        except Exception:  # litellm raises a bare Exception for a model it has no price for
-            return 0.0, 0.0
-        return float(info.get("input_cost_per_token") or 0.0), float(
-            info.get("output_cost_per_token") or 0.0
-        )
-
-    def _check_cap(self, task_id: str, messages: list[dict[str, str]]) -> None:
-        total = self.spend.total(task_id)
-        if total >= self.cap_usd:
-            raise SpendCapReached(
-                f"task {task_id}: LLM spend ${total:.4f} has reached the cap of "
-                f"${self.cap_usd:.4f}; no further calls"
-            )
-        estimate = self._estimate_usd(messages)
-        if total + estimate > self.cap_usd + 1e-12:
-            raise SpendCapReached(
-                f"task {task_id}: LLM spend ${total:.4f} plus the next call's estimate "
-                f"${estimate:.4f} would pass the cap of ${self.cap_usd:.4f}; no further calls"
-            )
-
-    def _complete(self, messages: list[dict[str, str]]) -> _Reply:
+    def _complete(self, messages: list[dict[str, str]]) -> Reply:
         kwargs: dict[str, Any] = {"max_tokens": self.max_output_tokens}
         if self.temperature is not None:
             kwargs["temperature"] = self.temperature
@@ -452,31 +393,60 @@ class LLMProposer:
             kwargs["mock_response"] = mock
         self.calls += 1
         self.conversation = list(messages)
-        try:
-            response = self._router.completion(model=PRIMARY_GROUP, messages=messages, **kwargs)
-        except Exception as exc:  # litellm has many error classes; each means this call failed
-            summary = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            raise LLMUnavailable(f"every model failed: {type(exc).__name__}: {summary}") from exc
-        hidden = getattr(response, "_hidden_params", {}) or {}
-        choice = self._deployments.get(str(hidden.get("model_id")))
-        model = choice.model if choice else str(hidden.get("litellm_model_name") or response.model)
-        return _Reply(
-            text=response.choices[0].message.content or "",
-            model=model,
-            cost_usd=self._cost(response, hidden),
-            tokens=int(getattr(response.usage, "total_tokens", 0) or 0),
-        )
+        return self.client.complete(messages, stop=self.stop, **kwargs)
 
-    @staticmethod
-    def _cost(response: Any, hidden: Mapping[str, Any]) -> float:
-        cost = hidden.get("response_cost")
-        if cost is None:
-            try:
-                cost = _litellm().completion_cost(completion_response=response)
-            except Exception:  # no price known: counted as free, and said so
-                logger.warning("llm: no price known for %s; its cost counts as 0", response.model)
-                cost = 0.0
-        return float(cost)
+    def _prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        return sum(self.client.count(m["content"]) + 4 for m in messages)
+
+    def _record(
+        self,
+        task_id: str,
+        messages: list[dict[str, str]],
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        title: str,
+    ) -> float:
+        """Record one call's tokens and dollars in the ledger; the dollars."""
+        model = model or self.models[0].model
+        prompt_tokens = prompt_tokens or self._prompt_tokens(messages)
+        prices = self._prices.get(model)
+        if prices is None and model not in self._prices:
+            prices = self._prices[self.client.choice_of(model).model]
+        cost = prompt_tokens * prices[0] + completion_tokens * prices[1] if prices else 0.0
+        self.spend.record(task_id, model, cost, prompt_tokens + completion_tokens, title[:200])
+        return cost
+
+    def _check_cap(self, task_id: str, messages: list[dict[str, str]]) -> None:
+        """Raise `SpendCapReached` when the next call could pass a cap (see the module doc)."""
+        entries = self.spend.entries(task_id)
+        total = sum(e.cost_usd for e in entries)
+        if total >= self.cap_usd:
+            raise SpendCapReached(
+                f"task {task_id}: LLM spend ${total:.4f} has reached the cap of "
+                f"${self.cap_usd:.4f} (--cap-usd); no further calls"
+            )
+        prompt_tokens = self._prompt_tokens(messages)
+        prices = list(self._prices.values())
+        estimate = max(
+            prompt_tokens * p[0] + self.max_output_tokens * p[1] if p else 0.0 for p in prices
+        )
+        if total + estimate > self.cap_usd + 1e-12:
+            raise SpendCapReached(
+                f"task {task_id}: LLM spend ${total:.4f} plus the next call's estimate "
+                f"${estimate:.4f} would pass the cap of ${self.cap_usd:.4f} (--cap-usd); "
+                "no further calls"
+            )
+        if all(prices):
+            return
+        unpriced = sum(e.tokens for e in entries if e.cost_usd == 0)
+        next_tokens = prompt_tokens + self.max_output_tokens
+        if unpriced + next_tokens > self.cap_tokens:
+            raise SpendCapReached(
+                f"task {task_id}: {unpriced} tokens spent at no known price plus the next "
+                f"call's {next_tokens} would pass the cap of {self.cap_tokens} tokens "
+                "(--cap-tokens; --price-in/--price-out give a price); no further calls"
+            )
 
 
 def _mock_iterator(

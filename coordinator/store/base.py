@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -16,6 +19,10 @@ from coordinator.store.scripts import Scripts
 logger = logging.getLogger(__name__)
 
 FieldValue = str | int | float | bool | None
+
+# What Redis raises while it is away (restarting, loading its file, unreachable): the API
+# answers these 503 with Retry-After, the one fault worth retrying unchanged.
+UNAVAILABLE: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
 
 
 def encode_fields(fields: Mapping[str, FieldValue]) -> str:
@@ -33,6 +40,28 @@ def encode_fields(fields: Mapping[str, FieldValue]) -> str:
     return json.dumps(out)
 
 
+class OutageLog:
+    """One log line each time Redis goes away, not one per request it fails (a restart
+    fails every request for up to a second): a line once `quiet_s` passed without one."""
+
+    def __init__(self, quiet_s: float = 5.0) -> None:
+        self.quiet_s = quiet_s
+        self._last = -math.inf
+        self._lock = threading.Lock()
+
+    def note(self, where: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        with self._lock:
+            quiet, self._last = now - self._last >= self.quiet_s, now
+        if quiet:
+            logger.warning(
+                "redis: away (%s: %s), first seen by %s; answering 503 until it is back",
+                type(exc).__name__,
+                exc,
+                where,
+            )
+
+
 class StoreBase:
     """One Redis connection pool for text, one for file contents (bytes), the scripts, and
     the task records read so far (a registered task never changes)."""
@@ -45,6 +74,7 @@ class StoreBase:
         self._raw: redis.Redis = redis.Redis.from_url(url, decode_responses=False)
         self._scripts = Scripts(self._r)
         self._tasks: dict[str, TaskRecord] = {}
+        self._outages = OutageLog()
         # Tasks whose stored record does not validate, already warned about.
         self._unreadable: set[str] = set()
 
@@ -58,6 +88,11 @@ class StoreBase:
             return bool(self._r.ping())
         except redis.RedisError:
             return False
+
+    def note_away(self, where: str, exc: BaseException) -> None:
+        """Log that Redis is away (an `UNAVAILABLE` error met by `where`): one line per
+        outage, no traceback."""
+        self._outages.note(where, exc)
 
     def appendonly_enabled(self) -> bool:
         """Whether the server keeps an append-only file (CONFIG GET; False if not allowed)."""

@@ -1,0 +1,425 @@
+"""How fast each offline search finds a good configuration: best score after 10/20/40 explores
+and after as many runs of any kind, mean ± sd over seeds.
+
+Searches: the study proposer (Optuna TPE through the swarm's keep loop), the mutation
+proposer (the same loop), plain Optuna TPE and random search over the same space (each trial
+one run, no head, no replication). Tasks: tasks/sharpe, scored in-process exactly as the
+runner scores it (strategy.py run as __main__, then evaluate.py as __main__, its `sharpe:`
+line read; data made once by make_data.py), and `noisy`, a known function of seven constants
+with Gaussian noise (minimised, sigma 0.003), where the best score is the true value of what
+the search would keep.
+
+The keep loop is the swarm with one worker, as the judge decides (coordinator/judge.py): the
+head is measured by baselines (2 on a deterministic task: they agree exactly; 3 on a noisy
+one), an explore that beats the head by max(min_effect, 2 sigma sqrt(1 + 1/n)) is replicated
+and kept if the replicate beats it too; a new head on a noisy task gets one more baseline.
+
+    .venv/bin/python bench/proposer_search.py [--task sharpe|noisy] [--seeds 5] [--explores 40]
+    .venv/bin/python bench/proposer_search.py --check 4   # in-process scores vs the runner's
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import io
+import math
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+
+from coordinator.proposers.base import Proposer
+from coordinator.proposers.mutation import MutationProposer, find_constants
+from coordinator.proposers.space import build_space
+from coordinator.proposers.study import StudyProposer, rewrite
+from shared.models import HypothesisSummary, ProposerContext, Verdict
+from shared.task import Direction, MetricSpec, TaskSpec, hash_files, load_task
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINTS = (10, 20, 40)
+Z = 2.0  # the judge's default noise multiplier (coordinator/settings.py)
+
+
+@dataclass
+class Task:
+    """An editable file, its scorer (None: the run crashed) and its true value."""
+
+    spec: TaskSpec
+    path: str
+    source: str
+    score: Callable[[str, random.Random], float | None]
+    truth: Callable[[str], float | None]
+    noisy: bool
+
+
+# ---- sharpe, in-process --------------------------------------------------------------------
+
+
+def sharpe_task(work: Path) -> Task:
+    """tasks/sharpe scored as the runner scores it, in this process (see the module doc)."""
+    task_dir = work / "task"
+    shutil.copytree(REPO / "tasks" / "sharpe", task_dir)
+    env = {
+        "AUTOSWARM_DATA_DIR": str(work / "data"),
+        "AUTOSWARM_HELDOUT_DIR": str(work / "heldout"),
+        "AUTOSWARM_OUT_DIR": str(work / "out"),
+        "AUTOSWARM_ARTIFACTS_DIR": str(work / "out"),
+    }
+    os.environ.update(env)
+    subprocess.run([sys.executable, "make_data.py"], cwd=task_dir, check=True, capture_output=True)
+    sys.path.insert(0, str(task_dir))
+    evaluate = compile((task_dir / "evaluate.py").read_text(), "evaluate.py", "exec")
+    cache: dict[str, float | None] = {}
+
+    def run(source: str) -> float | None:
+        key = hashlib.sha256(source.encode()).hexdigest()
+        if key not in cache:
+            cache[key] = _run_sharpe(source, evaluate, task_dir)
+        return cache[key]
+
+    return Task(
+        spec=load_task(task_dir),
+        path="strategy.py",
+        source=(task_dir / "strategy.py").read_text(),
+        score=lambda source, _rng: run(source),
+        truth=run,
+        noisy=False,
+    )
+
+
+def _run_sharpe(source: str, evaluate: object, task_dir: Path) -> float | None:
+    out = io.StringIO()
+    cwd = Path.cwd()
+    try:
+        os.chdir(task_dir)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            exec(compile(source, "strategy.py", "exec"), {"__name__": "__main__"})
+            exec(evaluate, {"__name__": "__main__"})  # type: ignore[arg-type]
+    except (Exception, SystemExit):  # a crash of the run or an evaluator refusal: no score
+        return None
+    finally:
+        os.chdir(cwd)
+    found = re.findall(r"^sharpe:\s+(\S+)$", out.getvalue(), re.MULTILINE)
+    return float(found[-1]) if found else None
+
+
+# ---- the noisy stand-in --------------------------------------------------------------------
+
+NOISY_SOURCE = """LEARNING_RATE = 3e-4  # step size
+BATCH_SIZE = 2**5  # rows per step
+DEPTH = 4  # layers
+WARMUP_STEPS = 100  # steps of linear warmup
+WEIGHT_DECAY = 0.1  # AdamW weight decay
+ADAM_BETA2 = 0.95  # second-moment decay
+DROPOUT = 0.1  # dropout probability
+"""
+NOISE = 0.003
+
+
+def noisy_value(source: str) -> float | None:
+    """The true val_bpb of a configuration; None where it diverges (LR above 0.03)."""
+    c = {k.name: float(k.value) for k in find_constants(source)}
+    lr, batch = c["LEARNING_RATE"], c["BATCH_SIZE"]
+    if lr > 0.03 or batch < 1 or c["DEPTH"] < 1 or not 0 < c["ADAM_BETA2"] < 1:
+        return None
+    best_lr = 3e-3 * math.sqrt(batch / 128)  # the best rate grows with the batch
+    return (
+        1.0
+        + 0.05 * math.log10(lr / best_lr) ** 2
+        + 0.02 * math.log2(batch / 128) ** 2
+        + 0.03 * ((c["DEPTH"] - 8) / 4) ** 2
+        + 0.01 * math.log10(max(c["WARMUP_STEPS"], 1) / 400) ** 2
+        + 0.01 * math.log10(max(c["WEIGHT_DECAY"], 1e-6) / 0.03) ** 2
+        + 0.02 * math.log10((1 - c["ADAM_BETA2"]) / 0.005) ** 2
+        + 0.1 * max(c["DROPOUT"], 0.0)
+    )
+
+
+def noisy_task() -> Task:
+    spec = TaskSpec(
+        name="noisy",
+        editable=("train.py",),
+        min_effect=0.002,
+        metric=MetricSpec(name="val_bpb", direction=Direction.MINIMIZE),
+    )
+
+    def score(source: str, rng: random.Random) -> float | None:
+        value = noisy_value(source)
+        return None if value is None else value + rng.gauss(0.0, NOISE)
+
+    return Task(spec, "train.py", NOISY_SOURCE, score, noisy_value, noisy=True)
+
+
+# ---- the keep loop -------------------------------------------------------------------------
+
+
+@dataclass
+class Trace:
+    """The true score of what the search holds, after each explore and after each run."""
+
+    by_explore: list[float] = field(default_factory=list)
+    by_run: list[float] = field(default_factory=list)
+
+
+def _beats(value: float, runs: list[float], sigma: float, spec: TaskSpec) -> bool:
+    mean = statistics.fmean(runs)
+    gain = mean - value if spec.lower_is_better else value - mean
+    return gain > max(spec.min_effect, Z * sigma * math.sqrt(1 + 1 / len(runs)))
+
+
+def _sigma(pairs: list[list[float]]) -> float:
+    squares = sum(sum((v - statistics.fmean(p)) ** 2 for v in p) for p in pairs if len(p) > 1)
+    df = sum(len(p) - 1 for p in pairs if len(p) > 1)
+    return math.sqrt(squares / df) if df else 0.0
+
+
+def keep_loop(task: Task, proposer: Proposer, explores: int, seed: int) -> Trace:
+    """The swarm with one worker (see the module doc), until `explores` explores ran."""
+    rng = random.Random(seed)
+    head_source = task.source
+    head_truth = task.truth(head_source)
+    assert head_truth is not None
+    trace = Trace()
+    head_runs: list[float] = []
+    measured: list[list[float]] = []  # every code version's runs, for the pooled sigma
+
+    def run(source: str) -> float | None:
+        trace.by_run.append(head_truth)  # type: ignore[arg-type]
+        return task.score(source, rng)
+
+    for _ in range(3 if task.noisy else 2):
+        head_runs.append(run(head_source) or 0.0)
+    measured.append(head_runs)
+    history: list[HypothesisSummary] = []
+    while len(trace.by_explore) < explores:
+        context = ProposerContext(
+            task_id=task.spec.name,
+            spec=task.spec,
+            head_commit=f"head-{len(measured)}",
+            head_files={task.path: head_source},
+            head_metric=statistics.fmean(head_runs),
+            history=history,
+        )
+        hypothesis = proposer.propose(context)
+        if hypothesis is None or hypothesis.change is None:
+            break
+        source = hypothesis.change[task.path]
+        metric = run(source)
+        verdict, kept = Verdict.DISCARDED, False
+        if metric is None:
+            verdict = Verdict.CRASHED
+        elif _beats(metric, head_runs, _sigma(measured), task.spec):
+            replicate = run(source)
+            pair = [metric] + ([replicate] if replicate is not None else [])
+            kept = replicate is not None and _beats(
+                replicate, head_runs, _sigma(measured), task.spec
+            )
+            verdict = Verdict.KEPT if kept else Verdict.NOT_REPRODUCED
+            measured.append(pair)
+            metric = statistics.fmean(pair)
+        mean = statistics.fmean(head_runs)
+        history.append(
+            HypothesisSummary(
+                hypothesis_id=f"h{len(history)}",
+                title=hypothesis.title,
+                proposer=hypothesis.proposer,
+                verdict=verdict,
+                delta=None if metric is None else metric - mean,
+                metric=metric,
+                change_hash=hash_files({p: c.encode() for p, c in hypothesis.change.items()}),
+                rationale=hypothesis.rationale,
+            )
+        )
+        if kept:
+            head_source, head_runs = source, measured[-1]
+            head_truth = task.truth(source)
+            trace.by_run[-1] = head_truth  # type: ignore[assignment]  # kept as the replicate ended
+            if task.noisy:  # the new head's third baseline
+                head_runs.append(run(head_source) or 0.0)
+        trace.by_explore.append(head_truth)  # type: ignore[arg-type]
+    return trace
+
+
+# ---- plain optimizers ----------------------------------------------------------------------
+
+
+# Ranges a person who knows the task would give TPE ("well set up"), on the scales the
+# proposer infers (a decay as its distance to 1): lookbacks up to most of the 250-day history,
+# a learning rate up to where training diverges.
+HAND_RANGES = {
+    "sharpe": {
+        "LOOKBACK_DAYS": (1, 200),
+        "SKIP_DAYS": (0, 20),
+        "VOL_LOOKBACK_DAYS": (2, 200),
+        "THRESHOLD": (0.01, 5.0),
+        "VOL_EXPONENT": (0.01, 2.0),
+        "HORIZON_DECAY": (1e-3, 0.5),
+    },
+    "noisy": {
+        "LEARNING_RATE": (1e-5, 0.1),
+        "BATCH_SIZE": (2, 10),
+        "DEPTH": (1, 32),
+        "WARMUP_STEPS": (1, 2000),
+        "WEIGHT_DECAY": (1e-4, 1.0),
+        "ADAM_BETA2": (1e-3, 0.5),
+        "DROPOUT": (1e-3, 0.5),
+    },
+}
+
+
+def optimizer_search(
+    task: Task, sampler: optuna.samplers.BaseSampler, trials: int, seed: int, *, hand: bool
+) -> Trace:
+    """Optuna with `sampler`, the shipped values first; each trial one run. It holds the
+    configuration with the best score seen. The space is the proposer's inferred one around
+    the shipped values, or (`hand`) HAND_RANGES on the same scales."""
+    constants = find_constants(task.source, task.path)
+    dimensions = build_space(constants, [])
+    if hand:
+        ranges = HAND_RANGES[task.spec.name]
+        dimensions = [
+            dataclasses.replace(d, low=float(ranges[d.label][0]), high=float(ranges[d.label][1]))
+            for d in dimensions
+        ]
+    rng = random.Random(seed)
+    study = optuna.create_study(
+        direction="minimize" if task.spec.lower_is_better else "maximize", sampler=sampler
+    )
+    study.enqueue_trial({d.label: d.coordinate(d.constant.value) for d in dimensions})
+    trace = Trace()
+    best: tuple[float, float] | None = None  # (observed, true)
+    worst = math.inf if task.spec.lower_is_better else -math.inf
+    for _ in range(trials):
+        trial = study.ask()
+        values = {}
+        for d in dimensions:
+            if d.integer:
+                x: float = trial.suggest_int(
+                    d.label, int(d.low), int(d.high), log=d.log and d.low >= 1
+                )
+            else:
+                x = trial.suggest_float(d.label, d.low, d.high, log=d.log and d.low > 0)
+            values[d.label] = d.value(x)
+        moved = {
+            d.label: values[d.label] for d in dimensions if values[d.label] != d.constant.value
+        }
+        source = rewrite({task.path: task.source}, dimensions, moved).get(task.path, task.source)
+        observed = task.score(source, rng)
+        if observed is None:
+            study.tell(trial, -worst if math.isinf(worst) else worst)
+        else:
+            study.tell(trial, observed)
+            worst = max(worst, observed) if task.spec.lower_is_better else min(worst, observed)
+            if best is None or task.spec.is_better(observed, best[0]):
+                best = (observed, task.truth(source) or 0.0)
+        held = best[1] if best else (task.truth(task.source) or 0.0)
+        trace.by_explore.append(held)
+        trace.by_run.append(held)
+    return trace
+
+
+# ---- the in-process score checked against the runner -------------------------------------
+
+
+def check_against_runner(task: Task, count: int, work: Path) -> None:
+    """Score the shipped file and `count - 1` random configurations both in-process and
+    through worker.runner.Runner (unsandboxed), and print both."""
+    from worker.runner import Runner
+    from worker.sandbox import Unsandboxed
+
+    runner = Runner(work_root=work / "runs", cache_root=work / "cache", sandbox=Unsandboxed())
+    dimensions = build_space(find_constants(task.source, task.path), [])
+    rng = random.Random(0)
+    for n in range(count):
+        moved = {} if n == 0 else {d.label: d.value(rng.uniform(d.low, d.high)) for d in dimensions}
+        source = rewrite({task.path: task.source}, dimensions, moved).get(task.path, task.source)
+        task_dir = work / f"check-{n}"
+        shutil.copytree(REPO / "tasks" / "sharpe", task_dir)
+        (task_dir / task.path).write_text(source)
+        result = runner.run(task_dir, load_task(task_dir))
+        print(f"in-process {task.truth(source)!r}, runner {result.metric!r} ({result.status})")
+
+
+# ---- the table -----------------------------------------------------------------------------
+
+SEARCHES: dict[str, Callable[[Task, int, int], Trace]] = {
+    "study proposer (TPE, keep loop)": lambda t, n, s: keep_loop(t, StudyProposer(seed=s), n, s),
+    "mutation proposer (keep loop)": lambda t, n, s: keep_loop(t, MutationProposer(seed=s), n, s),
+    "Optuna TPE, hand-set ranges": lambda t, n, s: optimizer_search(
+        t, optuna.samplers.TPESampler(seed=s, multivariate=True), n, s, hand=True
+    ),
+    "Optuna TPE, inferred ranges": lambda t, n, s: optimizer_search(
+        t, optuna.samplers.TPESampler(seed=s, multivariate=True), n, s, hand=False
+    ),
+    "random search, hand-set ranges": lambda t, n, s: optimizer_search(
+        t, optuna.samplers.RandomSampler(seed=s), n, s, hand=True
+    ),
+}
+
+
+def _cell(traces: list[list[float]], at: int) -> str:
+    values = [trace[min(at, len(trace)) - 1] for trace in traces if trace]
+    if not values:
+        return "-"
+    return f"{statistics.fmean(values):.3f} ± {statistics.pstdev(values):.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=("sharpe", "noisy"), default="sharpe")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--explores", type=int, default=max(CHECKPOINTS))
+    parser.add_argument("--only", default="", help="run only the searches whose name has this")
+    parser.add_argument("--check", type=int, default=0, help="sharpe: check N scores, then stop")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        task = sharpe_task(Path(tmp)) if args.task == "sharpe" else noisy_task()
+        if args.check:
+            check_against_runner(task, args.check, Path(tmp))
+            return
+        shipped = task.truth(task.source)
+        started = time.monotonic()
+        print(
+            f"{args.task}: shipped {task.spec.metric.name} {shipped:.4f}, "
+            f"{args.seeds} seeds, {datetime.date.today()}, {platform.node()}, "
+            f"{os.cpu_count()} CPUs"
+        )
+        header = " | ".join(f"@{n}" for n in CHECKPOINTS)
+        print(f"| search | per | {header} |")
+        print("| --- | --- | " + " | ".join("---" for _ in CHECKPOINTS) + " |")
+        for name, search in SEARCHES.items():
+            if args.only not in name:
+                continue
+            traces = [search(task, args.explores, seed) for seed in range(args.seeds)]
+            for per, runs in (
+                ("explore", [t.by_explore for t in traces]),
+                ("run", [t.by_run for t in traces]),
+            ):
+                if per == "run" and runs == [t.by_explore for t in traces]:
+                    continue
+                cells = " | ".join(_cell(runs, n) for n in CHECKPOINTS)
+                print(
+                    f"| {name} | {per if 'keep' in name else 'explore = run'} | {cells} |",
+                    flush=True,
+                )
+        print(f"({time.monotonic() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
