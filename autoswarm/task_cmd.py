@@ -32,7 +32,11 @@ def check(
     path: Path = TaskPath,
     as_json: bool = typer.Option(False, "--json", help="Print the resolved spec as JSON."),
 ) -> None:
-    """Print a task's resolved specification, or the error that stops it loading."""
+    """Print a task's resolved specification, what it resolved and why, and what this machine
+    cannot provide for it; or the error that stops it loading."""
+    from autoswarm.task_explain import explain_task
+    from worker.hardware import detect_hardware
+
     spec = load_or_exit(path)
     if as_json:
         console.print_json(spec.model_dump_json())
@@ -44,6 +48,15 @@ def check(
         shown = json.dumps(value) if isinstance(value, dict | list) else str(value)
         table.add_row(key, shown)
     console.print(table)
+    try:
+        explained = explain_task(path, spec, has_cuda=lambda: bool(detect_hardware().gpus))
+    except TaskError as exc:
+        err_console.print(f"[red]error:[/red] bad task folder {path}: {exc}")
+        raise typer.Exit(2) from None
+    for name, value, why in explained.rows:
+        console.print(f"{name}: {plain(value)}  [dim]({plain(why)})[/dim]")
+    for warning in explained.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {plain(warning)}")
 
 
 @task_app.command("run")

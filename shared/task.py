@@ -1,13 +1,14 @@
 """The task format: a folder with `task.toml`, `program.md`, editable and protected files.
 
 A karpathy/autoresearch checkout (train.py, prepare.py, program.md, no task.toml)
-loads with the defaults of `TaskSpec` below, which are that checkout's own. Every problem
-with a folder is reported as one `TaskError` naming the file and the field, never as a
-traceback.
+loads with AR's defaults (`_layout_defaults`). Every problem with a folder is reported as one
+`TaskError` naming the file and the field, never as a traceback.
 
 Folder conventions the runner relies on:
 - the prepare step runs once per task version in a cache folder; what it writes to
-  `data/` is visible to the run, what it writes to `heldout/` only to the evaluator;
+  `data/` is visible to the run, what it writes to `heldout/` only to the evaluator, what
+  it leaves under its HOME (`~/.cache/<name>`) to every run at the same place under its HOME;
+- a folder with its own locked project (`shared.environment`) runs in its own environment;
 - the run writes its artifacts to `out/` in its work folder;
 - evaluator files (`[scoring] files`) are never copied into the run's work folder.
 """
@@ -20,10 +21,19 @@ import stat
 import tomllib
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shared.environment import (
+    KERNEL_REPO,
+    EnvironmentFilesError,
+    EnvironmentKind,
+    EnvironmentPlan,
+    kernel_repos,
+    plan_environment,
+    read_environment_files,
+)
 from shared.errors import TaskError
 from shared.wire import Prose
 
@@ -83,7 +93,10 @@ class MetricSpec(_Frozen):
         return self.range is not None and not self.range[0] <= score <= self.range[1]
 
 
-PYTHON_NAMES = ("python", "python3")  # a command starting so runs the worker's own interpreter
+PYTHON_NAMES = ("python", "python3")  # a command starting so runs the task's interpreter
+# karpathy/autoresearch: 5 min of training, killed past 10 min in all (its program.md).
+AR_STARTUP_S = 240.0
+AR_GRACE_S = 60.0
 
 
 def preloadable(command: tuple[str, ...]) -> bool:
@@ -91,9 +104,31 @@ def preloadable(command: tuple[str, ...]) -> bool:
     return len(command) >= 2 and command[0] in PYTHON_NAMES and command[1].endswith(".py")
 
 
+def without_uv_run(command: tuple[str, ...]) -> tuple[str, ...]:
+    """`uv run [python] X.py ARGS...` as `python X.py ARGS...`: X.py in the task's environment
+    (the worker builds it from the task's lock; `uv` itself never runs in the sandbox)."""
+    if not command or command[0] != "uv":
+        return command
+    rest = command[2:] if command[1:2] == ("run",) else ()
+    if rest[:1] and rest[0] in PYTHON_NAMES:
+        rest = rest[1:]
+    if not rest or not rest[0].endswith(".py"):
+        raise ValueError("`uv` is understood only as `uv run [python] SCRIPT.py [ARGS...]`")
+    return ("python", *rest)
+
+
 class RunSpec(_Frozen):
     command: tuple[str, ...] = ("python", "train.py")
     prepare: tuple[str, ...] | None = None
+    # "auto": the task's own environment when it carries a locked project (pyproject.toml +
+    # uv.lock, or requirements.txt; `shared.environment`), else the worker's. "worker":
+    # always the worker's.
+    environment: Literal["auto", "worker"] = "auto"
+    # Hub repositories the run loads with `kernels.get_kernel` at import: fetched in the
+    # prepare phase (the only one with network) into the prepared home's hub cache.
+    kernels: tuple[Annotated[str, Field(pattern=KERNEL_REPO, max_length=200)], ...] = Field(
+        default=(), max_length=16
+    )
     startup_s: float = Field(default=30.0, ge=0, le=3600)
     grace_s: float = Field(default=5.0, ge=0, le=600)
     # Modules every run imports before its script, whose clock starts only after them; a
@@ -103,6 +138,13 @@ class RunSpec(_Frozen):
     preload: tuple[
         Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")], ...
     ] = Field(default=(), max_length=64)
+
+    @field_validator("command", "prepare", mode="after")
+    @classmethod
+    def _without_uv_run(cls, command: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if command is not None and not command:
+            raise ValueError("a command needs at least one word")
+        return None if command is None else without_uv_run(command)
 
     @model_validator(mode="after")
     def _check_preload(self) -> RunSpec:
@@ -261,10 +303,7 @@ def _spec_data(root: Path) -> dict[str, Any]:
         return _toml_to_spec_dict(raw, _default_name(root))
     if (root / TASK_FILE).exists():
         raise TaskError(TASK_FILE, None, "not a regular file")
-    data: dict[str, Any] = {"name": _default_name(root)}
-    if _is_file(root, "prepare.py"):
-        data["run"] = {"prepare": ["python", "prepare.py"]}
-    return data
+    return _layout_defaults(root)
 
 
 def load_task(folder: str | Path) -> TaskSpec:
@@ -288,7 +327,47 @@ def load_task(folder: str | Path) -> TaskSpec:
     _check_files_exist(root, spec)
     if (root / PROGRAM_FILE).exists() or (root / PROGRAM_FILE).is_symlink():
         _is_file(root, PROGRAM_FILE)  # a link is refused here, not only when read
+    task_environment(root, spec)
     return spec
+
+
+def _layout_defaults(root: Path) -> dict[str, Any]:
+    """The spec of a folder without task.toml: karpathy/autoresearch's layout. With its own
+    locked project (AR's pyproject.toml + uv.lock) the defaults are AR's: one CUDA GPU, its
+    own environment, 5 minutes of training killed past 10 in all, kernels warmed."""
+    data: dict[str, Any] = {"name": _default_name(root)}
+    run: dict[str, Any] = {}
+    if _is_file(root, "prepare.py"):
+        run["prepare"] = ["python", "prepare.py"]
+    try:
+        plan = plan_environment(_environment_files(root))
+    except EnvironmentFilesError as exc:
+        raise TaskError(exc.file, None, exc.message) from None
+    if plan.kind is EnvironmentKind.UV_LOCK:
+        data["resources"] = {"device": Device.CUDA.value}
+        run |= {"startup_s": AR_STARTUP_S, "grace_s": AR_GRACE_S}
+        if _is_file(root, "train.py"):
+            run["kernels"] = list(kernel_repos(_read_file(root, "train.py")))
+    if run:
+        data["run"] = run
+    return data
+
+
+def task_environment(folder: str | Path, spec: TaskSpec) -> EnvironmentPlan:
+    """The `shared.environment.EnvironmentPlan` of a task folder; `TaskError` when its
+    environment files cannot be read."""
+    files = _environment_files(Path(folder))
+    try:
+        return plan_environment(files, worker_only=spec.run.environment == "worker")
+    except EnvironmentFilesError as exc:
+        raise TaskError(exc.file, None, exc.message) from None
+
+
+def _environment_files(root: Path) -> dict[str, bytes]:
+    try:
+        return read_environment_files(root)
+    except EnvironmentFilesError as exc:
+        raise TaskError(exc.file, None, exc.message) from None
 
 
 def _check_files_exist(root: Path, spec: TaskSpec) -> None:
@@ -319,6 +398,7 @@ def read_task_files(folder: str | Path, spec: TaskSpec) -> dict[str, bytes]:
     for extra in (PROGRAM_FILE, TASK_FILE):
         if _is_file(root, extra):
             files[extra] = _read_file(root, extra)
+    files |= _environment_files(root)
     return files
 
 

@@ -134,6 +134,7 @@ def run_checks(
     if trust == "sandboxed":
         checks += check_limits(cgroups.find())
     checks.append(check_disk(work_dir or Path.home()))
+    checks.append(check_uv())
     if coordinator_url:
         checks += check_coordinator(coordinator_url)
     return checks
@@ -397,6 +398,17 @@ def check_disk(path: Path) -> Check:
     if free_gb < DISK_WARN_GB:
         return Check("disk", Status.WARN, f"{detail}: large tasks may not fit")
     return Check("disk", Status.OK, detail)
+
+
+def check_uv() -> Check:
+    """uv, which builds the environments of tasks that carry their own locked project."""
+    from worker.environments import find_uv
+
+    uv = find_uv()
+    if uv is None:
+        why = "tasks with their own pyproject.toml + uv.lock or requirements.txt fail to prepare"
+        return Check("uv", Status.WARN, f"not installed: {why}; pip install uv")
+    return Check("uv", Status.OK, f"{uv}: builds tasks' own environments")
 
 
 def check_coordinator(url: str) -> list[Check]:

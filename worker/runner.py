@@ -2,12 +2,15 @@
 
 Layout of one experiment under `work_root/run-<id>/`:
     work/        the run's working folder and HOME: editable and protected files,
-                 data/ (the prepared data, read-only), out/ (its artifacts), .tmp/
+                 data/ (the prepared data, read-only), out/ (its artifacts), .tmp/, and
+                 what prepare left under its HOME, at the same place (read-only)
     run.log      the run's stdout and stderr
     eval/        evaluator mode: protected and evaluator files, data/, heldout/,
                  artifacts/ (copies of the regular files in the run's out/)
     eval.log     the evaluator's stdout and stderr
-The prepare cache is `cache_root/prepare/<key>/` with data/ and heldout/.
+The prepare cache is `cache_root/prepare/<key>/` with data/, heldout/ and home/ (the
+prepare step's HOME); a task's own environment is `cache_root/envs/<key>/`
+(`worker.environments`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from shared.errors import AutoswarmError, SummaryError
+from shared.environment import read_environment_files
+from shared.errors import AutoswarmError, SummaryError, TaskError
 from shared.models import MAX_LOG_TAIL_CHARS, Result, ResultStatus
 from shared.summary import parse_summary, read_metric
 from shared.task import (
@@ -42,6 +46,17 @@ from shared.task import (
     TaskSpec,
     hash_files,
     protected_hashes,
+    task_environment,
+)
+from worker.environments import (
+    HOME,
+    KERNELS_WARM,
+    EnvironmentBuildFailed,
+    TaskEnvironment,
+    build_environment,
+    environment_key,
+    link_home,
+    ready_environment,
 )
 from worker.hardware import VramSampler
 from worker.leftovers import ArtifactsRefused, copy_artifacts, hash_file, remove_tree
@@ -90,14 +105,21 @@ class PrepareError(AutoswarmError):
     """A task's prepare step failed: the machinery cannot run it, the experiment is not at fault."""
 
 
-def prepare_key(task_dir: Path, spec: TaskSpec, heldout_secret: str | None = None) -> str:
+def prepare_key(
+    task_dir: Path, spec: TaskSpec, heldout_secret: str | None = None, environment: str = ""
+) -> str:
     """The cache key of a task version: its protected and evaluator files, task.toml, prepare,
-    and the hash of its held-out secret (a new secret: new held-out data)."""
+    the kernels it fetches, the hash of its held-out secret (a new secret: new held-out
+    data) and the key of its environment (prepare runs in it)."""
     files = {path: (task_dir / path).read_bytes() for path in spec.protected + spec.scoring.files}
     toml_path = task_dir / TASK_FILE
     if toml_path.is_file():
         files[TASK_FILE] = toml_path.read_bytes()
     files["\0prepare"] = repr(spec.run.prepare).encode()
+    if spec.run.kernels:
+        files["\0kernels"] = repr(spec.run.kernels).encode()
+    if environment:
+        files["\0environment"] = environment.encode()
     if heldout_secret:
         files["\0heldout-secret"] = hashlib.sha256(heldout_secret.encode()).hexdigest().encode()
     return hash_files(files)[:32]
@@ -114,6 +136,8 @@ class _Experiment:
     prepared: Path
     budget_s: float
     hashes: dict[str, str]
+    # The task's own environment (None: the worker's).
+    environment: TaskEnvironment | None = None
     # Through PRELOAD_MAIN (`[run] preload`), unless the editable code writes its own
     # environment, which must then come before every import, as in `python train.py`.
     preload: bool = False
@@ -156,6 +180,11 @@ class Runner:
     - each run gets a fresh work folder holding copies of the editable and protected files
       (protected ones read-only) and the prepared `data/`; never the evaluator files, never
       `heldout/`; the environment is scrubbed (`worker.sandbox.scrub_env`);
+    - a task with its own locked project runs its `python` commands, prepare and evaluator
+      included, with its own environment's interpreter, built in `prepare` (a build that
+      fails is a `PrepareError` naming the package and the lock), read-only in the run;
+    - what the prepare step left under its HOME is under the run's HOME at the same
+      place, read-only, and the hub is offline (`HF_HUB_OFFLINE=1`);
     - the budget is enforced from outside: the tree gets SIGTERM at budget + startup_s +
       grace_s and SIGKILL a second later; when `run` returns, no process of the run or of
       the evaluator is alive, however it ended (see `worker.process` for the exact rules);
@@ -210,6 +239,7 @@ class Runner:
         self.last_experiment_dir: Path | None = None
         self._vram: VramSampler | None = None
         self._warm: _Warm | None = None
+        self._environments: dict[Path, TaskEnvironment | None] = {}
 
     # ---- prepare -------------------------------------------------------------------------
 
@@ -221,16 +251,20 @@ class Runner:
         on_tick: OnTick | None = None,
         heldout_secret: str | None = None,
     ) -> Path:
-        """The prepared folder of this task version, running `run.prepare` once (trusted);
+        """The prepared folder of this task version, running `run.prepare` once (trusted), in
+        the task's own environment, built first when it has one (`worker.environments`);
         `heldout_secret` reaches the prepare step alone (see `HELDOUT_SECRET_ENV`)."""
-        key = prepare_key(task_dir, spec, heldout_secret)
+        environment = self._environment(task_dir, spec, on_tick)
+        env_key = "" if environment is None else environment.root.name
+        key = prepare_key(task_dir, spec, heldout_secret, env_key)
         root = self.cache_root / "prepare"
         final = root / key
+        self._environments[final] = environment
         if final.is_dir():
             return final
         root.mkdir(parents=True, exist_ok=True)
-        if spec.run.prepare is None:
-            for name in ("data", "heldout"):
+        if spec.run.prepare is None and not spec.run.kernels:
+            for name in ("data", "heldout", HOME):
                 (final / name).mkdir(parents=True, exist_ok=True)
             return final
         with _locked(root / f"{key}.lock", on_tick):
@@ -238,14 +272,39 @@ class Runner:
                 return final
             tmp = root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
             try:
-                self._run_prepare(task_dir, spec, tmp, on_tick, heldout_secret)
-                for name in ("data", "heldout"):
+                self._run_prepare(task_dir, spec, tmp, on_tick, heldout_secret, environment)
+                for name in ("data", "heldout", HOME):
                     _make_readonly(tmp / name)
                 tmp.rename(final)
             finally:
                 remove_tree(tmp)
         logger.info("runner: task %s prepared in %s", spec.name, final)
         return final
+
+    def _environment(
+        self, task_dir: Path, spec: TaskSpec, on_tick: OnTick | None
+    ) -> TaskEnvironment | None:
+        """The task's own environment, built once per lock and platform; None: the worker's."""
+        try:
+            plan = task_environment(task_dir, spec)
+        except TaskError as exc:
+            raise PrepareError(f"task {spec.name}: {exc}") from None
+        if not plan.own:
+            return None
+        envs = self.cache_root / "envs"
+        root = envs / environment_key(read_environment_files(task_dir), plan)
+        built = ready_environment(root)
+        if built is not None:
+            return built
+        envs.mkdir(parents=True, exist_ok=True)
+        with _locked(envs / f"{root.name}.lock", on_tick):
+            built = ready_environment(root)  # another runner built it while we waited
+            if built is not None:
+                return built
+            try:
+                return build_environment(task_dir, plan, root, on_tick=on_tick)
+            except EnvironmentBuildFailed as exc:
+                raise PrepareError(f"task {spec.name}: {exc}") from None
 
     def _run_prepare(
         self,
@@ -254,19 +313,37 @@ class Runner:
         tmp: Path,
         on_tick: OnTick | None,
         heldout_secret: str | None,
+        environment: TaskEnvironment | None,
     ) -> None:
-        assert spec.run.prepare is not None
-        for name in ("data", "heldout", ".tmp"):
+        """The prepare step, then the hub kernels the run loads at import (`[run] kernels`),
+        with HOME at tmp/home: what they leave there every run finds under its own HOME."""
+        for name in ("data", "heldout", ".tmp", HOME):
             (tmp / name).mkdir(parents=True)
         _copy_files(task_dir, tmp, spec.protected + spec.scoring.files, readonly=False)
-        env = self._env(tmp)
+        env = scrub_env(os.environ, home=tmp / HOME, tmp_dir=tmp / ".tmp") | self.extra_env
         env["AUTOSWARM_DATA_DIR"] = str(tmp / "data")
         env["AUTOSWARM_HELDOUT_DIR"] = str(tmp / "heldout")
-        if heldout_secret:
-            env[HELDOUT_SECRET_ENV] = heldout_secret
+        python = sys.executable if environment is None else environment.python
+        if spec.run.kernels:
+            self._prepare_step(
+                spec, [python, "-c", KERNELS_WARM, *spec.run.kernels], tmp, env, on_tick
+            )
+        if spec.run.prepare is not None:
+            if heldout_secret:
+                env[HELDOUT_SECRET_ENV] = heldout_secret
+            self._prepare_step(spec, _resolve(spec.run.prepare, python), tmp, env, on_tick)
+
+    def _prepare_step(
+        self,
+        spec: TaskSpec,
+        argv: list[str],
+        tmp: Path,
+        env: dict[str, str],
+        on_tick: OnTick | None,
+    ) -> None:
         log_path = tmp / "prepare.log"
         outcome = supervise(
-            _resolve(spec.run.prepare),
+            argv,
             cwd=tmp,
             env=env,
             log_path=log_path,
@@ -319,6 +396,7 @@ class Runner:
                 prepared=prepared,
                 budget_s=budget,
                 hashes=hashes,
+                environment=self._environments.get(prepared),
                 preload=preload,
             )
         self.last_experiment_dir = x.exp_dir
@@ -402,7 +480,9 @@ class Runner:
         env["AUTOSWARM_BUDGET_S"] = f"{x.budget_s:g}"
         env["AUTOSWARM_OUT_DIR"] = str(work / "out")
         env["AUTOSWARM_DATA_DIR"] = str(work / "data")
+        env["HF_HUB_OFFLINE"] = "1"  # the hub cache prepare warmed; runs have no network
         readonly = [work / p for p in spec.protected] + [work / "data"]
+        readonly += link_home(x.prepared / HOME, work, _link_tree)
         return work, env, readonly, [work]
 
     def _start_run(
@@ -422,7 +502,7 @@ class Runner:
             command = ["python", "-c", PRELOAD_MAIN, *x.spec.run.preload, "--", *command[1:]]
         return self._start(
             x.spec, command, work, env, x.exp_dir / "run.log", x.run_id,
-            readonly=readonly, writable=writable, gated=x.preload,
+            readonly=readonly, writable=writable, gated=x.preload, environment=x.environment,
         )  # fmt: skip
 
     def _run_in(
@@ -560,7 +640,7 @@ class Runner:
         return self._start(
             spec, spec.scoring.command, ev, env, x.exp_dir / "eval.log", f"{x.run_id}-eval",
             readonly=readonly, writable=[ev],
-            gated=spec.scoring.start is EvaluatorStart.WITH_RUN,
+            gated=spec.scoring.start is EvaluatorStart.WITH_RUN, environment=x.environment,
         )  # fmt: skip
 
     def _evaluate(
@@ -607,11 +687,15 @@ class Runner:
         readonly: Sequence[Path],
         writable: Sequence[Path],
         gated: bool = False,
+        environment: TaskEnvironment | None = None,
     ) -> Started:
-        """`command` started in the sandbox, under the task's limits (not yet watched)."""
+        """`command` started in the sandbox, under the task's limits (not yet watched), in
+        the task's environment (read-only) when it has one."""
         cpu = spec.resources.device is Device.CPU
+        python = sys.executable if environment is None else environment.python
+        readonly = [*readonly, *(() if environment is None else environment.readonly)]
         argv = self.sandbox.wrap(
-            _resolve(command), work_dir=cwd, readonly=readonly, writable=writable, env=env
+            _resolve(command, python), work_dir=cwd, readonly=readonly, writable=writable, env=env
         )
         limits = Limits(
             open_files=OPEN_FILES,
@@ -734,11 +818,11 @@ def _cache_env(caches: Mapping[str, Path]) -> dict[str, str]:
     return {name: str(path) for name, path in caches.items()}
 
 
-def _resolve(command: Sequence[str]) -> list[str]:
-    """The command with a leading `python` replaced by this interpreter."""
+def _resolve(command: Sequence[str], python: str) -> list[str]:
+    """The command with a leading `python` replaced by `python` (the task's interpreter)."""
     argv = list(command)
     if argv and argv[0] in PYTHON_NAMES:
-        argv[0] = sys.executable
+        argv[0] = python
     return argv
 
 
