@@ -35,7 +35,7 @@ def autoresearch_layout(root: Path) -> Path:
 
 
 def test_autoresearch_layout_loads_with_defaults(tmp_path: Path) -> None:
-    """train.py + prepare.py + program.md and no task.toml: the defaults of a karpathy/autoresearch checkout."""
+    """train.py + prepare.py + program.md, no task.toml: a karpathy/autoresearch checkout."""
     spec = load_task(autoresearch_layout(tmp_path / "myrun"))
     assert spec.name == "myrun"
     assert spec.editable == ("train.py",)
