@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -555,6 +556,86 @@ def test_removed_files_still_held_count_in_the_disk_cap(
     assert "over its disk cap of 32 MB" in result.log_tail
     assert "in removed files still held" in result.log_tail
     assert result.status is ResultStatus.CRASH
+
+
+@contextlib.contextmanager
+def own_volume(root: Path, size_mb: int) -> Iterator[Path]:
+    """A tmpfs of its own at root/vol: what it holds is what runs there put on the host."""
+    volume = root / "vol"
+    volume.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", volume], check=True)
+    try:
+        yield volume
+    finally:
+        subprocess.run(["umount", "-l", volume], check=False)
+
+
+def used_bytes(path: Path) -> int:
+    """Bytes in use on the file system holding `path`."""
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+@pytest.mark.sandbox
+def test_a_burst_past_the_disk_cap_never_lands_on_the_hosts_disk(
+    tmp_path: Path, bwrap_sandbox: BwrapSandbox
+) -> None:
+    """~500 MB fallocated at once against a 32 MB cap: the host's file system holding the
+    work folder never gains more than the cap, and the run is a crash naming the cap."""
+    if os.geteuid() != 0:
+        pytest.skip("measures on a file system mounted for the test: needs root")
+    with own_volume(tmp_path, 1024) as volume:
+        task = hostile_task(volume, "disk_burst.py")
+        runner = runner_with(bwrap_sandbox, volume)
+        runner.prepare(task, load_task(task))
+        baseline = used_bytes(volume)
+        peak, done = [baseline], threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak.append(max(peak[-1], used_bytes(volume)))
+                time.sleep(0.001)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            result = runner.run(task, load_task(task))
+        finally:
+            done.set()
+            sampler.join()
+    assert max(peak) - baseline <= 32 * 2**20, f"{(max(peak) - baseline) >> 20} MB landed"
+    assert "LEAK" not in result.log_tail, result.log_tail
+    assert result.status is ResultStatus.CRASH
+    assert "disk cap of 32 MB" in (result.error or ""), result.error
+
+
+CAPPED_EVAL_TOML = EVAL_TOML + "\n[resources]\ndisk_mb = 32\n"
+CAPPED_EVAL_TRAIN = (
+    EVAL_TRAIN
+    + """
+st = os.statvfs(".")
+print(f"work folder size: {st.f_blocks * st.f_frsize >> 20} MB")
+"""
+)
+
+
+@pytest.mark.sandbox
+def test_an_honest_run_in_a_capped_work_folder_still_scores(
+    tmp_path: Path, bwrap_sandbox: BwrapSandbox
+) -> None:
+    """The run's work folder is a file system of disk_mb; its out/ still reaches the evaluator."""
+    if bwrap_sandbox.work_cap_refused is not None:
+        pytest.skip(f"no kernel-enforced work folder here: {bwrap_sandbox.work_cap_refused}")
+    files = {
+        "train.py": CAPPED_EVAL_TRAIN,
+        "prepare.py": EVAL_PREPARE,
+        "evaluate.py": EVAL_EVALUATE,
+    }
+    task = make_task(tmp_path, CAPPED_EVAL_TOML, files)
+    result = runner_with(bwrap_sandbox, tmp_path).run(task, load_task(task))
+    assert "work folder size: 32 MB" in result.log_tail, result.log_tail
+    assert result.status is ResultStatus.OK, result.error
+    assert result.metric == 2.0
 
 
 def become_nobody() -> None:

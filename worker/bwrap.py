@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from shared.errors import SandboxUnavailable
-from worker import cgroups
+from worker import cgroups, workfs
 from worker.sandbox import Sandbox, Unsandboxed
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,7 @@ class BwrapSandbox:
         gpu: bool | None = None,
         extra_readonly: Sequence[Path] = (),
         use_cgroups: bool = True,
+        cap_work: bool = True,
         launcher: Path = LAUNCHER,
     ) -> None:
         found = resolve_bwrap(bwrap)
@@ -163,6 +164,8 @@ class BwrapSandbox:
         self.options = bwrap_options(found)
         self.launcher = launcher
         self.cgroups = cgroups.find(prepare=True) if use_cgroups else cgroups.Absent("turned off")
+        # None: each run's work folder is a tmpfs of disk_mb (`worker.workfs`); else why not.
+        self.work_cap_refused = workfs.probe() if cap_work else "turned off"
         if isinstance(self.cgroups, cgroups.Cgroups):
             for folder in cgroups.remove_leftovers(self.cgroups):
                 logger.warning("sandbox: removed the control group %s a run left behind", folder)
@@ -175,8 +178,10 @@ class BwrapSandbox:
         readonly: Sequence[Path],
         writable: Sequence[Path],
         env: Mapping[str, str],
+        carry: Sequence[Path] = (),
     ) -> list[str]:
-        """The launcher, then bwrap, then `argv`: see the class docstring for what holds."""
+        """The launcher, then bwrap, then `argv`: see the class docstring for what holds.
+        `carry`: folders in the work folder copied back to the host's when the run ends well."""
         work = os.path.abspath(work_dir)
         rw = _unique([work, *(os.path.abspath(p) for p in writable)])
         ro = _unique(os.path.abspath(p) for p in readonly)
@@ -190,6 +195,10 @@ class BwrapSandbox:
             if self.cgroups.pids is not None:
                 launcher += ["--cgroup-pids", self.cgroups.pids]
         launcher += ["--watch", work]
+        if self.work_cap_refused is None:
+            launcher += ["--capped-work", work]
+            for folder in carry:
+                launcher += ["--carry", os.path.relpath(os.path.abspath(folder), work)]
         for path in rw:
             launcher += ["--writable", path]
         for path in ro:
