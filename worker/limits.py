@@ -387,12 +387,13 @@ def finish(
             " (memfds, tmpfs and /dev/shm included); the kernel killed it: out of memory\n"
         )
         exit_code = MEMORY_EXCEEDED_EXIT
-    elif capped is not None and not ended_well and capped.full():
+    elif capped is not None and capped.full():
         sys.stderr.write(
-            f"autoswarm sandbox: the work folder reached its disk cap of {args.disk_mb} MB (a"
-            " file system of that size: writes past it failed with ENOSPC); the run failed\n"
+            f"autoswarm sandbox: the run's writes went over its disk cap of {args.disk_mb} MB:"
+            " its work folder, a file system of that size, refused them (ENOSPC)"
+            + ("\n" if ended_well else "; the run failed\n")
         )
-        exit_code = DISK_EXCEEDED_EXIT
+        exit_code = None if ended_well else DISK_EXCEEDED_EXIT
     if capped is not None:
         settle_capped(capped, args, ended_well)
     sys.stderr.flush()

@@ -681,7 +681,7 @@ def _run_failure(
     if outcome.exit_code != 0:
         why = _describe_exit(outcome.exit_code, log)
         if any(e in log[-2000:] for e in _DISK_FULL) and "disk cap" not in why:
-            why = f"the work folder reached its disk cap of {spec.resources.disk_mb} MB: {why}"
+            why = f"writes went over its disk cap of {spec.resources.disk_mb} MB: {why}"
         return ResultStatus.CRASH, why
     return None
 
