@@ -21,6 +21,14 @@ costs ~20 ms), and then:
   binds reachable for that user in a private mount namespace of its own (a tmpfs over the
   first ancestor that user cannot enter, e.g. /root, holding only the bound paths), drops
   to that user and group with no supplementary groups, and runs bwrap as that user;
+- with `--capped-work` (the work folder) and a disk cap: enters a mount namespace of its
+  own and mounts a tmpfs of `--disk-mb` over the work folder there (`worker.workfs`): the
+  kernel then refuses writes past the cap, the memory cap grows by `--disk-mb` (its pages
+  are the run's), and that folder is not watched. After the run it removes the host's copy
+  of a read-only file the run replaced, copies the `--carry` folders (out/) back into the
+  host's work folder, bounded and without following links, and says on stderr when the
+  run's writes filled the folder (exit 125 when the run failed). Where the host refuses
+  the mount it says so and watches the folder as below;
 - runs bwrap as its child and watches the disk the run holds under `--watch` folders (the
   work folder: RLIMIT_FSIZE caps each file, not their sum): every file and folder in them,
   and files on their file systems that the run's processes hold open or mapped after

@@ -185,7 +185,8 @@ class Runner:
     Does not:
     - confine the code: the sandbox does, and `Unsandboxed` confines nothing;
     - limit a CUDA task's memory (CPU tasks: RLIMIT_DATA per process, and the tree is killed
-      when its RSS passes `memory_mb`); `disk_mb` limits each file's size, not the total;
+      when its RSS passes `memory_mb`); `disk_mb` limits each file's size here, the sandbox
+      the total (see `worker.bwrap`);
     - limit the number of processes (RLIMIT_NPROC counts all of the user's processes; a
       sandbox's pid namespace is the place for that).
     Infrastructure faults (a failed prepare, a full disk) are raised as exceptions.
@@ -423,7 +424,7 @@ class Runner:
             command = ["python", "-c", PRELOAD_MAIN, *x.spec.run.preload, "--", *command[1:]]
         return self._start(
             x.spec, command, work, env, x.exp_dir / "run.log", x.run_id,
-            readonly=readonly, writable=writable, gated=x.preload, carry=[work / "out"],
+            readonly=readonly, writable=writable, gated=x.preload, carry=_carried(x.spec, work),
         )  # fmt: skip
 
     def _run_in(
@@ -778,6 +779,11 @@ def _ready_preloaded(
     _wait_preloaded(process, work, x.spec.run.startup_s, on_tick)
     if ahead:
         _copy_editable(x.task_dir, _seen_by(process, work), x.spec.editable)
+
+
+def _carried(spec: TaskSpec, work: Path) -> list[Path]:
+    """What of a run's work folder the host reads after it: out/, for an evaluator only."""
+    return [work / "out"] if spec.scoring.mode is ScoringMode.EVALUATOR else []
 
 
 def _seen_by(process: Started | None, path: Path) -> Path:
