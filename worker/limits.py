@@ -234,7 +234,7 @@ def make_reachable(sources: Iterable[str], uid: int, gid: int) -> None:
     for cover in sorted(by_cover, key=len):
         if cover == "/":
             raise OSError(f"the sandbox user {uid} cannot enter / itself")
-        paths = sorted(set(by_cover[cover]))
+        paths = _outermost(by_cover[cover])
         fds = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in paths}
         _mount(libc, "tmpfs", cover, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=1m")
         for path, fd in fds.items():
@@ -247,6 +247,17 @@ def make_reachable(sources: Iterable[str], uid: int, gid: int) -> None:
                 os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
             _mount(libc, f"/proc/self/fd/{fd}", target, None, _MS_BIND | _MS_REC)
             os.close(fd)
+
+
+def _outermost(sources: Iterable[str]) -> list[str]:
+    """`sources` less those inside another, a folder: binding it (with what is mounted
+    in it) reaches them, and a second bind stacked on a mount of the first would pin the
+    host's file beneath (it could no longer be removed in this namespace)."""
+    kept: list[str] = []
+    for path in sorted(set(sources)):
+        if not any(path.startswith(k.rstrip("/") + "/") for k in kept):
+            kept.append(path)
+    return kept
 
 
 def hand_over(paths: Iterable[str], keep: Sequence[str], uid: int, gid: int) -> None:
