@@ -15,26 +15,35 @@ Watch cost: one poll of the disk watch (`worker.diskcap.DiskWatch`) over a work 
 the folder walk alone (what the launcher polled before), as ms per poll and as the share
 of one core at one poll per 0.1 s.
 
+Burst (`--burst`, root only): the hostile payload `tests/hostile/disk_burst.py` (~500 MB
+fallocated at once against a 32 MB disk_mb) through "before" and "now", their work folders on
+a tmpfs mounted for the bench, whose usage is sampled every ~1 ms: the most the run put on the
+host's file system beyond what was there before it started, and how the run ended.
+
 Fidelity (`--tinylm K`): tinylm itself, K runs each way (interleaved) with a short budget;
 prints the mean and spread of val_bpb outside and inside. Its training is time-budgeted,
 so single runs differ by noise; the means must agree within that noise.
 
-    .venv/bin/python bench/sandbox_overhead.py [-n 20] [--before main] [--tinylm 3 --budget-s 10]
+    .venv/bin/python bench/sandbox_overhead.py [-n 20] [--before main] [--burst]
+        [--tinylm 3 --budget-s 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import platform
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from shared.models import ResultStatus
+from shared.models import Result, ResultStatus
 from shared.task import load_task
 from worker import cgroups, diskcap
 from worker.bwrap import BwrapSandbox, make_sandbox
@@ -49,6 +58,7 @@ FILES = 500
 CHILDREN = 8
 POLLS = 200
 POLL_S = 0.1
+BURST_TOML = '[task]\nname = "burst"\nbudget_s = 5\n\n[resources]\ndisk_mb = 32\n'
 BEFORE_FILES = ("limits.py", "cgroups.py", "diskcap.py")  # the launcher and its siblings
 
 
@@ -159,6 +169,56 @@ def watch_cost() -> None:
         print(f"  {name}: {ms:.2f} ms per poll, {ms / (10 * POLL_S):.1f}% of a core")
 
 
+def burst(before: str) -> None:
+    hostile = Path(__file__).parents[1] / "tests" / "hostile"
+    with tempfile.TemporaryDirectory() as tmp:
+        volume = Path(tmp) / "vol"
+        volume.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g", "tmpfs", volume], check=True)
+        try:
+            task = volume / "task"
+            task.mkdir()
+            (task / "train.py").write_bytes((hostile / "disk_burst.py").read_bytes())
+            (task / "prepare.py").write_text("")
+            (task / "task.toml").write_text(BURST_TOML)
+            spec = load_task(task)
+            for name, runner in runners(volume, before).items():
+                if name == "none":
+                    continue
+                runner.prepare(task, spec)
+                peak_bytes, result = peak_while(volume, functools.partial(runner.run, task, spec))
+                print(
+                    f"burst, {name}: at most {peak_bytes / 2**20:.1f} MB on the host's file system"
+                    f" (cap 32 MB); {result.status}: {(result.error or '')[:120]}"
+                )
+        finally:
+            subprocess.run(["umount", "-l", volume], check=False)
+
+
+def peak_while(volume: Path, action: Callable[[], Result]) -> tuple[int, Result]:
+    """The most `volume`'s usage grew over its start while `action` ran, and its result."""
+    start, peak, done = used(volume), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], used(volume) - start)
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = action()
+    finally:
+        done.set()
+        sampler.join()
+    return peak[0], result
+
+
+def used(path: Path) -> int:
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
 def fidelity(k: int, budget_s: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spec = load_task(TINYLM)
@@ -190,12 +250,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20, help="trivial experiments per sandbox")
     parser.add_argument("--before", default="main", help="git ref of the launcher to compare")
+    parser.add_argument("--burst", action="store_true", help="a disk burst, before and now")
     parser.add_argument("--tinylm", type=int, default=0, help="tinylm runs per sandbox (0: none)")
     parser.add_argument("--budget-s", type=float, default=10.0, help="tinylm's budget per run")
     args = parser.parse_args()
     if args.n:
         overhead(args.n, args.before)
         watch_cost()
+    if args.burst:
+        burst(args.before)
     if args.tinylm:
         fidelity(args.tinylm, args.budget_s)
 

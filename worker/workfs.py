@@ -34,10 +34,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import shutil
 import stat
 import sys
-import tempfile
 from collections.abc import Sequence
 
 MAX_ENTRIES = 200_000  # inodes of the tmpfs: more files than this is an attack, not a run
@@ -130,8 +128,7 @@ class CappedWork:
                 if kept:
                     os.close(os.open(inside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444))
                 else:
-                    shutil.copyfile(self.host(rel), inside, follow_symlinks=False)
-                    os.chmod(inside, stat.S_IMODE(st.st_mode))
+                    _copy_file(self.host(rel), inside, stat.S_IMODE(st.st_mode))
             if kept and (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
                 _mount(self.host(rel), inside, None, _MS_BIND | _MS_REC)
 
@@ -160,6 +157,21 @@ class CappedWork:
         """Drop the tmpfs now (its pages leave the run's memory count)."""
         with contextlib.suppress(OSError):
             _check(_libc().umount2(self.work.encode(), _MNT_DETACH), f"umount {self.work}")
+
+
+def _copy_file(src: str, dst: str, mode: int) -> None:
+    """A staged file (the runner's, trusted) into the tmpfs (shutil costs ~15 ms to import)."""
+    fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            while os.sendfile(fd_out, fd_in, None, 2**20):
+                pass
+            os.fchmod(fd_out, mode)
+        finally:
+            os.close(fd_out)
+    finally:
+        os.close(fd_in)
 
 
 def _identity(root: str, relative: str) -> tuple[int, int] | None:
@@ -215,7 +227,9 @@ def refuse_carry(capped: CappedWork, why: str) -> None:
 def probe() -> str | None:
     """None when this user can mount a capped tmpfs in a private namespace; else why not.
     Runs in a child process: the namespace is the child's and ends with it."""
+    import shutil
     import subprocess
+    import tempfile
 
     code = (
         "import os, sys; sys.path.insert(0, sys.argv[1]); import workfs;"
