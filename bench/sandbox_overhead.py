@@ -58,6 +58,14 @@ FILES = 500
 CHILDREN = 8
 POLLS = 200
 POLL_S = 0.1
+# `--evaluator`: the run writes one artifact, a second sandboxed process scores it; the
+# capped work folder then carries out/ back after the run.
+EVAL_TRAIN = 'import os\nopen(os.path.join(os.environ["AUTOSWARM_OUT_DIR"], "m"), "w").write("1")\n'
+EVAL_SCORE = 'print("---")\nprint("val_bpb: 1.0")\n'
+EVAL_TOML = TOML + (
+    '\n[scoring]\nmode = "evaluator"\ncommand = ["python", "evaluate.py"]\n'
+    'files = ["evaluate.py"]\n'
+)
 BURST_TOML = '[task]\nname = "burst"\nbudget_s = 5\n\n[resources]\ndisk_mb = 32\n'
 BEFORE_FILES = ("limits.py", "cgroups.py", "diskcap.py")  # the launcher and its siblings
 
@@ -93,14 +101,15 @@ def runners(root: Path, before: str | None = None) -> dict[str, Runner]:
     }
 
 
-def overhead(n: int, before: str) -> None:
+def overhead(n: int, before: str, evaluator: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         task = root / "task"
         task.mkdir()
-        (task / "train.py").write_text(TRAIN)
+        (task / "train.py").write_text(EVAL_TRAIN if evaluator else TRAIN)
         (task / "prepare.py").write_text("")
-        (task / "task.toml").write_text(TOML)
+        (task / "evaluate.py").write_text(EVAL_SCORE)
+        (task / "task.toml").write_text(EVAL_TOML if evaluator else TOML)
         spec = load_task(task)
         by_name = runners(root, before)
         for runner in by_name.values():
@@ -250,12 +259,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20, help="trivial experiments per sandbox")
     parser.add_argument("--before", default="main", help="git ref of the launcher to compare")
+    parser.add_argument("--evaluator", action="store_true", help="an evaluator-mode task")
     parser.add_argument("--burst", action="store_true", help="a disk burst, before and now")
     parser.add_argument("--tinylm", type=int, default=0, help="tinylm runs per sandbox (0: none)")
     parser.add_argument("--budget-s", type=float, default=10.0, help="tinylm's budget per run")
     args = parser.parse_args()
     if args.n:
-        overhead(args.n, args.before)
+        overhead(args.n, args.before, args.evaluator)
         watch_cost()
     if args.burst:
         burst(args.before)
