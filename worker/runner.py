@@ -778,7 +778,11 @@ def _ready_preloaded(
     work = x.exp_dir / "work"
     _wait_preloaded(process, work, x.spec.run.startup_s, on_tick)
     if ahead:
-        _copy_editable(x.task_dir, _seen_by(process, work), x.spec.editable)
+        try:
+            _copy_editable(x.task_dir, _seen_by(process, work), x.spec.editable)
+        except OSError:
+            if not process.exited():  # else its namespace went with it: it fails as it ended
+                raise
 
 
 def _carried(spec: TaskSpec, work: Path) -> list[Path]:
