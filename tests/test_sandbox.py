@@ -850,3 +850,12 @@ def test_doctor_says_how_the_disk_cap_falls_back_and_why() -> None:
     assert rows["limits disk"].status is Status.WARN
     assert why in rows["limits disk"].detail
     assert "overshoots" in rows["limits disk"].detail
+
+
+def test_a_work_folder_over_half_the_memory_is_left_to_the_disk_watch(tmp_path: Path) -> None:
+    """A disk_mb over half of MemTotal is refused as a tmpfs, naming the memory; half fits."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:        8388608 kB\nMemFree:         1024 kB\n")
+    workfs.check_fits_memory(4096, str(meminfo))
+    with pytest.raises(OSError, match="8192 MB of memory"):
+        workfs.check_fits_memory(4097, str(meminfo))

@@ -384,7 +384,8 @@ def _disk_check(refused: str | None) -> Check:
             "kernel-enforced: each run's work folder, its compile caches included, is a tmpfs"
             " of the task's disk_mb in the run's own mount namespace (writes past it fail with"
             " ENOSPC); it is held in memory and counts in the run's memory cap (memory_mb +"
-            " disk_mb); out/ is copied back, bounded",
+            " disk_mb; a disk_mb over half this machine's memory stays on disk, under the"
+            " watch); out/ is copied back, bounded",
         )
     return Check(
         "limits disk",

@@ -446,6 +446,7 @@ def cap_work(args: argparse.Namespace) -> workfs.CappedWork | None:
         return None
     capped = None
     try:
+        workfs.check_fits_memory(args.disk_mb)
         workfs.enter_private_mounts()  # first: a bind needs its source in our namespace
         capped = workfs.CappedWork(args.capped_work, args.disk_mb, args.keep)
         capped.mount()

@@ -24,7 +24,8 @@ Why a tmpfs (measured and weighed in docs/benchmarks.md, "Sandbox overhead"):
 - the price: the work folder lives in memory. Its pages are charged to the run's control
   group, so the run's memory cap is memory_mb + disk_mb (each still caps what it names);
   a CUDA task, with no memory cap, holds at most disk_mb of RAM in its work folder.
-Where the namespace or the mount is refused, the run goes on under the disk watch
+Where the namespace or the mount is refused, or disk_mb is more than half the machine's
+memory (`check_fits_memory`), the run goes on under the disk watch
 (`worker.diskcap`), which the launcher then polls, and says so on stderr; `autoswarm
 doctor` tells which applies (`probe`).
 """
@@ -39,6 +40,7 @@ import sys
 from collections.abc import Sequence
 
 MAX_ENTRIES = 200_000  # inodes of the tmpfs: more files than this is an attack, not a run
+MAX_MEMORY_SHARE = 0.5  # a larger disk_mb is left on disk, under the watch, not put in RAM
 FULL_BYTES = 2**20  # less free than this after a failed run: it hit the cap
 CARRY_REFUSED = ".autoswarm-carry-refused"  # in the host's work folder: why out/ stayed behind
 _CLONE_NEWNS = 0x00020000
@@ -66,6 +68,18 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
     enc = [None if s is None else s.encode() for s in (source, target, fstype)]
     raw = data.encode() if data else None
     _check(_libc().mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), raw), f"mount {target}")
+
+
+def check_fits_memory(size_mb: int, meminfo: str = "/proc/meminfo") -> None:
+    """Raise OSError when a work folder of `size_mb` would take more than `MAX_MEMORY_SHARE`
+    of this machine's memory: the disk watch caps such a folder instead."""
+    with open(meminfo) as f:
+        total_kb = next((int(line.split()[1]) for line in f if line.startswith("MemTotal:")), 0)
+    if size_mb * 1024 > MAX_MEMORY_SHARE * total_kb:
+        raise OSError(
+            f"a {size_mb} MB work folder would take more than {MAX_MEMORY_SHARE:.0%} of this"
+            f" machine's {total_kb // 1024} MB of memory"
+        )
 
 
 def enter_private_mounts() -> None:
