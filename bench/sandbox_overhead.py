@@ -2,37 +2,48 @@
 
 Overhead: a trivial task (prints the summary block and exits) runs N times through the
 Runner with `Unsandboxed`, with `BwrapSandbox` as it is ("bwrap": control groups where the
-host has them, the disk watch over removed files held open) and with the launcher of git
-ref `--before` (default `main`) without control groups ("before"), interleaved; the
-difference of each wall time from its unsandboxed neighbour is the sandbox's cost (the
-launcher, bwrap's namespaces and mounts, the uid switch and folder hand-over when root, the
-run's control group, the disk-cap watch). Prints both and their ratio. Target: under 1 s.
+host has them, the work folder a tmpfs of disk_mb where the host allows it, `worker.workfs`)
+and with the launcher of git ref `--before` (default `main`) and its disk watch instead of
+the tmpfs ("before"), interleaved; the difference of each wall time from its unsandboxed
+neighbour is the sandbox's cost (the launcher, bwrap's namespaces and mounts, the uid
+switch and folder hand-over when root, the run's control group, the work folder's tmpfs:
+mounted, filled, out/ carried back; or the disk-cap watch). Prints both and their ratio.
+Target: under 1 s.
 
 Watch cost: one poll of the disk watch (`worker.diskcap.DiskWatch`) over a work folder of
 `FILES` files with the run's processes (here: this one and `THREADS` children), against
 the folder walk alone (what the launcher polled before), as ms per poll and as the share
 of one core at one poll per 0.1 s.
 
+Burst (`--burst`, root only): the hostile payload `tests/hostile/disk_burst.py` (~500 MB
+fallocated at once against a 32 MB disk_mb) through "before" and "now", their work folders on
+a tmpfs mounted for the bench, whose usage is sampled every ~1 ms: the most the run put on the
+host's file system beyond what was there before it started, and how the run ended.
+
 Fidelity (`--tinylm K`): tinylm itself, K runs each way (interleaved) with a short budget;
 prints the mean and spread of val_bpb outside and inside. Its training is time-budgeted,
 so single runs differ by noise; the means must agree within that noise.
 
-    .venv/bin/python bench/sandbox_overhead.py [-n 20] [--before main] [--tinylm 3 --budget-s 10]
+    .venv/bin/python bench/sandbox_overhead.py [-n 20] [--before main] [--burst]
+        [--tinylm 3 --budget-s 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import platform
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from shared.models import ResultStatus
+from shared.models import Result, ResultStatus
 from shared.task import load_task
 from worker import cgroups, diskcap
 from worker.bwrap import BwrapSandbox, make_sandbox
@@ -47,6 +58,16 @@ FILES = 500
 CHILDREN = 8
 POLLS = 200
 POLL_S = 0.1
+# `--evaluator`: the run writes one artifact, a second sandboxed process scores it; the
+# capped work folder then carries out/ back after the run.
+EVAL_TRAIN = 'import os\nopen(os.path.join(os.environ["AUTOSWARM_OUT_DIR"], "m"), "w").write("1")\n'
+EVAL_SCORE = 'print("---")\nprint("val_bpb: 1.0")\n'
+EVAL_TOML = TOML + (
+    '\n[scoring]\nmode = "evaluator"\ncommand = ["python", "evaluate.py"]\n'
+    'files = ["evaluate.py"]\n'
+)
+BURST_TOML = '[task]\nname = "burst"\nbudget_s = 5\n\n[resources]\ndisk_mb = 32\n'
+BEFORE_FILES = ("limits.py", "cgroups.py", "diskcap.py")  # the launcher and its siblings
 
 
 def p95(values: list[float]) -> float:
@@ -61,29 +82,34 @@ def machine() -> str:
 def runners(root: Path, before: str | None = None) -> dict[str, Runner]:
     sandboxes: dict[str, Sandbox] = {"none": Unsandboxed(), "bwrap": make_sandbox("sandboxed")}
     if before is not None:
-        launcher = root / "limits_before.py"
-        launcher.write_bytes(
-            subprocess.run(
-                ["git", "show", f"{before}:worker/limits.py"], check=True, capture_output=True
-            ).stdout
-        )
+        folder = root / "launcher_before"
+        folder.mkdir()
+        for name in BEFORE_FILES:
+            shown = subprocess.run(
+                ["git", "show", f"{before}:worker/{name}"], capture_output=True, check=False
+            )
+            if shown.returncode == 0:  # a sibling the launcher of `before` may import
+                (folder / name).write_bytes(shown.stdout)
         bwrap = make_sandbox("sandboxed")
         assert isinstance(bwrap, BwrapSandbox)
-        sandboxes["before"] = BwrapSandbox(bwrap.bwrap, use_cgroups=False, launcher=launcher)
+        sandboxes["before"] = BwrapSandbox(
+            bwrap.bwrap, cap_work=False, launcher=folder / "limits.py"
+        )
     return {
         name: Runner(work_root=root / name / "work", cache_root=root / "cache", sandbox=sandbox)
         for name, sandbox in sandboxes.items()
     }
 
 
-def overhead(n: int, before: str) -> None:
+def overhead(n: int, before: str, evaluator: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         task = root / "task"
         task.mkdir()
-        (task / "train.py").write_text(TRAIN)
+        (task / "train.py").write_text(EVAL_TRAIN if evaluator else TRAIN)
         (task / "prepare.py").write_text("")
-        (task / "task.toml").write_text(TOML)
+        (task / "evaluate.py").write_text(EVAL_SCORE)
+        (task / "task.toml").write_text(EVAL_TOML if evaluator else TOML)
         spec = load_task(task)
         by_name = runners(root, before)
         for runner in by_name.values():
@@ -152,6 +178,56 @@ def watch_cost() -> None:
         print(f"  {name}: {ms:.2f} ms per poll, {ms / (10 * POLL_S):.1f}% of a core")
 
 
+def burst(before: str) -> None:
+    hostile = Path(__file__).parents[1] / "tests" / "hostile"
+    with tempfile.TemporaryDirectory() as tmp:
+        volume = Path(tmp) / "vol"
+        volume.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g", "tmpfs", volume], check=True)
+        try:
+            task = volume / "task"
+            task.mkdir()
+            (task / "train.py").write_bytes((hostile / "disk_burst.py").read_bytes())
+            (task / "prepare.py").write_text("")
+            (task / "task.toml").write_text(BURST_TOML)
+            spec = load_task(task)
+            for name, runner in runners(volume, before).items():
+                if name == "none":
+                    continue
+                runner.prepare(task, spec)
+                peak_bytes, result = peak_while(volume, functools.partial(runner.run, task, spec))
+                print(
+                    f"burst, {name}: at most {peak_bytes / 2**20:.1f} MB on the host's file system"
+                    f" (cap 32 MB); {result.status}: {(result.error or '')[:120]}"
+                )
+        finally:
+            subprocess.run(["umount", "-l", volume], check=False)
+
+
+def peak_while(volume: Path, action: Callable[[], Result]) -> tuple[int, Result]:
+    """The most `volume`'s usage grew over its start while `action` ran, and its result."""
+    start, peak, done = used(volume), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], used(volume) - start)
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = action()
+    finally:
+        done.set()
+        sampler.join()
+    return peak[0], result
+
+
+def used(path: Path) -> int:
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
 def fidelity(k: int, budget_s: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spec = load_task(TINYLM)
@@ -183,12 +259,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20, help="trivial experiments per sandbox")
     parser.add_argument("--before", default="main", help="git ref of the launcher to compare")
+    parser.add_argument("--evaluator", action="store_true", help="an evaluator-mode task")
+    parser.add_argument("--burst", action="store_true", help="a disk burst, before and now")
     parser.add_argument("--tinylm", type=int, default=0, help="tinylm runs per sandbox (0: none)")
     parser.add_argument("--budget-s", type=float, default=10.0, help="tinylm's budget per run")
     args = parser.parse_args()
     if args.n:
-        overhead(args.n, args.before)
+        overhead(args.n, args.before, args.evaluator)
         watch_cost()
+    if args.burst:
+        burst(args.before)
     if args.tinylm:
         fidelity(args.tinylm, args.budget_s)
 

@@ -347,6 +347,7 @@ class EnvWrapper:
         readonly: Sequence[Path],
         writable: Sequence[Path],
         env: Mapping[str, str],
+        carry: Sequence[Path] = (),
     ) -> list[str]:
         assert work_dir / "data" in readonly and work_dir / "prepare.py" in readonly
         assert work_dir in writable

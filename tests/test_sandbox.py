@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ import pytest
 from shared.models import Result, ResultStatus
 from shared.task import load_task
 from tests.test_hostile import SUMMARY_TOML as HOSTILE_TOML
-from worker import cgroups
+from worker import cgroups, workfs
 from worker.bwrap import INSTALL_HINT, BwrapSandbox, make_sandbox, probe_sandbox
 from worker.doctor import (
     Status,
@@ -469,10 +470,10 @@ RUN_AS_WORKER = """
 import sys
 from pathlib import Path
 from shared.task import load_task
-from worker.bwrap import make_sandbox
+from worker.bwrap import BwrapSandbox, make_sandbox
 from worker.runner import Runner
 task, root = Path(sys.argv[1]), Path(sys.argv[2])
-sandbox = make_sandbox("sandboxed")
+sandbox = make_sandbox("sandboxed") if sys.argv[3] == "capped" else BwrapSandbox(cap_work=False)
 runner = Runner(
     work_root=root / "work", cache_root=root / "cache", sandbox=sandbox, keep_work=True
 )
@@ -521,13 +522,14 @@ def run_hostile(root: Path, sandbox: Sandbox, payload: str) -> Result:
 def test_memory_held_outside_rss_stops_at_the_memory_cap(
     tmp_path: Path, bwrap_sandbox: BwrapSandbox, payload: str
 ) -> None:
-    """Memfds, and files on /dev/shm and /tmp (outside RSS), stop at memory_mb: a crash."""
+    """Memfds, and files on /dev/shm and /tmp (outside RSS), stop at memory_mb (plus the
+    disk_mb its work folder may hold in memory, as a tmpfs): a crash."""
     found = needs_cgroups()
     before = run_groups(found)
     result = run_hostile(tmp_path, bwrap_sandbox, payload)
     log = result.log_tail
     held = [int(line.split()[1]) for line in log.splitlines() if line.startswith("holding ")]
-    assert held and max(held) < 512
+    assert held and max(held) < 512 + 32
     assert result.status is ResultStatus.CRASH
     assert "memory cap of 512 MB" in log
     assert run_groups(found) <= before  # its own group is gone
@@ -545,16 +547,116 @@ def test_run_cannot_lift_its_caps_or_leave_its_control_group(
     assert result.status is ResultStatus.OK
 
 
+@pytest.fixture(scope="module")
+def watched_sandbox(bwrap_sandbox: BwrapSandbox) -> BwrapSandbox:
+    """The sandbox with the disk watch as its disk cap, as where the capped tmpfs is refused."""
+    return BwrapSandbox(bwrap_sandbox.bwrap, cap_work=False)
+
+
 @pytest.mark.sandbox
 @pytest.mark.parametrize("payload", ["disk_unlinked.py", "disk_unlinked_mapped.py"])
-def test_removed_files_still_held_count_in_the_disk_cap(
+def test_removed_files_still_held_count_in_the_capped_work_folder(
     tmp_path: Path, bwrap_sandbox: BwrapSandbox, payload: str
 ) -> None:
-    """Files removed while held open, or only mapped, are counted: the run stops at 32 MB."""
+    """Files removed while held open, or only mapped, fill the capped tmpfs: a crash at 32 MB."""
+    if bwrap_sandbox.work_cap_refused is not None:
+        pytest.skip(f"no kernel-enforced work folder here: {bwrap_sandbox.work_cap_refused}")
     result = run_hostile(tmp_path, bwrap_sandbox, payload)
+    assert "over its disk cap of 32 MB" in f"{result.error}\n{result.log_tail}"
+    assert result.status is ResultStatus.CRASH
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("payload", ["disk_unlinked.py", "disk_unlinked_mapped.py"])
+def test_removed_files_still_held_count_in_the_disk_watch(
+    tmp_path: Path, watched_sandbox: BwrapSandbox, payload: str
+) -> None:
+    """Under the fallback watch, files removed while held open, or only mapped, are counted:
+    the run stops at 32 MB."""
+    result = run_hostile(tmp_path, watched_sandbox, payload)
     assert "over its disk cap of 32 MB" in result.log_tail
     assert "in removed files still held" in result.log_tail
     assert result.status is ResultStatus.CRASH
+
+
+@contextlib.contextmanager
+def own_volume(root: Path, size_mb: int) -> Iterator[Path]:
+    """A tmpfs of its own at root/vol: what it holds is what runs there put on the host."""
+    volume = root / "vol"
+    volume.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", volume], check=True)
+    try:
+        yield volume
+    finally:
+        subprocess.run(["umount", "-l", volume], check=False)
+
+
+def used_bytes(path: Path) -> int:
+    """Bytes in use on the file system holding `path`."""
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+@pytest.mark.sandbox
+def test_a_burst_past_the_disk_cap_never_lands_on_the_hosts_disk(
+    tmp_path: Path, bwrap_sandbox: BwrapSandbox
+) -> None:
+    """~500 MB fallocated at once against a 32 MB cap: the host's file system holding the
+    work folder never gains more than the cap, and the run is a crash naming the cap."""
+    if os.geteuid() != 0:
+        pytest.skip("measures on a file system mounted for the test: needs root")
+    with own_volume(tmp_path, 1024) as volume:
+        task = hostile_task(volume, "disk_burst.py")
+        runner = runner_with(bwrap_sandbox, volume)
+        runner.prepare(task, load_task(task))
+        baseline = used_bytes(volume)
+        peak, done = [baseline], threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak.append(max(peak[-1], used_bytes(volume)))
+                time.sleep(0.001)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            result = runner.run(task, load_task(task))
+        finally:
+            done.set()
+            sampler.join()
+    assert max(peak) - baseline <= 32 * 2**20, f"{(max(peak) - baseline) >> 20} MB landed"
+    assert "LEAK" not in result.log_tail, result.log_tail
+    assert result.status is ResultStatus.CRASH
+    assert "disk cap of 32 MB" in (result.error or ""), result.error
+
+
+CAPPED_EVAL_TOML = EVAL_TOML + "\n[resources]\ndisk_mb = 32\n"
+CAPPED_EVAL_TRAIN = (
+    EVAL_TRAIN
+    + """
+st = os.statvfs(".")
+print(f"work folder size: {st.f_blocks * st.f_frsize >> 20} MB")
+"""
+)
+
+
+@pytest.mark.sandbox
+def test_an_honest_run_in_a_capped_work_folder_still_scores(
+    tmp_path: Path, bwrap_sandbox: BwrapSandbox
+) -> None:
+    """The run's work folder is a file system of disk_mb; its out/ still reaches the evaluator."""
+    if bwrap_sandbox.work_cap_refused is not None:
+        pytest.skip(f"no kernel-enforced work folder here: {bwrap_sandbox.work_cap_refused}")
+    files = {
+        "train.py": CAPPED_EVAL_TRAIN,
+        "prepare.py": EVAL_PREPARE,
+        "evaluate.py": EVAL_EVALUATE,
+    }
+    task = make_task(tmp_path, CAPPED_EVAL_TOML, files)
+    result = runner_with(bwrap_sandbox, tmp_path).run(task, load_task(task))
+    assert "work folder size: 32 MB" in result.log_tail, result.log_tail
+    assert result.status is ResultStatus.OK, result.error
+    assert result.metric == 2.0
 
 
 def become_nobody() -> None:
@@ -563,8 +665,9 @@ def become_nobody() -> None:
     drop_to(NOBODY, NOBODY)
 
 
-def run_as_nobody(payload: str) -> Result:
-    """Run a payload through a runner in a worker process of user nobody (not root)."""
+def run_as_nobody(payload: str, disk_cap: str = "capped") -> Result:
+    """Run a payload through a runner in a worker process of user nobody (not root), its
+    work folder `capped` by the kernel where it can be, or under the disk `watch`."""
     root = Path(tempfile.mkdtemp(prefix="autoswarm-nobody-"))
     try:
         task = hostile_task(root, payload)
@@ -572,7 +675,7 @@ def run_as_nobody(payload: str) -> Result:
             os.chown(path, NOBODY, NOBODY)
         root.chmod(0o755)
         done = subprocess.run(
-            [sys.executable, "-c", RUN_AS_WORKER, str(task), str(root)],
+            [sys.executable, "-c", RUN_AS_WORKER, str(task), str(root), disk_cap],
             preexec_fn=become_nobody,
             cwd=root,
             env={
@@ -592,14 +695,18 @@ def run_as_nobody(payload: str) -> Result:
 
 
 @pytest.mark.sandbox
+@pytest.mark.parametrize("disk_cap", ["capped", "watch"])
 @pytest.mark.parametrize("payload", ["disk_unreadable.py", "disk_unlinked_mapped.py"])
-def test_disk_a_non_root_worker_cannot_see_stops_at_the_disk_cap(payload: str) -> None:
-    """As user nobody, a mode-0300 folder or removed files kept only mapped stop the run."""
+def test_disk_a_non_root_worker_cannot_see_stops_at_the_disk_cap(
+    payload: str, disk_cap: str
+) -> None:
+    """As user nobody, a mode-0300 folder or removed files kept only mapped stop the run,
+    in a capped work folder and under the fallback watch alike."""
     if os.geteuid() != 0:
         pytest.skip("starts a worker as user nobody: needs root")
-    result = run_as_nobody(payload)
+    result = run_as_nobody(payload, disk_cap)
     assert "LEAK" not in result.log_tail
-    assert "over its disk cap of 32 MB" in result.log_tail
+    assert "over its disk cap of 32 MB" in f"{result.error}\n{result.log_tail}"
     assert result.status is ResultStatus.CRASH
 
 
@@ -712,7 +819,7 @@ def test_run_group_on_cgroup_v2_writes_its_caps_and_members(tmp_path: Path) -> N
 
 def test_doctor_says_how_limits_fall_back_without_cgroups() -> None:
     """Without control groups, doctor warns that memory and processes fall back to rlimits."""
-    rows = {c.name: c for c in check_limits(cgroups.Absent("no cgroup2 file system"))}
+    rows = {c.name: c for c in check_limits(cgroups.Absent("no cgroup2 file system"), None)}
     assert rows["limits memory"].status is Status.WARN
     assert "memfds" in rows["limits memory"].detail
     assert "RLIMIT_NPROC" in rows["limits processes"].detail
@@ -721,6 +828,34 @@ def test_doctor_says_how_limits_fall_back_without_cgroups() -> None:
 def test_doctor_names_this_hosts_control_groups() -> None:
     """On a host with control groups, doctor names the version and the folders used."""
     found = needs_cgroups()
-    rows = {c.name: c for c in check_limits(found)}
+    rows = {c.name: c for c in check_limits(found, workfs.probe())}
     assert f"cgroup v{found.version}" in rows["limits processes"].detail
     assert rows["limits processes"].status is Status.OK
+
+
+def test_doctor_says_the_disk_cap_is_kernel_enforced_where_the_host_allows_it() -> None:
+    """Where a capped tmpfs can be mounted here, doctor says the kernel enforces disk_mb."""
+    refused = workfs.probe()
+    if refused is not None:
+        pytest.skip(f"no capped work folder here: {refused}")
+    rows = {c.name: c for c in check_limits(cgroups.Absent("none"), refused)}
+    assert rows["limits disk"].status is Status.OK
+    assert "kernel-enforced" in rows["limits disk"].detail
+
+
+def test_doctor_says_how_the_disk_cap_falls_back_and_why() -> None:
+    """Where the mount is refused, doctor warns that the disk cap is a watch, and says why."""
+    why = "unshare(CLONE_NEWUSER): Operation not permitted"
+    rows = {c.name: c for c in check_limits(cgroups.Absent("none"), why)}
+    assert rows["limits disk"].status is Status.WARN
+    assert why in rows["limits disk"].detail
+    assert "overshoots" in rows["limits disk"].detail
+
+
+def test_a_work_folder_over_half_the_memory_is_left_to_the_disk_watch(tmp_path: Path) -> None:
+    """A disk_mb over half of MemTotal is refused as a tmpfs, naming the memory; half fits."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:        8388608 kB\nMemFree:         1024 kB\n")
+    workfs.check_fits_memory(4096, str(meminfo))
+    with pytest.raises(OSError, match="8192 MB of memory"):
+        workfs.check_fits_memory(4097, str(meminfo))

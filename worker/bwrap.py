@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from shared.errors import SandboxUnavailable
-from worker import cgroups
+from worker import cgroups, workfs
 from worker.sandbox import Sandbox, Unsandboxed
 
 logger = logging.getLogger(__name__)
@@ -112,10 +112,14 @@ class BwrapSandbox:
       what its host user already runs, a count shared by every run of that user) and the
       runner's per-process RLIMIT_DATA and polled RSS;
     - a total disk cap on the work folder (the run's RLIMIT_FSIZE, which the runner sets
-      to the task's `disk_mb`), polled every 0.1 s by the launcher (`worker.diskcap`): every
-      file and folder in it, and removed files the run still holds open or mapped; a folder
-      the watch cannot read stops the run. A fast writer overshoots by what it writes in
-      0.1 s. The runner adds open files, file size, memory and the budget from outside;
+      to the task's `disk_mb`) that the kernel enforces where the host allows it
+      (`work_cap_refused` None): the work folder is a tmpfs of that size in the launcher's
+      own mount namespace (`worker.workfs`), its read-only paths bound from the host, and
+      the `carry` folders (out/) copied back, bounded, once no process of the run is left.
+      Elsewhere it is polled every 0.1 s by the launcher (`worker.diskcap`): every file and
+      folder in it, and removed files the run still holds open or mapped; a folder the
+      watch cannot read stops the run; a fast writer overshoots by what it writes in 0.1 s.
+      The runner adds open files, file size, memory and the budget from outside;
     - the CUDA device nodes (/dev/nvidia*) are passed through when present (a root
       worker's runs need them world-accessible, as the driver makes them by default);
     - nothing survives it: bwrap's `--die-with-parent` and the PID namespace end every
@@ -128,7 +132,9 @@ class BwrapSandbox:
     - GPU isolation: the run can use every GPU whose device node is present, and reads
       what the driver shows (other processes' GPU use);
     - side channels (timing, /sys information such as the CPU model);
-    - a file system limit: the disk cap is a watch (see above), not a quota;
+    - where the tmpfs is refused, a file system limit: the disk cap is then a watch;
+    - the work folder's memory: its tmpfs pages count in the run's memory cap, which is
+      memory_mb + disk_mb (a CUDA task, with no memory cap, holds up to disk_mb of RAM);
     - Python packages outside the installation's prefixes (user site, PYTHONPATH): they are
       invisible inside unless passed as `extra_readonly`.
     """
@@ -147,6 +153,7 @@ class BwrapSandbox:
         gpu: bool | None = None,
         extra_readonly: Sequence[Path] = (),
         use_cgroups: bool = True,
+        cap_work: bool = True,
         launcher: Path = LAUNCHER,
     ) -> None:
         found = resolve_bwrap(bwrap)
@@ -163,6 +170,8 @@ class BwrapSandbox:
         self.options = bwrap_options(found)
         self.launcher = launcher
         self.cgroups = cgroups.find(prepare=True) if use_cgroups else cgroups.Absent("turned off")
+        # None: each run's work folder is a tmpfs of disk_mb (`worker.workfs`); else why not.
+        self.work_cap_refused = workfs.probe() if cap_work else "turned off"
         if isinstance(self.cgroups, cgroups.Cgroups):
             for folder in cgroups.remove_leftovers(self.cgroups):
                 logger.warning("sandbox: removed the control group %s a run left behind", folder)
@@ -175,8 +184,10 @@ class BwrapSandbox:
         readonly: Sequence[Path],
         writable: Sequence[Path],
         env: Mapping[str, str],
+        carry: Sequence[Path] = (),
     ) -> list[str]:
-        """The launcher, then bwrap, then `argv`: see the class docstring for what holds."""
+        """The launcher, then bwrap, then `argv`: see the class docstring for what holds.
+        `carry`: folders in the work folder copied back to the host's when the run ends well."""
         work = os.path.abspath(work_dir)
         rw = _unique([work, *(os.path.abspath(p) for p in writable)])
         ro = _unique(os.path.abspath(p) for p in readonly)
@@ -190,6 +201,10 @@ class BwrapSandbox:
             if self.cgroups.pids is not None:
                 launcher += ["--cgroup-pids", self.cgroups.pids]
         launcher += ["--watch", work]
+        if self.work_cap_refused is None:
+            launcher += ["--capped-work", work]
+            for folder in carry:
+                launcher += ["--carry", os.path.relpath(os.path.abspath(folder), work)]
         for path in rw:
             launcher += ["--writable", path]
         for path in ro:

@@ -15,9 +15,11 @@ Counts, for the folders watched (the work folder; the run can write nowhere else
   more than `MAX_HANDLES` open files and mappings (each would make one look take seconds):
   the run is stopped as over its cap.
 Does not count: tmpfs pages (/tmp, /dev/shm, memfds: the memory cap counts those), and
-what is written between two polls before the cap stops it: the folders are walked every
-poll (0.1 s), the processes' removed files looked up every `REMOVED_EVERY` polls (0.5 s;
-reading /proc/PID/maps of a process holding torch costs milliseconds).
+what is written between two polls before the cap stops it: the folders are walked, and
+the processes' removed files looked up, every `REMOVED_EVERY` poll (0.1 s; reading
+/proc/PID/maps of a process holding torch costs milliseconds, but the watch is only the
+fallback where the work folder cannot be a capped tmpfs, `worker.workfs`, and at one look
+per 0.5 s a run held 256 MB of removed files before it was seen).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import stat
 from collections.abc import Callable, Iterable, Sequence
 
 MAX_WATCHED_ENTRIES = 200_000  # more files than this in a work folder is an attack, not a run
-REMOVED_EVERY = 5  # polls between two looks at the processes' removed files
+REMOVED_EVERY = 1  # polls between two looks at the processes' removed files
 # Open files and mappings of all the run's processes: a torch run holds a few thousand; past
 # this the watch would take seconds per look, so it is an attack, not a run.
 MAX_HANDLES = 200_000

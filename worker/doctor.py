@@ -25,7 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from shared.errors import AutoswarmError
-from worker import cgroups
+from worker import cgroups, workfs
 from worker.bwrap import BwrapSandbox, probe_sandbox
 from worker.sandbox import Sandbox, scrub_env
 
@@ -132,7 +132,7 @@ def run_checks(
     gpus = torch_info.get("gpus") or []
     checks += check_sandbox(trust, bwrap=bwrap, cuda=bool(gpus))
     if trust == "sandboxed":
-        checks += check_limits(cgroups.find())
+        checks += check_limits(cgroups.find(), workfs.probe())
     checks.append(check_disk(work_dir or Path.home()))
     checks.append(check_uv())
     if coordinator_url:
@@ -330,8 +330,11 @@ def _judge_self_test(seen: dict[str, str], planted: bool, cuda: bool, name: str)
 # ---- the limits on a run ------------------------------------------------------------------
 
 
-def check_limits(found: cgroups.Cgroups | cgroups.Absent) -> list[Check]:
-    """Which of a run's limits the kernel enforces here (control groups), which fall back."""
+def check_limits(
+    found: cgroups.Cgroups | cgroups.Absent, work_cap_refused: str | None
+) -> list[Check]:
+    """Which of a run's limits the kernel enforces here (control groups, a capped work
+    folder: `work_cap_refused` None, as `worker.workfs.probe` answers), which fall back."""
     if isinstance(found, cgroups.Absent):
         return [
             Check(
@@ -347,14 +350,14 @@ def check_limits(found: cgroups.Cgroups | cgroups.Absent) -> list[Check]:
                 "no control groups; falls back to RLIMIT_NPROC, counted over every run of the"
                 " shared sandbox user: one run's threads can starve another's",
             ),
-            _disk_check(),
+            _disk_check(work_cap_refused),
         ]
     where = f"cgroup v{found.version}"
     memory = Check(
         "limits memory",
         Status.OK,
         f"{where} {found.memory}: a CPU task's memory_mb caps each run, memfds, tmpfs and"
-        " /dev/shm included",
+        " /dev/shm included (plus disk_mb where its work folder is a tmpfs)",
     )
     if found.memory is None:
         memory = Check(
@@ -371,15 +374,27 @@ def check_limits(found: cgroups.Cgroups | cgroups.Absent) -> list[Check]:
             f"{where} has no writable pids controller; falls back to RLIMIT_NPROC of the"
             " shared sandbox user (one run can starve another's threads)",
         )
-    return [memory, pids, _disk_check()]
+    return [memory, pids, _disk_check(work_cap_refused)]
 
 
-def _disk_check() -> Check:
+def _disk_check(refused: str | None) -> Check:
+    if refused is None:
+        return Check(
+            "limits disk",
+            Status.OK,
+            "kernel-enforced: each run's work folder, its compile caches included, is a tmpfs"
+            " of the task's disk_mb in the run's own mount namespace (writes past it fail with"
+            " ENOSPC); it is held in memory and counts in the run's memory cap (memory_mb +"
+            " disk_mb; a disk_mb over half this machine's memory stays on disk, under the"
+            " watch); out/ is copied back, bounded",
+        )
     return Check(
         "limits disk",
-        Status.OK,
-        "the work folder is watched every 0.1 s (files, folders, removed files held open or"
-        " mapped); RLIMIT_FSIZE caps each file; compile caches are per run, in the cap",
+        Status.WARN,
+        f"no kernel-enforced cap ({refused}); falls back to a watch of the work folder every"
+        " 0.1 s (files, folders, removed files held open or mapped) and RLIMIT_FSIZE per file:"
+        " a fast writer overshoots by what it writes in 0.1 s; compile caches are per run, in"
+        " the watched folder",
     )
 
 

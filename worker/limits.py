@@ -21,6 +21,14 @@ costs ~20 ms), and then:
   binds reachable for that user in a private mount namespace of its own (a tmpfs over the
   first ancestor that user cannot enter, e.g. /root, holding only the bound paths), drops
   to that user and group with no supplementary groups, and runs bwrap as that user;
+- with `--capped-work` (the work folder) and a disk cap: enters a mount namespace of its
+  own and mounts a tmpfs of `--disk-mb` over the work folder there (`worker.workfs`): the
+  kernel then refuses writes past the cap, the memory cap grows by `--disk-mb` (its pages
+  are the run's), and that folder is not watched. After the run it removes the host's copy
+  of a read-only file the run replaced, copies the `--carry` folders (out/) back into the
+  host's work folder, bounded and without following links, and says on stderr when the
+  run's writes filled the folder (exit 125 when the run failed). Where the host refuses
+  the mount it says so and watches the folder as below;
 - runs bwrap as its child and watches the disk the run holds under `--watch` folders (the
   work folder: RLIMIT_FSIZE caps each file, not their sum): every file and folder in them,
   and files on their file systems that the run's processes hold open or mapped after
@@ -35,6 +43,7 @@ and the run's control group is removed when the run ends.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import select
@@ -45,11 +54,12 @@ import time
 from collections.abc import Iterable, Sequence
 
 if __package__:
-    from worker import cgroups, diskcap
+    from worker import cgroups, diskcap, workfs
 else:  # the launcher, run as `python -I -S worker/limits.py`: its siblings, by path
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import cgroups  # type: ignore[no-redef]
     import diskcap  # type: ignore[no-redef]
+    import workfs  # type: ignore[no-redef]
 
 DISK_EXCEEDED_EXIT = 125
 MEMORY_EXCEEDED_EXIT = 137  # what a shell reports for a SIGKILL, the kernel's OOM kill
@@ -224,7 +234,7 @@ def make_reachable(sources: Iterable[str], uid: int, gid: int) -> None:
     for cover in sorted(by_cover, key=len):
         if cover == "/":
             raise OSError(f"the sandbox user {uid} cannot enter / itself")
-        paths = sorted(set(by_cover[cover]))
+        paths = _outermost(by_cover[cover])
         fds = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in paths}
         _mount(libc, "tmpfs", cover, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=1m")
         for path, fd in fds.items():
@@ -237,6 +247,17 @@ def make_reachable(sources: Iterable[str], uid: int, gid: int) -> None:
                 os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
             _mount(libc, f"/proc/self/fd/{fd}", target, None, _MS_BIND | _MS_REC)
             os.close(fd)
+
+
+def _outermost(sources: Iterable[str]) -> list[str]:
+    """`sources` less those inside another, a folder: binding it (with what is mounted
+    in it) reaches them, and a second bind stacked on a mount of the first would pin the
+    host's file beneath (it could no longer be removed in this namespace)."""
+    kept: list[str] = []
+    for path in sorted(set(sources)):
+        if not any(path.startswith(k.rstrip("/") + "/") for k in kept):
+            kept.append(path)
+    return kept
 
 
 def hand_over(paths: Iterable[str], keep: Sequence[str], uid: int, gid: int) -> None:
@@ -312,7 +333,7 @@ def make_group(args: argparse.Namespace) -> list[str]:
         return cgroups.create_run_group(
             found,
             cgroups.group_name(os.getpid()),
-            memory_mb=args.memory_mb,
+            memory_mb=None if args.memory_mb is None else args.memory_mb + args.work_mb,
             max_processes=args.nproc,
         )
     except OSError as exc:
@@ -321,7 +342,10 @@ def make_group(args: argparse.Namespace) -> list[str]:
 
 
 def supervise_bwrap(
-    child: int, args: argparse.Namespace, folders: Sequence[str]
+    child: int,
+    args: argparse.Namespace,
+    folders: Sequence[str],
+    capped: workfs.CappedWork | None = None,
 ) -> tuple[int, str | None]:
     """Wait for bwrap; kill it when the run breaks its disk cap. (wait status, why killed)."""
     try:
@@ -334,6 +358,8 @@ def supervise_bwrap(
             pid, status = os.waitpid(child, os.WNOHANG)
             if pid == child:
                 return status, None
+            if capped is not None:
+                capped.full()  # remembered: a run that fails after filling it is told why
             if args.disk_mb is not None and args.watch:
                 why = watch.poll(lambda: run_pids(child, folders)).over(args.disk_mb)
                 if why is not None:
@@ -356,9 +382,17 @@ def _exit_like(status: int) -> None:
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
 
 
-def finish(status: int, disk_why: str | None, args: argparse.Namespace, folders: list[str]) -> None:
-    """Say why the run was stopped, remove its group, exit as bwrap did. Does not return."""
+def finish(
+    status: int,
+    disk_why: str | None,
+    args: argparse.Namespace,
+    folders: list[str],
+    capped: workfs.CappedWork | None,
+) -> None:
+    """Say why the run was stopped, carry out/ back from a capped work folder, remove the
+    run's group, exit as bwrap did. Does not return."""
     exit_code: int | None = None
+    ended_well = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     if disk_why is not None:
         sys.stderr.write(
             f"autoswarm sandbox: the work folder holds {disk_why}, over its disk cap of"
@@ -366,16 +400,67 @@ def finish(status: int, disk_why: str | None, args: argparse.Namespace, folders:
         )
         exit_code = DISK_EXCEEDED_EXIT
     elif folders and cgroups.oom_kills(folders):
+        work = f" + {args.work_mb} MB for its work folder" if args.work_mb else ""
         sys.stderr.write(
-            f"autoswarm sandbox: the run passed its memory cap of {args.memory_mb} MB (memfds,"
-            " tmpfs and /dev/shm included); the kernel killed it: out of memory\n"
+            f"autoswarm sandbox: the run passed its memory cap of {args.memory_mb} MB{work}"
+            " (memfds, tmpfs and /dev/shm included); the kernel killed it: out of memory\n"
         )
         exit_code = MEMORY_EXCEEDED_EXIT
+    elif capped is not None and capped.full():
+        sys.stderr.write(
+            f"autoswarm sandbox: the run's writes went over its disk cap of {args.disk_mb} MB:"
+            " its work folder, a file system of that size, refused them (ENOSPC)"
+            + ("\n" if ended_well else "; the run failed\n")
+        )
+        exit_code = None if ended_well else DISK_EXCEEDED_EXIT
+    if capped is not None:
+        settle_capped(capped, args, ended_well)
     sys.stderr.flush()
     cgroups.remove(folders)
     if exit_code is not None:
         os._exit(exit_code)
     _exit_like(status)
+
+
+def settle_capped(capped: workfs.CappedWork, args: argparse.Namespace, ended_well: bool) -> None:
+    """Once no process of the run is left: report replaced read-only files to the host,
+    carry out/ back (a run that ended well only), drop the tmpfs."""
+    try:
+        capped.forget_replaced()
+        if ended_well and args.carry:
+            why = workfs.carry_out(capped, args.carry, (args.disk_mb or 0) * 2**20)
+            if why is not None:
+                sys.stderr.write(f"autoswarm sandbox: artifacts not carried back: {why}\n")
+    except OSError as exc:
+        why = f"the work folder could not be settled: {exc}"
+        sys.stderr.write(f"autoswarm sandbox: {why}\n")
+        with contextlib.suppress(OSError):
+            workfs.refuse_carry(capped, why)
+    capped.unmount()
+
+
+def cap_work(args: argparse.Namespace) -> workfs.CappedWork | None:
+    """The work folder as a tmpfs of disk_mb in our own mount namespace (`worker.workfs`),
+    or None (said on stderr) when the host refuses it: the disk watch then caps it."""
+    if args.capped_work is None or args.disk_mb is None:
+        return None
+    capped = None
+    try:
+        workfs.check_fits_memory(args.disk_mb)
+        workfs.enter_private_mounts()  # first: a bind needs its source in our namespace
+        capped = workfs.CappedWork(args.capped_work, args.disk_mb, args.keep)
+        capped.mount()
+    except OSError as exc:
+        if capped is not None:
+            capped.unmount()
+        sys.stderr.write(
+            f"autoswarm sandbox: the work folder is not a capped file system here ({exc});"
+            " the disk watch caps it\n"
+        )
+        return None
+    args.watch = [w for w in args.watch if os.path.realpath(w) != capped.work]
+    args.work_mb = args.disk_mb
+    return capped
 
 
 # ---- entry point -------------------------------------------------------------------------
@@ -394,12 +479,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--watch", action="append", default=[])
     parser.add_argument("--writable", action="append", default=[])
     parser.add_argument("--keep", action="append", default=[])
+    parser.add_argument("--capped-work", default=None, help="the work folder, made a tmpfs")
+    parser.add_argument("--carry", action="append", default=[], help="folders carried back")
     parser.add_argument("bwrap", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.bwrap[:1] == ["--"]:
         args.bwrap = args.bwrap[1:]
     if not args.bwrap:
         parser.error("no bwrap command after --")
+    args.work_mb = 0  # memory the work folder's tmpfs may add to the run's cap
     return args
 
 
@@ -439,14 +527,15 @@ def main(argv: Sequence[str]) -> None:
     if args.memory_mb is None:
         args.memory_mb = inherited_mb(resource.RLIMIT_DATA)
     bwrap = list(args.bwrap)
+    capped = cap_work(args)
     if os.geteuid() == 0:
         prepare_root(args, bwrap)
     folders = make_group(args)
     child = os.fork()
     if child == 0:
         start_bwrap(args, bwrap, folders)
-    status, disk_why = supervise_bwrap(child, args, folders)
-    finish(status, disk_why, args, folders)
+    status, disk_why = supervise_bwrap(child, args, folders, capped)
+    finish(status, disk_why, args, folders, capped)
 
 
 if __name__ == "__main__":

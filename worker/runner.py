@@ -62,6 +62,7 @@ from worker.hardware import VramSampler
 from worker.leftovers import ArtifactsRefused, copy_artifacts, hash_file, remove_tree
 from worker.process import TICK_S, Limits, Outcome, Started, supervise
 from worker.sandbox import Sandbox, is_secret_name, scrub_env
+from worker.workfs import CARRY_REFUSED
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +214,8 @@ class Runner:
     Does not:
     - confine the code: the sandbox does, and `Unsandboxed` confines nothing;
     - limit a CUDA task's memory (CPU tasks: RLIMIT_DATA per process, and the tree is killed
-      when its RSS passes `memory_mb`); `disk_mb` limits each file's size, not the total;
+      when its RSS passes `memory_mb`); `disk_mb` limits each file's size here, the sandbox
+      the total (see `worker.bwrap`);
     - limit the number of processes (RLIMIT_NPROC counts all of the user's processes; a
       sandbox's pid namespace is the place for that).
     Infrastructure faults (a failed prepare, a full disk) are raised as exceptions.
@@ -503,6 +505,7 @@ class Runner:
         return self._start(
             x.spec, command, work, env, x.exp_dir / "run.log", x.run_id,
             readonly=readonly, writable=writable, gated=x.preload, environment=x.environment,
+            carry=_carried(x.spec, work),
         )  # fmt: skip
 
     def _run_in(
@@ -520,10 +523,8 @@ class Runner:
                 work, env, readonly, writable = self._setup_run(x, editable=True)
                 if x.preload:
                     process = self._start_run(x, work, env, readonly, writable)
-            else:
-                _copy_editable(x.task_dir, x.exp_dir / "work", spec.editable)
             if process is not None:  # whether started ahead or now, alike from here on
-                _wait_preloaded(process, x.exp_dir / "work", spec.run.startup_s, on_tick)
+                _ready_preloaded(x, process, on_tick, ahead=warm is not None)
             if spec.scoring.start is EvaluatorStart.WITH_RUN:
                 evaluator = self._start_evaluator(x)
             if process is None:
@@ -603,6 +604,10 @@ class Runner:
             return Result(status=ResultStatus.OK, metric=metric, metrics=metrics, **fields)
         artifacts = x.exp_dir / "eval" / "artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
+        refused = work / CARRY_REFUSED  # the sandbox's own note: the run cannot write here
+        if refused.is_file() and not refused.is_symlink():
+            why = refused.read_text(errors="replace").strip() or "out/ was not carried back"
+            return Result(status=ResultStatus.INVALID, error=_clip(f"artifacts: {why}"), **fields)
         try:
             copied = copy_artifacts(
                 work / "out", artifacts, max_bytes=spec.resources.disk_mb * 2**20
@@ -688,6 +693,7 @@ class Runner:
         writable: Sequence[Path],
         gated: bool = False,
         environment: TaskEnvironment | None = None,
+        carry: Sequence[Path] = (),
     ) -> Started:
         """`command` started in the sandbox, under the task's limits (not yet watched), in
         the task's environment (read-only) when it has one."""
@@ -695,7 +701,12 @@ class Runner:
         python = sys.executable if environment is None else environment.python
         readonly = [*readonly, *(() if environment is None else environment.readonly)]
         argv = self.sandbox.wrap(
-            _resolve(command, python), work_dir=cwd, readonly=readonly, writable=writable, env=env
+            _resolve(command, python),
+            work_dir=cwd,
+            readonly=readonly,
+            writable=writable,
+            env=env,
+            carry=carry,
         )
         limits = Limits(
             open_files=OPEN_FILES,
@@ -737,6 +748,10 @@ class Runner:
 # ---- outcomes ----------------------------------------------------------------------------
 
 
+# A run's own error when its work folder's cap refused a write (ENOSPC) or a file (EFBIG).
+_DISK_FULL = ("[Errno 28] No space left on device", "[Errno 27] File too large")
+
+
 def _run_failure(
     outcome: Outcome, spec: TaskSpec, budget_s: float, log: str
 ) -> tuple[ResultStatus, str] | None:
@@ -750,7 +765,10 @@ def _run_failure(
             f"out of memory: the process tree used more than {spec.resources.memory_mb} MB"
         )
     if outcome.exit_code != 0:
-        return ResultStatus.CRASH, _describe_exit(outcome.exit_code, log)
+        why = _describe_exit(outcome.exit_code, log)
+        if any(e in log[-2000:] for e in _DISK_FULL) and "disk cap" not in why:
+            why = f"writes went over its disk cap of {spec.resources.disk_mb} MB: {why}"
+        return ResultStatus.CRASH, why
     return None
 
 
@@ -837,13 +855,42 @@ def _copy_files(src: Path, dst: Path, paths: Sequence[str], *, readonly: bool) -
         target.chmod(0o444 if readonly else 0o644)
 
 
+def _ready_preloaded(
+    x: _Experiment, process: Started, on_tick: OnTick | None, *, ahead: bool
+) -> None:
+    """Wait for a preloaded run's modules; one started ahead then gets its editable files,
+    copied where it sees its work folder (its script is read only once it gets its line)."""
+    work = x.exp_dir / "work"
+    _wait_preloaded(process, work, x.spec.run.startup_s, on_tick)
+    if ahead:
+        try:
+            _copy_editable(x.task_dir, _seen_by(process, work), x.spec.editable)
+        except OSError:
+            if not process.exited():  # else its namespace went with it: it fails as it ended
+                raise
+
+
+def _carried(spec: TaskSpec, work: Path) -> list[Path]:
+    """What of a run's work folder the host reads after it: out/, for an evaluator only."""
+    return [work / "out"] if spec.scoring.mode is ScoringMode.EVALUATOR else []
+
+
+def _seen_by(process: Started | None, path: Path) -> Path:
+    """`path` as the running `process` sees it, through its /proc root: a sandbox may have
+    mounted the run's work folder in a namespace of its own (`worker.workfs`); the path
+    itself once the process has gone."""
+    if process is None or process.exited():
+        return path
+    return Path(f"/proc/{process.proc.pid}/root") / path.relative_to(path.anchor)
+
+
 def _wait_preloaded(process: Started, work: Path, limit_s: float, on_tick: OnTick | None) -> None:
     """Wait until a preloaded run's modules are imported (it created PRELOADED), it exited,
     or `limit_s` passed: its script, the evaluator that starts with it and the next run
     started ahead then start together in every run, ahead or not. Ticks at 0 s (the run's
     clock has not started) every TICK_S, so a worker that stops or loses the lease
     meanwhile hears of it at once; an exception from `on_tick` ends the wait."""
-    ready = work / ".tmp" / PRELOADED
+    ready = _seen_by(process, work) / ".tmp" / PRELOADED
     deadline, ticked = time.monotonic() + limit_s, -math.inf
     while not ready.exists() and not process.exited() and time.monotonic() < deadline:
         if on_tick is not None and time.monotonic() - ticked >= TICK_S:

@@ -108,8 +108,10 @@ class Sandbox(Protocol):
         readonly: Sequence[Path],
         writable: Sequence[Path],
         env: Mapping[str, str],
+        carry: Sequence[Path] = (),
     ) -> list[str]:
-        """The argv that runs `argv` confined, with `work_dir` as its working folder."""
+        """The argv that runs `argv` confined, with `work_dir` as its working folder; the
+        folders `carry` (inside `work_dir`) hold what the host reads once it has ended."""
         ...
 
 
@@ -131,6 +133,7 @@ class Unsandboxed:
         readonly: Sequence[Path],
         writable: Sequence[Path],
         env: Mapping[str, str],
+        carry: Sequence[Path] = (),
     ) -> list[str]:
         """`argv` unchanged."""
         return list(argv)
