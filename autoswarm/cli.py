@@ -7,6 +7,7 @@ import typer
 from autoswarm import __version__
 from autoswarm.console import console
 from autoswarm.coordinator_cmd import coordinator, token_app
+from autoswarm.dashboard_cmd import dashboard
 from autoswarm.doctor_cmd import doctor
 from autoswarm.propose_cmd import hypothesis_app, propose
 from autoswarm.ray_cmd import ray_workers
@@ -40,6 +41,7 @@ app.command("experiments")(experiments)
 app.command("show")(show)
 app.command("export")(export)
 app.command("plot")(plot)
+app.command("dashboard")(dashboard)
 
 
 def _version(value: bool) -> None:

@@ -1,6 +1,7 @@
 """Reading results from a coordinator: `autoswarm status`, `leaderboard`, `experiments`,
 `show`, `export` and `plot`. Each talks to the coordinator's read API over HTTP
-(`CoordinatorClient.get_json`) with a read token, or none for a public-read coordinator.
+(`CoordinatorClient.get_json`) with a read token, or none for a public-read coordinator;
+without `--join`, to the data folder's own (`autoswarm.reach`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from autoswarm import report
 from autoswarm.console import console, err_console, plain
+from autoswarm.reach import DataDirOpt, reach
 from shared.client import CoordinatorClient
 from shared.errors import AutoswarmError
 
@@ -27,10 +29,13 @@ PAGE = 500
 FORMATS = ("tsv", "csv", "jsonl", "parquet")
 
 Join = typer.Option(
-    "http://127.0.0.1:8470", "--join", envvar="AUTOSWARM_JOIN", help="The coordinator's URL."
+    None,
+    "--join",
+    envvar="AUTOSWARM_JOIN",
+    help="The coordinator's URL (default: the one of the data folder here).",
 )
 Token = typer.Option(
-    "",
+    None,
     "--token",
     envvar="AUTOSWARM_TOKEN",
     help="A read token (none needed if the coordinator is public-read).",
@@ -39,10 +44,19 @@ AsJson = typer.Option(False, "--json", help="Print JSON instead of a table.")
 TaskOpt = typer.Option(None, "--task", help="The task (default: every task).")
 
 
-def _run(join: str, token: str, action: Callable[[CoordinatorClient], None]) -> None:
-    """Run `action` with a client; an error becomes a message and exit code 1."""
+def _run(
+    join: str | None,
+    token: str | None,
+    data_dir: Path,
+    action: Callable[[CoordinatorClient], None],
+) -> None:
+    """Run `action` with a client of the coordinator `reach` finds; an error becomes one
+    line and exit code 1."""
     try:
-        with CoordinatorClient(join, token, timeout_s=30) as client:
+        with (
+            reach(join, token, data_dir) as found,
+            CoordinatorClient(found.url, found.token, timeout_s=30) as client,
+        ):
             action(client)
     except AutoswarmError as exc:
         err_console.print("[red]error:[/red]", plain(str(exc)))
@@ -122,8 +136,9 @@ def _status_view(data: dict[str, Any]) -> Group:
 
 
 def status(
-    join: str = Join,
-    token: str = Token,
+    join: str | None = Join,
+    token: str | None = Token,
+    data_dir: Path = DataDirOpt,
     as_json: bool = AsJson,
     once: bool = typer.Option(False, "--once", help="Print the table once and exit."),
     interval_s: float = typer.Option(3.0, "--interval", min=0.5, help="Seconds between refreshes."),
@@ -144,7 +159,7 @@ def status(
                 time.sleep(interval_s)
 
     try:
-        _run(join, token, show_status)
+        _run(join, token, data_dir, show_status)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
 
@@ -153,8 +168,9 @@ def status(
 
 
 def leaderboard(
-    join: str = Join,
-    token: str = Token,
+    join: str | None = Join,
+    token: str | None = Token,
+    data_dir: Path = DataDirOpt,
     task: str | None = TaskOpt,
     hardware: str | None = typer.Option(None, "--hardware", help="One hardware class."),
     as_json: bool = AsJson,
@@ -173,7 +189,7 @@ def leaderboard(
             for table in board_tables(board):
                 console.print(table)
 
-    _run(join, token, show_boards)
+    _run(join, token, data_dir, show_boards)
 
 
 def board_tables(board: dict[str, Any]) -> list[Table]:
@@ -202,8 +218,9 @@ def board_tables(board: dict[str, Any]) -> list[Table]:
 
 
 def experiments(
-    join: str = Join,
-    token: str = Token,
+    join: str | None = Join,
+    token: str | None = Token,
+    data_dir: Path = DataDirOpt,
     task: str | None = TaskOpt,
     state: str | None = typer.Option(None, "--status", help="queued, leased, done, dead."),
     kind: str | None = typer.Option(None, "--kind", help="explore, baseline, replicate, merge."),
@@ -260,13 +277,14 @@ def experiments(
             )
         console.print(table)
 
-    _run(join, token, list_them)
+    _run(join, token, data_dir, list_them)
 
 
 def show(
     experiment_id: str = typer.Argument(..., help="The experiment's id."),
-    join: str = Join,
-    token: str = Token,
+    join: str | None = Join,
+    token: str | None = Token,
+    data_dir: Path = DataDirOpt,
     as_json: bool = AsJson,
 ) -> None:
     """One experiment: its hypothesis, result, decision, log tail and diff (in colour)."""
@@ -302,7 +320,7 @@ def show(
         if result.get("log_tail"):
             console.print(Panel(plain(result["log_tail"].rstrip()), title="log tail"))
 
-    _run(join, token, show_one)
+    _run(join, token, data_dir, show_one)
 
 
 # -- export and plot ---------------------------------------------------------------------------
@@ -321,8 +339,9 @@ def export(
     fmt: str = typer.Option("tsv", "--format", help="tsv (results.tsv), csv, jsonl, parquet."),
     output: Path | None = typer.Option(None, "-o", "--output", help="File (default: stdout)."),
     hardware: str | None = typer.Option(None, "--hardware", help="Only one hardware class."),
-    join: str = Join,
-    token: str = Token,
+    join: str | None = Join,
+    token: str | None = Token,
+    data_dir: Path = DataDirOpt,
 ) -> None:
     """The task's experiments as karpathy/autoresearch's results.tsv (first five columns
     exactly theirs, the metric named after the task's), then ours; or csv, jsonl, parquet."""
@@ -350,15 +369,16 @@ def export(
         if output is not None:
             err_console.print(f"{len(rows)} experiments written to {output}")
 
-    _run(join, token, write)
+    _run(join, token, data_dir, write)
 
 
 def plot(
     task: str = typer.Option(..., "--task", help="The task to plot."),
     output: Path = typer.Option(Path("progress.png"), "-o", "--output", help="The PNG file."),
     hardware: str | None = typer.Option(None, "--hardware", help="One hardware class."),
-    join: str = Join,
-    token: str = Token,
+    join: str | None = Join,
+    token: str | None = Token,
+    data_dir: Path = DataDirOpt,
 ) -> None:
     """progress.png as karpathy/autoresearch draws it: every experiment a dot, kept changes
     highlighted and labelled, the running best as a step line."""
@@ -373,4 +393,4 @@ def plot(
         )
         err_console.print(f"{len(rows)} experiments plotted to {output}")
 
-    _run(join, token, draw)
+    _run(join, token, data_dir, draw)

@@ -264,9 +264,21 @@ def run_up(
             print_decisions(admin, task_id, earlier)
         with console.status("stopping the coordinator"):
             coordinator.stop()
+        console.print(plain(reopen_hint(data_dir)))
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return code
+
+
+def reopen_hint(data_dir: Path) -> str:
+    """What reads the results once `up` has ended (they stay in its data folder)."""
+    from autoswarm.reach import DEFAULT_DATA_DIR
+
+    flag = "" if data_dir == DEFAULT_DATA_DIR else f" --data-dir {data_dir}"
+    return (
+        f"results kept in {data_dir}: `autoswarm dashboard{flag}` reopens the dashboard; "
+        f"`autoswarm leaderboard{flag}` (and status, experiments, show, export, plot) read them"
+    )
 
 
 def workers_line(workers: int, pinned: list[list[int]]) -> str:

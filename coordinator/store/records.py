@@ -269,6 +269,15 @@ class RecordOps(StoreBase):
         raw = self._hgetall(keys.experiment(experiment_id))
         return ExperimentRecord.from_hash(raw) if raw.get("experiment_id") else None
 
+    def experiment_ids_starting(self, prefix: str, limit: int) -> list[str]:
+        """Up to `limit` experiment ids that start with `prefix` (an id: no glob characters),
+        sorted; one pass over the experiments' index (ZSCAN, in pages)."""
+        found = {
+            str(member)
+            for member, _ in self._r.zscan_iter(keys.EXPERIMENTS, match=f"{prefix}*", count=1000)
+        }
+        return sorted(found)[:limit]
+
     def add_spend(
         self, task_id: str, model: str, usd: float, tokens: int, calls: int, max_models: int
     ) -> bool:
