@@ -84,6 +84,12 @@ def test_the_worker_filter_finds_one_workers_runs(run: Run) -> None:
     assert found == named(run, "baseline-2", "lower-replicate", "baseline-4")
 
 
+def test_the_worker_filter_takes_a_short_worker_id(run: Run) -> None:
+    """worker_id by its first 8 characters finds what the full id finds."""
+    worker_id = run.workers["b"].worker_id
+    assert set(ids(run, worker_id=worker_id[:8])) == set(ids(run, worker_id=worker_id))
+
+
 def test_the_owner_filter_finds_one_owners_runs(run: Run) -> None:
     """owner=team-a/alice: the baselines and explores worker a ran."""
     found = set(ids(run, owner="team-a/alice"))
