@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
-from autoswarm.console import console, err_console
+from autoswarm.console import console, print_error
 from shared.errors import AutoswarmError
 from shared.models import Scope
 
@@ -51,9 +51,13 @@ def coordinator(
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(x) for x in first["loc"])
-        err_console.print(f"[red]error:[/red] coordinator setting {field}: {first['msg']}")
+        print_error(f"coordinator setting {field}: {first['msg']}")
         raise typer.Exit(2) from None
-    run_coordinator(settings)
+    try:
+        run_coordinator(settings)
+    except AutoswarmError as exc:
+        print_error(str(exc))
+        raise typer.Exit(1) from None
 
 
 def admin_token(token: str | None, data_dir: Path) -> str:
@@ -64,9 +68,9 @@ def admin_token(token: str | None, data_dir: Path) -> str:
     try:
         return path.read_text().strip()
     except OSError:
-        err_console.print(
-            f"[red]error:[/red] no admin token: give --token, or run this where the "
-            f"coordinator's data folder is ({path} is missing)"
+        print_error(
+            f"no admin token: give --token, or run this where the coordinator's data folder "
+            f"is ({path} is missing)"
         )
         raise typer.Exit(2) from None
 
@@ -92,6 +96,6 @@ def create(
         with CoordinatorClient(join, admin_token(token, data_dir)) as client:
             secret = client.create_token(scope.value, name)
     except AutoswarmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(f"{exc}")
         raise typer.Exit(1) from None
     console.print(secret, markup=False, highlight=False)

@@ -10,7 +10,7 @@ from types import FrameType
 
 import typer
 
-from autoswarm.console import console, err_console, plain
+from autoswarm.console import console, print_error
 from autoswarm.reach import DataDirOpt, holds_results, open_folder
 from shared.errors import AutoswarmError
 
@@ -28,11 +28,8 @@ def dashboard(
         console.print(f"dashboard: [link]{running}/[/link] (already served; nothing started)")
         return
     if not holds_results(data_dir):
-        err_console.print(
-            plain(
-                f"error: {data_dir} holds no results: run this where `autoswarm up` ran, "
-                "or give --data-dir"
-            )
+        print_error(
+            f"{data_dir} holds no results: run this where `autoswarm up` ran, or give --data-dir"
         )
         raise typer.Exit(1)
     stop = threading.Event()
@@ -48,7 +45,7 @@ def dashboard(
             stop.wait()
             console.print("stopping")
     except AutoswarmError as exc:
-        err_console.print("[red]error:[/red]", plain(str(exc)))
+        print_error(str(exc))
         raise typer.Exit(1) from None
     finally:
         for signum, handler in previous.items():

@@ -20,10 +20,10 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from autoswarm import report
-from autoswarm.console import console, err_console, plain
+from autoswarm.console import console, err_console, plain, print_error
 from autoswarm.reach import DataDirOpt, reach
-from shared.client import CoordinatorClient
-from shared.errors import AutoswarmError
+from shared.client import CoordinatorClient, CoordinatorUnavailable
+from shared.errors import AutoswarmError, InvalidInput
 
 PAGE = 500
 FORMATS = ("tsv", "csv", "jsonl", "parquet")
@@ -41,7 +41,10 @@ Token = typer.Option(
     help="A read token (none needed if the coordinator is public-read).",
 )
 AsJson = typer.Option(False, "--json", help="Print JSON instead of a table.")
-TaskOpt = typer.Option(None, "--task", help="The task (default: every task).")
+TaskOpt = typer.Option(None, "--task", help="The task, by id or folder (default: every task).")
+OneTask = typer.Option(
+    None, "--task", help="The task, by id or folder (default: the only one there is)."
+)
 
 
 def _run(
@@ -58,8 +61,12 @@ def _run(
             CoordinatorClient(found.url, found.token, timeout_s=30) as client,
         ):
             action(client)
+    except CoordinatorUnavailable as exc:
+        where = "pass --join URL" if join else "run this where `autoswarm up` ran"
+        print_error(f"cannot reach {exc}: is it running? ({where})")
+        raise typer.Exit(1) from None
     except AutoswarmError as exc:
-        err_console.print("[red]error:[/red]", plain(str(exc)))
+        print_error(str(exc))
         raise typer.Exit(1) from None
 
 
@@ -179,7 +186,8 @@ def leaderboard(
     changes with their deltas."""
 
     def show_boards(client: CoordinatorClient) -> None:
-        task_ids = [task] if task else [t["task_id"] for t in client.get_json("tasks")]
+        every = [t["task_id"] for t in client.get_json("tasks")]
+        task_ids = [task_id_of(task)] if task else every
         params = {"hardware": hardware} if hardware else None
         boards = [client.get_json(f"tasks/{t}/leaderboard", params) for t in task_ids]
         if as_json:
@@ -239,7 +247,7 @@ def experiments(
 ) -> None:
     """List experiments, filtered, newest first (or best first with --sort score)."""
     params = {
-        "task_id": task,
+        "task_id": task_id_of(task) if task else None,
         "status": state,
         "kind": kind,
         "verdict": verdict,
@@ -326,6 +334,30 @@ def show(
 # -- export and plot ---------------------------------------------------------------------------
 
 
+def task_id_of(given: str) -> str:
+    """A task's id from `--task`: the id itself, or a task folder (as `up --task` takes)."""
+    folder = Path(given)
+    if "/" in given or (folder / "task.toml").is_file():
+        from shared.task import load_task
+
+        try:
+            return load_task(folder).name
+        except AutoswarmError as exc:
+            raise InvalidInput(f"--task {given}: {exc}") from None
+    return given
+
+
+def one_task(client: CoordinatorClient, given: str | None) -> str:
+    """The task `--task` names, else the coordinator's only task."""
+    if given:
+        return task_id_of(given)
+    every = [t["task_id"] for t in client.get_json("tasks")]
+    if len(every) != 1:
+        named = ", ".join(every) or "none yet"
+        raise InvalidInput(f"give --task: this coordinator has {len(every)} tasks ({named})")
+    return str(every[0])
+
+
 def _rows(
     client: CoordinatorClient, task: str, hardware: str | None
 ) -> tuple[dict[str, Any], list[report.ExperimentRow]]:
@@ -335,7 +367,7 @@ def _rows(
 
 
 def export(
-    task: str = typer.Option(..., "--task", help="The task to export."),
+    task: str | None = OneTask,
     fmt: str = typer.Option("tsv", "--format", help="tsv (results.tsv), csv, jsonl, parquet."),
     output: Path | None = typer.Option(None, "-o", "--output", help="File (default: stdout)."),
     hardware: str | None = typer.Option(None, "--hardware", help="Only one hardware class."),
@@ -346,14 +378,14 @@ def export(
     """The task's experiments as karpathy/autoresearch's results.tsv (first five columns
     exactly theirs, the metric named after the task's), then ours; or csv, jsonl, parquet."""
     if fmt not in FORMATS:
-        err_console.print(f"[red]error:[/red] --format must be one of {', '.join(FORMATS)}")
+        print_error(f"--format must be one of {', '.join(FORMATS)}")
         raise typer.Exit(2)
     if fmt == "parquet" and output is None:
-        err_console.print("[red]error:[/red] --format parquet needs -o FILE")
+        print_error("--format parquet needs -o FILE")
         raise typer.Exit(2)
 
     def write(client: CoordinatorClient) -> None:
-        spec, rows = _rows(client, task, hardware)
+        spec, rows = _rows(client, one_task(client, task), hardware)
         metric = spec["metric"]["name"]
         if fmt == "parquet":
             assert output is not None
@@ -373,7 +405,7 @@ def export(
 
 
 def plot(
-    task: str = typer.Option(..., "--task", help="The task to plot."),
+    task: str | None = OneTask,
     output: Path = typer.Option(Path("progress.png"), "-o", "--output", help="The PNG file."),
     hardware: str | None = typer.Option(None, "--hardware", help="One hardware class."),
     join: str | None = Join,
@@ -384,9 +416,10 @@ def plot(
     highlighted and labelled, the running best as a step line."""
 
     def draw(client: CoordinatorClient) -> None:
-        classes = [h["hardware"] for h in client.get_json(f"tasks/{task}")["heads"]]
+        task_id = one_task(client, task)
+        classes = [h["hardware"] for h in client.get_json(f"tasks/{task_id}")["heads"]]
         # Scores compare only within a class: one class per picture.
-        spec, rows = _rows(client, task, hardware or (classes[0] if classes else None))
+        spec, rows = _rows(client, task_id, hardware or (classes[0] if classes else None))
         lower = spec["metric"]["direction"] == "minimize"
         report.plot_progress(
             rows, metric_name=spec["metric"]["name"], lower_is_better=lower, path=output

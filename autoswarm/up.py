@@ -37,7 +37,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from autoswarm.console import console, err_console, plain
+from autoswarm.console import console, err_console, plain, print_error
 from autoswarm.report import ExperimentRow, plot_progress, rows_from_summaries, to_tsv
 from shared.errors import AutoswarmError, SandboxUnavailable
 from shared.lifetime import die_with_parent
@@ -254,7 +254,7 @@ def run_up(
         if not _watch(admin, spec, task_id, swarm, out_dir, max_experiments):
             code = 1
     except AutoswarmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(f"{exc}")
         return 1
     finally:
         with console.status("stopping workers (leases are handed back)"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from autoswarm.console import err_console
+from autoswarm.console import print_error
 from autoswarm.propose_cmd import build_proposer
 from autoswarm.task_cmd import load_or_exit
 from shared.errors import AutoswarmError
@@ -78,7 +78,7 @@ def up(
             max_experiments=max_experiments,
         )
     except AutoswarmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(f"{exc}")
         raise typer.Exit(1) from None
     raise typer.Exit(code)
 

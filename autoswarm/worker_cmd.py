@@ -9,7 +9,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from autoswarm.console import console, err_console, plain
+from autoswarm.console import console, plain, print_error
 from shared.errors import AutoswarmError
 
 worker_app = typer.Typer(
@@ -76,7 +76,7 @@ def worker(
         field = ".".join(str(x) for x in first["loc"])
         hint = " (give --join URL)" if field == "join" and not first.get("input") else ""
         message = str(first["msg"]).removeprefix("Value error, ")
-        err_console.print(f"[red]error:[/red] worker setting {field}: {message}{hint}")
+        print_error(f"worker setting {field}: {message}{hint}")
         raise typer.Exit(2) from None
     raise typer.Exit(run_worker(settings))
 
@@ -88,7 +88,7 @@ def _control(command: str, state_dir: Path | None) -> dict[str, Any]:
     try:
         return send_command((state_dir or DEFAULT_STATE_DIR).expanduser(), command)
     except AutoswarmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(f"{exc}")
         raise typer.Exit(1) from None
 
 

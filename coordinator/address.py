@@ -20,6 +20,22 @@ class PortInUse(AutoswarmError):
     """The port asked for is served by something else already."""
 
 
+class FolderInUse(AutoswarmError):
+    """Another live coordinator serves the data folder (two would share one Redis folder)."""
+
+
+def check_folder(data_dir: Path) -> None:
+    """Raise `FolderInUse` (one line, saying what to do) if another process serves
+    `data_dir` now."""
+    found = _read(data_dir / ADDRESS_FILE)
+    if found is None or found[1] == os.getpid() or read_address(data_dir) is None:
+        return
+    raise FolderInUse(
+        f"{data_dir} is served already, at {found[0]} (process {found[1]}): read it there "
+        "(commands run here find it), or stop that one first, or give another --data-dir"
+    )
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free on `host` now."""
     with socket.socket() as sock:

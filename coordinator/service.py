@@ -25,7 +25,13 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from coordinator.address import check_port, local_url, remove_address, write_address
+from coordinator.address import (
+    check_folder,
+    check_port,
+    local_url,
+    remove_address,
+    write_address,
+)
 from coordinator.api import create_app
 from coordinator.logs import configure_logging
 from coordinator.readonly import ReadOnly
@@ -66,7 +72,9 @@ def _server(settings: CoordinatorSettings) -> uvicorn.Server:
 
 def run_coordinator(settings: CoordinatorSettings) -> None:
     """Serve until SIGINT/SIGTERM (blocks). Logging is the caller's to configure. A port
-    in use is `PortInUse`, raised before anything starts."""
+    in use is `PortInUse`, a data folder another coordinator serves `FolderInUse`, raised
+    before anything starts."""
+    check_folder(settings.data_dir)
     check_port(settings.host, settings.port)
     write_address(settings.data_dir, local_url(settings.host, settings.port))
     try:
@@ -161,9 +169,11 @@ class CoordinatorThread:
 def serve_in_thread(settings: CoordinatorSettings) -> CoordinatorThread:
     """Start serving in a daemon thread; returns once the app is ready (or raises).
 
-    `settings.port` 0 is not supported here: pass a free port (one in use is `PortInUse`).
+    `settings.port` 0 is not supported here: pass a free port (one in use is `PortInUse`;
+    a data folder another process serves, `FolderInUse`).
     The admin token is the configured one, else the one kept in data_dir/admin.token.
     """
+    check_folder(settings.data_dir)
     check_port(settings.host, settings.port)
     server = _server(settings)
     thread = threading.Thread(target=server.run, name="coordinator", daemon=True)

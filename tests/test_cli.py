@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -115,6 +116,51 @@ def test_up_refuses_an_unknown_trust_before_starting_anything(tmp_path: Path) ->
     assert answer.exit_code == 2
     assert "--trust" in answer.output and "trusted-code" in answer.output
     assert not data_dir.exists()
+
+
+def error_line(here: Path, *args: str) -> str:
+    """`autoswarm ARGS` run in `here`, expected to fail: its one line of complaint."""
+    done = subprocess.run(
+        [sys.executable, "-m", "autoswarm", *args],
+        cwd=here,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    said = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert done.returncode != 0, said
+    assert "Traceback" not in done.stdout + done.stderr, said
+    assert len(said) == 1, said
+    return said[0]
+
+
+def test_each_error_a_user_can_cause_is_one_line_saying_what_to_do(
+    tmp_path: Path, task_dir: Path
+) -> None:
+    """A busy port (`up`, `coordinator`, `dashboard`), a folder with no results, a coordinator
+    that is not there, a missing task, no admin token: one line each, no traceback."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        for args in (
+            ("up", "--task", str(task_dir), "--trust", "trusted-code", "--port", port),
+            ("coordinator", "--port", port, "--data-dir", str(tmp_path / "c")),
+        ):
+            assert f"port {port} is in use" in error_line(tmp_path, *args), args
+        (tmp_path / "d" / "lineage").mkdir(parents=True)
+        said = error_line(tmp_path, "dashboard", "--data-dir", "d", "--port", port)
+        assert f"port {port} is in use" in said
+    for args in (("leaderboard",), ("show", "e1234567"), ("dashboard",)):
+        assert "where `autoswarm up` ran" in error_line(tmp_path, *args), args
+    closed = f"http://127.0.0.1:{free_port()}"
+    said = error_line(tmp_path, "status", "--once", "--join", closed)
+    assert closed in said and "is it running" in said
+    said = error_line(tmp_path, "up", "--task", str(tmp_path / "nowhere"))
+    assert "nowhere" in said
+    said = error_line(tmp_path, "token", "create", "--scope", "read", "--name", "x")
+    assert "--token" in said
 
 
 def test_a_join_url_without_a_scheme_is_refused_at_once(tmp_path: Path) -> None:

@@ -249,7 +249,7 @@ def test_after_up_ends_every_read_command_and_the_dashboard_open_its_folder_with
     tmp_path: Path, task_dir_factory: Callable[..., Path], browser: Any
 ) -> None:
     """`up` ends; in its folder `status`, `leaderboard`, `experiments`, `show` (by an 8-character
-    prefix), `export` and `plot` answer with no flag, and `autoswarm dashboard` serves the
+    prefix), `export` and `plot` (`--task` a folder, as `up` takes it) answer with no flag, and `autoswarm dashboard` serves the
     results read-only at the URL it prints, until Ctrl-C."""
     here = tmp_path / "here"
     here.mkdir()
@@ -267,9 +267,9 @@ def test_after_up_ends_every_read_command_and_the_dashboard_open_its_folder_with
     full = found[0]["experiment_id"]
     shown = autoswarm(here, "show", full[:8])
     assert shown.returncode == 0 and full in shown.stdout, shown.stdout + shown.stderr
-    exported = autoswarm(here, "export", "--task", "quick")
+    exported = autoswarm(here, "export")  # the only task
     assert exported.stdout.startswith("commit\t"), exported.stdout + exported.stderr
-    assert autoswarm(here, "plot", "--task", "quick").returncode == 0
+    assert autoswarm(here, "plot", "--task", str(task)).returncode == 0  # a folder, as `up`
     assert (here / "progress.png").stat().st_size > 0
 
     served = subprocess.Popen(
