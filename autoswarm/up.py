@@ -127,6 +127,34 @@ def worker_start(cores: list[int]) -> tuple[Callable[[], None], dict[str, str]]:
     return start, env
 
 
+class WatchedProposer:
+    """The proposer, and whether its latest answer was "nothing new" (`spent`)."""
+
+    def __init__(self, inner: Any, kind: str) -> None:
+        self.inner = inner
+        self.kind = kind
+        self.spent = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def propose(self, context: Any) -> Any:
+        found = self.inner.propose(context)
+        if found is None:
+            self.spent.set()
+        else:
+            self.spent.clear()
+        return found
+
+
+def spent_line(kind: str) -> str:
+    """The live screen's one line once the proposer has nothing new."""
+    return (
+        f"the {kind} proposer has nothing new to propose; `autoswarm hypothesis add` queues "
+        "ideas of your own"
+    )
+
+
 @dataclass
 class Swarm:
     """The processes `up` started, and how to stop them in order."""
@@ -134,6 +162,7 @@ class Swarm:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     proposer_thread: threading.Thread | None = None
+    proposer: WatchedProposer | None = None
 
     def start_worker(
         self, index: int, url: str, token: str, trust: str, data_dir: Path, cores: list[int]
@@ -229,9 +258,10 @@ def run_up(
             swarm.start_worker(index, coordinator.url, worker_token, trust, data_dir, cores)
         client = CoordinatorClient(coordinator.url, proposer_token, timeout_s=60)
         report_spend(proposer, client)
+        swarm.proposer = WatchedProposer(proposer, proposer_kind)
         swarm.proposer_thread = threading.Thread(
             target=run_proposer_loop,
-            args=(client, task_id, proposer),
+            args=(client, task_id, swarm.proposer),
             kwargs={
                 "stop": swarm.stop,
                 "queue_ahead": max(2, workers),
@@ -378,6 +408,7 @@ def _watch(
     written: list[Any] | None = None
     judged_before: int | None = None
     workers_alive = True
+    done_line = ""
     with Live(console=console, refresh_per_second=1, transient=False) as live:
         while not swarm.stop.is_set():
             task = client.get_json(f"tasks/{task_id}")
@@ -395,16 +426,41 @@ def _watch(
             judged_before = judged if judged_before is None else judged_before
             if max_experiments is not None and judged - judged_before >= max_experiments:
                 break
+            if swarm.proposer is not None and all_done(
+                swarm.proposer, task, experiments, hypotheses
+            ):
+                done_line = (
+                    f"{spent_line(swarm.proposer.kind)}, and every experiment is judged: "
+                    "stopping (`up` again runs what you add)"
+                )
+                break
             if all(p.poll() is not None for p in swarm.workers):
                 err_console.print("[red]every worker stopped[/red]; see the logs folder")
                 workers_alive = False
                 break
             swarm.stop.wait(REFRESH_S)
+    if done_line:
+        console.print(plain(done_line), soft_wrap=True)
     # The last verdicts may have landed after this pass read the experiments.
     rows = rows_from_summaries(list_experiments(client, task_id))
     if rows != written:
         write_exports(rows, spec, out_dir)
     return workers_alive
+
+
+def all_done(
+    proposer: WatchedProposer,
+    task: dict[str, Any],
+    experiments: list[dict[str, Any]],
+    hypotheses: dict[str, dict[str, Any]],
+) -> bool:
+    """Whether the proposer has nothing new and nothing is left to run or judge (a worker
+    has started measuring the task: before, its baselines are not even queued)."""
+    if not proposer.spent.is_set() or not task.get("heads"):
+        return False
+    if any(h.get("verdict") == "pending" for h in hypotheses.values()):
+        return False
+    return not any(e.get("state") in ("queued", "leased") for e in experiments)
 
 
 def list_experiments(client: Any, task_id: str) -> list[dict[str, Any]]:
@@ -477,11 +533,13 @@ def render(
     kept = sum(1 for h in hypotheses.values() if h.get("verdict") == "kept")
     alive = sum(1 for p in swarm.workers if p.poll() is None)
     queued = sum(1 for e in experiments if e.get("state") == "queued")
-    footer = Panel(
+    said = (
         f"{len(experiments)} experiments ({queued} queued) · {len(hypotheses)} hypotheses · "
-        f"{kept} kept · {alive} workers running",
-        expand=False,
+        f"{kept} kept · {alive} workers running"
     )
+    if swarm.proposer is not None and swarm.proposer.spent.is_set():
+        said += "\n" + spent_line(swarm.proposer.kind)
+    footer = Panel(plain(said), expand=False)
     return Group(heads, workers_table(spec, experiments, workers), latest, footer)
 
 

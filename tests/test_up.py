@@ -155,3 +155,25 @@ def test_killing_up_stops_its_workers_and_redis(
             up.kill()
         for pid in processes_under(data_dir):
             os.kill(pid, signal.SIGKILL)
+
+
+NO_CONSTANTS = """\
+import random
+print("---")
+print(f"score: {1.0 + random.gauss(0, 0.001):.6f}")
+"""
+
+
+def test_up_without_a_limit_stops_once_the_proposer_has_nothing_new(
+    tmp_path: Path, task_dir_factory: Callable[..., Path]
+) -> None:
+    """No constant to move: the mutation proposer is spent at once; once the baselines are
+    judged `up` says so in one line and stops by itself, with its summary."""
+    task = task_dir_factory("fixed", NO_CONSTANTS)
+    done = run_up(task, tmp_path / "data", tmp_path / "out")
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = [line for line in done.stdout.splitlines() if "every experiment is judged" in line]
+    assert len(said) == 1 and "nothing new to propose" in said[0], done.stdout
+    assert "hypothesis add" in said[0]
+    assert "fixed on cpu" in done.stdout  # the closing summary: the lineage
+    assert processes_under(tmp_path / "data") == []
