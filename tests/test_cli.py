@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -426,6 +427,51 @@ def test_worker_joins_and_is_paused_resumed_and_finished(
     assert len(done) >= 2  # one before the pause, one after the resume
     gone = invoke("worker", "status", "--state-dir", str(state))
     assert gone.exit_code == 1 and "no worker is running" in gone.stderr
+
+
+def test_one_ctrl_c_finishes_the_run_and_reports_it_a_second_hands_it_back(
+    served: Served, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Ctrl-C once: the run goes on past the stop grace, is reported, the worker exits 0,
+    saying so; Ctrl-C twice: the run is stopped at once and handed back, saying so."""
+    token = served.token("worker", "erin")
+    grace = {"AUTOSWARM_STOP_GRACE_S": "0.1"}  # far shorter than a run: no time to finish
+    for name, presses in (("erin", 1), ("erin2", 2)):
+        state = tmp_path_factory.mktemp("c")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "autoswarm", "worker", "--join", served.url, "--token", token,
+             "--name", name, "--gpus", "none", "--trust", "trusted-code",
+             "--state-dir", str(state)],
+            cwd=REPO, env=clean_env(**grace), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        try:
+            wait_until(partial(_running, state, worker), 60, "the worker running an experiment")
+            running = slot(state)["experiment_id"]
+            for _ in range(presses):
+                worker.send_signal(signal.SIGINT)
+            out, _ = worker.communicate(timeout=60)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        assert worker.returncode == 0, out
+        with served.admin() as client:
+            exp = client.get_json(f"experiments/{running}")
+        if presses == 1:
+            assert "finishing: the current run completes and is reported" in out
+            assert exp["result"] is not None and "abandoned" not in out, out
+        else:
+            assert "stopping now" in out and "abandoned" in out, out
+            assert exp["result"] is None, exp
+
+
+def _running(state: Path, worker: subprocess.Popen[str]) -> bool:
+    assert worker.poll() is None, worker.communicate()[0]
+    try:
+        return slot(state).get("state") == "running"
+    except AssertionError:
+        return False  # its control socket is not up yet
 
 
 def _leased_by(client: CoordinatorClient, served: Served, name: str) -> list[dict[str, Any]]:

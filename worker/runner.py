@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import fcntl
+import hashlib
 import logging
 import math
 import os
