@@ -474,6 +474,46 @@ def _running(state: Path, worker: subprocess.Popen[str]) -> bool:
         return False  # its control socket is not up yet
 
 
+def test_doctor_and_the_worker_check_the_token_first_and_say_when_never_reached(
+    served: Served, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`doctor --join --token` passes a known token and fails a wrong one; a worker with a
+    wrong token stops before its sandbox self-test; one whose URL answers nothing says it has
+    never reached the coordinator."""
+    good = served.token("worker", "frank")
+    checks = json.loads(invoke("doctor", "--json", "--join", served.url, "--token", good).stdout)
+    assert {c["name"]: c["status"] for c in checks}["token"] == "OK"
+    wrong = invoke("doctor", "--json", "--join", served.url, "--token", "as_wrong")
+    assert wrong.exit_code == 1
+    assert {c["name"]: c["status"] for c in json.loads(wrong.stdout)}["token"] == "FAIL"
+    state = tmp_path_factory.mktemp("t")
+    refused = subprocess.run(
+        [sys.executable, "-m", "autoswarm", "worker", "--join", served.url, "--token", "as_wrong",
+         "--gpus", "none", "--trust", "sandboxed", "--state-dir", str(state)],
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "refused this token" in refused.stderr, refused.stderr
+    assert "self-test" not in refused.stderr and "Traceback" not in refused.stderr
+    away = f"http://127.0.0.1:{free_port()}"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "autoswarm", "worker", "--join", away, "--token", good,
+         "--gpus", "none", "--trust", "trusted-code", "--state-dir", str(state)],
+        cwd=REPO, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert worker.stdout is not None
+        said = ""
+        while "never reached" not in said:
+            line = worker.stdout.readline()
+            assert line, said
+            said += line
+        assert f"has never reached the coordinator at {away}" in said
+    finally:
+        worker.send_signal(signal.SIGINT)
+        worker.send_signal(signal.SIGINT)
+        worker.communicate(timeout=30)
+
+
 def _leased_by(client: CoordinatorClient, served: Served, name: str) -> list[dict[str, Any]]:
     """The task's experiments last leased by the worker called `name`."""
     [worker_id] = [w["worker_id"] for w in client.get_json("workers") if w["name"] == name]

@@ -249,6 +249,14 @@ def test_backoff_grows_to_its_cap_with_jitter() -> None:
     assert backoff.next_delay_s() <= 0.5
 
 
+def test_backoff_never_drops_below_half_its_window() -> None:
+    """Each wait is at least half the doubling window: 0.25+, 0.5+, 1+, then 2+ at the cap."""
+    backoff = Backoff(0.5, 4.0)
+    delays = [backoff.next_delay_s() for _ in range(200)]
+    floors = [0.25, 0.5, 1.0] + [2.0] * 197
+    assert all(floor <= d <= 2 * floor for d, floor in zip(delays, floors, strict=True))
+
+
 # ---- against the real coordinator ----------------------------------------------------------
 
 

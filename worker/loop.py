@@ -33,6 +33,7 @@ from worker.runner import Runner
 from worker.sandbox import Sandbox
 from worker.settings import WorkerSettings
 from worker.slot import POLL_S, Controls, SlotState, WorkerSlot
+from worker.token_check import token_refused
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,12 @@ class Worker:
         settings = self.settings
         try:
             token = settings.resolved_token()
+            refused = token_refused(settings.join, token, timeout_s=settings.request_timeout_s)
+            if refused is not None:
+                raise InvalidInput(
+                    f"the coordinator refused this token ({refused}): check --token, or ask "
+                    "its operator for a worker token"
+                )
             slots = self._slot_plan()
             cuda = any(gpu is not None for _, _, gpu in slots)
             sandbox = self.sandbox or choose_sandbox(settings, cuda=cuda)

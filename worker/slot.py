@@ -138,7 +138,7 @@ class WorkerSlot:
 
     def _register(self) -> bool:
         create = WorkerCreate(name=self.name, hardware=self.hardware, slot=self.slot)
-        while not self.controls.stop.is_set():
+        while not self.controls.winding_down:
             try:
                 self.worker_id = self.client.register_worker(create)
             except CoordinatorUnavailable as exc:
@@ -214,13 +214,25 @@ class WorkerSlot:
     def _back_off(self, exc: Exception) -> None:
         delay_s = self.backoff.next_delay_s()
         self.state = SlotState.WAITING
-        logger.warning(
-            "worker %s: coordinator away (%s), retrying in %.1f s",
-            self.worker_id or self.name,
-            exc,
-            delay_s,
-        )
-        self.controls.stop.wait(delay_s)
+        if not self.worker_id:  # not once registered: a wrong --join, or a coordinator down
+            logger.warning(
+                "worker %s: has never reached the coordinator at %s (%s): is --join right, "
+                "and is the coordinator running? retrying in %.1f s",
+                self.name,
+                self.settings.join,
+                exc,
+                delay_s,
+            )
+        else:
+            logger.warning(
+                "worker %s: coordinator away (%s), retrying in %.1f s",
+                self.worker_id,
+                exc,
+                delay_s,
+            )
+        deadline = time.monotonic() + delay_s
+        while not self.controls.winding_down and time.monotonic() < deadline:
+            self.controls.stop.wait(min(POLL_S, delay_s))  # `finish` (Ctrl-C) ends it too
 
     # ---- one experiment --------------------------------------------------------------------
 
