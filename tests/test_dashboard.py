@@ -248,9 +248,10 @@ def autoswarm(here: Path, *args: str, timeout_s: float = 240) -> subprocess.Comp
 def test_after_up_ends_every_read_command_and_the_dashboard_open_its_folder_without_flags(
     tmp_path: Path, task_dir_factory: Callable[..., Path], browser: Any
 ) -> None:
-    """`up` ends; in its folder `status`, `leaderboard`, `experiments`, `show` (by an 8-character
-    prefix), `export` and `plot` (`--task` a folder, as `up` takes it) answer with no flag, and `autoswarm dashboard` serves the
-    results read-only at the URL it prints, until Ctrl-C."""
+    """`up` ends; in its folder `status`, `leaderboard`, `experiments`, `show` (by an
+    8-character prefix), `export` and `plot` (`--task` a folder, as `up` takes it) answer with
+    no flag, and `autoswarm dashboard` serves the results read-only at the URL it prints,
+    until Ctrl-C."""
     here = tmp_path / "here"
     here.mkdir()
     task = task_dir_factory("quick", QUICK)
