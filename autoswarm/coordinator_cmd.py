@@ -1,4 +1,4 @@
-"""`autoswarm coordinator` and `autoswarm token create`."""
+"""`autoswarm coordinator`, and where the admin token is found."""
 
 from __future__ import annotations
 
@@ -7,11 +7,8 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
-from autoswarm.console import console, print_error
+from autoswarm.console import print_error
 from shared.errors import AutoswarmError
-from shared.models import Scope
-
-token_app = typer.Typer(help="Create tokens for workers, proposers and readers.")
 
 DataDir = typer.Option(
     None,
@@ -73,29 +70,3 @@ def admin_token(token: str | None, data_dir: Path) -> str:
             f"is ({path} is missing)"
         )
         raise typer.Exit(2) from None
-
-
-@token_app.command("create")
-def create(
-    scope: Scope = typer.Option(..., "--scope", help="admin, worker, proposer or read."),
-    name: str = typer.Option(..., "--name", help="Who the token is for (credit goes here)."),
-    join: str = typer.Option(
-        "http://127.0.0.1:8470", "--join", envvar="AUTOSWARM_JOIN", help="The coordinator's URL."
-    ),
-    token: str | None = typer.Option(
-        None, "--token", envvar="AUTOSWARM_ADMIN_TOKEN", help="An admin token."
-    ),
-    data_dir: Path = typer.Option(
-        Path(".autoswarm"), "--data-dir", help="Where to find admin.token when --token is absent."
-    ),
-) -> None:
-    """Create a token; it is printed once and stored only as a hash."""
-    from shared.client import CoordinatorClient
-
-    try:
-        with CoordinatorClient(join, admin_token(token, data_dir)) as client:
-            secret = client.create_token(scope.value, name)
-    except AutoswarmError as exc:
-        print_error(f"{exc}")
-        raise typer.Exit(1) from None
-    console.print(secret, markup=False, highlight=False)

@@ -34,6 +34,7 @@ from typer.testing import Result
 
 from autoswarm.cli import app
 from shared.client import CoordinatorClient
+from shared.errors import Unauthorized
 from shared.task import load_task, read_task_files
 from tests.cli_helpers import invoke
 from tests.conftest import REPO, free_port, wait_until
@@ -41,6 +42,7 @@ from tests.worker_helpers import SLEEPY_TRAIN, make_task
 
 README = REPO / "README.md"
 
+TOKEN_TEST = "tests/test_cli.py::test_token_list_shows_each_token_and_revoke_refuses_it_and_requeues_its_lease"
 # Each command the README shows, and the test that runs it through the command line.
 README_COMMANDS = {
     "--help": "tests/test_cli.py::test_help_lists_every_command",
@@ -50,6 +52,10 @@ README_COMMANDS = {
     "up": "tests/test_up.py::test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running",
     "coordinator": "tests/test_cli.py::test_coordinator_runs_its_own_redis_and_keeps_its_token",
     "token create": "tests/test_cli.py::test_token_create_prints_a_token_with_its_scope",
+    "token list": TOKEN_TEST,
+    "token revoke": TOKEN_TEST,
+    "dashboard": "tests/test_dashboard.py::"
+    "test_after_up_ends_every_read_command_and_the_dashboard_open_its_folder_without_flags",
     "worker": "tests/test_cli.py::test_worker_joins_and_is_paused_resumed_and_finished",
     "worker pause": "tests/test_cli.py::test_worker_joins_and_is_paused_resumed_and_finished",
     "worker resume": "tests/test_cli.py::test_worker_joins_and_is_paused_resumed_and_finished",
@@ -292,6 +298,45 @@ def test_token_create_prints_a_token_with_its_scope(served: Served) -> None:
     bad = invoke("token", "create", "--scope", "root", "--name", "x", "--join", served.url,
                  "--data-dir", str(served.data_dir))  # fmt: skip
     assert bad.exit_code == 2 and "root" in bad.output
+
+
+def test_token_list_shows_each_token_and_revoke_refuses_it_and_requeues_its_lease(
+    served: Served,
+) -> None:
+    """`token list` shows a new worker token; `token revoke ID` (its 12-character id): the
+    token is refused at once and the experiment its worker held is queued again."""
+    from shared.models import WorkerCreate
+    from worker.hardware import detect_hardware
+
+    admin = ("--join", served.url, "--data-dir", str(served.data_dir))
+    token = served.token("worker", "gina")
+    listed = invoke("token", "list", *admin)
+    assert listed.exit_code == 0 and "gina" in listed.stdout, listed.output
+    [token_id] = [line.split()[1] for line in listed.stdout.splitlines() if "gina" in line]
+    train = SLEEPY_TRAIN.format(sleep_s=1.5, score=0.75, noise=0.0, crash=False)
+    with httpx.Client(base_url=served.url, trust_env=False) as http:
+        http.post(
+            "/api/v1/hypotheses",
+            headers={"Authorization": f"Bearer {served.admin_token}"},
+            json={
+                "task_id": served.task_id,
+                "title": "three quarters",
+                "change": {"train.py": train},
+            },
+        ).raise_for_status()
+    hardware = detect_hardware().hardware_class
+    with CoordinatorClient(served.url, token) as worker:
+        worker_id = worker.register_worker(WorkerCreate(name="gina", hardware=hardware, slot="cpu"))
+        lease = worker.lease(worker_id, 5.0)
+        assert lease is not None
+        revoked = invoke("token", "revoke", token_id, *admin)
+        assert revoked.exit_code == 0 and "leases handed back to the queue: 1" in revoked.stdout
+        with pytest.raises(Unauthorized):
+            worker.lease(worker_id, 0.0)
+    with served.admin() as client:
+        assert client.get_json(f"experiments/{lease.experiment_id}")["state"] == "queued"
+    again = invoke("token", "list", *admin)
+    assert "gina" not in again.stdout
 
 
 def test_hypothesis_add_queues_a_change_with_its_author(served: Served, tmp_path: Path) -> None:
