@@ -42,7 +42,10 @@ from tests.worker_helpers import SLEEPY_TRAIN, make_task
 
 README = REPO / "README.md"
 
-TOKEN_TEST = "tests/test_cli.py::test_token_list_shows_each_token_and_revoke_refuses_it_and_requeues_its_lease"
+TOKEN_TEST = (
+    "tests/test_cli.py::"
+    "test_token_list_shows_each_token_and_revoke_refuses_it_and_requeues_its_lease"
+)
 # Each command the README shows, and the test that runs it through the command line.
 README_COMMANDS = {
     "--help": "tests/test_cli.py::test_help_lists_every_command",
@@ -517,6 +520,30 @@ def _running(state: Path, worker: subprocess.Popen[str]) -> bool:
         return slot(state).get("state") == "running"
     except AssertionError:
         return False  # its control socket is not up yet
+
+
+def test_the_workers_screen_shows_task_budget_bar_time_left_runs_and_a_summary() -> None:
+    """A slot mid-run: its task, kind, a bar of its budget and the time left; the totals;
+    then the summary line when it stops."""
+    from rich.console import Console
+
+    from autoswarm.worker_screen import render, summary
+
+    status = {
+        "name": "alice", "state": "running", "outbox": 0,
+        "slots": [{
+            "slot": "gpu0", "state": "running", "completed": 3, "recorded": 2,
+            "experiment_id": "e0123456789abcd", "task_id": "tinylm", "kind": "explore",
+            "budget_s": 300.0, "elapsed_s": 75.0, "time_left_s": 225.0,
+        }],
+    }  # fmt: skip
+    screen = Console(record=True, width=120, color_system=None)
+    screen.print(render(status, running_s=3725.0))
+    drawn = screen.export_text()
+    assert "worker alice (running)" in drawn and "tinylm: explore e0123456789abcd" in drawn
+    assert "0:03:45 left" in drawn and "━" in drawn  # the bar
+    assert "3 runs done, 2 reported, in 1:02:05" in drawn
+    assert summary(status, 3725.0) == "worker alice stopped after 1:02:05: 3 runs done, 2 reported"
 
 
 def test_doctor_and_the_worker_check_the_token_first_and_say_when_never_reached(

@@ -111,6 +111,7 @@ class WorkerSlot:
         self.current: HeldLease | None = None
         self.elapsed_s = 0.0
         self.completed = 0
+        self.recorded = 0  # reports the coordinator recorded (the volunteer's screen)
         self.last_result: dict[str, Any] | None = None
         self.thread = threading.Thread(target=self.run, name=f"slot-{slot}", daemon=True)
         self._lock = threading.Lock()
@@ -374,6 +375,8 @@ class WorkerSlot:
             delivery = self.outbox.deliver(entry, self.client)
             self._close(held, release=False)
             last["delivery"] = str(delivery)
+            if delivery is Delivery.RECORDED:
+                self.recorded += 1
             if delivery is Delivery.UNAVAILABLE:
                 self.flusher.kick()
         self.last_result = last
@@ -467,6 +470,7 @@ class WorkerSlot:
             "hardware": self.hardware,
             "state": str(self.state),
             "completed": self.completed,
+            "recorded": self.recorded,
             "experiment_id": None,
             "last_result": self.last_result,
         }
