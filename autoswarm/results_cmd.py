@@ -21,6 +21,7 @@ from rich.table import Table
 
 from autoswarm import report
 from autoswarm.console import console, err_console, plain, print_error
+from autoswarm.numbers import decimals_for, fixed, score_text, signed, task_decimals
 from autoswarm.reach import DataDirOpt, reach
 from shared.client import CoordinatorClient, CoordinatorUnavailable
 from shared.errors import AutoswarmError, InvalidInput
@@ -111,7 +112,15 @@ def _status_data(client: CoordinatorClient) -> dict[str, Any]:
 
 def _status_view(data: dict[str, Any]) -> Group:
     heads = Table(title=f"autoswarm: {data['workers']} workers registered", expand=True)
-    for column in ("task", "hardware class", "head", "mean ± std (n)", "kept", "queued", "running"):
+    for column in (
+        "task",
+        "hardware class",
+        "head",
+        "mean ± noise (n)",
+        "kept",
+        "queued",
+        "running",
+    ):
         heads.add_column(column)
     recent = Table(title="latest experiments", expand=True)
     for column in ("experiment", "kind", "verdict", "metric", "title", "owner", "finished"):
@@ -124,7 +133,7 @@ def _status_view(data: dict[str, Any]) -> Group:
                 board["task_id"],
                 cls["hardware"],
                 cls["head_commit"][:7],
-                f"{_num(cls['mean'])} ± {_num(cls['std'], 3) or '?'} ({cls['runs']})",
+                score_text(cls["mean"], cls["std"], cls["runs"]),
                 str(kept),
                 str(counts.get("state:queued", 0)),
                 str(counts.get("state:leased", 0)),
@@ -207,18 +216,19 @@ def board_tables(board: dict[str, Any]) -> list[Table]:
         table = Table(
             title=(
                 f"{board['task_id']} on {cls['hardware']}: {board['metric']} "
-                f"{_num(cls['mean'])} ± {_num(cls['std'], 3) or '?'} (n={cls['runs']})"
+                f"{score_text(cls['mean'], cls['std'], cls['runs'])}"
             )
         )
         for column in ("#", "commit", "change", board["metric"], "delta", "owner"):
             table.add_column(column)
+        decimals = decimals_for(cls["std"])
         for i, change in enumerate(cls["chain"]):
             table.add_row(
                 str(i),
                 change["commit"][:7],
                 plain(change["title"]),
-                _num(change["metric"]),
-                _signed(change["delta"]),
+                fixed(change["metric"], decimals),
+                signed(change["delta"], decimals),
                 plain(change["owner"] or ""),
             )
         tables.append(table)
@@ -360,10 +370,12 @@ def one_task(client: CoordinatorClient, given: str | None) -> str:
 
 def _rows(
     client: CoordinatorClient, task: str, hardware: str | None
-) -> tuple[dict[str, Any], list[report.ExperimentRow]]:
-    spec = client.get_json(f"tasks/{task}")["spec"]
+) -> tuple[dict[str, Any], list[report.ExperimentRow], int]:
+    """The task's spec, its rows, and the decimals its noise justifies."""
+    found_task = client.get_json(f"tasks/{task}")
     found = list(all_experiments(client, task_id=task, hardware=hardware))
-    return spec, report.rows_from_summaries(found)
+    decimals = task_decimals(found_task.get("heads", []))
+    return found_task["spec"], report.rows_from_summaries(found), decimals
 
 
 def export(
@@ -385,14 +397,14 @@ def export(
         raise typer.Exit(2)
 
     def write(client: CoordinatorClient) -> None:
-        spec, rows = _rows(client, one_task(client, task), hardware)
+        spec, rows, decimals = _rows(client, one_task(client, task), hardware)
         metric = spec["metric"]["name"]
         if fmt == "parquet":
             assert output is not None
             report.write_parquet(rows, metric, output)
         else:
             text = {"tsv": report.to_tsv, "csv": report.to_csv, "jsonl": report.to_jsonl}[fmt](
-                rows, metric
+                rows, metric, decimals
             )
             if output is None:
                 typer.echo(text, nl=False)
@@ -419,7 +431,7 @@ def plot(
         task_id = one_task(client, task)
         classes = [h["hardware"] for h in client.get_json(f"tasks/{task_id}")["heads"]]
         # Scores compare only within a class: one class per picture.
-        spec, rows = _rows(client, task_id, hardware or (classes[0] if classes else None))
+        spec, rows, _ = _rows(client, task_id, hardware or (classes[0] if classes else None))
         lower = spec["metric"]["direction"] == "minimize"
         report.plot_progress(
             rows, metric_name=spec["metric"]["name"], lower_is_better=lower, path=output

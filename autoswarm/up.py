@@ -38,6 +38,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from autoswarm.console import console, err_console, plain, print_error
+from autoswarm.numbers import DEFAULT_DECIMALS, fixed, score_text, task_decimals
 from autoswarm.report import ExperimentRow, plot_progress, rows_from_summaries, to_tsv
 from shared.errors import AutoswarmError, SandboxUnavailable
 from shared.lifetime import die_with_parent
@@ -420,7 +421,7 @@ def _watch(
             workers = client.get_json("workers")
             live.update(render(spec, task, experiments, hypotheses, workers, swarm))
             if rows != written:  # a verdict changing rewrites a row, too
-                write_exports(rows, spec, out_dir)
+                write_exports(rows, spec, out_dir, task_decimals(task.get("heads", [])))
                 written = rows
             judged = sum(1 for h in hypotheses.values() if h.get("verdict") != "pending")
             judged_before = judged if judged_before is None else judged_before
@@ -444,7 +445,8 @@ def _watch(
     # The last verdicts may have landed after this pass read the experiments.
     rows = rows_from_summaries(list_experiments(client, task_id))
     if rows != written:
-        write_exports(rows, spec, out_dir)
+        heads = client.get_json(f"tasks/{task_id}").get("heads", [])
+        write_exports(rows, spec, out_dir, task_decimals(heads))
     return workers_alive
 
 
@@ -480,12 +482,14 @@ def list_experiments(client: Any, task_id: str) -> list[dict[str, Any]]:
     return found
 
 
-def write_exports(rows: list[ExperimentRow], spec: TaskSpec, out_dir: Path) -> None:
-    """results.tsv and progress.png, each replaced atomically."""
+def write_exports(
+    rows: list[ExperimentRow], spec: TaskSpec, out_dir: Path, decimals: int = DEFAULT_DECIMALS
+) -> None:
+    """results.tsv (scores at `decimals`) and progress.png, each replaced atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tsv = out_dir / "results.tsv"
     tmp = tsv.with_suffix(".tsv.tmp")
-    tmp.write_text(to_tsv(rows, spec.metric.name))
+    tmp.write_text(to_tsv(rows, spec.metric.name, decimals))
     os.replace(tmp, tsv)
     if rows:
         png = out_dir / "progress.png"
@@ -506,17 +510,15 @@ def render(
 ) -> Group:
     """The live view: the head per hardware class, the workers, the latest experiments."""
     heads = Table(title=f"{spec.name}: {spec.metric.name} ({spec.metric.direction})")
-    for column in ("hardware", "head", spec.metric.name, "± std", "runs"):
+    for column in ("hardware", "head", f"{spec.metric.name} ± noise (n)"):
         heads.add_column(column)
     for head in task.get("heads", []):
-        mean, std = head.get("mean"), head.get("std")
         heads.add_row(
             head["hardware"],
             head["commit"][:7],
-            "—" if mean is None else f"{mean:.6f}",
-            "—" if std is None else f"{std:.6f}",
-            str(head.get("runs", 0)),
+            score_text(head.get("mean"), head.get("std"), head.get("runs")),
         )
+    decimals = task_decimals(task.get("heads", []))
     latest = Table(title="latest experiments")
     for column in ("experiment", "kind", "state", spec.metric.name, "verdict", "hypothesis"):
         latest.add_column(column, overflow="ellipsis", no_wrap=True)
@@ -526,7 +528,7 @@ def render(
             exp["experiment_id"][:12],
             exp["kind"],
             exp.get("status") or exp.get("state", ""),
-            "—" if metric is None else f"{metric:.6f}",
+            "—" if metric is None else fixed(metric, decimals),
             exp.get("verdict") or "" if exp["kind"] in ("explore", "merge") else "",
             plain(exp.get("title", "")),
         )

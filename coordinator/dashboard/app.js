@@ -55,6 +55,18 @@
     if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(3);
     return (+v.toPrecision(digits || 6)).toString();
   }
+  // A score and its noise, as the command line writes them (autoswarm/numbers.py): the
+  // noise's first significant digit and one more (at most 6 decimals), then (n=runs).
+  function decimalsFor(std) {
+    if (!(std > 0) || !isFinite(std)) return 6;
+    return Math.max(0, Math.min(6, 1 - Math.floor(Math.log10(std))));
+  }
+  function scoreText(mean, std, runs) {
+    if (mean === null || mean === undefined) return "—";
+    const d = decimalsFor(std);
+    const spread = std === null || std === undefined ? "?" : std.toFixed(d);
+    return `${mean.toFixed(d)} ± ${spread} (n=${runs || 0})`;
+  }
   const signed = (v) => (v === null || v === undefined ? "" : (v > 0 ? "+" : "") + num(v, 4));
   const when = (s) => (s ? new Date(s * 1000).toLocaleString() : "");
   // Credit is in reference (H100) seconds.
@@ -136,7 +148,7 @@
         task.heads.length
           ? h("dl", { class: "kv" }, task.heads.flatMap((head) => [
               h("dt", {}, head.hardware),
-              h("dd", {}, `${num(head.mean)} ± ${num(head.std, 3) || "?"} (n=${head.runs}) at ${short(head.commit)}`),
+              h("dd", {}, `${scoreText(head.mean, head.std, head.runs)} at ${short(head.commit)}`),
             ]))
           : h("p", { class: "muted" }, "no hardware class yet: waiting for a worker"));
     });
@@ -204,7 +216,7 @@
     const chain = board.chain.filter((c) => c.experiment_id);
     return h("div", { class: "card" },
       h("div", { class: "muted mono" }, board.hardware),
-      h("div", { class: "stat" }, `${num(board.mean)} `, h("span", { class: "muted" }, `± ${num(board.std, 3) || "?"} (n=${board.runs})`)),
+      h("div", { class: "stat" }, scoreText(board.mean, board.std, board.runs)),
       h("div", { class: "muted" }, `head ${short(board.head_commit)}; ${chain.length} kept change${chain.length === 1 ? "" : "s"}`),
       chain.length ? h("ol", {}, chain.map((c) => h("li", {},
         link(`/experiments/${c.experiment_id}`, c.title), " ",
