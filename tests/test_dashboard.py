@@ -141,6 +141,25 @@ def test_the_chart_has_a_dot_per_scored_experiment(page: Any, swarm: Swarm) -> N
     assert page.locator("svg.chart path.best").count() == 1
 
 
+def test_the_task_page_opens_on_the_chart_with_the_head_beside_it(page: Any, swarm: Swarm) -> None:
+    """The first screen: the best-so-far chart, the head card to its right; counts that say
+    what they count; the x axis switches to time (kept in the address) and back."""
+    open_page(page, swarm, f"/tasks/{swarm.task_id}")
+    chart = page.locator("#chart svg.chart").bounding_box()
+    card = page.locator("#leaderboard .card").first.bounding_box()
+    assert chart["y"] + chart["height"] <= 900  # all of it on the first screen
+    assert card["x"] >= chart["x"] + chart["width"] and card["y"] < chart["y"] + chart["height"]
+    counts = page.locator("#counts").inner_text()
+    assert "1 kept change ·" in counts and "kept runs" not in counts, counts
+    before = page.locator("svg.chart circle.pt").count()
+    page.click("#x-axis button[data-x=time]")
+    assert "Time (when each finished)" in page.locator("svg.chart").inner_html()
+    assert page.locator("svg.chart circle.pt").count() == before and "x=time" in page.url
+    shoot(page, "task-time-axis")
+    page.click("#x-axis button[data-x=experiments]")
+    assert "Experiment #" in page.locator("svg.chart").inner_html()
+
+
 def test_a_filter_narrows_the_table(page: Any, swarm: Swarm) -> None:
     """verdict=kept leaves only kept rows, fewer than before."""
     open_page(page, swarm, f"/tasks/{swarm.task_id}")

@@ -227,8 +227,24 @@
     const state = Object.fromEntries(new URLSearchParams(location.search));
     const task = await api(`tasks/${encodeURIComponent(taskId)}`);
     const metric = task.spec.metric.name;
-    const boards = h("div", { class: "grid", id: "leaderboard" });
+    const boards = h("div", { class: "heads", id: "leaderboard" });
     const chart = h("div", { class: "chart-wrap", id: "chart" });
+    // The chart's x axis: experiments (default) or time, kept in the address (?x=time).
+    let xMode = state.x === "time" ? "time" : "experiments";
+    delete state.x;
+    let lastProgress = null;
+    const axisButton = (mode, text) => {
+      const button = h("button", { type: "button", class: "axis-choice", "data-x": mode, "aria-pressed": String(xMode === mode) }, text);
+      button.addEventListener("click", () => {
+        xMode = mode;
+        for (const b of axis.querySelectorAll("button")) b.setAttribute("aria-pressed", String(b.dataset.x === xMode));
+        const query = new URLSearchParams({ ...state, ...(xMode === "time" ? { x: "time" } : {}) }).toString();
+        history.replaceState(null, "", location.pathname + (query ? "?" + query : ""));
+        if (lastProgress) window.AutoswarmChart.render(chart, lastProgress, (eid) => navigate(`/experiments/${eid}`), xMode);
+      });
+      return button;
+    };
+    const axis = h("div", { class: "axis-switch", id: "x-axis" }, "x: ", axisButton("experiments", "experiments"), axisButton("time", "time"));
     const { table, body } = experimentsTable(metric);
     const more = h("button", { class: "more", type: "button", hidden: true }, "more");
     const counts = h("span", { class: "muted", id: "counts" });
@@ -238,11 +254,14 @@
       const fresh = await api(`tasks/${encodeURIComponent(taskId)}/leaderboard`);
       boards.replaceChildren(...fresh.classes.map((b) => boardCard(b, metric)));
       const c = fresh.counts;
-      counts.textContent = `${c["kind:explore"] || 0} explores, ${c["verdict:kept"] || 0} kept runs, ${c["state:queued"] || 0} queued, ${c["state:leased"] || 0} running`;
+      // Kept changes are the lineage's commits (the cards' chains), not the runs that kept them.
+      const changes = fresh.classes.reduce((n, b) => n + b.chain.filter((x) => x.experiment_id).length, 0);
+      counts.textContent = `${c["kind:explore"] || 0} hypotheses run · ${changes} kept change${changes === 1 ? "" : "s"} · ` +
+        `${c["state:queued"] || 0} experiments queued · ${c["state:leased"] || 0} running`;
     }
     async function loadChart() {
-      const progress = await api(`tasks/${encodeURIComponent(taskId)}/progress`, { limit: CHART_POINTS });
-      window.AutoswarmChart.render(chart, progress, (eid) => navigate(`/experiments/${eid}`));
+      lastProgress = await api(`tasks/${encodeURIComponent(taskId)}/progress`, { limit: CHART_POINTS });
+      window.AutoswarmChart.render(chart, lastProgress, (eid) => navigate(`/experiments/${eid}`), xMode);
     }
     async function loadTable(append) {
       const params = { ...state, task_id: taskId, view: "summary", limit: 50, cursor: append ? cursor : null };
@@ -265,13 +284,13 @@
     const form = filterForm(task, state, (values) => {
       for (const k of Object.keys(state)) delete state[k];
       for (const [k, v] of Object.entries(values)) if (v && !(k === "sort" && v === "time")) state[k] = v;
-      const query = new URLSearchParams(state).toString();
+      const query = new URLSearchParams({ ...state, ...(xMode === "time" ? { x: "time" } : {}) }).toString();
       history.replaceState(null, "", location.pathname + (query ? "?" + query : ""));
       loadTable(false);
     });
     show(h("h1", {}, task.task_id, " ", h("span", { class: "muted" }, `${metric} (${task.spec.metric.direction})`)),
       h("p", {}, link(`/tasks/${encodeURIComponent(taskId)}/lineage`, "lineage tree"), " · ", counts),
-      boards, h("h2", {}, "Progress"), chart,
+      h("div", { class: "top-row" }, h("div", { class: "progress" }, axis, chart), boards),
       h("h2", {}, "Experiments"), form, h("div", { class: "scroll" }, table), more);
     await Promise.all([loadBoards(), loadChart(), loadTable(false)]);
     return { taskId, refresh: () => Promise.all([loadBoards(), loadChart(), loadTable(false)]) };
