@@ -59,6 +59,6 @@ def main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail."),
 ) -> None:
     """autoswarm: many machines, one research program, one lineage."""
-    from autoswarm.logs import configure_logging
+    from shared.logs import configure_logging
 
-    configure_logging(verbose=verbose)
+    configure_logging("DEBUG" if verbose else "INFO")

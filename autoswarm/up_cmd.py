@@ -86,7 +86,7 @@ def up(
 def _log_to_file(path: Path) -> None:
     """The live table owns the terminal; the coordinator and proposer log to a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    from autoswarm.logs import JsonFormatter
+    from shared.logs import JsonFormatter
 
     handler = logging.FileHandler(path)
     handler.setFormatter(JsonFormatter())

@@ -33,7 +33,6 @@ from coordinator.address import (
     write_address,
 )
 from coordinator.api import create_app
-from coordinator.logs import configure_logging
 from coordinator.readonly import ReadOnly
 from coordinator.reconcile import reconcile
 from coordinator.redis_server import EmbeddedRedis
@@ -41,6 +40,7 @@ from coordinator.scheduler import Scheduler
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import Store
 from coordinator.tokens import ensure_admin_token
+from shared.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
