@@ -406,6 +406,7 @@ def _watch(
 ) -> bool:
     """The live view until stopped or `max_experiments` more hypotheses are judged (this run's:
     a data folder's earlier ones do not count); False if every worker stopped first."""
+    since = time.time() - 5.0  # a worker registers after this; 5 s for clocks' rounding
     written: list[Any] | None = None
     judged_before: int | None = None
     workers_alive = True
@@ -418,7 +419,8 @@ def _watch(
                 h["hypothesis_id"]: h for h in client.get_json(f"tasks/{task_id}/hypotheses")
             }
             rows = rows_from_summaries(experiments)
-            workers = client.get_json("workers")
+            # This run's workers: those an earlier `up` on the folder registered are gone.
+            workers = [w for w in client.get_json("workers") if w.get("registered_s", 0) >= since]
             live.update(render(spec, task, experiments, hypotheses, workers, swarm))
             if rows != written:  # a verdict changing rewrites a row, too
                 write_exports(rows, spec, out_dir, task_decimals(task.get("heads", [])))

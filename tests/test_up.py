@@ -97,6 +97,7 @@ def test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running(
     # judged a duplicate at once with no run of its own (no row).
     assert judged_rows(more) > judged_rows(rows), "the second run judged hypotheses of its own"
     assert "this run's hypotheses (2)" in again.stdout  # its own, not the first run's too
+    assert again.stdout.count("local-0") == 1, again.stdout  # its workers, not the first's too
     assert processes_under(data_dir) == []
 
 
