@@ -218,12 +218,13 @@ def plot_progress(
             zorder=3,
             label="Running best",
         )
-        for i, r in kept:
+        for n, (i, r) in enumerate(kept):
+            # Neighbouring kept changes sit close: their labels take turns above and below.
             ax.annotate(
                 _one_line(r.description)[:45],
                 (i, r.metric),
                 textcoords="offset points",
-                xytext=(6, 6),
+                xytext=(6, 6 if n % 2 == 0 else -18),
                 fontsize=8,
                 color="#1a7a3a",
                 alpha=0.9,
@@ -234,17 +235,19 @@ def plot_progress(
     word = "lower" if lower_is_better else "higher"
     ax.set_xlabel("Experiment #", fontsize=12)
     ax.set_ylabel(f"{metric_name} ({word} is better)", fontsize=12)
-    # The first baseline is `keep` (autoresearch's row 1) but no improvement.
-    improvements = sum(1 for _, r in kept if r.kind != "baseline")
-    ax.set_title(
-        title or f"Progress: {len(rows)} Experiments, {improvements} Kept Improvements",
-        fontsize=14,
-    )
+    ax.set_title(title or progress_title(rows), fontsize=14)
     ax.legend(loc="upper right" if lower_is_better else "lower right", fontsize=9)
     ax.grid(True, alpha=0.2)
     fig.tight_layout()
     fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
+
+
+def progress_title(rows: Sequence[ExperimentRow]) -> str:
+    """`Progress: N Experiments, K Kept Improvements`; the first baseline is `keep`
+    (autoresearch's first row) but no improvement, so not counted."""
+    improvements = sum(1 for r in rows if r.status == "keep" and r.kind != "baseline")
+    return f"Progress: {len(rows)} Experiments, {improvements} Kept Improvements"
 
 
 def _running_best(

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from autoswarm.numbers import decimals_for, score_text
+from autoswarm.report import ExperimentRow, progress_title
 from tests.cli_helpers import invoke
 from tests.conftest import CoordinatorFactory
 from tests.read_helpers import Run, drive_run, serve
@@ -78,6 +79,16 @@ def test_noise_is_written_one_way_its_first_digit_and_one_more() -> None:
     assert score_text(0.2847123, 0.00123, 5) == "0.2847 ± 0.0012 (n=5)"
     assert score_text(1.0, 7.49e-17, 5) == "1.000000 ± 0.000000 (n=5)"
     assert score_text(None, None, 0) == "—"
+
+
+def test_the_plots_title_counts_kept_changes_not_the_baseline() -> None:
+    """A baseline (`keep`, as autoresearch's first row) and one kept change: 1 improvement."""
+    rows = [
+        ExperimentRow("a" * 7, 1.0, 0.0, "keep", "baseline", kind="baseline"),
+        ExperimentRow("b" * 7, 0.5, 0.0, "keep", "lower", kind="explore"),
+        ExperimentRow("c" * 7, 2.0, 0.0, "discard", "higher", kind="explore"),
+    ]
+    assert progress_title(rows) == "Progress: 3 Experiments, 1 Kept Improvements"
 
 
 def test_csv_and_jsonl_carry_the_same_rows(run: Run) -> None:
