@@ -173,6 +173,35 @@ def test_each_error_a_user_can_cause_is_one_line_saying_what_to_do(
     assert "--token" in said
 
 
+def test_a_folder_being_served_is_read_through_its_coordinator_not_opened_again(
+    tmp_path: Path,
+) -> None:
+    """While a coordinator serves the folder (its address in coordinator.json, its process
+    alive), the read commands and `dashboard` use it; a dead one's address is ignored."""
+    from autoswarm.reach import reach
+    from coordinator.address import read_address, write_address
+
+    data_dir = tmp_path / ".autoswarm"
+    (data_dir / "lineage").mkdir(parents=True)
+    (data_dir / "admin.token").write_text("as_admin\n")
+    write_address(data_dir, "http://127.0.0.1:9")
+    with reach(None, None, data_dir) as found:
+        assert (found.url, found.token, found.opened_here) == (
+            "http://127.0.0.1:9",
+            "as_admin",
+            False,
+        )
+    answer = invoke("dashboard", "--data-dir", str(data_dir))
+    assert answer.exit_code == 0 and "http://127.0.0.1:9/" in answer.stdout
+    assert "already served" in answer.stdout
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    (data_dir / "coordinator.json").write_text(
+        json.dumps({"url": "http://127.0.0.1:9", "pid": int(dead.stdout)})
+    )
+    assert read_address(data_dir) is None
+
+
 def test_a_join_url_without_a_scheme_is_refused_at_once(tmp_path: Path) -> None:
     """A typo in --join is not an outage: worker and propose exit 2 saying how to write it."""
     for command in (
