@@ -149,7 +149,10 @@ def test_each_error_a_user_can_cause_is_one_line_saying_what_to_do(
     tmp_path: Path, task_dir: Path
 ) -> None:
     """A busy port (`up`, `coordinator`, `dashboard`), a folder with no results, a coordinator
-    that is not there, a missing task, no admin token: one line each, no traceback."""
+    that is not there, a missing task, no admin token, a data folder another process serves:
+    one line each, no traceback."""
+    from coordinator.address import write_address
+
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -171,6 +174,13 @@ def test_each_error_a_user_can_cause_is_one_line_saying_what_to_do(
     assert "nowhere" in said
     said = error_line(tmp_path, "token", "create", "--scope", "read", "--name", "x")
     assert "--token" in said
+    served = tmp_path / "served"
+    write_address(served, "http://127.0.0.1:9")  # this test's process serves it, as `up` would
+    for args in (
+        ("up", "--task", str(task_dir), "--trust", "trusted-code", "--data-dir", str(served)),
+        ("coordinator", "--data-dir", str(served), "--port", str(free_port())),
+    ):
+        assert "is served already, at http://127.0.0.1:9" in error_line(tmp_path, *args), args
 
 
 def test_a_folder_being_served_is_read_through_its_coordinator_not_opened_again(
