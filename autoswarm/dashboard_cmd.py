@@ -40,7 +40,8 @@ def dashboard(
         with open_folder(data_dir, port) as url:
             console.print(
                 f"dashboard: [link]{url}/[/link] (read-only: {data_dir}; API under "
-                f"{url}/api/v1)\nCtrl-C stops"
+                f"{url}/api/v1)\nCtrl-C stops",
+                soft_wrap=True,
             )
             stop.wait()
             console.print("stopping")

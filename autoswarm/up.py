@@ -295,7 +295,7 @@ def run_up(
             print_decisions(admin, task_id, earlier)
         with console.status("stopping the coordinator"):
             coordinator.stop()
-        console.print(plain(reopen_hint(data_dir)))
+        console.print(plain(reopen_hint(data_dir)), soft_wrap=True)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return code
