@@ -6,12 +6,14 @@ import typer
 
 from autoswarm import __version__
 from autoswarm.console import console
-from autoswarm.coordinator_cmd import coordinator, token_app
+from autoswarm.coordinator_cmd import coordinator
+from autoswarm.dashboard_cmd import dashboard
 from autoswarm.doctor_cmd import doctor
 from autoswarm.propose_cmd import hypothesis_app, propose
 from autoswarm.ray_cmd import ray_workers
 from autoswarm.results_cmd import experiments, export, leaderboard, plot, show, status
 from autoswarm.task_cmd import task_app
+from autoswarm.token_cmd import token_app
 from autoswarm.up_cmd import up
 from autoswarm.worker_cmd import worker_app
 
@@ -40,6 +42,7 @@ app.command("experiments")(experiments)
 app.command("show")(show)
 app.command("export")(export)
 app.command("plot")(plot)
+app.command("dashboard")(dashboard)
 
 
 def _version(value: bool) -> None:
@@ -56,6 +59,6 @@ def main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail."),
 ) -> None:
     """autoswarm: many machines, one research program, one lineage."""
-    from autoswarm.logs import configure_logging
+    from shared.logs import configure_logging
 
-    configure_logging(verbose=verbose)
+    configure_logging("DEBUG" if verbose else "INFO")

@@ -21,3 +21,9 @@ def plain(text: str) -> Text:
     run's reaches the terminal), newlines and tabs kept; a `Text`, so rich reads no markup in
     it and highlights nothing."""
     return Text(_UNPRINTABLE.sub("", text))
+
+
+def print_error(message: str) -> None:
+    """A user's error as one line on stderr (`error: ...`, never wrapped at the terminal's
+    width): what went wrong and what to do."""
+    err_console.print(Text("error: ", style="red") + plain(message), soft_wrap=True)

@@ -1,4 +1,4 @@
-"""`autoswarm coordinator` and `autoswarm token create`."""
+"""`autoswarm coordinator`, and where the admin token is found."""
 
 from __future__ import annotations
 
@@ -7,11 +7,8 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
-from autoswarm.console import console, err_console
+from autoswarm.console import print_error
 from shared.errors import AutoswarmError
-from shared.models import Scope
-
-token_app = typer.Typer(help="Create tokens for workers, proposers and readers.")
 
 DataDir = typer.Option(
     None,
@@ -51,9 +48,13 @@ def coordinator(
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(x) for x in first["loc"])
-        err_console.print(f"[red]error:[/red] coordinator setting {field}: {first['msg']}")
+        print_error(f"coordinator setting {field}: {first['msg']}")
         raise typer.Exit(2) from None
-    run_coordinator(settings)
+    try:
+        run_coordinator(settings)
+    except AutoswarmError as exc:
+        print_error(str(exc))
+        raise typer.Exit(1) from None
 
 
 def admin_token(token: str | None, data_dir: Path) -> str:
@@ -64,34 +65,8 @@ def admin_token(token: str | None, data_dir: Path) -> str:
     try:
         return path.read_text().strip()
     except OSError:
-        err_console.print(
-            f"[red]error:[/red] no admin token: give --token, or run this where the "
-            f"coordinator's data folder is ({path} is missing)"
+        print_error(
+            f"no admin token: give --token, or run this where the coordinator's data folder "
+            f"is ({path} is missing)"
         )
         raise typer.Exit(2) from None
-
-
-@token_app.command("create")
-def create(
-    scope: Scope = typer.Option(..., "--scope", help="admin, worker, proposer or read."),
-    name: str = typer.Option(..., "--name", help="Who the token is for (credit goes here)."),
-    join: str = typer.Option(
-        "http://127.0.0.1:8470", "--join", envvar="AUTOSWARM_JOIN", help="The coordinator's URL."
-    ),
-    token: str | None = typer.Option(
-        None, "--token", envvar="AUTOSWARM_ADMIN_TOKEN", help="An admin token."
-    ),
-    data_dir: Path = typer.Option(
-        Path(".autoswarm"), "--data-dir", help="Where to find admin.token when --token is absent."
-    ),
-) -> None:
-    """Create a token; it is printed once and stored only as a hash."""
-    from shared.client import CoordinatorClient
-
-    try:
-        with CoordinatorClient(join, admin_token(token, data_dir)) as client:
-            secret = client.create_token(scope.value, name)
-    except AutoswarmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    console.print(secret, markup=False, highlight=False)

@@ -15,6 +15,9 @@ def doctor(
     join: str | None = typer.Option(
         None, "--join", help="Also check this coordinator: reachable, and its clock skew."
     ),
+    token: str | None = typer.Option(
+        None, "--token", envvar="AUTOSWARM_TOKEN", help="With --join: also check this token."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
     trust: str = typer.Option(
         "sandboxed", "--trust", help="The trust mode the worker would run with."
@@ -24,10 +27,18 @@ def doctor(
     ),
 ) -> None:
     """Check Python, torch, CUDA and each GPU, the sandbox (for real), disk and coordinator."""
-    from worker.doctor import Status, exit_code, run_checks
+    from worker.doctor import Check, Status, exit_code, run_checks
+    from worker.token_check import token_refused
 
     with console.status("checking this machine (the sandbox self-test starts a sandbox)"):
         checks = run_checks(join, work_dir=work_dir, trust=trust)
+        if join and token:
+            refused = token_refused(join, token)
+            checks.append(
+                Check("token", Status.OK, "the coordinator knows this token")
+                if refused is None
+                else Check("token", Status.FAIL, f"refused ({refused}): check --token")
+            )
     if as_json:
         typer.echo(json.dumps([c.as_dict() for c in checks], indent=2))
     else:

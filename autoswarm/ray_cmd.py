@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from autoswarm.console import err_console
+from autoswarm.console import print_error
 from shared.errors import AutoswarmError
 
 
@@ -37,10 +37,10 @@ def ray_workers(
         try:
             count = int(num_workers)
         except ValueError:
-            err_console.print("[red]error:[/red] --num-workers takes a number or 'auto'")
+            print_error("--num-workers takes a number or 'auto'")
             raise typer.Exit(2) from None
     if trust not in (None, "sandboxed", "trusted-code"):
-        err_console.print("[red]error:[/red] --trust is 'sandboxed' or 'trusted-code'")
+        print_error("--trust is 'sandboxed' or 'trusted-code'")
         raise typer.Exit(2)
     try:
         code = launch_ray_workers(
@@ -57,6 +57,6 @@ def ray_workers(
             name=name,
         )
     except AutoswarmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(f"{exc}")
         raise typer.Exit(1) from None
     raise typer.Exit(code)

@@ -10,10 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from autoswarm.numbers import DEFAULT_DECIMALS, fixed, signed
 
 EXTRA_COLUMNS = (
     "experiment_id",
@@ -99,14 +102,28 @@ def rows_from_summaries(experiments: Sequence[Mapping[str, Any]]) -> list[Experi
     return rows
 
 
-def _cells(row: ExperimentRow) -> list[str]:
-    metric = "0.000000" if row.metric is None else f"{row.metric:.6f}"
+def _cells(row: ExperimentRow, decimals: int) -> list[str]:
+    """One row as people read it: the metric and delta at the noise's decimals
+    (`autoswarm.numbers`), seconds to 0.1, the time as ISO 8601 in UTC."""
+    metric = fixed(0.0 if row.metric is None else row.metric, decimals)
     head = [row.commit[:7], metric, f"{row.memory_gb:.1f}", row.status, _one_line(row.description)]
+    shown: dict[str, str] = {
+        "delta": signed(row.delta, decimals),
+        "wall_s": "" if row.wall_s is None else f"{row.wall_s:.1f}",
+        "finished_at": iso_time(row.finished_at),
+    }
     extra = []
     for name in EXTRA_COLUMNS:
         value = getattr(row, name)
-        extra.append("" if value is None else str(value))
+        extra.append(shown.get(name, "" if value is None else str(value)))
     return head + extra
+
+
+def iso_time(seconds: float | None) -> str:
+    """`2026-12-07T22:05:42Z` ("" for none)."""
+    if seconds is None:
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _one_line(text: str) -> str:
@@ -117,23 +134,29 @@ def header(metric_name: str) -> list[str]:
     return ["commit", metric_name, "memory_gb", "status", "description", *EXTRA_COLUMNS]
 
 
-def to_tsv(rows: Sequence[ExperimentRow], metric_name: str) -> str:
-    """results.tsv: tab-separated, a header, one line per experiment."""
+def to_tsv(
+    rows: Sequence[ExperimentRow], metric_name: str, decimals: int = DEFAULT_DECIMALS
+) -> str:
+    """results.tsv: tab-separated, a header, one line per experiment, scores at `decimals`
+    (what the task's noise justifies: `autoswarm.numbers.task_decimals`)."""
     lines = ["\t".join(header(metric_name))]
-    lines += ["\t".join(_cells(row)) for row in rows]
+    lines += ["\t".join(_cells(row, decimals)) for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def to_csv(rows: Sequence[ExperimentRow], metric_name: str) -> str:
+def to_csv(
+    rows: Sequence[ExperimentRow], metric_name: str, decimals: int = DEFAULT_DECIMALS
+) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header(metric_name))
     for row in rows:
-        writer.writerow(_cells(row))
+        writer.writerow(_cells(row, decimals))
     return buffer.getvalue()
 
 
-def to_jsonl(rows: Sequence[ExperimentRow], metric_name: str) -> str:
+def to_jsonl(rows: Sequence[ExperimentRow], metric_name: str, decimals: int = 0) -> str:
+    """One JSON object per experiment, numbers as measured (`decimals` is not used)."""
     out = []
     for row in rows:
         record = asdict(row)
@@ -195,12 +218,13 @@ def plot_progress(
             zorder=3,
             label="Running best",
         )
-        for i, r in kept:
+        for n, (i, r) in enumerate(kept):
+            # Neighbouring kept changes sit close: their labels take turns above and below.
             ax.annotate(
                 _one_line(r.description)[:45],
                 (i, r.metric),
                 textcoords="offset points",
-                xytext=(6, 6),
+                xytext=(6, 6 if n % 2 == 0 else -18),
                 fontsize=8,
                 color="#1a7a3a",
                 alpha=0.9,
@@ -211,14 +235,19 @@ def plot_progress(
     word = "lower" if lower_is_better else "higher"
     ax.set_xlabel("Experiment #", fontsize=12)
     ax.set_ylabel(f"{metric_name} ({word} is better)", fontsize=12)
-    ax.set_title(
-        title or f"Progress: {len(rows)} Experiments, {len(kept)} Kept Improvements", fontsize=14
-    )
+    ax.set_title(title or progress_title(rows), fontsize=14)
     ax.legend(loc="upper right" if lower_is_better else "lower right", fontsize=9)
     ax.grid(True, alpha=0.2)
     fig.tight_layout()
     fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
+
+
+def progress_title(rows: Sequence[ExperimentRow]) -> str:
+    """`Progress: N Experiments, K Kept Improvements`; the first baseline is `keep`
+    (autoresearch's first row) but no improvement, so not counted."""
+    improvements = sum(1 for r in rows if r.status == "keep" and r.kind != "baseline")
+    return f"Progress: {len(rows)} Experiments, {improvements} Kept Improvements"
 
 
 def _running_best(

@@ -1,6 +1,7 @@
 """Reading results from a coordinator: `autoswarm status`, `leaderboard`, `experiments`,
 `show`, `export` and `plot`. Each talks to the coordinator's read API over HTTP
-(`CoordinatorClient.get_json`) with a read token, or none for a public-read coordinator.
+(`CoordinatorClient.get_json`) with a read token, or none for a public-read coordinator;
+without `--join`, to the data folder's own (`autoswarm.reach`).
 """
 
 from __future__ import annotations
@@ -19,33 +20,54 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from autoswarm import report
-from autoswarm.console import console, err_console, plain
-from shared.client import CoordinatorClient
-from shared.errors import AutoswarmError
+from autoswarm.console import console, err_console, plain, print_error
+from autoswarm.numbers import decimals_for, fixed, score_text, signed, task_decimals
+from autoswarm.reach import DataDirOpt, reach
+from shared.client import CoordinatorClient, CoordinatorUnavailable
+from shared.errors import AutoswarmError, InvalidInput
 
 PAGE = 500
 FORMATS = ("tsv", "csv", "jsonl", "parquet")
 
 Join = typer.Option(
-    "http://127.0.0.1:8470", "--join", envvar="AUTOSWARM_JOIN", help="The coordinator's URL."
+    None,
+    "--join",
+    envvar="AUTOSWARM_JOIN",
+    help="The coordinator's URL (default: the one of the data folder here).",
 )
 Token = typer.Option(
-    "",
+    None,
     "--token",
     envvar="AUTOSWARM_TOKEN",
     help="A read token (none needed if the coordinator is public-read).",
 )
 AsJson = typer.Option(False, "--json", help="Print JSON instead of a table.")
-TaskOpt = typer.Option(None, "--task", help="The task (default: every task).")
+TaskOpt = typer.Option(None, "--task", help="The task, by id or folder (default: every task).")
+OneTask = typer.Option(
+    None, "--task", help="The task, by id or folder (default: the only one there is)."
+)
 
 
-def _run(join: str, token: str, action: Callable[[CoordinatorClient], None]) -> None:
-    """Run `action` with a client; an error becomes a message and exit code 1."""
+def _run(
+    join: str | None,
+    token: str | None,
+    data_dir: Path,
+    action: Callable[[CoordinatorClient], None],
+) -> None:
+    """Run `action` with a client of the coordinator `reach` finds; an error becomes one
+    line and exit code 1."""
     try:
-        with CoordinatorClient(join, token, timeout_s=30) as client:
+        with (
+            reach(join, token, data_dir) as found,
+            CoordinatorClient(found.url, found.token, timeout_s=30) as client,
+        ):
             action(client)
+    except CoordinatorUnavailable as exc:
+        where = "pass --join URL" if join else "run this where `autoswarm up` ran"
+        print_error(f"cannot reach {exc}: is it running? ({where})")
+        raise typer.Exit(1) from None
     except AutoswarmError as exc:
-        err_console.print("[red]error:[/red]", plain(str(exc)))
+        print_error(str(exc))
         raise typer.Exit(1) from None
 
 
@@ -90,7 +112,15 @@ def _status_data(client: CoordinatorClient) -> dict[str, Any]:
 
 def _status_view(data: dict[str, Any]) -> Group:
     heads = Table(title=f"autoswarm: {data['workers']} workers registered", expand=True)
-    for column in ("task", "hardware class", "head", "mean ± std (n)", "kept", "queued", "running"):
+    for column in (
+        "task",
+        "hardware class",
+        "head",
+        "mean ± noise (n)",
+        "kept",
+        "queued",
+        "running",
+    ):
         heads.add_column(column)
     recent = Table(title="latest experiments", expand=True)
     for column in ("experiment", "kind", "verdict", "metric", "title", "owner", "finished"):
@@ -103,7 +133,7 @@ def _status_view(data: dict[str, Any]) -> Group:
                 board["task_id"],
                 cls["hardware"],
                 cls["head_commit"][:7],
-                f"{_num(cls['mean'])} ± {_num(cls['std'], 3) or '?'} ({cls['runs']})",
+                score_text(cls["mean"], cls["std"], cls["runs"]),
                 str(kept),
                 str(counts.get("state:queued", 0)),
                 str(counts.get("state:leased", 0)),
@@ -122,8 +152,9 @@ def _status_view(data: dict[str, Any]) -> Group:
 
 
 def status(
-    join: str = Join,
-    token: str = Token,
+    join: str | None = Join,
+    token: str | None = Token,
+    data_dir: Path = DataDirOpt,
     as_json: bool = AsJson,
     once: bool = typer.Option(False, "--once", help="Print the table once and exit."),
     interval_s: float = typer.Option(3.0, "--interval", min=0.5, help="Seconds between refreshes."),
@@ -144,7 +175,7 @@ def status(
                 time.sleep(interval_s)
 
     try:
-        _run(join, token, show_status)
+        _run(join, token, data_dir, show_status)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
 
@@ -153,8 +184,9 @@ def status(
 
 
 def leaderboard(
-    join: str = Join,
-    token: str = Token,
+    join: str | None = Join,
+    token: str | None = Token,
+    data_dir: Path = DataDirOpt,
     task: str | None = TaskOpt,
     hardware: str | None = typer.Option(None, "--hardware", help="One hardware class."),
     as_json: bool = AsJson,
@@ -163,7 +195,8 @@ def leaderboard(
     changes with their deltas."""
 
     def show_boards(client: CoordinatorClient) -> None:
-        task_ids = [task] if task else [t["task_id"] for t in client.get_json("tasks")]
+        every = [t["task_id"] for t in client.get_json("tasks")]
+        task_ids = [task_id_of(task)] if task else every
         params = {"hardware": hardware} if hardware else None
         boards = [client.get_json(f"tasks/{t}/leaderboard", params) for t in task_ids]
         if as_json:
@@ -173,7 +206,7 @@ def leaderboard(
             for table in board_tables(board):
                 console.print(table)
 
-    _run(join, token, show_boards)
+    _run(join, token, data_dir, show_boards)
 
 
 def board_tables(board: dict[str, Any]) -> list[Table]:
@@ -183,18 +216,19 @@ def board_tables(board: dict[str, Any]) -> list[Table]:
         table = Table(
             title=(
                 f"{board['task_id']} on {cls['hardware']}: {board['metric']} "
-                f"{_num(cls['mean'])} ± {_num(cls['std'], 3) or '?'} (n={cls['runs']})"
+                f"{score_text(cls['mean'], cls['std'], cls['runs'])}"
             )
         )
         for column in ("#", "commit", "change", board["metric"], "delta", "owner"):
             table.add_column(column)
+        decimals = decimals_for(cls["std"])
         for i, change in enumerate(cls["chain"]):
             table.add_row(
                 str(i),
                 change["commit"][:7],
                 plain(change["title"]),
-                _num(change["metric"]),
-                _signed(change["delta"]),
+                fixed(change["metric"], decimals),
+                signed(change["delta"], decimals),
                 plain(change["owner"] or ""),
             )
         tables.append(table)
@@ -202,8 +236,9 @@ def board_tables(board: dict[str, Any]) -> list[Table]:
 
 
 def experiments(
-    join: str = Join,
-    token: str = Token,
+    join: str | None = Join,
+    token: str | None = Token,
+    data_dir: Path = DataDirOpt,
     task: str | None = TaskOpt,
     state: str | None = typer.Option(None, "--status", help="queued, leased, done, dead."),
     kind: str | None = typer.Option(None, "--kind", help="explore, baseline, replicate, merge."),
@@ -222,7 +257,7 @@ def experiments(
 ) -> None:
     """List experiments, filtered, newest first (or best first with --sort score)."""
     params = {
-        "task_id": task,
+        "task_id": task_id_of(task) if task else None,
         "status": state,
         "kind": kind,
         "verdict": verdict,
@@ -260,13 +295,14 @@ def experiments(
             )
         console.print(table)
 
-    _run(join, token, list_them)
+    _run(join, token, data_dir, list_them)
 
 
 def show(
     experiment_id: str = typer.Argument(..., help="The experiment's id."),
-    join: str = Join,
-    token: str = Token,
+    join: str | None = Join,
+    token: str | None = Token,
+    data_dir: Path = DataDirOpt,
     as_json: bool = AsJson,
 ) -> None:
     """One experiment: its hypothesis, result, decision, log tail and diff (in colour)."""
@@ -302,46 +338,73 @@ def show(
         if result.get("log_tail"):
             console.print(Panel(plain(result["log_tail"].rstrip()), title="log tail"))
 
-    _run(join, token, show_one)
+    _run(join, token, data_dir, show_one)
 
 
 # -- export and plot ---------------------------------------------------------------------------
 
 
+def task_id_of(given: str) -> str:
+    """A task's id from `--task`: the id itself, or a task folder (as `up --task` takes)."""
+    folder = Path(given)
+    if "/" in given or (folder / "task.toml").is_file():
+        from shared.task import load_task
+
+        try:
+            return load_task(folder).name
+        except AutoswarmError as exc:
+            raise InvalidInput(f"--task {given}: {exc}") from None
+    return given
+
+
+def one_task(client: CoordinatorClient, given: str | None) -> str:
+    """The task `--task` names, else the coordinator's only task."""
+    if given:
+        return task_id_of(given)
+    every = [t["task_id"] for t in client.get_json("tasks")]
+    if len(every) != 1:
+        named = ", ".join(every) or "none yet"
+        raise InvalidInput(f"give --task: this coordinator has {len(every)} tasks ({named})")
+    return str(every[0])
+
+
 def _rows(
     client: CoordinatorClient, task: str, hardware: str | None
-) -> tuple[dict[str, Any], list[report.ExperimentRow]]:
-    spec = client.get_json(f"tasks/{task}")["spec"]
+) -> tuple[dict[str, Any], list[report.ExperimentRow], int]:
+    """The task's spec, its rows, and the decimals its noise justifies."""
+    found_task = client.get_json(f"tasks/{task}")
     found = list(all_experiments(client, task_id=task, hardware=hardware))
-    return spec, report.rows_from_summaries(found)
+    decimals = task_decimals(found_task.get("heads", []))
+    return found_task["spec"], report.rows_from_summaries(found), decimals
 
 
 def export(
-    task: str = typer.Option(..., "--task", help="The task to export."),
+    task: str | None = OneTask,
     fmt: str = typer.Option("tsv", "--format", help="tsv (results.tsv), csv, jsonl, parquet."),
     output: Path | None = typer.Option(None, "-o", "--output", help="File (default: stdout)."),
     hardware: str | None = typer.Option(None, "--hardware", help="Only one hardware class."),
-    join: str = Join,
-    token: str = Token,
+    join: str | None = Join,
+    token: str | None = Token,
+    data_dir: Path = DataDirOpt,
 ) -> None:
     """The task's experiments as karpathy/autoresearch's results.tsv (first five columns
     exactly theirs, the metric named after the task's), then ours; or csv, jsonl, parquet."""
     if fmt not in FORMATS:
-        err_console.print(f"[red]error:[/red] --format must be one of {', '.join(FORMATS)}")
+        print_error(f"--format must be one of {', '.join(FORMATS)}")
         raise typer.Exit(2)
     if fmt == "parquet" and output is None:
-        err_console.print("[red]error:[/red] --format parquet needs -o FILE")
+        print_error("--format parquet needs -o FILE")
         raise typer.Exit(2)
 
     def write(client: CoordinatorClient) -> None:
-        spec, rows = _rows(client, task, hardware)
+        spec, rows, decimals = _rows(client, one_task(client, task), hardware)
         metric = spec["metric"]["name"]
         if fmt == "parquet":
             assert output is not None
             report.write_parquet(rows, metric, output)
         else:
             text = {"tsv": report.to_tsv, "csv": report.to_csv, "jsonl": report.to_jsonl}[fmt](
-                rows, metric
+                rows, metric, decimals
             )
             if output is None:
                 typer.echo(text, nl=False)
@@ -350,27 +413,29 @@ def export(
         if output is not None:
             err_console.print(f"{len(rows)} experiments written to {output}")
 
-    _run(join, token, write)
+    _run(join, token, data_dir, write)
 
 
 def plot(
-    task: str = typer.Option(..., "--task", help="The task to plot."),
+    task: str | None = OneTask,
     output: Path = typer.Option(Path("progress.png"), "-o", "--output", help="The PNG file."),
     hardware: str | None = typer.Option(None, "--hardware", help="One hardware class."),
-    join: str = Join,
-    token: str = Token,
+    join: str | None = Join,
+    token: str | None = Token,
+    data_dir: Path = DataDirOpt,
 ) -> None:
     """progress.png as karpathy/autoresearch draws it: every experiment a dot, kept changes
     highlighted and labelled, the running best as a step line."""
 
     def draw(client: CoordinatorClient) -> None:
-        classes = [h["hardware"] for h in client.get_json(f"tasks/{task}")["heads"]]
+        task_id = one_task(client, task)
+        classes = [h["hardware"] for h in client.get_json(f"tasks/{task_id}")["heads"]]
         # Scores compare only within a class: one class per picture.
-        spec, rows = _rows(client, task, hardware or (classes[0] if classes else None))
+        spec, rows, _ = _rows(client, task_id, hardware or (classes[0] if classes else None))
         lower = spec["metric"]["direction"] == "minimize"
         report.plot_progress(
             rows, metric_name=spec["metric"]["name"], lower_is_better=lower, path=output
         )
         err_console.print(f"{len(rows)} experiments plotted to {output}")
 
-    _run(join, token, draw)
+    _run(join, token, data_dir, draw)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from autoswarm.console import console, err_console, plain
+from autoswarm.console import console, err_console, plain, print_error
 from shared.errors import AutoswarmError, TaskError
 from shared.models import Result, ResultStatus
 from shared.task import TaskSpec, load_task
@@ -23,7 +23,7 @@ def load_or_exit(path: Path) -> TaskSpec:
     try:
         return load_task(path)
     except TaskError as exc:
-        err_console.print(f"[red]error:[/red] bad task folder {path}: {exc}")
+        print_error(f"bad task folder {path}: {exc}")
         raise typer.Exit(2) from None
 
 
@@ -51,7 +51,7 @@ def check(
     try:
         explained = explain_task(path, spec, has_cuda=lambda: bool(detect_hardware().gpus))
     except TaskError as exc:
-        err_console.print(f"[red]error:[/red] bad task folder {path}: {exc}")
+        print_error(f"bad task folder {path}: {exc}")
         raise typer.Exit(2) from None
     for name, value, why in explained.rows:
         console.print(f"{name}: {plain(value)}  [dim]({plain(why)})[/dim]")
@@ -97,7 +97,7 @@ def run(
 
             result = runner.run(path, spec, budget_s=budget, on_tick=tick, heldout_secret=secret)
     except AutoswarmError as exc:
-        err_console.print("[red]error:[/red]", plain(str(exc)))
+        print_error(str(exc))
         raise typer.Exit(1) from None
     print_result(spec, result)
     if result.status is not ResultStatus.OK:
@@ -165,6 +165,6 @@ def register(
         with CoordinatorClient(join, admin_token(token, data_dir)) as client:
             answer = client.register_task(read_task_files(path, spec))
     except AutoswarmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(f"{exc}")
         raise typer.Exit(1) from None
     console.print(f"task {answer['task_id']} registered")

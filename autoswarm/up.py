@@ -38,7 +38,8 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from autoswarm.console import console, err_console, plain
+from autoswarm.console import console, err_console, plain, print_error
+from autoswarm.numbers import DEFAULT_DECIMALS, fixed, score_text, task_decimals
 from autoswarm.report import ExperimentRow, plot_progress, rows_from_summaries, to_tsv
 from shared.errors import AutoswarmError, SandboxUnavailable
 from shared.lifetime import die_with_parent
@@ -146,6 +147,34 @@ def worker_start(cores: list[int]) -> tuple[Callable[[], None], dict[str, str]]:
     return start, env
 
 
+class WatchedProposer:
+    """The proposer, and whether its latest answer was "nothing new" (`spent`)."""
+
+    def __init__(self, inner: Any, kind: str) -> None:
+        self.inner = inner
+        self.kind = kind
+        self.spent = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def propose(self, context: Any) -> Any:
+        found = self.inner.propose(context)
+        if found is None:
+            self.spent.set()
+        else:
+            self.spent.clear()
+        return found
+
+
+def spent_line(kind: str) -> str:
+    """The live screen's one line once the proposer has nothing new."""
+    return (
+        f"the {kind} proposer has nothing new to propose; `autoswarm hypothesis add` queues "
+        "ideas of your own"
+    )
+
+
 @dataclass
 class Swarm:
     """The processes `up` started, and how to stop them in order."""
@@ -155,6 +184,7 @@ class Swarm:
     proposer_thread: threading.Thread | None = None
     proposer_error: Exception | None = None  # why the proposers stopped (a cap, a key)
     log: RecentLog = field(default_factory=RecentLog)
+    proposer: WatchedProposer | None = None  # the first; all share its `spent`
 
     def run_proposers(self, client: Any, task_id: str, proposers: list[Any], **kw: Any) -> None:
         """The proposer loops (in this thread); an error they end with stops the swarm."""
@@ -261,9 +291,13 @@ def run_up(
             swarm.start_worker(index, coordinator.url, worker_token, trust, data_dir, cores)
         client = CoordinatorClient(coordinator.url, proposer_token, timeout_s=60)
         wire_proposers(proposers, client, swarm.stop)
+        watched = [WatchedProposer(p, proposer_kind) for p in proposers]
+        for other in watched[1:]:
+            other.spent = watched[0].spent
+        swarm.proposer = watched[0]
         swarm.proposer_thread = threading.Thread(
             target=swarm.run_proposers,
-            args=(client, task_id, proposers),
+            args=(client, task_id, watched),
             kwargs={
                 "queue_ahead": max(2, workers),
                 "poll_s": 1.0,
@@ -285,10 +319,10 @@ def run_up(
         if not _watch(admin, spec, task_id, swarm, out_dir, max_experiments):
             code = 1
         if swarm.proposer_error is not None:
-            err_console.print(f"[red]error:[/red] the proposer stopped: {swarm.proposer_error}")
+            print_error(f"the proposer stopped: {swarm.proposer_error}")
             code = 1
     except AutoswarmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(f"{exc}")
         return 1
     finally:
         with console.status("stopping workers (leases are handed back)"):
@@ -298,10 +332,22 @@ def run_up(
             print_decisions(admin, task_id, earlier)
         with console.status("stopping the coordinator"):
             coordinator.stop()
+        console.print(plain(reopen_hint(data_dir)), soft_wrap=True)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         logging.getLogger().removeHandler(swarm.log)
     return code
+
+
+def reopen_hint(data_dir: Path) -> str:
+    """What reads the results once `up` has ended (they stay in its data folder)."""
+    from autoswarm.reach import DEFAULT_DATA_DIR
+
+    flag = "" if data_dir == DEFAULT_DATA_DIR else f" --data-dir {data_dir}"
+    return (
+        f"results kept in {data_dir}: `autoswarm dashboard{flag}` reopens the dashboard; "
+        f"`autoswarm leaderboard{flag}` (and status, experiments, show, export, plot) read them"
+    )
 
 
 def workers_line(workers: int, pinned: list[list[int]]) -> str:
@@ -398,9 +444,11 @@ def _watch(
 ) -> bool:
     """The live view until stopped or `max_experiments` more hypotheses are judged (this run's:
     a data folder's earlier ones do not count); False if every worker stopped first."""
+    since = time.time() - 5.0  # a worker registers after this; 5 s for clocks' rounding
     written: list[Any] | None = None
     judged_before: int | None = None
     workers_alive = True
+    done_line = ""
     with Live(console=console, refresh_per_second=1, transient=False) as live:
         while not swarm.stop.is_set():
             task = client.get_json(f"tasks/{task_id}")
@@ -409,25 +457,52 @@ def _watch(
                 h["hypothesis_id"]: h for h in client.get_json(f"tasks/{task_id}/hypotheses")
             }
             rows = rows_from_summaries(experiments)
-            workers = client.get_json("workers")
+            # This run's workers: those an earlier `up` on the folder registered are gone.
+            workers = [w for w in client.get_json("workers") if w.get("registered_s", 0) >= since]
             live.update(render(spec, task, experiments, hypotheses, workers, swarm))
             if rows != written:  # a verdict changing rewrites a row, too
-                write_exports(rows, spec, out_dir)
+                write_exports(rows, spec, out_dir, task_decimals(task.get("heads", [])))
                 written = rows
             judged = sum(1 for h in hypotheses.values() if h.get("verdict") != "pending")
             judged_before = judged if judged_before is None else judged_before
             if max_experiments is not None and judged - judged_before >= max_experiments:
+                break
+            if swarm.proposer is not None and all_done(
+                swarm.proposer, task, experiments, hypotheses
+            ):
+                done_line = (
+                    f"{spent_line(swarm.proposer.kind)}, and every experiment is judged: "
+                    "stopping (`up` again runs what you add)"
+                )
                 break
             if all(p.poll() is not None for p in swarm.workers):
                 err_console.print("[red]every worker stopped[/red]; see the logs folder")
                 workers_alive = False
                 break
             swarm.stop.wait(REFRESH_S)
+    if done_line:
+        console.print(plain(done_line), soft_wrap=True)
     # The last verdicts may have landed after this pass read the experiments.
     rows = rows_from_summaries(list_experiments(client, task_id))
     if rows != written:
-        write_exports(rows, spec, out_dir)
+        heads = client.get_json(f"tasks/{task_id}").get("heads", [])
+        write_exports(rows, spec, out_dir, task_decimals(heads))
     return workers_alive
+
+
+def all_done(
+    proposer: WatchedProposer,
+    task: dict[str, Any],
+    experiments: list[dict[str, Any]],
+    hypotheses: dict[str, dict[str, Any]],
+) -> bool:
+    """Whether the proposer has nothing new and nothing is left to run or judge (a worker
+    has started measuring the task: before, its baselines are not even queued)."""
+    if not proposer.spent.is_set() or not task.get("heads"):
+        return False
+    if any(h.get("verdict") == "pending" for h in hypotheses.values()):
+        return False
+    return not any(e.get("state") in ("queued", "leased") for e in experiments)
 
 
 def list_experiments(client: Any, task_id: str) -> list[dict[str, Any]]:
@@ -447,12 +522,14 @@ def list_experiments(client: Any, task_id: str) -> list[dict[str, Any]]:
     return found
 
 
-def write_exports(rows: list[ExperimentRow], spec: TaskSpec, out_dir: Path) -> None:
-    """results.tsv and progress.png, each replaced atomically."""
+def write_exports(
+    rows: list[ExperimentRow], spec: TaskSpec, out_dir: Path, decimals: int = DEFAULT_DECIMALS
+) -> None:
+    """results.tsv (scores at `decimals`) and progress.png, each replaced atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tsv = out_dir / "results.tsv"
     tmp = tsv.with_suffix(".tsv.tmp")
-    tmp.write_text(to_tsv(rows, spec.metric.name))
+    tmp.write_text(to_tsv(rows, spec.metric.name, decimals))
     os.replace(tmp, tsv)
     if rows:
         png = out_dir / "progress.png"
@@ -473,17 +550,15 @@ def render(
 ) -> Group:
     """The live view: the head per hardware class, the workers, the latest experiments."""
     heads = Table(title=f"{spec.name}: {spec.metric.name} ({spec.metric.direction})")
-    for column in ("hardware", "head", spec.metric.name, "± std", "runs"):
+    for column in ("hardware", "head", f"{spec.metric.name} ± noise (n)"):
         heads.add_column(column)
     for head in task.get("heads", []):
-        mean, std = head.get("mean"), head.get("std")
         heads.add_row(
             head["hardware"],
             head["commit"][:7],
-            "—" if mean is None else f"{mean:.6f}",
-            "—" if std is None else f"{std:.6f}",
-            str(head.get("runs", 0)),
+            score_text(head.get("mean"), head.get("std"), head.get("runs")),
         )
+    decimals = task_decimals(task.get("heads", []))
     latest = Table(title="latest experiments")
     for column in ("experiment", "kind", "state", spec.metric.name, "verdict", "hypothesis"):
         latest.add_column(column, overflow="ellipsis", no_wrap=True)
@@ -493,21 +568,23 @@ def render(
             exp["experiment_id"][:12],
             exp["kind"],
             exp.get("status") or exp.get("state", ""),
-            "—" if metric is None else f"{metric:.6f}",
+            "—" if metric is None else fixed(metric, decimals),
             exp.get("verdict") or "" if exp["kind"] in ("explore", "merge") else "",
             plain(exp.get("title", "")),
         )
     kept = sum(1 for h in hypotheses.values() if h.get("verdict") == "kept")
     alive = sum(1 for p in swarm.workers if p.poll() is None)
     queued = sum(1 for e in experiments if e.get("state") == "queued")
-    footer = Panel(
+    said = (
         f"{len(experiments)} experiments ({queued} queued) · {len(hypotheses)} hypotheses · "
-        f"{kept} kept · {alive} workers running",
-        expand=False,
+        f"{kept} kept · {alive} workers running"
     )
+    if swarm.proposer is not None and swarm.proposer.spent.is_set():
+        said += "\n" + spent_line(swarm.proposer.kind)
+    footer = Panel(plain(said), expand=False)
     parts: list[Any] = [heads, workers_table(spec, experiments, workers), latest, footer]
     if swarm.log.lines:
-        parts.append(Panel("\n".join(swarm.log.lines), title="log", title_align="left"))
+        parts.append(Panel(plain("\n".join(swarm.log.lines)), title="log", title_align="left"))
     return Group(*parts)
 
 

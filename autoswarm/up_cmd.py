@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from autoswarm.console import err_console
+from autoswarm.console import print_error
 from autoswarm.propose_cmd import (
     ApiBase,
     ApiKeyEnv,
@@ -108,7 +108,7 @@ def up(
             max_experiments=max_experiments,
         )
     except AutoswarmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(f"{exc}")
         raise typer.Exit(1) from None
     raise typer.Exit(code)
 
@@ -116,7 +116,7 @@ def up(
 def _log_to_file(path: Path) -> None:
     """The live table owns the terminal; the coordinator and proposer log to a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    from autoswarm.logs import JsonFormatter
+    from shared.logs import JsonFormatter
 
     handler = logging.FileHandler(path)
     handler.setFormatter(JsonFormatter())

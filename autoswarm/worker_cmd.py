@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from autoswarm.console import console, err_console, plain
+from autoswarm.console import console, err_console, plain, print_error
 from shared.errors import AutoswarmError
 
 worker_app = typer.Typer(
@@ -56,7 +57,8 @@ def worker(
     """Run experiments for a coordinator until stopped (Ctrl-C hands the lease back)."""
     if ctx.invoked_subcommand is not None:
         return
-    from worker.loop import run_worker
+    from autoswarm.worker_screen import Screen
+    from worker.loop import Worker
     from worker.settings import WorkerSettings
 
     overrides: dict[str, Any] = {
@@ -76,9 +78,19 @@ def worker(
         field = ".".join(str(x) for x in first["loc"])
         hint = " (give --join URL)" if field == "join" and not first.get("input") else ""
         message = str(first["msg"]).removeprefix("Value error, ")
-        err_console.print(f"[red]error:[/red] worker setting {field}: {message}{hint}")
+        print_error(f"worker setting {field}: {message}{hint}")
         raise typer.Exit(2) from None
-    raise typer.Exit(run_worker(settings))
+    worker_process = Worker(settings)
+    # At a terminal the volunteer sees a screen (autoswarm.worker_screen); piped, the log.
+    screen = Screen(err_console, worker_process.status) if sys.stderr.isatty() else None
+    if screen is not None:
+        screen.start()
+    try:
+        code = worker_process.run()
+    finally:
+        if screen is not None:
+            screen.stop()
+    raise typer.Exit(code)
 
 
 def _control(command: str, state_dir: Path | None) -> dict[str, Any]:
@@ -88,7 +100,7 @@ def _control(command: str, state_dir: Path | None) -> dict[str, Any]:
     try:
         return send_command((state_dir or DEFAULT_STATE_DIR).expanduser(), command)
     except AutoswarmError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(f"{exc}")
         raise typer.Exit(1) from None
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from coordinator.logs import configure_logging
 from coordinator.service import run_coordinator
 from coordinator.settings import CoordinatorSettings
+from shared.logs import configure_logging
 
 
 def main() -> None:

@@ -152,14 +152,18 @@ def progress(scheduler: Scheduler, task_id: str, limit: int) -> Progress:
     kept: set[str] = set()
     for hw in store.task_classes(task_id):
         kept.update(store.kept_ids(task_id, hw))
-    series: dict[str, list[tuple[int, float, int, str, str]]] = {}
+    series: dict[str, list[tuple[int, float, int, str, str, float]]] = {}
     first_x = total - len(members)
-    for offset, member in enumerate(members):
-        parsed = _parse_point(member)
+    parsed_points = [_parse_point(member) for member in members]
+    # When each finished, for the chart's time axis (one pipelined read for the points).
+    shown = [p[0] for p in parsed_points if p is not None]
+    finished = dict(zip(shown, store.experiment_rows(shown, ["finished_s"]), strict=True))
+    for offset, parsed in enumerate(parsed_points):
         if parsed is None:
             continue
         eid, hw, kind, metric = parsed
-        point = (first_x + offset, metric, 1 if eid in kept else 0, kind, eid)
+        when = float(finished.get(eid, {}).get("finished_s") or 0.0)
+        point = (first_x + offset, metric, 1 if eid in kept else 0, kind, eid, when)
         series.setdefault(hw, []).append(point)
     shown_kept = [p[4] for points in series.values() for p in points if p[2]]
     hyp_ids = [

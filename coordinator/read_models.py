@@ -93,10 +93,11 @@ class Leaderboard(ReadModel):
 
 
 class ProgressSeries(ReadModel):
-    """One hardware class's points: [x, metric, kept (0/1), kind, experiment_id]."""
+    """One hardware class's points: [x, metric, kept (0/1), kind, experiment_id, finished
+    (unix s)]."""
 
     hardware: str
-    points: list[tuple[int, float, int, str, str]]
+    points: list[tuple[int, float, int, str, str, float]]
     kept_titles: dict[str, str] = Field(default_factory=dict)
 
 

@@ -19,21 +19,31 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
+from coordinator.address import (
+    check_folder,
+    check_port,
+    local_url,
+    remove_address,
+    write_address,
+)
 from coordinator.api import create_app
-from coordinator.logs import configure_logging
+from coordinator.readonly import ReadOnly
 from coordinator.reconcile import Interrupted, reconcile
 from coordinator.redis_server import EmbeddedRedis
 from coordinator.scheduler import Scheduler
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import Store
 from coordinator.tokens import ensure_admin_token
+from shared.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +64,11 @@ _UVICORN: dict[str, Any] = {
 }
 
 
+def _app(settings: CoordinatorSettings, stopping: Callable[[], bool] = lambda: False) -> Any:
+    app = create_app(settings, stopping)
+    return ReadOnly(app) if settings.read_only else app
+
+
 def _server(settings: CoordinatorSettings) -> uvicorn.Server:
     server: uvicorn.Server | None = None
 
@@ -61,19 +76,26 @@ def _server(settings: CoordinatorSettings) -> uvicorn.Server:
         return server is not None and server.should_exit
 
     config = uvicorn.Config(
-        create_app(settings, stopping), host=settings.host, port=settings.port, **_UVICORN
+        _app(settings, stopping), host=settings.host, port=settings.port, **_UVICORN
     )
     server = uvicorn.Server(config)
     return server
 
 
 def run_coordinator(settings: CoordinatorSettings) -> None:
-    """Serve until SIGINT/SIGTERM (blocks). Logging is the caller's to configure."""
-    logger.info("coordinator: serving on http://%s:%d", settings.host, settings.port)
-    if settings.api_processes > 1:
-        _run_processes(settings)
-    else:
-        _server(settings).run()
+    """Serve until SIGINT/SIGTERM (blocks). Logging is the caller's to configure. A port
+    in use is `PortInUse`, a data folder another coordinator serves `FolderInUse`, raised
+    before anything starts."""
+    check_folder(settings.data_dir)
+    check_port(settings.host, settings.port)
+    write_address(settings.data_dir, local_url(settings.host, settings.port))
+    try:
+        if settings.api_processes > 1:
+            _run_processes(settings)
+        else:
+            _server(settings).run()
+    finally:
+        remove_address(settings.data_dir)
 
 
 def _watch(embedded: EmbeddedRedis, interval_s: float, stop: threading.Event) -> None:
@@ -156,7 +178,8 @@ def _reconcile_until_signalled(scheduler: Scheduler) -> bool:
 def process_app() -> FastAPI:
     """One API process's app (uvicorn's factory), with the settings its parent handed down."""
     configure_logging(os.environ.get("AUTOSWARM_LOG_LEVEL", "INFO"))
-    return create_app(CoordinatorSettings(**json.loads(os.environ[PROCESS_SETTINGS_ENV])))
+    app: FastAPI = _app(CoordinatorSettings(**json.loads(os.environ[PROCESS_SETTINGS_ENV])))
+    return app
 
 
 @dataclass
@@ -167,9 +190,11 @@ class CoordinatorThread:
     admin_token: str
     server: uvicorn.Server
     thread: threading.Thread
+    data_dir: Path
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop serving, then stop Redis (embedded) and the reaper; waits for it."""
+        remove_address(self.data_dir)
         self.server.should_exit = True
         self.thread.join(timeout_s)
 
@@ -177,9 +202,12 @@ class CoordinatorThread:
 def serve_in_thread(settings: CoordinatorSettings) -> CoordinatorThread:
     """Start serving in a daemon thread; returns once the app is ready (or raises).
 
-    `settings.port` 0 is not supported here: pass a free port. The admin token is the
-    configured one, else the one kept in data_dir/admin.token.
+    `settings.port` 0 is not supported here: pass a free port (one in use is `PortInUse`;
+    a data folder another process serves, `FolderInUse`).
+    The admin token is the configured one, else the one kept in data_dir/admin.token.
     """
+    check_folder(settings.data_dir)
+    check_port(settings.host, settings.port)
     server = _server(settings)
     thread = threading.Thread(target=server.run, name="coordinator", daemon=True)
     thread.start()
@@ -195,4 +223,6 @@ def serve_in_thread(settings: CoordinatorSettings) -> CoordinatorThread:
         token = settings.admin_token.get_secret_value()
     else:
         token = settings.admin_token_file.read_text().strip()
-    return CoordinatorThread(f"http://{settings.host}:{settings.port}", token, server, thread)
+    url = local_url(settings.host, settings.port)
+    write_address(settings.data_dir, url)
+    return CoordinatorThread(url, token, server, thread, settings.data_dir)

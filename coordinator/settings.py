@@ -33,6 +33,9 @@ class CoordinatorSettings(LayeredSettings):
     # True: the dashboard and every read endpoint answer without a token (`autoswarm up`
     # on loopback); False: a `read` token is needed (results hold code, logs, hypotheses).
     public_read: bool = False
+    # True: every request but a read is refused (405), whatever its token (`autoswarm
+    # dashboard` and read commands opening a data folder; coordinator.readonly).
+    read_only: bool = False
 
     @field_validator("data_dir")
     @classmethod

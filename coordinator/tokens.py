@@ -1,4 +1,5 @@
-"""Bearer tokens: created here, stored only as sha256 hashes with a scope and a name."""
+"""Bearer tokens: created, listed and revoked here, stored only as sha256 hashes with a scope
+and a name."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import Store
+from shared.errors import AutoswarmError, InvalidInput, NotFound
 from shared.models import Scope
 
 logger = logging.getLogger(__name__)
@@ -46,3 +48,65 @@ def ensure_admin_token(store: Store, settings: CoordinatorSettings) -> str:
     if store.get_token(hash_token(token)) is None:
         store.put_token(hash_token(token), Scope.ADMIN, ADMIN_NAME, now=time.time())
     return token
+
+
+# Tokens are named by the first characters of their hash (the token itself is never kept).
+TOKEN_ID_CHARS = 12
+MIN_TOKEN_ID_CHARS = 8
+
+
+def list_tokens(store: Store) -> list[dict[str, object]]:
+    """Every token: its id (a hash prefix), scope, name, when made, its workers; oldest first."""
+    return [
+        {
+            "token_id": token_hash[:TOKEN_ID_CHARS],
+            "scope": record.scope.value,
+            "name": record.name,
+            "created_s": record.created_s,
+            "workers": len(store.token_worker_ids(token_hash)),
+        }
+        for token_hash, record in store.list_tokens()
+    ]
+
+
+def find_token(store: Store, token_id: str) -> str:
+    """The hash a token id (at least 8 characters of it) names; NotFound, or InvalidInput
+    when it names several."""
+    if len(token_id) < MIN_TOKEN_ID_CHARS:
+        raise InvalidInput(f"a token id has at least {MIN_TOKEN_ID_CHARS} characters")
+    matches = [h for h, _ in store.list_tokens() if h.startswith(token_id.lower())]
+    if not matches:
+        raise NotFound(f"no token {token_id}: `autoswarm token list` shows them")
+    if len(matches) > 1:
+        listed = ", ".join(h[:TOKEN_ID_CHARS] for h in matches)
+        raise InvalidInput(f"token id {token_id} is ambiguous ({listed}): give more characters")
+    return matches[0]
+
+
+def revoke_token(store: Store, token_hash: str) -> list[str]:
+    """Delete the token (every request with it is refused from now on) and hand its workers'
+    leases back to the queue, no attempt counted; the experiments handed back."""
+    record = store.get_token(token_hash)
+    if record is None:
+        raise NotFound("no such token")
+    store.revoke_token(token_hash)
+    workers = set(store.token_worker_ids(token_hash))
+    handed_back = []
+    for exp in store.get_experiments(store.leased_experiment_ids()):
+        if exp.worker_id not in workers:
+            continue
+        try:
+            store.release(exp.experiment_id, exp.worker_id, exp.fencing_token)
+        except AutoswarmError as exc:  # reported or expired meanwhile
+            logger.info(
+                "token %s: lease of %s not handed back: %s", record.name, exp.experiment_id, exc
+            )
+            continue
+        handed_back.append(exp.experiment_id)
+    logger.warning(
+        "token %s (%s): revoked; %d leases handed back",
+        record.name,
+        record.scope.value,
+        len(handed_back),
+    )
+    return handed_back

@@ -357,6 +357,11 @@ class CoordinatorClient:
         except (TypeError, ValueError):
             raise InvalidInput(f"coordinator answered an invalid time: {body!r}") from None
 
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        """Revoke a token by its id (admin): refused from now on, its workers' leases queued."""
+        body: dict[str, Any] = self._json(self._request("DELETE", f"tokens/{token_id}"))
+        return body
+
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET any read endpoint (`tasks`, `experiments/{id}`, `/livez`) as parsed JSON."""
         clean = {k: v for k, v in (params or {}).items() if v is not None}

@@ -15,12 +15,14 @@ import os
 import re
 import shlex
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from typer.testing import Result
 
 from autoswarm.cli import app
 from shared.client import CoordinatorClient
+from shared.errors import Unauthorized
 from shared.task import load_task, read_task_files
 from tests.cli_helpers import invoke
 from tests.conftest import REPO, free_port, wait_until
@@ -39,6 +42,10 @@ from tests.worker_helpers import SLEEPY_TRAIN, make_task
 
 README = REPO / "README.md"
 
+TOKEN_TEST = (
+    "tests/test_cli.py::"
+    "test_token_list_shows_each_token_and_revoke_refuses_it_and_requeues_its_lease"
+)
 # Each command the README shows, and the test that runs it through the command line.
 README_COMMANDS = {
     "--help": "tests/test_cli.py::test_help_lists_every_command",
@@ -48,6 +55,10 @@ README_COMMANDS = {
     "up": "tests/test_up.py::test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running",
     "coordinator": "tests/test_cli.py::test_coordinator_runs_its_own_redis_and_keeps_its_token",
     "token create": "tests/test_cli.py::test_token_create_prints_a_token_with_its_scope",
+    "token list": TOKEN_TEST,
+    "token revoke": TOKEN_TEST,
+    "dashboard": "tests/test_dashboard.py::"
+    "test_after_up_ends_every_read_command_and_the_dashboard_open_its_folder_without_flags",
     "worker": "tests/test_cli.py::test_worker_joins_and_is_paused_resumed_and_finished",
     "worker pause": "tests/test_cli.py::test_worker_joins_and_is_paused_resumed_and_finished",
     "worker resume": "tests/test_cli.py::test_worker_joins_and_is_paused_resumed_and_finished",
@@ -115,6 +126,90 @@ def test_up_refuses_an_unknown_trust_before_starting_anything(tmp_path: Path) ->
     assert answer.exit_code == 2
     assert "--trust" in answer.output and "trusted-code" in answer.output
     assert not data_dir.exists()
+
+
+def error_line(here: Path, *args: str) -> str:
+    """`autoswarm ARGS` run in `here`, expected to fail: its one line of complaint."""
+    done = subprocess.run(
+        [sys.executable, "-m", "autoswarm", *args],
+        cwd=here,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    said = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert done.returncode != 0, said
+    assert "Traceback" not in done.stdout + done.stderr, said
+    assert len(said) == 1, said
+    return said[0]
+
+
+def test_each_error_a_user_can_cause_is_one_line_saying_what_to_do(
+    tmp_path: Path, task_dir: Path
+) -> None:
+    """A busy port (`up`, `coordinator`, `dashboard`), a folder with no results, a coordinator
+    that is not there, a missing task, no admin token, a data folder another process serves:
+    one line each, no traceback."""
+    from coordinator.address import write_address
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        for args in (
+            ("up", "--task", str(task_dir), "--trust", "trusted-code", "--port", port),
+            ("coordinator", "--port", port, "--data-dir", str(tmp_path / "c")),
+        ):
+            assert f"port {port} is in use" in error_line(tmp_path, *args), args
+        (tmp_path / "d" / "lineage").mkdir(parents=True)
+        said = error_line(tmp_path, "dashboard", "--data-dir", "d", "--port", port)
+        assert f"port {port} is in use" in said
+    for args in (("leaderboard",), ("show", "e1234567"), ("dashboard",)):
+        assert "where `autoswarm up` ran" in error_line(tmp_path, *args), args
+    closed = f"http://127.0.0.1:{free_port()}"
+    said = error_line(tmp_path, "status", "--once", "--join", closed)
+    assert closed in said and "is it running" in said
+    said = error_line(tmp_path, "up", "--task", str(tmp_path / "nowhere"))
+    assert "nowhere" in said
+    said = error_line(tmp_path, "token", "create", "--scope", "read", "--name", "x")
+    assert "--token" in said
+    served = tmp_path / "served"
+    write_address(served, "http://127.0.0.1:9")  # this test's process serves it, as `up` would
+    for args in (
+        ("up", "--task", str(task_dir), "--trust", "trusted-code", "--data-dir", str(served)),
+        ("coordinator", "--data-dir", str(served), "--port", str(free_port())),
+    ):
+        assert "is served already, at http://127.0.0.1:9" in error_line(tmp_path, *args), args
+
+
+def test_a_folder_being_served_is_read_through_its_coordinator_not_opened_again(
+    tmp_path: Path,
+) -> None:
+    """While a coordinator serves the folder (its address in coordinator.json, its process
+    alive), the read commands and `dashboard` use it; a dead one's address is ignored."""
+    from autoswarm.reach import reach
+    from coordinator.address import read_address, write_address
+
+    data_dir = tmp_path / ".autoswarm"
+    (data_dir / "lineage").mkdir(parents=True)
+    (data_dir / "admin.token").write_text("as_admin\n")
+    write_address(data_dir, "http://127.0.0.1:9")
+    with reach(None, None, data_dir) as found:
+        assert (found.url, found.token, found.opened_here) == (
+            "http://127.0.0.1:9",
+            "as_admin",
+            False,
+        )
+    answer = invoke("dashboard", "--data-dir", str(data_dir))
+    assert answer.exit_code == 0 and "http://127.0.0.1:9/" in answer.stdout
+    assert "already served" in answer.stdout
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    (data_dir / "coordinator.json").write_text(
+        json.dumps({"url": "http://127.0.0.1:9", "pid": int(dead.stdout)})
+    )
+    assert read_address(data_dir) is None
 
 
 def test_a_join_url_without_a_scheme_is_refused_at_once(tmp_path: Path) -> None:
@@ -245,6 +340,45 @@ def test_token_create_prints_a_token_with_its_scope(served: Served) -> None:
     bad = invoke("token", "create", "--scope", "root", "--name", "x", "--join", served.url,
                  "--data-dir", str(served.data_dir))  # fmt: skip
     assert bad.exit_code == 2 and "root" in bad.output
+
+
+def test_token_list_shows_each_token_and_revoke_refuses_it_and_requeues_its_lease(
+    served: Served,
+) -> None:
+    """`token list` shows a new worker token; `token revoke ID` (its 12-character id): the
+    token is refused at once and the experiment its worker held is queued again."""
+    from shared.models import WorkerCreate
+    from worker.hardware import detect_hardware
+
+    admin = ("--join", served.url, "--data-dir", str(served.data_dir))
+    token = served.token("worker", "gina")
+    listed = invoke("token", "list", *admin)
+    assert listed.exit_code == 0 and "gina" in listed.stdout, listed.output
+    [token_id] = [line.split()[1] for line in listed.stdout.splitlines() if "gina" in line]
+    train = SLEEPY_TRAIN.format(sleep_s=1.5, score=0.75, noise=0.0, crash=False)
+    with httpx.Client(base_url=served.url, trust_env=False) as http:
+        http.post(
+            "/api/v1/hypotheses",
+            headers={"Authorization": f"Bearer {served.admin_token}"},
+            json={
+                "task_id": served.task_id,
+                "title": "three quarters",
+                "change": {"train.py": train},
+            },
+        ).raise_for_status()
+    hardware = detect_hardware().hardware_class
+    with CoordinatorClient(served.url, token) as worker:
+        worker_id = worker.register_worker(WorkerCreate(name="gina", hardware=hardware, slot="cpu"))
+        lease = worker.lease(worker_id, 5.0)
+        assert lease is not None
+        revoked = invoke("token", "revoke", token_id, *admin)
+        assert revoked.exit_code == 0 and "leases handed back to the queue: 1" in revoked.stdout
+        with pytest.raises(Unauthorized):
+            worker.lease(worker_id, 0.0)
+    with served.admin() as client:
+        assert client.get_json(f"experiments/{lease.experiment_id}")["state"] == "queued"
+    again = invoke("token", "list", *admin)
+    assert "gina" not in again.stdout
 
 
 def test_hypothesis_add_queues_a_change_with_its_author(served: Served, tmp_path: Path) -> None:
@@ -381,6 +515,115 @@ def test_worker_joins_and_is_paused_resumed_and_finished(
     assert len(done) >= 2  # one before the pause, one after the resume
     gone = invoke("worker", "status", "--state-dir", str(state))
     assert gone.exit_code == 1 and "no worker is running" in gone.stderr
+
+
+def test_one_ctrl_c_finishes_the_run_and_reports_it_a_second_hands_it_back(
+    served: Served, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Ctrl-C once: the run goes on past the stop grace, is reported, the worker exits 0,
+    saying so; Ctrl-C twice: the run is stopped at once and handed back, saying so."""
+    token = served.token("worker", "erin")
+    grace = {"AUTOSWARM_STOP_GRACE_S": "0.1"}  # far shorter than a run: no time to finish
+    for name, presses in (("erin", 1), ("erin2", 2)):
+        state = tmp_path_factory.mktemp("c")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "autoswarm", "worker", "--join", served.url, "--token", token,
+             "--name", name, "--gpus", "none", "--trust", "trusted-code",
+             "--state-dir", str(state)],
+            cwd=REPO, env=clean_env(**grace), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        try:
+            wait_until(partial(_running, state, worker), 60, "the worker running an experiment")
+            running = slot(state)["experiment_id"]
+            for _ in range(presses):
+                worker.send_signal(signal.SIGINT)
+            out, _ = worker.communicate(timeout=60)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        assert worker.returncode == 0, out
+        with served.admin() as client:
+            exp = client.get_json(f"experiments/{running}")
+        if presses == 1:
+            assert "finishing: the current run completes and is reported" in out
+            assert exp["result"] is not None and "abandoned" not in out, out
+        else:
+            assert "stopping now" in out and "abandoned" in out, out
+            assert exp["result"] is None, exp
+
+
+def _running(state: Path, worker: subprocess.Popen[str]) -> bool:
+    assert worker.poll() is None, worker.communicate()[0]
+    try:
+        return slot(state).get("state") == "running"
+    except AssertionError:
+        return False  # its control socket is not up yet
+
+
+def test_the_workers_screen_shows_task_budget_bar_time_left_runs_and_a_summary() -> None:
+    """A slot mid-run: its task, kind, a bar of its budget and the time left; the totals;
+    then the summary line when it stops."""
+    from rich.console import Console
+
+    from autoswarm.worker_screen import render, summary
+
+    status = {
+        "name": "alice", "state": "running", "outbox": 0,
+        "slots": [{
+            "slot": "gpu0", "state": "running", "completed": 3, "recorded": 2,
+            "experiment_id": "e0123456789abcd", "task_id": "tinylm", "kind": "explore",
+            "budget_s": 300.0, "elapsed_s": 75.0, "time_left_s": 225.0,
+        }],
+    }  # fmt: skip
+    screen = Console(record=True, width=120, color_system=None)
+    screen.print(render(status, running_s=3725.0))
+    drawn = screen.export_text()
+    assert "worker alice (running)" in drawn and "tinylm: explore e0123456789abcd" in drawn
+    assert "0:03:45 left" in drawn and "━" in drawn  # the bar
+    assert "3 runs done, 2 reported, in 1:02:05" in drawn
+    assert summary(status, 3725.0) == "worker alice stopped after 1:02:05: 3 runs done, 2 reported"
+
+
+def test_doctor_and_the_worker_check_the_token_first_and_say_when_never_reached(
+    served: Served, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`doctor --join --token` passes a known token and fails a wrong one; a worker with a
+    wrong token stops before its sandbox self-test; one whose URL answers nothing says it has
+    never reached the coordinator."""
+    good = served.token("worker", "frank")
+    checks = json.loads(invoke("doctor", "--json", "--join", served.url, "--token", good).stdout)
+    assert {c["name"]: c["status"] for c in checks}["token"] == "OK"
+    wrong = invoke("doctor", "--json", "--join", served.url, "--token", "as_wrong")
+    assert wrong.exit_code == 1
+    assert {c["name"]: c["status"] for c in json.loads(wrong.stdout)}["token"] == "FAIL"
+    state = tmp_path_factory.mktemp("t")
+    refused = subprocess.run(
+        [sys.executable, "-m", "autoswarm", "worker", "--join", served.url, "--token", "as_wrong",
+         "--gpus", "none", "--trust", "sandboxed", "--state-dir", str(state)],
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "refused this token" in refused.stderr, refused.stderr
+    assert "self-test" not in refused.stderr and "Traceback" not in refused.stderr
+    away = f"http://127.0.0.1:{free_port()}"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "autoswarm", "worker", "--join", away, "--token", good,
+         "--gpus", "none", "--trust", "trusted-code", "--state-dir", str(state)],
+        cwd=REPO, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert worker.stdout is not None
+        said = ""
+        while "never reached" not in said:
+            line = worker.stdout.readline()
+            assert line, said
+            said += line
+        assert f"has never reached the coordinator at {away}" in said
+    finally:
+        worker.send_signal(signal.SIGINT)
+        worker.send_signal(signal.SIGINT)
+        worker.communicate(timeout=30)
 
 
 def _leased_by(client: CoordinatorClient, served: Served, name: str) -> list[dict[str, Any]]:

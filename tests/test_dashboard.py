@@ -5,11 +5,19 @@ hand. Screenshots of each page go to artifacts/screenshots/.
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
-from collections.abc import Iterator
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import REPO, wait_until
@@ -133,6 +141,25 @@ def test_the_chart_has_a_dot_per_scored_experiment(page: Any, swarm: Swarm) -> N
     assert page.locator("svg.chart path.best").count() == 1
 
 
+def test_the_task_page_opens_on_the_chart_with_the_head_beside_it(page: Any, swarm: Swarm) -> None:
+    """The first screen: the best-so-far chart, the head card to its right; counts that say
+    what they count; the x axis switches to time (kept in the address) and back."""
+    open_page(page, swarm, f"/tasks/{swarm.task_id}")
+    chart = page.locator("#chart svg.chart").bounding_box()
+    card = page.locator("#leaderboard .card").first.bounding_box()
+    assert chart["y"] + chart["height"] <= 900  # all of it on the first screen
+    assert card["x"] >= chart["x"] + chart["width"] and card["y"] < chart["y"] + chart["height"]
+    counts = page.locator("#counts").inner_text()
+    assert "1 kept change ·" in counts and "kept runs" not in counts, counts
+    before = page.locator("svg.chart circle.pt").count()
+    page.click("#x-axis button[data-x=time]")
+    assert "Time (when each finished)" in page.locator("svg.chart").inner_html()
+    assert page.locator("svg.chart circle.pt").count() == before and "x=time" in page.url
+    shoot(page, "task-time-axis")
+    page.click("#x-axis button[data-x=experiments]")
+    assert "Experiment #" in page.locator("svg.chart").inner_html()
+
+
 def test_a_filter_narrows_the_table(page: Any, swarm: Swarm) -> None:
     """verdict=kept leaves only kept rows, fewer than before."""
     open_page(page, swarm, f"/tasks/{swarm.task_id}")
@@ -182,7 +209,7 @@ def test_the_home_page_lists_the_task_with_its_head(page: Any, swarm: Swarm) -> 
     """The home page links the task and shows its head's score."""
     open_page(page, swarm, "/")
     assert page.locator(f"a[href='/tasks/{swarm.task_id}']").count() == 1
-    assert "0.5 ±" in page.locator("main").inner_text()
+    assert re.search(r"0\.50* ± ", page.locator("main").inner_text())
     shoot(page, "home")
 
 
@@ -212,3 +239,85 @@ def test_a_new_result_appears_without_a_reload(page: Any, swarm: Swarm) -> None:
     assert page.evaluate("window.__sameDocument") == "yes"
     assert page.evaluate("window.__autoswarmEvents") > 0
     shoot(page, "task-live")
+
+
+# -- after `up` has ended ----------------------------------------------------------------------
+
+QUICK = """\
+import random
+X = 4.0  # the score is lowest at X = 1
+print("---")
+print(f"score: {abs(X - 1.0) + random.gauss(0, 0.001):.6f}")
+"""
+
+
+def autoswarm(here: Path, *args: str, timeout_s: float = 240) -> subprocess.CompletedProcess[str]:
+    """`autoswarm ARGS` run in `here`, as a researcher types it there."""
+    return subprocess.run(
+        [sys.executable, "-m", "autoswarm", *args],
+        cwd=here,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+@pytest.mark.slow
+def test_after_up_ends_every_read_command_and_the_dashboard_open_its_folder_without_flags(
+    tmp_path: Path, task_dir_factory: Callable[..., Path], browser: Any
+) -> None:
+    """`up` ends; in its folder `status`, `leaderboard`, `experiments`, `show` (by an
+    8-character prefix), `export` and `plot` (`--task` a folder, as `up` takes it) answer with
+    no flag, and `autoswarm dashboard` serves the results read-only at the URL it prints,
+    until Ctrl-C."""
+    here = tmp_path / "here"
+    here.mkdir()
+    task = task_dir_factory("quick", QUICK)
+    done = autoswarm(
+        here, "up", "--task", str(task), "--workers", "1", "--trust", "trusted-code",
+        "--max-experiments", "1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "autoswarm dashboard" in done.stdout  # it says how to reopen them
+    for args in (("status", "--once"), ("leaderboard",), ("experiments",)):
+        answer = autoswarm(here, *args)
+        assert answer.returncode == 0 and "quick" in answer.stdout, answer.stdout + answer.stderr
+    found = json.loads(autoswarm(here, "experiments", "--json").stdout)
+    full = found[0]["experiment_id"]
+    shown = autoswarm(here, "show", full[:8])
+    assert shown.returncode == 0 and full in shown.stdout, shown.stdout + shown.stderr
+    exported = autoswarm(here, "export")  # the only task
+    assert exported.stdout.startswith("commit\t"), exported.stdout + exported.stderr
+    assert autoswarm(here, "plot", "--task", str(task)).returncode == 0  # a folder, as `up`
+    assert (here / "progress.png").stat().st_size > 0
+
+    served = subprocess.Popen(
+        [sys.executable, "-m", "autoswarm", "dashboard"],
+        cwd=here,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert served.stdout is not None
+        line = served.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert url, line + served.stderr.read() if served.stderr else line
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.goto(f"{url.group(0)}/")
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.locator("a[href='/tasks/quick']").count() == 1
+        shoot(page, "after-up-home")
+        context.close()
+        # Read-only: nothing can be written through it, whatever the token.
+        refused = httpx.post(f"{url.group(0)}/api/v1/hypotheses", json={})
+        assert refused.status_code == 405
+    finally:
+        served.send_signal(signal.SIGINT)
+        out, err = served.communicate(timeout=60)
+    assert served.returncode == 0, out + err
+    assert "Traceback" not in out + err
+    assert not (here / ".autoswarm" / "coordinator.json").exists()

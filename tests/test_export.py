@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from autoswarm.numbers import decimals_for, score_text
+from autoswarm.report import ExperimentRow, progress_title
 from tests.cli_helpers import invoke
 from tests.conftest import CoordinatorFactory
 from tests.read_helpers import Run, drive_run, serve
@@ -53,6 +56,39 @@ def test_the_tsv_is_read_by_pandas_one_row_per_finished_experiment(run: Run) -> 
     assert list(frame["description"]) == ["baseline", "lower", "higher", "crash"]
     assert list(frame["score"]) == [1.0, 0.5, 2.0, 0.0]
     assert frame["commit"].str.len().eq(7).all() and frame["memory_gb"].eq(0.5).all()
+
+
+def test_the_tsv_is_written_for_people_rounded_to_the_noise_with_iso_times(run: Run) -> None:
+    """Scores and deltas at the decimals the head's noise justifies (no 17-digit floats),
+    seconds to 0.1, finish times as ISO 8601 in UTC."""
+    heads = json.loads(cli(run, "leaderboard", "--task", run.task_id, "--json"))[0]["classes"]
+    decimals = decimals_for(heads[0]["std"])
+    rows = [line.split("\t") for line in cli(run, "export", "--format", "tsv").splitlines()]
+    head, body = rows[0], rows[1:]
+    for row in body:
+        cell = dict(zip(head, row, strict=True))
+        assert re.fullmatch(rf"-?\d+\.\d{{{decimals}}}", cell["score"]), cell
+        assert cell["delta"] == "" or re.fullmatch(rf"[+-]\d+\.\d{{{decimals}}}", cell["delta"])
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", cell["finished_at"]), cell
+        assert cell["wall_s"] == "" or re.fullmatch(r"\d+\.\d", cell["wall_s"]), cell
+
+
+def test_noise_is_written_one_way_its_first_digit_and_one_more() -> None:
+    """0.00123 -> 4 decimals; a noise of 7.49e-17 is 0 at 6 decimals, never in e-notation."""
+    assert decimals_for(0.00123) == 4 and decimals_for(0.05) == 3 and decimals_for(None) == 6
+    assert score_text(0.2847123, 0.00123, 5) == "0.2847 ± 0.0012 (n=5)"
+    assert score_text(1.0, 7.49e-17, 5) == "1.000000 ± 0.000000 (n=5)"
+    assert score_text(None, None, 0) == "—"
+
+
+def test_the_plots_title_counts_kept_changes_not_the_baseline() -> None:
+    """A baseline (`keep`, as autoresearch's first row) and one kept change: 1 improvement."""
+    rows = [
+        ExperimentRow("a" * 7, 1.0, 0.0, "keep", "baseline", kind="baseline"),
+        ExperimentRow("b" * 7, 0.5, 0.0, "keep", "lower", kind="explore"),
+        ExperimentRow("c" * 7, 2.0, 0.0, "discard", "higher", kind="explore"),
+    ]
+    assert progress_title(rows) == "Progress: 3 Experiments, 1 Kept Improvements"
 
 
 def test_csv_and_jsonl_carry_the_same_rows(run: Run) -> None:

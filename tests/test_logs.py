@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from coordinator.logs import JsonFormatter
+from shared.logs import JsonFormatter
 from tests.conftest import REPO, free_port, wait_until
 
 ENTRY_POINTS = {
@@ -132,3 +133,36 @@ def test_logs_are_plain_text_on_a_terminal(redis_url: str, tmp_path: Path) -> No
     assert ready, seen.decode()[-2000:]
     assert " INFO coordinator.api.app: coordinator: ready" in ready[0]
     assert not ready[0].lstrip().startswith("{")
+
+
+def _worker_lines(tmp_path: Path, argv: list[str], **env: str) -> list[str]:
+    """A worker whose coordinator is not there, piped: its lines until it says so."""
+    process = subprocess.Popen(
+        [sys.executable, *argv, "--join", f"http://127.0.0.1:{free_port()}", "--token", "t",
+         "--gpus", "none", "--trust", "trusted-code", "--state-dir", str(tmp_path / "w")],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        while not any("never reached" in line for line in lines):
+            line = process.stdout.readline()
+            assert line, lines
+            lines.append(line.rstrip("\n"))
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    return [line for line in lines if line.strip()]
+
+
+def test_the_worker_logs_as_every_process_does_json_when_piped_human_when_asked(
+    tmp_path: Path,
+) -> None:
+    """`python -m worker` piped writes JSON lines; `autoswarm worker` with
+    AUTOSWARM_LOG_FORMAT=human writes `time LEVEL logger: message` lines."""
+    for line in _worker_lines(tmp_path, ["-m", "worker"]):
+        assert {"ts", "level", "logger", "msg"} <= set(json.loads(line)), line
+    human = _worker_lines(tmp_path, ["-m", "autoswarm", "worker"], AUTOSWARM_LOG_FORMAT="human")
+    assert all(re.match(r"\d\d:\d\d:\d\d \w+ [\w.]+: ", line) for line in human), human

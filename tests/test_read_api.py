@@ -84,6 +84,12 @@ def test_the_worker_filter_finds_one_workers_runs(run: Run) -> None:
     assert found == named(run, "baseline-2", "lower-replicate", "baseline-4")
 
 
+def test_the_worker_filter_takes_a_short_worker_id(run: Run) -> None:
+    """worker_id by its first 8 characters finds what the full id finds."""
+    worker_id = run.workers["b"].worker_id
+    assert set(ids(run, worker_id=worker_id[:8])) == set(ids(run, worker_id=worker_id))
+
+
 def test_the_owner_filter_finds_one_owners_runs(run: Run) -> None:
     """owner=team-a/alice: the baselines and explores worker a ran."""
     found = set(ids(run, owner="team-a/alice"))
@@ -184,6 +190,33 @@ def test_an_experiment_shows_hypothesis_reason_log_and_diff(run: Run) -> None:
     assert detail["effective_verdict"] == "kept" and "kept, replicated by" in detail["reason"]
     assert detail["result"]["log_tail"] == "score: 0.5\n"
     assert "-SCORE = 1.0" in detail["diff"] and "+SCORE = 0.5" in detail["diff"]
+
+
+def test_an_experiment_is_found_by_a_unique_prefix_of_eight_characters(run: Run) -> None:
+    """The 8- and 12-character prefixes the tables print name the experiment; 7 do not."""
+    full = run.experiments["lower"]
+    for short in (full[:8], full[:12]):
+        assert run.served.get(f"experiments/{short}")["experiment_id"] == full
+    with run.served.client() as http:
+        answer = http.get(f"/api/v1/experiments/{full[:7]}")
+    assert answer.status_code == 404 and "at least 8 characters" in answer.text
+
+
+def test_an_ambiguous_prefix_is_refused_listing_what_it_matches(redis_url: str) -> None:
+    """Two ids that share their first 8 characters: one error naming both, nothing found."""
+    from coordinator import keys
+    from coordinator.short_ids import resolve_experiment_id
+    from coordinator.store import Store
+    from shared.errors import InvalidInput
+
+    store = Store(redis_url)
+    try:
+        store._r.zadd(keys.EXPERIMENTS, {"e1234567aaaaaaa": 1, "e1234567bbbbbbb": 2})
+        with pytest.raises(InvalidInput, match="e1234567aaaaaaa, e1234567bbbbbbb"):
+            resolve_experiment_id(store, "e1234567")
+    finally:
+        store._r.delete(keys.EXPERIMENTS)
+        store.close()
 
 
 def test_the_leaderboard_shows_the_head_its_spread_and_the_chain(run: Run) -> None:

@@ -97,6 +97,7 @@ def test_up_runs_bounded_prints_the_lineage_and_leaves_nothing_running(
     # judged a duplicate at once with no run of its own (no row).
     assert judged_rows(more) > judged_rows(rows), "the second run judged hypotheses of its own"
     assert "this run's hypotheses (2)" in again.stdout  # its own, not the first run's too
+    assert again.stdout.count("local-0") == 1, again.stdout  # its workers, not the first's too
     assert processes_under(data_dir) == []
 
 
@@ -155,3 +156,25 @@ def test_killing_up_stops_its_workers_and_redis(
             up.kill()
         for pid in processes_under(data_dir):
             os.kill(pid, signal.SIGKILL)
+
+
+NO_CONSTANTS = """\
+import random
+print("---")
+print(f"score: {1.0 + random.gauss(0, 0.001):.6f}")
+"""
+
+
+def test_up_without_a_limit_stops_once_the_proposer_has_nothing_new(
+    tmp_path: Path, task_dir_factory: Callable[..., Path]
+) -> None:
+    """No constant to move: the mutation proposer is spent at once; once the baselines are
+    judged `up` says so in one line and stops by itself, with its summary."""
+    task = task_dir_factory("fixed", NO_CONSTANTS)
+    done = run_up(task, tmp_path / "data", tmp_path / "out")
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = [line for line in done.stdout.splitlines() if "every experiment is judged" in line]
+    assert len(said) == 1 and "nothing new to propose" in said[0], done.stdout
+    assert "hypothesis add" in said[0]
+    assert "fixed on cpu" in done.stdout  # the closing summary: the lineage
+    assert processes_under(tmp_path / "data") == []

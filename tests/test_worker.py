@@ -249,6 +249,14 @@ def test_backoff_grows_to_its_cap_with_jitter() -> None:
     assert backoff.next_delay_s() <= 0.5
 
 
+def test_backoff_never_drops_below_half_its_window() -> None:
+    """Each wait is at least half the doubling window: 0.25+, 0.5+, 1+, then 2+ at the cap."""
+    backoff = Backoff(0.5, 4.0)
+    delays = [backoff.next_delay_s() for _ in range(200)]
+    floors = [0.25, 0.5, 1.0] + [2.0] * 197
+    assert all(floor <= d <= 2 * floor for d, floor in zip(delays, floors, strict=True))
+
+
 # ---- against the real coordinator ----------------------------------------------------------
 
 
@@ -473,13 +481,13 @@ def test_sigterm_hands_back_a_run_that_outlasts_the_grace(
 def test_a_second_sigint_stops_the_run_at_once(
     coordinator: RunningCoordinator, workers: WorkerFactory, tmp_path: Path
 ) -> None:
-    """Ctrl-C waits for the run; a second Ctrl-C stops it and hands the lease back."""
+    """Ctrl-C finishes: the run goes on; a second Ctrl-C stops it and hands the lease back."""
     register_task(coordinator, make_task(tmp_path, sleep_s=60, budget_s=90))
     token = coordinator.create_token("worker", "w")
-    worker = workers.start(coordinator, token, "w", "--stop-grace-s", "600")
+    worker = workers.start(coordinator, token, "w")
     running = _wait_for_slot(worker, "running")
     worker.signal(signal.SIGINT)
-    wait_until(lambda: send_command(worker.state_dir, "status")["state"] == "stopping")
+    wait_until(lambda: send_command(worker.state_dir, "status")["state"] == "finishing")
     assert _slot(worker)["state"] == "running"
     worker.signal(signal.SIGINT)
     assert worker.wait() == 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from shared.errors import AutoswarmError
+from shared.logs import configure_logging
 from worker.control import COMMANDS, send_command
 from worker.loop import EXIT_CANNOT_START, run_worker
 from worker.settings import DEFAULT_STATE_DIR, WorkerSettings
@@ -43,12 +44,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # One line per HTTP request (heartbeats every few seconds) only when asked for.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    configure_logging("DEBUG" if args.verbose else "INFO")
+    if args.verbose:  # one line per HTTP request (heartbeats every few seconds): only asked
+        logging.getLogger("httpx").setLevel(logging.DEBUG)
     if args.command is not None:
         state_dir = args.state_dir or DEFAULT_STATE_DIR
         try:

@@ -2,11 +2,12 @@
 
 `run_worker(settings)` is what `autoswarm worker --join URL --token T` calls. It runs one
 `WorkerSlot` per chosen GPU (or one for the CPU) until it is told to stop:
-- SIGTERM or a first SIGINT: no new leases; a run still going after `stop_grace_s` is
-  stopped and its lease handed back; prefetched leases are handed back; the outbox is
-  flushed once; exit 0;
-- a second SIGINT (or SIGTERM): runs are stopped now and their leases handed back;
-- `autoswarm worker finish`: stop after the current experiments; `pause` / `resume`.
+- a first SIGINT (Ctrl-C) does what `autoswarm worker finish` does: no new leases, the
+  current runs complete and are reported, prefetched leases are handed back, exit 0;
+- SIGTERM: no new leases; a run still going after `stop_grace_s` is stopped and its lease
+  handed back; prefetched leases are handed back; the outbox is flushed once; exit 0;
+- a second SIGINT or SIGTERM: runs are stopped now and their leases handed back;
+- `pause` / `resume` from a second terminal.
 Exit codes: 0 stopped as asked, 2 cannot start (no token, token refused, no sandbox, state
 folder in use, bad --gpus), 1 anything else.
 """
@@ -32,6 +33,7 @@ from worker.runner import Runner
 from worker.sandbox import Sandbox
 from worker.settings import WorkerSettings
 from worker.slot import POLL_S, Controls, SlotState, WorkerSlot
+from worker.token_check import token_refused
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +94,10 @@ class Worker:
             )
             self.controls.stop.set()
         if immediate and not self.controls.kill.is_set():
-            logger.info("worker %s: stopping now, handing leases back", self.settings.name)
+            logger.warning(
+                "worker %s: stopping now: runs are stopped and their leases handed back",
+                self.settings.name,
+            )
             self.controls.kill.set()
 
     def handle_command(self, command: str) -> dict[str, Any]:
@@ -137,6 +142,14 @@ class Worker:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
+        if signum == signal.SIGINT and self._signals == 1:
+            self.controls.finishing.set()
+            logger.warning(
+                "worker %s: finishing: the current run completes and is reported, then the "
+                "worker stops (Ctrl-C again stops it now and hands it back)",
+                self.settings.name,
+            )
+            return
         self.request_stop(immediate=self._signals > 1)
 
     # ---- running -------------------------------------------------------------------------
@@ -146,6 +159,12 @@ class Worker:
         settings = self.settings
         try:
             token = settings.resolved_token()
+            refused = token_refused(settings.join, token, timeout_s=settings.request_timeout_s)
+            if refused is not None:
+                raise InvalidInput(
+                    f"the coordinator refused this token ({refused}): check --token, or ask "
+                    "its operator for a worker token"
+                )
             slots = self._slot_plan()
             cuda = any(gpu is not None for _, _, gpu in slots)
             sandbox = self.sandbox or choose_sandbox(settings, cuda=cuda)

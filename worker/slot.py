@@ -111,6 +111,7 @@ class WorkerSlot:
         self.current: HeldLease | None = None
         self.elapsed_s = 0.0
         self.completed = 0
+        self.recorded = 0  # reports the coordinator recorded (the volunteer's screen)
         self.last_result: dict[str, Any] | None = None
         self.thread = threading.Thread(target=self.run, name=f"slot-{slot}", daemon=True)
         self._lock = threading.Lock()
@@ -138,7 +139,7 @@ class WorkerSlot:
 
     def _register(self) -> bool:
         create = WorkerCreate(name=self.name, hardware=self.hardware, slot=self.slot)
-        while not self.controls.stop.is_set():
+        while not self.controls.winding_down:
             try:
                 self.worker_id = self.client.register_worker(create)
             except CoordinatorUnavailable as exc:
@@ -214,13 +215,25 @@ class WorkerSlot:
     def _back_off(self, exc: Exception) -> None:
         delay_s = self.backoff.next_delay_s()
         self.state = SlotState.WAITING
-        logger.warning(
-            "worker %s: coordinator away (%s), retrying in %.1f s",
-            self.worker_id or self.name,
-            exc,
-            delay_s,
-        )
-        self.controls.stop.wait(delay_s)
+        if not self.worker_id:  # not once registered: a wrong --join, or a coordinator down
+            logger.warning(
+                "worker %s: has never reached the coordinator at %s (%s): is --join right, "
+                "and is the coordinator running? retrying in %.1f s",
+                self.name,
+                self.settings.join,
+                exc,
+                delay_s,
+            )
+        else:
+            logger.warning(
+                "worker %s: coordinator away (%s), retrying in %.1f s",
+                self.worker_id,
+                exc,
+                delay_s,
+            )
+        deadline = time.monotonic() + delay_s
+        while not self.controls.winding_down and time.monotonic() < deadline:
+            self.controls.stop.wait(min(POLL_S, delay_s))  # `finish` (Ctrl-C) ends it too
 
     # ---- one experiment --------------------------------------------------------------------
 
@@ -362,6 +375,8 @@ class WorkerSlot:
             delivery = self.outbox.deliver(entry, self.client)
             self._close(held, release=False)
             last["delivery"] = str(delivery)
+            if delivery is Delivery.RECORDED:
+                self.recorded += 1
             if delivery is Delivery.UNAVAILABLE:
                 self.flusher.kick()
         self.last_result = last
@@ -455,6 +470,7 @@ class WorkerSlot:
             "hardware": self.hardware,
             "state": str(self.state),
             "completed": self.completed,
+            "recorded": self.recorded,
             "experiment_id": None,
             "last_result": self.last_result,
         }

@@ -64,6 +64,11 @@ class Known:
                     cache[key] = record
         return record
 
+    def forget_token(self, token_hash: str) -> None:
+        """A revoked token: refused by this process from now on."""
+        with self._lock:
+            self._tokens.pop(token_hash, None)
+
     def forget_worker(self, worker_id: str) -> None:
         with self._lock:
             self._workers.pop(worker_id, None)

@@ -14,3 +14,4 @@ ExperimentId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, patter
 IdQuery = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 HardwareQuery = Annotated[HardwareClass | None, Query()]
 NameQuery = Annotated[Name | None, Query()]
+TokenId = Annotated[str, Path(min_length=8, max_length=64, pattern=r"^[0-9a-fA-F]+$")]

@@ -9,11 +9,17 @@ from fastapi.concurrency import run_in_threadpool
 
 from coordinator.api import views
 from coordinator.api.deps import AdminCaller, ContextReader, Ctx, ProposerCaller
-from coordinator.api.params import HardwareQuery, TaskId
+from coordinator.api.params import HardwareQuery, TaskId, TokenId
 from coordinator.hypotheses import Submission, build_context, submit_hypothesis
 from coordinator.models import TaskPublic
 from coordinator.tasks import register_task_upload
-from coordinator.tokens import create_token
+from coordinator.tokens import (
+    TOKEN_ID_CHARS,
+    create_token,
+    find_token,
+    list_tokens,
+    revoke_token,
+)
 from shared.errors import Conflict, TooMany
 from shared.models import (
     HypothesisCreate,
@@ -44,6 +50,27 @@ async def new_token(body: TokenCreate, caller: AdminCaller, ctx: Ctx) -> dict[st
     """A new token; it is shown only in this answer."""
     token = await run_in_threadpool(create_token, ctx.store, body.scope, body.name)
     return {"token": token, "scope": body.scope.value, "name": body.name}
+
+
+@router.get("/tokens")
+async def tokens(caller: AdminCaller, ctx: Ctx) -> list[dict[str, object]]:
+    """Every token (its id is a prefix of its hash; the token itself is never kept)."""
+    return await run_in_threadpool(list_tokens, ctx.store)
+
+
+@router.delete("/tokens/{token_id}")
+async def revoke(token_id: TokenId, caller: AdminCaller, ctx: Ctx) -> dict[str, object]:
+    """Revoke a token: refused from now on, its workers' leases back in the queue."""
+
+    def run() -> dict[str, object]:
+        token_hash = find_token(ctx.store, token_id)
+        if token_hash == caller.token_hash:
+            raise Conflict("that is the token of this request: revoke it with another admin's")
+        handed_back = revoke_token(ctx.store, token_hash)
+        ctx.known.forget_token(token_hash)
+        return {"token_id": token_hash[:TOKEN_ID_CHARS], "handed_back": handed_back}
+
+    return await run_in_threadpool(run)
 
 
 @router.get("/tasks/{task_id}/context")

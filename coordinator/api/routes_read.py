@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -31,6 +32,7 @@ from coordinator.read_models import (
     LineageTree,
     Progress,
 )
+from coordinator.short_ids import resolve_worker_id
 from coordinator.store import UNAVAILABLE
 from coordinator.store.query import ExperimentQuery
 from shared.errors import InvalidInput
@@ -240,7 +242,10 @@ async def experiments(
 
     def read() -> ExperimentPage:
         _indexed(feed)
-        return views.list_experiments(ctx.scheduler, query, cursor, limit, view)
+        found = query
+        if worker_id:  # a short id, as the tables print it
+            found = replace(query, worker_id=resolve_worker_id(ctx.store, worker_id))
+        return views.list_experiments(ctx.scheduler, found, cursor, limit, view)
 
     return await run_in_threadpool(read)
 

@@ -17,6 +17,7 @@ from coordinator.models import (
 )
 from coordinator.read_models import ExperimentDetail, ExperimentPage, ExperimentSummary
 from coordinator.scheduler import Scheduler
+from coordinator.short_ids import resolve_experiment_id
 from coordinator.store.filing import effective_verdict
 from coordinator.store.query import ExperimentQuery
 from shared.errors import InvalidInput, LineageError, NotFound
@@ -140,9 +141,10 @@ def list_experiments(
 
 
 def experiment_view(scheduler: Scheduler, experiment_id: str) -> ExperimentDetail:
-    """One experiment with its hypothesis, its effective verdict and its diff."""
+    """One experiment (its id or a unique prefix of it, coordinator.short_ids) with its
+    hypothesis, its effective verdict and its diff."""
     store = scheduler.store
-    exp = store.get_experiment(experiment_id)
+    exp = store.get_experiment(resolve_experiment_id(store, experiment_id))
     if exp is None:
         raise NotFound(f"experiment {experiment_id} does not exist")
     code_of = exp.experiment_id

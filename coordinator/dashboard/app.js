@@ -55,6 +55,18 @@
     if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(3);
     return (+v.toPrecision(digits || 6)).toString();
   }
+  // A score and its noise, as the command line writes them (autoswarm/numbers.py): the
+  // noise's first significant digit and one more (at most 6 decimals), then (n=runs).
+  function decimalsFor(std) {
+    if (!(std > 0) || !isFinite(std)) return 6;
+    return Math.max(0, Math.min(6, 1 - Math.floor(Math.log10(std))));
+  }
+  function scoreText(mean, std, runs) {
+    if (mean === null || mean === undefined) return "—";
+    const d = decimalsFor(std);
+    const spread = std === null || std === undefined ? "?" : std.toFixed(d);
+    return `${mean.toFixed(d)} ± ${spread} (n=${runs || 0})`;
+  }
   const signed = (v) => (v === null || v === undefined ? "" : (v > 0 ? "+" : "") + num(v, 4));
   const when = (s) => (s ? new Date(s * 1000).toLocaleString() : "");
   // Credit is in reference (H100) seconds.
@@ -136,7 +148,7 @@
         task.heads.length
           ? h("dl", { class: "kv" }, task.heads.flatMap((head) => [
               h("dt", {}, head.hardware),
-              h("dd", {}, `${num(head.mean)} ± ${num(head.std, 3) || "?"} (n=${head.runs}) at ${short(head.commit)}`),
+              h("dd", {}, `${scoreText(head.mean, head.std, head.runs)} at ${short(head.commit)}`),
             ]))
           : h("p", { class: "muted" }, "no hardware class yet: waiting for a worker"));
     });
@@ -204,7 +216,7 @@
     const chain = board.chain.filter((c) => c.experiment_id);
     return h("div", { class: "card" },
       h("div", { class: "muted mono" }, board.hardware),
-      h("div", { class: "stat" }, `${num(board.mean)} `, h("span", { class: "muted" }, `± ${num(board.std, 3) || "?"} (n=${board.runs})`)),
+      h("div", { class: "stat" }, scoreText(board.mean, board.std, board.runs)),
       h("div", { class: "muted" }, `head ${short(board.head_commit)}; ${chain.length} kept change${chain.length === 1 ? "" : "s"}`),
       chain.length ? h("ol", {}, chain.map((c) => h("li", {},
         link(`/experiments/${c.experiment_id}`, c.title), " ",
@@ -215,8 +227,24 @@
     const state = Object.fromEntries(new URLSearchParams(location.search));
     const task = await api(`tasks/${encodeURIComponent(taskId)}`);
     const metric = task.spec.metric.name;
-    const boards = h("div", { class: "grid", id: "leaderboard" });
+    const boards = h("div", { class: "heads", id: "leaderboard" });
     const chart = h("div", { class: "chart-wrap", id: "chart" });
+    // The chart's x axis: experiments (default) or time, kept in the address (?x=time).
+    let xMode = state.x === "time" ? "time" : "experiments";
+    delete state.x;
+    let lastProgress = null;
+    const axisButton = (mode, text) => {
+      const button = h("button", { type: "button", class: "axis-choice", "data-x": mode, "aria-pressed": String(xMode === mode) }, text);
+      button.addEventListener("click", () => {
+        xMode = mode;
+        for (const b of axis.querySelectorAll("button")) b.setAttribute("aria-pressed", String(b.dataset.x === xMode));
+        const query = new URLSearchParams({ ...state, ...(xMode === "time" ? { x: "time" } : {}) }).toString();
+        history.replaceState(null, "", location.pathname + (query ? "?" + query : ""));
+        if (lastProgress) window.AutoswarmChart.render(chart, lastProgress, (eid) => navigate(`/experiments/${eid}`), xMode);
+      });
+      return button;
+    };
+    const axis = h("div", { class: "axis-switch", id: "x-axis" }, "x: ", axisButton("experiments", "experiments"), axisButton("time", "time"));
     const { table, body } = experimentsTable(metric);
     const more = h("button", { class: "more", type: "button", hidden: true }, "more");
     const counts = h("span", { class: "muted", id: "counts" });
@@ -226,11 +254,14 @@
       const fresh = await api(`tasks/${encodeURIComponent(taskId)}/leaderboard`);
       boards.replaceChildren(...fresh.classes.map((b) => boardCard(b, metric)));
       const c = fresh.counts;
-      counts.textContent = `${c["kind:explore"] || 0} explores, ${c["verdict:kept"] || 0} kept runs, ${c["state:queued"] || 0} queued, ${c["state:leased"] || 0} running`;
+      // Kept changes are the lineage's commits (the cards' chains), not the runs that kept them.
+      const changes = fresh.classes.reduce((n, b) => n + b.chain.filter((x) => x.experiment_id).length, 0);
+      counts.textContent = `${c["kind:explore"] || 0} hypotheses run · ${changes} kept change${changes === 1 ? "" : "s"} · ` +
+        `${c["state:queued"] || 0} experiments queued · ${c["state:leased"] || 0} running`;
     }
     async function loadChart() {
-      const progress = await api(`tasks/${encodeURIComponent(taskId)}/progress`, { limit: CHART_POINTS });
-      window.AutoswarmChart.render(chart, progress, (eid) => navigate(`/experiments/${eid}`));
+      lastProgress = await api(`tasks/${encodeURIComponent(taskId)}/progress`, { limit: CHART_POINTS });
+      window.AutoswarmChart.render(chart, lastProgress, (eid) => navigate(`/experiments/${eid}`), xMode);
     }
     async function loadTable(append) {
       const params = { ...state, task_id: taskId, view: "summary", limit: 50, cursor: append ? cursor : null };
@@ -253,13 +284,13 @@
     const form = filterForm(task, state, (values) => {
       for (const k of Object.keys(state)) delete state[k];
       for (const [k, v] of Object.entries(values)) if (v && !(k === "sort" && v === "time")) state[k] = v;
-      const query = new URLSearchParams(state).toString();
+      const query = new URLSearchParams({ ...state, ...(xMode === "time" ? { x: "time" } : {}) }).toString();
       history.replaceState(null, "", location.pathname + (query ? "?" + query : ""));
       loadTable(false);
     });
     show(h("h1", {}, task.task_id, " ", h("span", { class: "muted" }, `${metric} (${task.spec.metric.direction})`)),
       h("p", {}, link(`/tasks/${encodeURIComponent(taskId)}/lineage`, "lineage tree"), " · ", counts),
-      boards, h("h2", {}, "Progress"), chart,
+      h("div", { class: "top-row" }, h("div", { class: "progress" }, axis, chart), boards),
       h("h2", {}, "Experiments"), form, h("div", { class: "scroll" }, table), more);
     await Promise.all([loadBoards(), loadChart(), loadTable(false)]);
     return { taskId, refresh: () => Promise.all([loadBoards(), loadChart(), loadTable(false)]) };

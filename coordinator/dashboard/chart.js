@@ -1,5 +1,6 @@
 // The progress chart, drawn as SVG: every scored experiment a dot, kept changes highlighted
-// and labelled, the running best a step line; one colour per hardware class.
+// and labelled, the running best a step line; one colour per hardware class. The x axis is
+// the experiment's number, or (xMode "time") when it finished.
 "use strict";
 
 (function () {
@@ -47,8 +48,25 @@
     return steps;
   }
 
-  function render(container, progress, onPick) {
+  // A point is [x, metric, kept, kind, experiment_id, finished_s]; on the time axis x is
+  // finished_s (in order of it).
+  function onAxis(progress, xMode) {
+    if (xMode !== "time") return progress;
+    const series = progress.series.map((s) => ({ ...s,
+      points: s.points.map((p) => [p[5], ...p.slice(1)]).sort((a, b) => a[0] - b[0]) }));
+    return { ...progress, series };
+  }
+
+  function clock(seconds, span) {
+    const d = new Date(seconds * 1000);
+    const shown = span < 3600 ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" };
+    const hm = d.toLocaleTimeString([], shown);
+    return span > 86400 ? `${d.toLocaleDateString([], { month: "short", day: "numeric" })} ${hm}` : hm;
+  }
+
+  function render(container, given, onPick, xMode) {
     container.textContent = "";
+    const progress = onAxis(given, xMode);
     const all = progress.series.flatMap((s) => s.points);
     if (!all.length) {
       const empty = document.createElement("p");
@@ -73,12 +91,15 @@
       svg.appendChild(el("line", { x1: M.left, x2: W - M.right, y1: sy(t), y2: sy(t), class: "grid-line" }));
       svg.appendChild(el("text", { x: M.left - 6, y: sy(t) + 4, "text-anchor": "end" }, fmt(t)));
     }
-    for (const t of ticks(x0, x1, 8).filter((t) => Number.isInteger(t))) {
-      svg.appendChild(el("text", { x: sx(t), y: H - M.bottom + 16, "text-anchor": "middle" }, String(t)));
+    const xTicks = xMode === "time" ? ticks(x0, x1, 6) : ticks(x0, x1, 8).filter((t) => Number.isInteger(t));
+    for (const t of xTicks) {
+      const label = xMode === "time" ? clock(t, x1 - x0) : String(t);
+      svg.appendChild(el("text", { x: sx(t), y: H - M.bottom + 16, "text-anchor": "middle" }, label));
     }
     svg.appendChild(el("line", { x1: M.left, x2: M.left, y1: M.top, y2: H - M.bottom, class: "axis" }));
     svg.appendChild(el("line", { x1: M.left, x2: W - M.right, y1: H - M.bottom, y2: H - M.bottom, class: "axis" }));
-    svg.appendChild(el("text", { x: (M.left + W - M.right) / 2, y: H - 6, "text-anchor": "middle" }, "Experiment #"));
+    svg.appendChild(el("text", { x: (M.left + W - M.right) / 2, y: H - 6, "text-anchor": "middle" },
+      xMode === "time" ? "Time (when each finished)" : "Experiment #"));
     const word = progress.lower_is_better ? "lower" : "higher";
     svg.appendChild(el("text", { x: 14, y: (M.top + H - M.bottom) / 2, "text-anchor": "middle",
       transform: `rotate(-90 14 ${(M.top + H - M.bottom) / 2})` }, `${progress.metric} (${word} is better)`));

@@ -156,6 +156,23 @@ class RecordOps(StoreBase):
         raw = self._hgetall(keys.token(token_hash))
         return TokenRecord.from_hash(raw) if raw else None
 
+    def list_tokens(self) -> list[tuple[str, TokenRecord]]:
+        """Every token's hash and record, oldest first."""
+        hashes = sorted(cast("set[str]", self._r.smembers(keys.TOKENS)))
+        raws = self._hgetall_many([keys.token(h) for h in hashes])
+        found = [
+            (h, TokenRecord.from_hash(raw)) for h, raw in zip(hashes, raws, strict=True) if raw
+        ]
+        return sorted(found, key=lambda pair: pair[1].created_s)
+
+    def token_worker_ids(self, token_hash: str) -> list[str]:
+        """The workers this token registered."""
+        return sorted(cast("set[str]", self._r.smembers(keys.token_workers(token_hash))))
+
+    def leased_experiment_ids(self) -> list[str]:
+        """Every experiment under a lease now."""
+        return cast("list[str]", self._r.zrange(keys.LEASES, 0, -1))
+
     def revoke_token(self, token_hash: str) -> bool:
         pipe = self._r.pipeline(transaction=True)
         pipe.delete(keys.token(token_hash))
@@ -268,6 +285,15 @@ class RecordOps(StoreBase):
     def get_experiment(self, experiment_id: str) -> ExperimentRecord | None:
         raw = self._hgetall(keys.experiment(experiment_id))
         return ExperimentRecord.from_hash(raw) if raw.get("experiment_id") else None
+
+    def experiment_ids_starting(self, prefix: str, limit: int) -> list[str]:
+        """Up to `limit` experiment ids that start with `prefix` (an id: no glob characters),
+        sorted; one pass over the experiments' index (ZSCAN, in pages)."""
+        found = {
+            str(member)
+            for member, _ in self._r.zscan_iter(keys.EXPERIMENTS, match=f"{prefix}*", count=1000)
+        }
+        return sorted(found)[:limit]
 
     def add_spend(
         self, task_id: str, model: str, usd: float, tokens: int, calls: int, max_models: int
