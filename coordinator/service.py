@@ -209,7 +209,14 @@ def serve_in_thread(settings: CoordinatorSettings) -> CoordinatorThread:
     check_folder(settings.data_dir)
     check_port(settings.host, settings.port)
     server = _server(settings)
-    thread = threading.Thread(target=server.run, name="coordinator", daemon=True)
+
+    def serve() -> None:  # however it is stopped, the folder no longer says it serves
+        try:
+            server.run()
+        finally:
+            remove_address(settings.data_dir)
+
+    thread = threading.Thread(target=serve, name="coordinator", daemon=True)
     thread.start()
     deadline = time.monotonic() + START_TIMEOUT_S
     while not server.started:

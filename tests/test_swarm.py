@@ -296,7 +296,10 @@ def test_a_noisy_task_with_zero_true_effect_keeps_nothing(
         submit(coordinator, task_id, f"UNUSED {value}", change)
     wait_until(lambda: all_decided(coordinator, task_id, 4), 90, "four verdicts")
     verdicts = sorted(h["verdict"] for h in hypotheses(coordinator, task_id))
-    assert verdicts == ["discarded", "discarded", "discarded", "not-reproduced"]
+    # The lucky run is measured again and not reproduced; a run near the screen's boundary
+    # may be too (which run draws which value depends on the two workers' timing).
+    assert "not-reproduced" in verdicts, verdicts
+    assert set(verdicts) <= {"discarded", "not-reproduced"}, verdicts
     hardware, head = head_of(coordinator, task_id)
     history = lineage_of(coordinator, task_id).history(branch_for(hardware))
     assert [c.sha for c in history] == [head] and len(history) == 1
