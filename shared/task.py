@@ -11,6 +11,9 @@ Folder conventions the runner relies on:
 - a folder with its own locked project (`shared.environment`) runs in its own environment;
 - the run writes its artifacts to `out/` in its work folder;
 - evaluator files (`[scoring] files`) are never copied into the run's work folder.
+- an evaluator finds the worker's loader of exported programs beside it as `exported.py`
+  (`worker.exported`); a task's evaluator or protected file that Python would import
+  under that name instead is refused.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ TASK_FILE = "task.toml"
 PROGRAM_FILE = "program.md"
 MIN_BUDGET_S = 1.0
 MAX_BUDGET_S = 24 * 3600.0
+# The module the runner writes beside every evaluator (worker/exported.py as exported.py).
+EVALUATOR_MODULE = "exported"
 
 
 class Direction(StrEnum):
@@ -202,6 +207,13 @@ class TaskSpec(_Frozen):
             ScoringMode.EVALUATOR
         ):
             raise ValueError("[scoring] start = 'with-run' needs mode 'evaluator'")
+        if self.scoring.mode is ScoringMode.EVALUATOR:
+            shadowing = [p for p in self.protected + self.scoring.files if shadows_loader(p)]
+            if shadowing:
+                raise ValueError(
+                    f"{shadowing[0]!r} would replace the worker's loader of exported programs"
+                    f" ({EVALUATOR_MODULE}.py, written beside the evaluator): rename it"
+                )
         return self
 
     @property
@@ -221,6 +233,16 @@ class TaskSpec(_Frozen):
     def is_better(self, a: float, b: float) -> bool:
         """True when score `a` beats score `b` in this task's direction."""
         return a < b if self.lower_is_better else a > b
+
+
+def shadows_loader(path: str) -> bool:
+    """Whether a file at `path` in the evaluator's folder is one Python could import as
+    EVALUATOR_MODULE ahead of the worker's: a module of any suffix, a package, or bytecode
+    in __pycache__ (an unchecked .pyc is used whatever the source)."""
+    parts = PurePosixPath(path).parts
+    if parts and parts[0] == "__pycache__":
+        parts = parts[1:]
+    return bool(parts) and parts[0].split(".", 1)[0] == EVALUATOR_MODULE
 
 
 def _check_relative(path: str, where: str, field: str) -> str:

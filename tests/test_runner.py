@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -19,7 +20,7 @@ from shared.task import TaskSpec, load_task
 from tests.conftest import processes_in
 from worker.hardware import GpuInfo, HardwareInfo, detect_hardware, select_gpus
 from worker.process import MARKER_ENV, read_stat
-from worker.runner import PrepareError, Runner, sets_environment
+from worker.runner import LOADER_FILE, PrepareError, Runner, sets_environment
 from worker.sandbox import Unsandboxed, scrub_env
 
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -425,6 +426,23 @@ def test_evaluator_scores_the_artifacts(
     assert result.status is ResultStatus.OK, result.error
     assert result.metric == pytest.approx(0.02)  # |40 - 42| / 100, not the run's 0.0001
     assert "==> evaluator <==" in result.log_tail
+
+
+def test_every_evaluator_gets_the_workers_loader_of_exported_programs(
+    make_task: MakeTask, make_runner: Callable[..., Runner]
+) -> None:
+    """The evaluator finds worker/exported.py's bytes beside it as exported.py, read-only,
+    never an exported.py lying in the task's folder."""
+    task, spec = make_task(
+        "eval_run.py", toml=EVAL_TOML, prepare="prepare_data.py", evaluate="evaluate_loader.py"
+    )
+    (task / "exported.py").write_text("raise SystemExit('a loader of the task')\n")  # unlisted
+    result = make_runner().run(task, spec)
+    assert result.status is ResultStatus.OK, result.error
+    seen = dict(line.split(" ", 1) for line in result.log_tail.splitlines() if " " in line)
+    assert seen.get("loader_beside") == "True", result.log_tail
+    assert seen["loader_sha"] == hashlib.sha256(LOADER_FILE.read_bytes()).hexdigest()
+    assert seen["loader_mode"] == "0o444"
 
 
 def test_run_cannot_see_heldout_or_evaluator(

@@ -2,12 +2,13 @@
 
 Every script runs as its own subprocess in a fresh folder holding only what the runner
 would put there (the run: editable + protected files and data/; the evaluator: protected +
-evaluator files, data/, heldout/, artifacts/), with the folders named by the runner's
-environment variables.
+evaluator files, the worker's exported.py, data/, heldout/, artifacts/), with the folders
+named by the runner's environment variables.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import io
@@ -17,14 +18,15 @@ import os
 import shutil
 import subprocess
 import sys
-import types
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from shared.errors import TaskError
 from shared.summary import parse_summary
-from shared.task import ScoringMode, load_task
+from shared.task import EVALUATOR_MODULE, ScoringMode, load_task
+from worker.runner import LOADER_FILE
 
 TASKS = Path(__file__).parents[1] / "tasks"
 TINYLM = TASKS / "tinylm"
@@ -88,6 +90,8 @@ def evaluate(
         "AUTOSWARM_HELDOUT_DIR": str(prepared / "heldout"),
     }
     files = list(spec.protected + spec.scoring.files)
+    ev.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(LOADER_FILE, ev / f"{EVALUATOR_MODULE}.py")  # as the runner does
     return run_script(task, "evaluate.py", ev, files, env)
 
 
@@ -156,7 +160,7 @@ def test_heldout_data_comes_from_the_secret_and_training_data_does_not(
     assert len({made[name][1] for name in ("public", "a", "b")}) == 3
 
 
-# ---- the loader of exported programs (exported.py) -----------------------------------------
+# ---- the loader of exported programs (worker/exported.py) ----------------------------------
 
 FORBIDDEN_OPERATORS = (  # files, processes, random state, uninitialised memory, data to host
     "from_file",
@@ -193,23 +197,72 @@ FORBIDDEN_OPERATORS = (  # files, processes, random state, uninitialised memory,
 )
 
 
-def load_exported() -> types.ModuleType:
-    """tinylm's exported.py, imported from its file (it is no package of ours)."""
-    spec = importlib.util.spec_from_file_location("exported_under_test", TINYLM / "exported.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SHADOWING_FILES = (  # what Python would import as `exported` ahead of the worker's file
+    "exported.py",
+    "exported/__init__.py",
+    "exported.cpython-311-x86_64-linux-gnu.so",
+    "__pycache__/exported.cpython-311.pyc",
+)
+EVALUATOR_TOML = """
+[task]
+name = "own-loader"
+protected = ["prepare.py"{protected}]
+
+[scoring]
+mode = "{mode}"
+command = ["python", "evaluate.py"]
+files = ["evaluate.py"{files}]
+"""
 
 
 def test_evaluators_of_exported_programs_share_one_loader() -> None:
-    """tinylm and nanochat ship the same exported.py as an evaluator file and load through it."""
-    assert (TINYLM / "exported.py").read_bytes() == (NANOCHAT / "exported.py").read_bytes()
+    """No task ships a loader: tinylm's and nanochat's evaluators import the worker's one
+    module (written beside them as exported.py), which imports nothing of autoswarm's."""
+    found = importlib.util.find_spec("worker.exported")  # found, not imported (torch)
+    assert found is not None and found.origin == str(LOADER_FILE)
+    assert not list(TASKS.glob("*/exported*")) and not list(TASKS.glob("*/__pycache__"))
     for folder in (TINYLM, NANOCHAT):
-        assert "exported.py" in load_task(folder).scoring.files  # hash-checked, run never sees
+        assert not any("exported" in name for name in load_task(folder).scoring.files)
         source = (folder / "evaluate.py").read_text()
-        assert "from exported import Refused, load_model" in source
+        assert "    from exported import Refused, load_model" in source
+        assert "    from worker.exported import Refused, load_model" in source  # by hand
         assert "torch.export.load" not in source and "zipfile" not in source
+    imported = set()
+    for node in ast.walk(ast.parse(LOADER_FILE.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"shared", "worker", "coordinator", "autoswarm"}, imported
+
+
+@pytest.mark.parametrize("name", SHADOWING_FILES)
+@pytest.mark.parametrize("field", ["files", "protected"])
+def test_a_task_cannot_bring_its_own_loader(tmp_path: Path, name: str, field: str) -> None:
+    """An evaluator-mode task whose evaluator or protected files hold a module Python would
+    import as `exported` is refused at load, naming the file."""
+    for path in ("train.py", "prepare.py", "evaluate.py", name):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("")
+    listed = {"files": "", "protected": "", field: f', "{name}"'}
+    (tmp_path / "task.toml").write_text(EVALUATOR_TOML.format(mode="evaluator", **listed))
+    with pytest.raises(TaskError, match=f"{name}.*loader of exported programs"):
+        load_task(tmp_path)
+
+
+def test_files_named_like_the_loader_are_refused_only_where_they_would_replace_it(
+    tmp_path: Path,
+) -> None:
+    """A loader-like file in a subfolder or in a summary-mode task is no evaluator's module."""
+    for path in ("train.py", "prepare.py", "evaluate.py", "lib/exported.py", "exported.py"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("")
+    toml = EVALUATOR_TOML.format(mode="evaluator", protected="", files=', "lib/exported.py"')
+    (tmp_path / "task.toml").write_text(toml)
+    assert "lib/exported.py" in load_task(tmp_path).scoring.files
+    toml = EVALUATOR_TOML.format(mode="summary", protected=', "exported.py"', files="")
+    (tmp_path / "task.toml").write_text(toml.replace('command = ["python", "evaluate.py"]', ""))
+    assert "exported.py" in load_task(tmp_path).protected
 
 
 def test_operator_list_holds_only_pure_aten_operators() -> None:
@@ -217,7 +270,9 @@ def test_operator_list_holds_only_pure_aten_operators() -> None:
     draws random numbers (its out= and in-place overloads are refused by their schema)."""
     import torch
 
-    allowed = load_exported().ALLOWED_OPERATORS
+    from worker import exported
+
+    allowed = exported.ALLOWED_OPERATORS
     assert not set(FORBIDDEN_OPERATORS) & allowed
     for name in sorted(allowed):
         packet = getattr(torch.ops.aten, name)  # raises for a name that is no aten operator
@@ -230,7 +285,8 @@ def test_sympy_never_parses_while_a_program_loads(tmp_path: Path) -> None:
     import sympy.parsing.sympy_parser
     import torch
 
-    exported = load_exported()
+    from worker import exported
+
     canary = tmp_path / "canary"
     model = export_model("uniform", tmp_path / "model.pt2")
     with zipfile.ZipFile(model) as archive:

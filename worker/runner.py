@@ -5,7 +5,8 @@ Layout of one experiment under `work_root/run-<id>/`:
                  data/ (the prepared data, read-only), out/ (its artifacts), .tmp/, and
                  what prepare left under its HOME, at the same place (read-only)
     run.log      the run's stdout and stderr
-    eval/        evaluator mode: protected and evaluator files, data/, heldout/,
+    eval/        evaluator mode: protected and evaluator files, exported.py (this
+                 worker's worker/exported.py, never the task's), data/, heldout/,
                  artifacts/ (copies of the regular files in the run's out/)
     eval.log     the evaluator's stdout and stderr
 The prepare cache is `cache_root/prepare/<key>/` with data/, heldout/ and home/ (the
@@ -38,6 +39,7 @@ from shared.errors import AutoswarmError, SummaryError, TaskError
 from shared.models import MAX_LOG_TAIL_CHARS, Result, ResultStatus
 from shared.summary import parse_summary, read_metric
 from shared.task import (
+    EVALUATOR_MODULE,
     PYTHON_NAMES,
     TASK_FILE,
     Device,
@@ -100,6 +102,12 @@ sys.argv = sys.argv[split + 1:]
 sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
+
+
+# The loader of exported programs, written beside every evaluator as exported.py from this
+# worker's own installation (the sandbox holds no source tree of ours): one loader for all
+# evaluators, versioned with the worker; a task cannot bring its own (shared.task).
+LOADER_FILE = Path(__file__).with_name("exported.py")
 
 
 class PrepareError(AutoswarmError):
@@ -634,6 +642,9 @@ class Runner:
         (ev / ".tmp").mkdir(parents=True, exist_ok=True)
         (ev / "artifacts").mkdir(exist_ok=True)
         _copy_files(x.task_dir, ev, spec.protected + spec.scoring.files, readonly=True)
+        loader = ev / f"{EVALUATOR_MODULE}.py"
+        shutil.copyfile(LOADER_FILE, loader)
+        loader.chmod(0o444)
         _link_tree(x.prepared / "data", ev / "data")
         _link_tree(x.prepared / "heldout", ev / "heldout")
         env = self._env(ev)
@@ -641,7 +652,7 @@ class Runner:
         env["AUTOSWARM_DATA_DIR"] = str(ev / "data")
         env["AUTOSWARM_HELDOUT_DIR"] = str(ev / "heldout")
         readonly = [ev / p for p in spec.protected + spec.scoring.files]
-        readonly += [ev / "data", ev / "heldout", ev / "artifacts"]
+        readonly += [loader, ev / "data", ev / "heldout", ev / "artifacts"]
         return self._start(
             spec, spec.scoring.command, ev, env, x.exp_dir / "eval.log", f"{x.run_id}-eval",
             readonly=readonly, writable=[ev],

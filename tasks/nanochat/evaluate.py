@@ -4,10 +4,11 @@ val_bpb. Runs as its own process after the run, on the GPU when there is one (th
 AUTOSWARM_SMOKE=1); never imports train.py. Usage: python evaluate.py
 
 What it guarantees:
-- the artifact is loaded by exported.py (shared with the other evaluators of exported
-  programs, see its docstring): as data, torch reading exactly the bytes checked, nothing
-  in it evaluated or unpickled, and a program that calls only listed pure aten operators
-  (no file, process, network or random-state ones), takes one tensor and keeps no state;
+- the artifact is loaded by exported.py, the worker's loader that the runner writes beside
+  this file (worker/exported.py, one module for the evaluators of exported programs, see
+  its docstring): as data, torch reading exactly the bytes checked, nothing in it
+  evaluated or unpickled, and a program that calls only listed pure aten operators (no
+  file, process, network or random-state ones), takes one tensor and keeps no state;
 - the loss is computed here from the raw logits, never taken from the model;
 - causality: for every batch scored, each row's bytes after a random cut point are
   replaced and the logits up to the cut must not move, CAUSAL_CUTS times with fresh cuts.
@@ -31,7 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from exported import Refused, load_model
+try:
+    from exported import Refused, load_model  # written here by the worker
+except ModuleNotFoundError:  # run by hand, outside autoswarm
+    from worker.exported import Refused, load_model
 from prepare import EVAL_BATCH_SIZE, MAX_SEQ_LEN, SMOKE, VOCAB_SIZE
 
 # ---------------------------------------------------------------------------

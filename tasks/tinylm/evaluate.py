@@ -4,10 +4,11 @@ Starts with the run and waits for one line on stdin before it reads the artifact
 imports train.py. Usage: python evaluate.py (from a terminal, or with a line or EOF on stdin)
 
 What it guarantees:
-- the artifact is loaded by exported.py (shared with the other evaluators of exported
-  programs, see its docstring): as data, torch reading exactly the bytes checked, nothing
-  in it evaluated or unpickled, and a program that calls only listed pure aten operators
-  (no file, process, network or random-state ones), takes one tensor and keeps no state;
+- the artifact is loaded by exported.py, the worker's loader that the runner writes beside
+  this file (worker/exported.py, one module for the evaluators of exported programs, see
+  its docstring): as data, torch reading exactly the bytes checked, nothing in it
+  evaluated or unpickled, and a program that calls only listed pure aten operators (no
+  file, process, network or random-state ones), takes one tensor and keeps no state;
 - the loss is computed here from the raw logits, never taken from the model;
 - causality and row independence, checked together in CHECK_PASSES extra passes per batch:
   the rows are shuffled into new places, each row's bytes after a random cut point are
@@ -34,7 +35,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from exported import Refused, load_model
+try:
+    from exported import Refused, load_model  # written here by the worker
+except ModuleNotFoundError:  # run by hand, outside autoswarm
+    from worker.exported import Refused, load_model
 from prepare import EVAL_BATCH_SIZE, MAX_SEQ_LEN, VOCAB_SIZE
 
 # ---------------------------------------------------------------------------

@@ -1,13 +1,16 @@
 """
-Loads a run's torch.export archive (out/model.pt2) as data: the one loader of tinylm's and
-nanochat's evaluators. Usage: from exported import Refused, load_model
+Loads a run's torch.export archive (out/model.pt2) as data: the one loader of the evaluators
+of exported programs (tinylm's and nanochat's). Usage, in an evaluator:
+from exported import Refused, load_model
 
-Why a file of each task and not a module of the autoswarm package: the evaluator runs in
-the sandbox, which holds the task's protected and evaluator files and the Python
-installation, never the worker's source tree; and as an evaluator file ([scoring] files)
-it is hash-checked before and after every run and part of the task version (the prepare
-cache key), so a score always comes from the loader of its task version. The copies in
-tasks/tinylm and tasks/nanochat are byte-identical: tests/test_tasks.py pins them.
+Why a worker module written into the evaluator's folder: the evaluator runs in the sandbox,
+which holds the task's protected and evaluator files and the Python installation, never
+the worker's source tree. So the runner writes this file's bytes, read from the worker's
+own installation, as exported.py beside the evaluator (`worker.runner`), read-only, and a
+task cannot bring its own (`shared.task` refuses a task file that Python would import
+as `exported`). The loader is versioned with the worker, not with the task; an evaluator
+run by hand, outside autoswarm, imports it as worker.exported. It imports nothing of
+autoswarm's, only torch and sympy, which the evaluator's environment has.
 
 What it guarantees, for a model that load_model returns:
 - torch reads exactly the bytes checked here: the archive is read once into memory,
@@ -28,6 +31,8 @@ What it does not guarantee: anything about what the program computes (the evalua
 checks causality and scores it), or its speed and memory (the runner's limits cover that).
 """
 
+from __future__ import annotations
+
 import io
 import json
 import operator
@@ -35,10 +40,11 @@ import os
 import pickle
 import re
 import zipfile
+from typing import Any, NoReturn
 
 import sympy.parsing.sympy_parser
 import torch
-import torch.export.pt2_archive._package  # noqa: F401  torch.export.load's loader: ~1.4 s to import
+import torch.export.pt2_archive._package  # torch.export.load's loader: ~1.4 s to import
 from torch.fx.operator_schemas import normalize_function
 from torch.utils._pytree import tree_structure, treespec_dumps
 
@@ -71,7 +77,7 @@ GETITEM = "_operator.getitem"
 # their inputs: nothing that reads or writes files, starts processes, touches the network,
 # draws random numbers, returns uninitialised memory (it may hold the held-out text) or
 # writes in place. Add to this list only such an operator.
-ALLOWED_OPERATORS = frozenset(
+OPERATOR_NAMES = (  # space-separated, a line per family of operators
     # elementwise arithmetic and comparisons
     "add sub rsub mul div neg reciprocal pow sqrt rsqrt exp exp2 expm1 log log2 log10 log1p "
     "abs sign sgn clamp clamp_min clamp_max clip minimum maximum fmod remainder floor ceil "
@@ -96,15 +102,16 @@ ALLOWED_OPERATORS = frozenset(
     "repeat_interleave tile roll flip tril triu constant_pad_nd pad unfold diagonal "
     "embedding one_hot arange zeros zeros_like ones ones_like full full_like scalar_tensor "
     "new_zeros new_ones new_full eye linspace copy fill to _to_copy type_as "
-    "_assert_tensor_metadata".split()
+    "_assert_tensor_metadata"
 )
+ALLOWED_OPERATORS = frozenset(OPERATOR_NAMES.split())
 NO_RANDOMNESS = {  # operators allowed only when the argument named says "no dropout"
     "dropout": ("train", False),
     "scaled_dot_product_attention": ("dropout_p", 0.0),
 }
 
 
-def allowed(op, overload):
+def allowed(op: str, overload: str) -> bool:
     """Whether aten.<op>.<overload> is on the list (its out= overloads never are)."""
     return op in ALLOWED_OPERATORS and "out" not in overload.split("_")
 
@@ -118,7 +125,7 @@ class Refused(Exception):
 # ---------------------------------------------------------------------------
 
 
-def read_entries(data):
+def read_entries(data: bytes) -> dict[str, bytes]:
     """{name inside the root folder: bytes} of a zip archive held in memory, refused when a
     name comes twice, is unexpected, or the roots differ."""
     try:
@@ -132,7 +139,8 @@ def read_entries(data):
         raise Refused(f"the model archive names {shown(twice)} twice")
     if sum(info.file_size for info in infos) > MAX_ARCHIVE_BYTES:
         raise Refused(f"the model archive holds more than {MAX_ARCHIVE_BYTES} bytes")
-    entries, roots = {}, set()
+    entries: dict[str, bytes] = {}
+    roots: set[str] = set()
     for info in infos:
         match = ARCHIVE_FILES.match(info.filename)
         if match is None:
@@ -147,24 +155,30 @@ def read_entries(data):
     return entries
 
 
-def shown(value):
+def shown(value: object) -> str:
     """`value` for an error message: itself when plain, never the attacker's text."""
     return repr(value) if SHOWN.match(str(value)) else "(not a plain string)"
 
 
-def check_value(name, node, key=""):
+def check_field(name: str, key: str, value: object) -> None:
+    """Refuse a symbolic field, a pickled payload, a filled field of symbolic shapes or
+    custom objects, or a key that is not a plain string."""
+    if key in ("expr_str", "as_expr") or key.startswith("as_sym"):
+        raise Refused(f"{name}: symbolic shapes are not allowed ({key})")
+    if key in EMPTY_FIELDS and value:
+        raise Refused(f"{name}: {key} must be empty (static shapes, no custom objects)")
+    if key == "use_pickle" and value is not False:
+        raise Refused(f"{name}: pickled payloads are not allowed")
+    if not PLAIN_STRING.match(key):
+        raise Refused(f"{name}: a key is not a plain string")
+
+
+def check_value(name: str, node: object, key: str = "") -> None:
     """Refuse a symbolic field, a pickled payload, an unlisted operator's name, a name that
     is not an identifier, or any other string that is not plain, anywhere in `node`."""
     if isinstance(node, dict):
         for k, v in node.items():
-            if k in ("expr_str", "as_expr") or k.startswith("as_sym"):
-                raise Refused(f"{name}: symbolic shapes are not allowed ({k})")
-            if k in EMPTY_FIELDS and v:
-                raise Refused(f"{name}: {k} must be empty (static shapes, no custom objects)")
-            if k == "use_pickle" and v is not False:
-                raise Refused(f"{name}: pickled payloads are not allowed")
-            if not PLAIN_STRING.match(k):
-                raise Refused(f"{name}: a key is not a plain string")
+            check_field(name, k, v)
             check_value(name, v, k)
     elif isinstance(node, list):
         for v in node:
@@ -179,7 +193,7 @@ def check_value(name, node, key=""):
         raise Refused(f"{name}: a string is not plain (letters, digits and _.+- only)")
 
 
-def checked_program_doc(doc):
+def checked_program_doc(doc: Any) -> Any:
     """models/model.json, checked; with its free-text fields (node metadata, whose stack
     traces torch writes into generated code as comments) left out."""
     try:
@@ -203,7 +217,7 @@ def checked_program_doc(doc):
     return doc
 
 
-def repack(entries):
+def repack(entries: dict[str, bytes]) -> io.BytesIO:
     """A new archive from the checked entries alone: JSON written back from the checked
     objects, weights as read, and no sample inputs (torch reads empty ones as none)."""
     out = io.BytesIO()
@@ -233,16 +247,16 @@ def repack(entries):
 # ---------------------------------------------------------------------------
 
 
-def refuse(*args, **kwargs):
+def refuse(*args: object, **kwargs: object) -> NoReturn:
     raise Refused("the archive asked to evaluate or unpickle something")
 
 
-def load_program(archive):
+def load_program(archive: io.BytesIO) -> torch.export.ExportedProgram:
     """torch.export.load of a re-packed archive, with sympy's parser, pickle.loads and any
     torch.load but weights_only=True refusing to run."""
     real = torch.load, pickle.loads, sympy.parsing.sympy_parser.parse_expr
 
-    def weights_only_load(*args, **kwargs):
+    def weights_only_load(*args: Any, **kwargs: Any) -> Any:
         kwargs["weights_only"] = True
         return real[0](*args, **kwargs)
 
@@ -258,7 +272,7 @@ def load_program(archive):
         torch.load, pickle.loads, parser.parse_expr = real
 
 
-def check_call(node):
+def check_call(node: torch.fx.Node) -> None:
     """A call to an allowed operator (or getitem of its tuple result), with no dropout."""
     target = node.target
     if target is operator.getitem:
@@ -277,7 +291,7 @@ def check_call(node):
             raise Refused(f"operator {target} is allowed only with {arg}={quiet}")
 
 
-def check_program(program):
+def check_program(program: torch.export.ExportedProgram) -> None:
     """Allowed operators only, one tensor in and one out, no state kept between calls."""
     for node in program.graph.nodes:
         if node.op == "call_function":
@@ -291,7 +305,7 @@ def check_program(program):
         raise Refused("the program must take one tensor (bytes) and return one tensor (logits)")
 
 
-def load_model(path):
+def load_model(path: str | os.PathLike[str]) -> torch.nn.Module:
     """The checked program of the archive at `path` as a module; Refused says why not."""
     try:
         with open(path, "rb") as f:
