@@ -73,6 +73,29 @@ def test_the_tsv_is_written_for_people_rounded_to_the_noise_with_iso_times(run: 
         assert cell["wall_s"] == "" or re.fullmatch(r"\d+\.\d", cell["wall_s"]), cell
 
 
+def test_each_rows_delta_is_its_score_against_the_head_its_reason_names(run: Run) -> None:
+    """delta = the row's score minus the head mean its reason compares with ("vs head X"),
+    at the noise's decimals; empty for the baseline and the crash, compared with nothing."""
+    heads = json.loads(cli(run, "leaderboard", "--task", run.task_id, "--json"))[0]["classes"]
+    decimals = decimals_for(heads[0]["std"])
+    found = json.loads(cli(run, "experiments", "--task", run.task_id, "--json"))
+    reasons = {e["experiment_id"]: e["reason"] for e in found}
+    rows = [line.split("\t") for line in cli(run, "export", "--format", "tsv").splitlines()]
+    compared = 0
+    for row in rows[1:]:
+        cell = dict(zip(rows[0], row, strict=True))
+        named = re.search(r"vs head (\S+) over", reasons[cell["experiment_id"]])
+        if cell["kind"] == "baseline" or cell["status"] == "crash" or named is None:
+            assert cell["delta"] == "", cell
+            continue
+        compared += 1
+        exp = next(e for e in found if e["experiment_id"] == cell["experiment_id"])
+        assert exp["head_metric"] == pytest.approx(float(named.group(1)), rel=1e-5)
+        metric = exp["metric"]
+        assert cell["delta"] == f"{metric - float(named.group(1)):+.{decimals}f}", cell
+    assert compared == 2
+
+
 def test_noise_is_written_one_way_its_first_digit_and_one_more() -> None:
     """0.00123 -> 4 decimals; a noise of 7.49e-17 is 0 at 6 decimals, never in e-notation."""
     assert decimals_for(0.00123) == 4 and decimals_for(0.05) == 3 and decimals_for(None) == 6
