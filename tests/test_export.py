@@ -16,7 +16,7 @@ import pytest
 from autoswarm.numbers import decimals_for, score_text
 from autoswarm.report import ExperimentRow, progress_title
 from tests.cli_helpers import invoke
-from tests.conftest import CoordinatorFactory
+from tests.conftest import CoordinatorFactory, wait_until
 from tests.read_helpers import Run, drive_run, serve
 
 AUTORESEARCH_HEADER = "commit\tscore\tmemory_gb\tstatus\tdescription"
@@ -94,6 +94,25 @@ def test_each_rows_delta_is_its_score_against_the_head_its_reason_names(run: Run
         metric = exp["metric"]
         assert cell["delta"] == f"{metric - float(named.group(1)):+.{decimals}f}", cell
     assert compared == 2
+
+
+def test_a_workers_summary_counts_its_kept_runs_and_the_contributors_credit(run: Run) -> None:
+    """Alice's worker ran two baselines and three explores, `lower` kept; bob's ran two
+    baselines and the replicate that confirmed it: each counts its runs, one kept, and its
+    owner's credit on the contributors page (each owner has this one worker)."""
+    for name, owner, runs in (("a", "team-a/alice", 5), ("b", "bob", 3)):
+        worker = run.workers[name]
+
+        def matched() -> bool:
+            page = run.served.get("contributors")["contributors"]
+            owed = next(c["credit"] for c in page if c["owner"] == owner)  # noqa: B023
+            answer = worker.http.get(f"/api/v1/workers/{worker.worker_id}/summary")  # noqa: B023
+            assert answer.status_code == 200, answer.text
+            summary = answer.json()
+            assert (summary["runs"], summary["kept"]) == (runs, 1), summary  # noqa: B023
+            return bool(summary["credit"] == pytest.approx(owed, rel=1e-6))
+
+        wait_until(matched, what=f"{owner}'s credit as the contributors page has it")
 
 
 def test_noise_is_written_one_way_its_first_digit_and_one_more() -> None:
