@@ -94,12 +94,20 @@ def rows_from_summaries(experiments: Sequence[Mapping[str, Any]]) -> list[Experi
                 hardware=exp.get("hardware") or "",
                 worker_id=exp.get("worker_id") or "",
                 proposer=exp.get("proposer") or "",
-                delta=exp.get("delta"),
+                delta=_against_head(exp),
                 wall_s=exp.get("wall_s"),
                 finished_at=exp.get("finished_s"),
             )
         )
     return rows
+
+
+def _against_head(exp: Mapping[str, Any]) -> float | None:
+    """The row's metric minus the head mean its reason names (None: not compared)."""
+    metric, head = exp.get("metric"), exp.get("head_metric")
+    if metric is None or head is None or exp.get("status") != "ok":
+        return None
+    return float(metric) - float(head)
 
 
 def _cells(row: ExperimentRow, decimals: int) -> list[str]:

@@ -1,6 +1,7 @@
 """The volunteer's screen while `autoswarm worker` runs at a terminal: per slot the task,
-the experiment's kind, a progress bar of its budget and the time left; runs done and
-reported since the worker started; a summary when it stops. Drawn from `Worker.status()`
+the experiment's kind and what it tests (its hypothesis's title), a progress bar of its
+budget and the time left; runs done, kept and credit since the worker started (kept and
+credit as the coordinator counts them); a summary when it stops. Drawn from `Worker.status()`
 (what `autoswarm worker status` shows), refreshed every second."""
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ def totals(status: dict[str, Any]) -> tuple[int, int]:
     return sum(s.get("completed", 0) for s in slots), sum(s.get("recorded", 0) for s in slots)
 
 
+def account(status: dict[str, Any]) -> str:
+    """`runs N · kept K · credit C` over every slot (credit in H100-seconds)."""
+    slots = status.get("slots", [])
+    done = sum(int(s.get("completed", 0)) for s in slots)
+    kept = sum(int(s.get("kept", 0)) for s in slots)
+    credit = sum(float(s.get("credit", 0.0)) for s in slots)
+    return f"runs {done} · kept {kept} · credit {credit:.1f}"
+
+
 def render(status: dict[str, Any], running_s: float) -> Panel:
     """One frame: a row per slot, then the totals."""
     table = Table.grid(padding=(0, 2))
@@ -46,14 +56,16 @@ def render(status: dict[str, Any], running_s: float) -> Panel:
             what = plain(
                 f"{slot.get('task_id', '')}: {slot.get('kind', '')} {slot['experiment_id']}"
             )
+            if slot.get("title"):
+                what.append("\n").append_text(plain(str(slot["title"])))
             bar = ProgressBar(total=budget or 1.0, completed=min(elapsed, budget), width=30)
             left = Text(f"{_clock(float(slot.get('time_left_s') or 0.0))} left")
             table.add_row(name, what, bar, left, Text(str(slot.get("state", ""))))
         else:
             table.add_row(name, Text(str(slot.get("state", ""))), Text(""), Text(""), Text(""))
-    done, recorded = totals(status)
+    _, recorded = totals(status)
     said = (
-        f"{done} runs done, {recorded} reported, in {_clock(running_s)} · "
+        f"{account(status)} · {recorded} reported, in {_clock(running_s)} · "
         f"{status.get('outbox', 0)} reports waiting · Ctrl-C finishes the run, twice stops now"
     )
     title = plain(f"worker {status.get('name', '')} ({status.get('state', '')})")
@@ -62,10 +74,10 @@ def render(status: dict[str, Any], running_s: float) -> Panel:
 
 def summary(status: dict[str, Any], running_s: float) -> str:
     """The line printed when the worker stops."""
-    done, recorded = totals(status)
+    _, recorded = totals(status)
     waiting = status.get("outbox", 0)
-    line = f"worker {status.get('name', '')} stopped after {_clock(running_s)}: {done} runs"
-    line += f" done, {recorded} reported"
+    line = f"worker {status.get('name', '')} stopped after {_clock(running_s)}: "
+    line += f"{account(status)}, {recorded} reported"
     if waiting:
         line += f", {waiting} reports wait in the outbox for the next start"
     return line

@@ -97,6 +97,8 @@ class Decision:
     # more): HEAD_RUNS_PER_RUN per run of the candidate, so the head's mean weighs at most
     # a quarter of the candidate's in the comparison's variance.
     head_runs: int = 0
+    # The head mean its reason names ("vs head ..."; None: compared with no head).
+    head_mean: float | None = None
 
 
 def gain(value: float, mean: float, spec: TaskSpec) -> float:
@@ -256,10 +258,19 @@ class SequentialRule:
             decisive = cmp.stat >= multiplier(KEEP_AT[0], stats.df)
             head_runs = 0 if decisive else HEAD_RUNS_PER_RUN * 2
             return Decision(
-                Action.REPLICATE, Verdict.PENDING, reason, delta, metric, None, head_runs
+                Action.REPLICATE,
+                Verdict.PENDING,
+                reason,
+                delta,
+                metric,
+                None,
+                head_runs,
+                head_mean=stats.mean,
             )
         reason = f"{line} ({head}): not better"
-        return Decision(Action.DISCARD, Verdict.DISCARDED, reason, delta, metric)
+        return Decision(
+            Action.DISCARD, Verdict.DISCARDED, reason, delta, metric, head_mean=stats.mean
+        )
 
     def decide(
         self,
@@ -303,13 +314,21 @@ class SequentialRule:
         tie = stats.std == 0 and shorter and abs(cmp.gain) <= _SAME * max(1.0, abs(stats.mean))
         if cmp.stat >= keep_at or tie:
             reason = f"{line}: kept, {evidence.confirmed_by}"
-            return Decision(Action.KEEP, Verdict.KEPT, reason, delta, cmp.mean, agreed)
+            return Decision(
+                Action.KEEP, Verdict.KEPT, reason, delta, cmp.mean, agreed, head_mean=stats.mean
+            )
         stop = multiplier(STOP_BELOW[look - 2], stats.df) if look < MAX_RUNS else keep_at
         if cmp.stat < stop or total >= MAX_RUNS:
             why = "not better" if cmp.stat < stop else f"not shown in {MAX_RUNS} runs"
             reason = f"{line}: {why} (T below {stop:.2f})"
             return Decision(
-                Action.NOT_REPRODUCED, Verdict.NOT_REPRODUCED, reason, delta, cmp.mean, agreed
+                Action.NOT_REPRODUCED,
+                Verdict.NOT_REPRODUCED,
+                reason,
+                delta,
+                cmp.mean,
+                agreed,
+                head_mean=stats.mean,
             )
         reason = f"{line}: undecided (T within [{stop:.2f}, {keep_at:.2f})): measured again"
         return Decision(
@@ -320,6 +339,7 @@ class SequentialRule:
             cmp.mean,
             agreed,
             head_runs=HEAD_RUNS_PER_RUN * (k + 1),
+            head_mean=stats.mean,
         )
 
     def _more(

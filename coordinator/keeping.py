@@ -101,7 +101,12 @@ class KeepOps(RecheckOps):
         decided = self.store.conclude(
             exp.experiment_id,
             task_id=task.task_id,
-            experiment={"verdict": verdict, "reason": decision.reason, **(experiment or {})},
+            experiment={
+                "verdict": verdict,
+                "reason": decision.reason,
+                "head_metric": decision.head_mean,
+                **(experiment or {}),
+            },
             hypothesis_id=exp.hypothesis_id,
             hypothesis=hyp,
             event=event,
@@ -215,7 +220,11 @@ class KeepOps(RecheckOps):
                 "hardware": hardware,
                 "needs_code": False,
             },
-            experiment={"verdict": Verdict.KEPT.value, "reason": decision.reason},
+            experiment={
+                "verdict": Verdict.KEPT.value,
+                "reason": decision.reason,
+                "head_metric": decision.head_mean,
+            },
             bundle_hash=cand.bundle_hash,
             event=event,
             baseline=self.baseline_of(task.task_id, hardware, head),
@@ -561,7 +570,12 @@ class KeepOps(RecheckOps):
             onto += f" (on top of experiment {fields['stacked_on']}, still being judged)"
         reason = f"{why}; merged onto {onto} as experiment {merge_id}, which must beat it too"
         pending = judge.Decision(
-            judge.Action.REPLICATE, Verdict.PENDING, reason, decision.delta, decision.metric
+            judge.Action.REPLICATE,
+            Verdict.PENDING,
+            reason,
+            decision.delta,
+            decision.metric,
+            head_mean=decision.head_mean,
         )
         self._conclude(
             task,

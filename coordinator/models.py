@@ -101,6 +101,8 @@ class ExperimentRecord(Record):
     last_error: str | None = None
     verdict: Verdict | None = None
     reason: str = ""
+    # The head mean its reason compares with (None: none named).
+    head_metric: float | None = None
     judged: bool = False
     cancel: bool = False
     seq: int = 0

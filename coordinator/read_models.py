@@ -33,6 +33,8 @@ class ExperimentSummary(ReadModel):
     status: str | None = None
     metric: float | None = None
     delta: float | None = None
+    # The head mean its reason compares with (None: not compared).
+    head_metric: float | None = None
     memory_mb: float | None = None
     wall_s: float | None = None
     code_commit: str | None = None

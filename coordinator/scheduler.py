@@ -286,7 +286,12 @@ class Scheduler(KeepOps):
                 f"by another worker as {recheck.experiment_id}"
             )
             pending = judge.Decision(
-                decision.action, Verdict.PENDING, reason, decision.delta, decision.metric
+                decision.action,
+                Verdict.PENDING,
+                reason,
+                decision.delta,
+                decision.metric,
+                head_mean=decision.head_mean,
             )
             return recheck, pending
         return None, decision

@@ -57,6 +57,7 @@ from shared.models import (
     TaskCreate,
     TokenCreate,
     WorkerCreate,
+    WorkerSummary,
 )
 from shared.task import hash_files
 from shared.wire import HeartbeatRequest, LeaseAction, LeaseRequest
@@ -297,6 +298,12 @@ class CoordinatorClient:
         response = self._request("POST", "results", json=payload, stale_on_conflict=True)
         body = self._json(response)
         return bool(body.get("recorded", response.status_code == 201))
+
+    def worker_summary(self, worker_id: str, since_s: float) -> WorkerSummary:
+        """The worker's runs, kept ones and credit since `since_s` (unix s, its start)."""
+        params = {"since_s": f"{max(0.0, since_s):.3f}"}
+        body = self._json(self._request("GET", f"workers/{worker_id}/summary", params=params))
+        return self._model(WorkerSummary, body)
 
     def fetch_bundle(self, bundle_hash: str) -> dict[str, bytes]:
         """The task files of one bundle, verified against `bundle_hash`."""

@@ -160,6 +160,21 @@ class Lease(Frozen):
     # What the task's prepare step makes its held-out data from (AUTOSWARM_HELDOUT_SECRET):
     # for the worker's trusted prepare step only, never a run's; never shown or logged.
     heldout_secret: str | None = Field(default=None, repr=False, max_length=256)
+    # What it tests, for the volunteer's screen: its hypothesis's title ("baseline of the
+    # head" for a baseline); None from a coordinator that does not say.
+    title: str | None = Field(default=None, max_length=MAX_TITLE_CHARS)
+
+
+class WorkerSummary(Frozen):
+    """One worker's experiments leased since `since_s` (GET /workers/{id}/summary): runs
+    with a result, how many are kept (its explores and merges whose hypothesis was kept, its
+    replicates that confirmed a keep), and its credit as the contributors page counts it."""
+
+    worker_id: str
+    since_s: float
+    runs: int
+    kept: int
+    credit: float
 
 
 class HeartbeatAnswer(Frozen):

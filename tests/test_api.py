@@ -202,6 +202,35 @@ def test_worker_a_cannot_heartbeat_report_or_release_worker_bs_lease(swarm: Any)
     assert b.act(lease, "heartbeat").json() == renewed
 
 
+def test_a_workers_summary_counts_its_runs_and_credit_as_the_contributors_page(
+    swarm: Any,
+) -> None:
+    """After a baseline (its lease titled "baseline of the head") is reported, its worker's
+    summary counts the run and the credit the contributors page gives its owner; runs since
+    a later start are none; another token reading it gets 403, a malformed since_s 422."""
+    coordinator, make = swarm
+    a, b = make("a"), make("b")
+    lease = a.lease().json()
+    assert lease["kind"] == "baseline" and lease["title"] == "baseline of the head"
+    assert a.report(lease).status_code == 201
+    path = f"/api/v1/workers/{a.worker_id}/summary"
+
+    def credited() -> float:
+        with coordinator.client() as admin:
+            rows = admin.get("/api/v1/contributors").json()["contributors"]
+        return next((r["credit"] for r in rows if r["owner"] == "owner-a"), 0.0)
+
+    wait_until(lambda: credited() > 0 and a.http.get(path).json()["credit"] > 0)
+    summary = a.http.get(path).json()
+    assert (summary["worker_id"], summary["runs"], summary["kept"]) == (a.worker_id, 1, 0)
+    assert summary["credit"] == pytest.approx(credited(), rel=1e-6)
+    later = a.http.get(path, params={"since_s": time.time() + 60}).json()
+    assert (later["runs"], later["kept"], later["credit"]) == (0, 0, 0.0)
+    refused = b.http.get(path)
+    assert refused.status_code == 403 and "another token" in refused.json()["detail"]
+    assert a.http.get(path, params={"since_s": "nan"}).status_code == 422
+
+
 def test_a_result_is_recorded_once(swarm: Any) -> None:
     """The first report is 201, a repeat 200 `already recorded`."""
     _, make = swarm

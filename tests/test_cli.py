@@ -563,8 +563,8 @@ def _running(state: Path, worker: subprocess.Popen[str]) -> bool:
 
 
 def test_the_workers_screen_shows_task_budget_bar_time_left_runs_and_a_summary() -> None:
-    """A slot mid-run: its task, kind, a bar of its budget and the time left; the totals;
-    then the summary line when it stops."""
+    """A slot mid-run: its task, kind, hypothesis title, a bar of its budget and the time
+    left; the totals with runs kept and credit; then the summary line when it stops."""
     from rich.console import Console
 
     from autoswarm.worker_screen import render, summary
@@ -573,6 +573,7 @@ def test_the_workers_screen_shows_task_budget_bar_time_left_runs_and_a_summary()
         "name": "alice", "state": "running", "outbox": 0,
         "slots": [{
             "slot": "gpu0", "state": "running", "completed": 3, "recorded": 2,
+            "kept": 1, "credit": 612.5, "title": "warmup 2x [red]longer[/red]\x1b[2J",
             "experiment_id": "e0123456789abcd", "task_id": "tinylm", "kind": "explore",
             "budget_s": 300.0, "elapsed_s": 75.0, "time_left_s": 225.0,
         }],
@@ -582,8 +583,11 @@ def test_the_workers_screen_shows_task_budget_bar_time_left_runs_and_a_summary()
     drawn = screen.export_text()
     assert "worker alice (running)" in drawn and "tinylm: explore e0123456789abcd" in drawn
     assert "0:03:45 left" in drawn and "━" in drawn  # the bar
-    assert "3 runs done, 2 reported, in 1:02:05" in drawn
-    assert summary(status, 3725.0) == "worker alice stopped after 1:02:05: 3 runs done, 2 reported"
+    assert "warmup 2x [red]longer[/red][2J" in drawn  # clean text, no markup, no escape
+    assert "runs 3 · kept 1 · credit 612.5 · 2 reported, in 1:02:05" in drawn
+    assert summary(status, 3725.0) == (
+        "worker alice stopped after 1:02:05: runs 3 · kept 1 · credit 612.5, 2 reported"
+    )
 
 
 def test_doctor_and_the_worker_check_the_token_first_and_say_when_never_reached(

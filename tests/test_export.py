@@ -16,7 +16,7 @@ import pytest
 from autoswarm.numbers import decimals_for, score_text
 from autoswarm.report import ExperimentRow, progress_title
 from tests.cli_helpers import invoke
-from tests.conftest import CoordinatorFactory
+from tests.conftest import CoordinatorFactory, wait_until
 from tests.read_helpers import Run, drive_run, serve
 
 AUTORESEARCH_HEADER = "commit\tscore\tmemory_gb\tstatus\tdescription"
@@ -71,6 +71,48 @@ def test_the_tsv_is_written_for_people_rounded_to_the_noise_with_iso_times(run: 
         assert cell["delta"] == "" or re.fullmatch(rf"[+-]\d+\.\d{{{decimals}}}", cell["delta"])
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", cell["finished_at"]), cell
         assert cell["wall_s"] == "" or re.fullmatch(r"\d+\.\d", cell["wall_s"]), cell
+
+
+def test_each_rows_delta_is_its_score_against_the_head_its_reason_names(run: Run) -> None:
+    """delta = the row's score minus the head mean its reason compares with ("vs head X"),
+    at the noise's decimals; empty for the baseline and the crash, compared with nothing."""
+    heads = json.loads(cli(run, "leaderboard", "--task", run.task_id, "--json"))[0]["classes"]
+    decimals = decimals_for(heads[0]["std"])
+    found = json.loads(cli(run, "experiments", "--task", run.task_id, "--json"))
+    reasons = {e["experiment_id"]: e["reason"] for e in found}
+    rows = [line.split("\t") for line in cli(run, "export", "--format", "tsv").splitlines()]
+    compared = 0
+    for row in rows[1:]:
+        cell = dict(zip(rows[0], row, strict=True))
+        named = re.search(r"vs head (\S+) over", reasons[cell["experiment_id"]])
+        if cell["kind"] == "baseline" or cell["status"] == "crash" or named is None:
+            assert cell["delta"] == "", cell
+            continue
+        compared += 1
+        exp = next(e for e in found if e["experiment_id"] == cell["experiment_id"])
+        assert exp["head_metric"] == pytest.approx(float(named.group(1)), rel=1e-5)
+        metric = exp["metric"]
+        assert cell["delta"] == f"{metric - float(named.group(1)):+.{decimals}f}", cell
+    assert compared == 2
+
+
+def test_a_workers_summary_counts_its_kept_runs_and_the_contributors_credit(run: Run) -> None:
+    """Alice's worker ran two baselines and three explores, `lower` kept; bob's ran two
+    baselines and the replicate that confirmed it: each counts its runs, one kept, and its
+    owner's credit on the contributors page (each owner has this one worker)."""
+    for name, owner, runs in (("a", "team-a/alice", 5), ("b", "bob", 3)):
+        worker = run.workers[name]
+
+        def matched() -> bool:
+            page = run.served.get("contributors")["contributors"]
+            owed = next(c["credit"] for c in page if c["owner"] == owner)  # noqa: B023
+            answer = worker.http.get(f"/api/v1/workers/{worker.worker_id}/summary")  # noqa: B023
+            assert answer.status_code == 200, answer.text
+            summary = answer.json()
+            assert (summary["runs"], summary["kept"]) == (runs, 1), summary  # noqa: B023
+            return bool(summary["credit"] == pytest.approx(owed, rel=1e-6))
+
+        wait_until(matched, what=f"{owner}'s credit as the contributors page has it")
 
 
 def test_noise_is_written_one_way_its_first_digit_and_one_more() -> None:

@@ -577,11 +577,15 @@ def test_a_young_explore_is_preempted_by_a_baseline_and_the_worker_runs_that_ins
 def test_status_shows_the_running_experiment_and_its_time_left(
     coordinator: RunningCoordinator, workers: WorkerFactory, tmp_path: Path
 ) -> None:
-    """status: per slot, the experiment, its budget and time left, then the last result."""
+    """status: per slot, the experiment, what it tests, its budget and time left, then the
+    last result, and the credit the coordinator counts for its runs since it started."""
     register_task(coordinator, make_task(tmp_path, sleep_s=1.0, budget_s=30))
     worker = workers.start(coordinator, coordinator.create_token("worker", "w"), "w")
     running = _wait_for_slot(worker, "running")
     assert running["budget_s"] == 30 and 0 < running["time_left_s"] <= 30
+    assert running["title"] == "baseline of the head"
     wait_until(lambda: _slot(worker).get("last_result") is not None, 20, "a last result")
     last = _slot(worker)["last_result"]
     assert last["status"] == "ok" and last["metric"] == 1.0 and last["delivery"] == "recorded"
+    wait_until(lambda: _slot(worker)["credit"] > 0, 20, "the worker's credit")
+    assert _slot(worker)["kept"] == 0

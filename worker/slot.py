@@ -34,6 +34,10 @@ from worker.settings import WorkerSettings
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.2
+# The worker's runs kept and credit are asked for after a report, at most this often, and
+# as many times more after it (its verdict follows the report by a moment, or a while).
+SUMMARY_EVERY_S = 5.0
+SUMMARY_FOLLOW_UPS = 3
 FAILED_REMEMBERED = 64  # experiments that failed in this slot, to report if leased again
 
 
@@ -112,6 +116,16 @@ class WorkerSlot:
         self.elapsed_s = 0.0
         self.completed = 0
         self.recorded = 0  # reports the coordinator recorded (the volunteer's screen)
+        # Since this slot started (by the coordinator's clock), as the coordinator counts
+        # them: the volunteer's screen.
+        self.started_s = time.time()
+        self.kept = 0
+        self.credit = 0.0
+        self._summary_due = False  # a report since the last answer
+        self._reported = threading.Event()
+        self._summary_thread = threading.Thread(
+            target=self._follow_summary, name=f"summary-{slot}", daemon=True
+        )
         self.last_result: dict[str, Any] | None = None
         self.thread = threading.Thread(target=self.run, name=f"slot-{slot}", daemon=True)
         self._lock = threading.Lock()
@@ -126,11 +140,14 @@ class WorkerSlot:
     def run(self) -> None:
         try:
             if self._register():
+                self._summary_thread.start()
                 while self._may_lease():
                     held = self._take_switched() or self._take_prefetched() or self._lease_now()
                     if held is not None:
                         self._run_guarded(held)
         finally:
+            if self._summary_due and not self.controls.kill.is_set():
+                self._ask_summary()  # the stop summary's last word
             self._drop_prefetched(final=True)
             self._drop_switched()
             self.runner.drop_warm()
@@ -157,8 +174,16 @@ class WorkerSlot:
                 self.hardware,
             )
             self.backoff.reset()
+            self.started_s = self._server_now()
             return True
         return False
+
+    def _server_now(self) -> float:
+        """The coordinator's clock, which stamps leases (this machine's if it does not say)."""
+        try:
+            return self.client.server_time()
+        except AutoswarmError:
+            return time.time()
 
     def _may_lease(self) -> bool:
         while self.controls.paused.is_set() and not self.controls.winding_down:
@@ -377,9 +402,33 @@ class WorkerSlot:
             last["delivery"] = str(delivery)
             if delivery is Delivery.RECORDED:
                 self.recorded += 1
+                self._summary_due = True
+                self._reported.set()
             if delivery is Delivery.UNAVAILABLE:
                 self.flusher.kick()
         self.last_result = last
+
+    def _follow_summary(self) -> None:
+        """Ask for runs kept and credit since the slot started after each report and
+        SUMMARY_FOLLOW_UPS times more, never more often than every SUMMARY_EVERY_S."""
+        left = 0
+        while self.state is not SlotState.STOPPED:
+            if self._reported.wait(0.0 if left else SUMMARY_EVERY_S):
+                self._reported.clear()
+                left = SUMMARY_FOLLOW_UPS + 1
+            if left:
+                left -= 1
+                started = time.monotonic()
+                self._ask_summary()
+                self.controls.stop.wait(max(0.0, SUMMARY_EVERY_S - (time.monotonic() - started)))
+
+    def _ask_summary(self) -> None:
+        try:
+            got = self.client.worker_summary(self.worker_id, self.started_s)
+        except AutoswarmError as exc:
+            logger.info("worker %s: no summary from the coordinator: %s", self.worker_id, exc)
+            return
+        self.kept, self.credit, self._summary_due = got.kept, got.credit, False
 
     # ---- prefetch --------------------------------------------------------------------------
 
@@ -471,6 +520,8 @@ class WorkerSlot:
             "state": str(self.state),
             "completed": self.completed,
             "recorded": self.recorded,
+            "kept": self.kept,
+            "credit": self.credit,
             "experiment_id": None,
             "last_result": self.last_result,
         }
@@ -481,6 +532,7 @@ class WorkerSlot:
                 "experiment_id": held.experiment_id,
                 "task_id": held.lease.task_id,
                 "kind": str(held.lease.kind),
+                "title": held.lease.title or "",
                 "budget_s": held.lease.budget_s,
                 "elapsed_s": round(self.elapsed_s, 1),
                 "time_left_s": round(max(0.0, held.lease.budget_s - self.elapsed_s), 1),

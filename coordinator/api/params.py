@@ -10,6 +10,7 @@ from fastapi import Path, Query
 from shared.wire import ID_PATTERN, MAX_ID_CHARS, HardwareClass, Name
 
 TaskId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
+WorkerId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 ExperimentId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 IdQuery = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 HardwareQuery = Annotated[HardwareClass | None, Query()]

@@ -8,18 +8,20 @@ import hashlib
 import logging
 import random
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from coordinator.api.deps import BundleReader, Caller, Context, Ctx, WorkerCaller, own_worker
-from coordinator.api.params import ExperimentId
+from coordinator.api.params import ExperimentId, WorkerId
 from coordinator.models import WorkerRecord
 from coordinator.store import Leased, Preemption
+from coordinator.worker_summary import worker_summary
 from shared.errors import InvalidInput, NotFound
 from shared.models import (
+    MAX_TITLE_CHARS,
     ExperimentKind,
     HeartbeatAnswer,
     Lease,
@@ -29,6 +31,7 @@ from shared.models import (
     Scope,
     Verdict,
     WorkerCreate,
+    WorkerSummary,
 )
 from shared.wire import HeartbeatRequest, LeaseAction, LeaseRequest, hardware_problem
 
@@ -76,6 +79,9 @@ async def register_worker(body: WorkerCreate, caller: WorkerCaller, ctx: Ctx) ->
     return {"worker_id": worker_id}
 
 
+BASELINE_TITLE = "baseline of the head"
+
+
 def _lease_of(ctx: Context, got: Leased) -> Lease:
     """The lease a worker gets for what the lease (or heartbeat) script handed it."""
     task = ctx.store.get_task(got.task_id)
@@ -83,6 +89,11 @@ def _lease_of(ctx: Context, got: Leased) -> Lease:
         raise NotFound(f"experiment {got.experiment_id} vanished while being leased")
     kind = ExperimentKind(got.kind)
     preemptible = kind is ExperimentKind.EXPLORE
+    title = BASELINE_TITLE
+    if kind is not ExperimentKind.BASELINE:
+        row = ctx.store.experiment_rows([got.experiment_id], ["hypothesis_id"])[0]
+        hyp = ctx.store.hypothesis_fields([row.get("hypothesis_id", "")], ["title"])[0]
+        title = hyp.get("title", "")[:MAX_TITLE_CHARS] or str(kind)
     return Lease(
         experiment_id=got.experiment_id,
         task_id=task.task_id,
@@ -94,6 +105,7 @@ def _lease_of(ctx: Context, got: Leased) -> Lease:
         budget_s=task.spec.budget_s,
         preemptible_s=ctx.settings.preempt_within * task.spec.budget_s if preemptible else 0.0,
         heldout_secret=ctx.store.heldout_secret(task.task_id),
+        title=title,
     )
 
 
@@ -223,6 +235,23 @@ async def heartbeat(
     if answer.switch_to is not None:
         ctx.doorbell.ring(1)  # the preempted explore is queued again for an idle worker
     return answer
+
+
+@router.get("/workers/{worker_id}/summary")
+async def summary(
+    worker_id: WorkerId,
+    caller: WorkerCaller,
+    ctx: Ctx,
+    since_s: Annotated[float, Query(ge=0, allow_inf_nan=False)] = 0.0,
+) -> WorkerSummary:
+    """The worker's runs, kept ones and credit since `since_s` (its start); its own token
+    only (docs/protocol.md)."""
+
+    def read() -> WorkerSummary:
+        own_worker(ctx, caller, worker_id)
+        return worker_summary(ctx.store, worker_id, since_s)
+
+    return await run_in_threadpool(read)
 
 
 @router.post("/leases/{experiment_id}/release", status_code=204)
