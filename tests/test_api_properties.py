@@ -23,7 +23,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import invariant, precondition, rule
+from hypothesis.stateful import initialize, invariant, precondition, rule
 from redis import Redis
 
 from coordinator import keys
@@ -169,12 +169,16 @@ class HostileRules:
         if case.path == "/api/v1/results" and response.status_code == 201:
             self.served.recorded.add(str(body.get("experiment_id")))
 
+    @initialize()
+    def an_honest_worker_reports_first(self) -> None:
+        """Each example starts from real state, whatever rules the API's document adds: one
+        canonical worker registers, leases and reports (the queue may be empty later on)."""
+        self._register("cpu:test-2c")
+        self._lease_and_report(len(self.workers) - 1, 1.0, "ok", "honest")
+
     @rule(hardware=HOSTILE_CLASSES)
     def register_worker(self, hardware: str) -> None:
-        answer = self.served.http.post("/api/v1/workers", json={"name": "w", "hardware": hardware})
-        self.served.answered("POST /workers", answer)
-        if answer.status_code == 201:
-            self.workers.append(str(answer.json()["worker_id"]))
+        self._register(hardware)
 
     @precondition(lambda self: bool(self.workers))
     @rule(
@@ -184,6 +188,17 @@ class HostileRules:
         log_tail=HOSTILE_TEXT,
     )
     def lease_and_report(self, pick: int, metric: float | int, status: str, log_tail: str) -> None:
+        self._lease_and_report(pick, metric, status, log_tail)
+
+    def _register(self, hardware: str) -> None:
+        answer = self.served.http.post("/api/v1/workers", json={"name": "w", "hardware": hardware})
+        self.served.answered("POST /workers", answer)
+        if answer.status_code == 201:
+            self.workers.append(str(answer.json()["worker_id"]))
+
+    def _lease_and_report(self, pick: int, metric: float | int, status: str, log_tail: str) -> None:
+        if not self.workers:
+            return
         worker = self.workers[pick % len(self.workers)]
         lease = self.served.http.post("/api/v1/leases", json={"worker_id": worker, "wait_s": 0})
         self.served.answered("POST /leases", lease)

@@ -39,6 +39,7 @@ from shared.task import load_task, read_task_files
 from tests.cli_helpers import invoke
 from tests.conftest import REPO, free_port, wait_until
 from tests.worker_helpers import SLEEPY_TRAIN, make_task
+from worker.control import send_command
 
 README = REPO / "README.md"
 
@@ -536,8 +537,10 @@ def test_one_ctrl_c_finishes_the_run_and_reports_it_a_second_hands_it_back(
         try:
             wait_until(partial(_running, state, worker), 60, "the worker running an experiment")
             running = slot(state)["experiment_id"]
-            for _ in range(presses):
+            for press in range(presses):
                 worker.send_signal(signal.SIGINT)
+                if press + 1 < presses:  # two signals at once can reach Python as one
+                    wait_until(partial(_finishing, state), 10, "the first Ctrl-C taken")
             out, _ = worker.communicate(timeout=60)
         finally:
             if worker.poll() is None:
@@ -552,6 +555,10 @@ def test_one_ctrl_c_finishes_the_run_and_reports_it_a_second_hands_it_back(
         else:
             assert "stopping now" in out and "abandoned" in out, out
             assert exp["result"] is None, exp
+
+
+def _finishing(state: Path) -> bool:
+    return bool(send_command(state, "status").get("finishing"))
 
 
 def _running(state: Path, worker: subprocess.Popen[str]) -> bool:
