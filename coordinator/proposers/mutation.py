@@ -149,6 +149,20 @@ def _assigned_names(stmt: ast.stmt) -> list[str]:
     return names
 
 
+def editable_constants(context: ProposerContext, exclude: tuple[str, ...]) -> list[Constant]:
+    """The constants of the head's editable Python files, but those whose names hold a word
+    of `exclude` (a seed is not an idea)."""
+    found: list[Constant] = []
+    for path in context.spec.editable:
+        source = context.head_files.get(path)
+        if source is None or not path.endswith(".py"):
+            continue
+        found += [
+            c for c in find_constants(source, path) if not any(word in c.name for word in exclude)
+        ]
+    return found
+
+
 def find_constants(source: str, path: str = "") -> list[Constant]:
     """Module-level `UPPER_CASE = <number>` assignments, in file order (bools excluded).
 
@@ -361,17 +375,7 @@ class MutationProposer:
         return match["label"], UP if new > old else DOWN
 
     def _constants(self, context: ProposerContext) -> list[Constant]:
-        found: list[Constant] = []
-        for path in context.spec.editable:
-            source = context.head_files.get(path)
-            if source is None or not path.endswith(".py"):
-                continue
-            found += [
-                c
-                for c in find_constants(source, path)
-                if not any(word in c.name for word in self._exclude)
-            ]
-        return found
+        return editable_constants(context, self._exclude)
 
     @staticmethod
     def _labels(constants: list[Constant]) -> dict[Constant, str]:

@@ -40,7 +40,7 @@ from coordinator.proposers.mutation import (
     DEFAULT_EXCLUDE,
     Constant,
     Number,
-    find_constants,
+    editable_constants,
     parse_number,
 )
 from coordinator.proposers.mutation import (
@@ -156,17 +156,7 @@ class StudyProposer:
         return again
 
     def _constants(self, context: ProposerContext) -> list[Constant]:
-        found: list[Constant] = []
-        for path in context.spec.editable:
-            source = context.head_files.get(path)
-            if source is None or not path.endswith(".py"):
-                continue
-            found += [
-                c
-                for c in find_constants(source, path)
-                if not any(word in c.name for word in self._exclude)
-            ]
-        return found
+        return editable_constants(context, self._exclude)
 
     def _study(
         self, context: ProposerContext, dimensions: list[Dimension], trials: list[Trial]
