@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import signal
@@ -46,6 +47,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def upload(folder: Path) -> dict[str, Any]:
+    """A task folder as the body of POST /api/v1/tasks (every file, by its relative path)."""
+    files = {
+        str(p.relative_to(folder)): base64.b64encode(p.read_bytes()).decode()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+    return {"files": files}
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:

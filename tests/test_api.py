@@ -25,14 +25,9 @@ from coordinator.api.app import _connect
 from coordinator.settings import CoordinatorSettings
 from shared.client import CoordinatorClient, decode_bundle
 from shared.models import Result, ResultReport, ResultStatus, WorkerCreate
-from tests.conftest import CoordinatorFactory, RedisServer, RunningCoordinator, wait_until
+from tests.conftest import CoordinatorFactory, RedisServer, RunningCoordinator, upload, wait_until
 
 HW = "cpu:test-2c"
-
-
-def upload(folder: Path) -> dict[str, Any]:
-    files = {p.name: base64.b64encode(p.read_bytes()).decode() for p in folder.iterdir()}
-    return {"files": files}
 
 
 @dataclass

@@ -29,8 +29,7 @@ from redis import Redis
 from coordinator import keys
 from coordinator.lineage import Lineage, branch_for
 from coordinator.settings import CoordinatorSettings
-from tests.conftest import CoordinatorFactory, RunningCoordinator
-from tests.test_task_upload import upload
+from tests.conftest import CoordinatorFactory, RunningCoordinator, upload
 
 EXAMPLES = 8  # runs of the machine (derandomized: the same ones each time)
 STEPS = 30  # steps in each

@@ -17,8 +17,7 @@ from coordinator.scheduler import Scheduler
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import Store
 from coordinator.store.base import FieldValue
-from tests.conftest import REPO, CoordinatorFactory, wait_until
-from tests.test_task_upload import upload
+from tests.conftest import REPO, CoordinatorFactory, upload, wait_until
 
 CLASSES = 1000
 

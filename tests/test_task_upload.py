@@ -12,18 +12,9 @@ import redis
 
 from coordinator import keys
 from tests.cli_helpers import invoke
-from tests.conftest import RunningCoordinator
+from tests.conftest import RunningCoordinator, upload
 
 SECRET = "the-host-secret-0451"
-
-
-def upload(folder: Path) -> dict[str, Any]:
-    files = {
-        str(p.relative_to(folder)): base64.b64encode(p.read_bytes()).decode()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-    return {"files": files}
 
 
 def _outside(tmp_path: Path, name: str, text: str) -> Path:

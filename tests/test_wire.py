@@ -3,7 +3,6 @@ contained) and nothing changed (shared/wire.py, docs/protocol.md)."""
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,14 +20,9 @@ from shared.errors import InvalidInput
 from shared.models import Result, ResultStatus
 from shared.summary import read_metric
 from shared.wire import MAX_METRICS, check_hardware_class
-from tests.conftest import TINY_TOML, CoordinatorFactory, RunningCoordinator
+from tests.conftest import TINY_TOML, CoordinatorFactory, RunningCoordinator, upload
 
 HW = "cpu:x86_64-2c"
-
-
-def upload(folder: Path) -> dict[str, Any]:
-    files = {p.name: base64.b64encode(p.read_bytes()).decode() for p in folder.iterdir()}
-    return {"files": files}
 
 
 @dataclass
