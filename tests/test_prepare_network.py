@@ -387,6 +387,35 @@ def test_the_proxy_drops_slow_clients_and_refuses_past_its_connection_cap(
         running.stop()
 
 
+def test_the_proxy_answers_502_for_an_allowed_host_it_cannot_reach() -> None:
+    """An allowed host with nothing listening: one 502 line naming it."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        running = EgressProxy((HostRule.parse(f"127.0.0.1:{port}"),), lambda h, p: "no")
+        path = running.start()
+        try:
+            answer = exchange(path, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+        finally:
+            running.stop()
+    assert answer.startswith(b"HTTP/1.1 502") and f"127.0.0.1:{port}".encode() in answer
+
+
+def test_the_proxy_names_a_bounded_number_of_refused_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_REFUSALS distinct hosts, further refusals are only counted; a host refused
+    twice is named once."""
+    monkeypatch.setattr(egress, "MAX_REFUSALS", 2)
+    running = EgressProxy((), lambda h, p: f"no {h}")
+    path = running.start()
+    try:
+        for name in ("a.example", "a.example", "b.example", "c.example", "d.example"):
+            exchange(path, f"CONNECT {name}:443 HTTP/1.1\r\n\r\n".encode())
+    finally:
+        running.stop()
+    assert [refusal.line for refusal in running.refused] == ["no a.example", "no b.example"]
+    assert running.more_refused == 2
+
+
 # ---- what a task declares, and what `task check` says ------------------------------------
 
 

@@ -9,7 +9,8 @@ Guarantees:
   its name and port: `CONNECT host:port` (https, tunnelled as it is) or one plain-http
   request with an absolute `http://host[:port]/...` target (forwarded with `Connection:
   close`, its `Proxy-*` headers dropped); anything else is answered 4xx and closed;
-- every refusal is recorded (`refused`), once per host and port, with the line to show;
+- every refusal is recorded (`refused`), once per host and port, with the line to show
+  (past `MAX_REFUSALS` hosts only counted); a host that cannot be reached is answered 502;
 - hostile input is bounded: a request head of at most `MAX_HEAD_BYTES` read within
   `HEAD_TIMEOUT_S`, at most `MAX_CONNECTIONS` at once (more are answered 503), and a
   tunnel silent both ways for `IDLE_TIMEOUT_S` is closed; none of it can stop the thread.
@@ -44,6 +45,7 @@ CONNECT_TIMEOUT_S = 30.0
 IDLE_TIMEOUT_S = 300.0  # a wheel server can pause; a tunnel silent 5 min both ways is dead
 MAX_CONNECTIONS = 64  # AR's prepare downloads with 8 workers; uv opens up to ~50
 CHUNK_BYTES = 256 * 1024
+MAX_REFUSALS = 32  # hosts named one by one; a prepare trying thousands fills no memory
 _REQUEST_LINE = re.compile(rb"^([A-Z]{3,10}) (\S{1,8000}) HTTP/1\.[01]$")
 _HOST_PORT = re.compile(r"^([^:/\[\]@]+):([0-9]{1,5})$")
 _ABSOLUTE = re.compile(r"^http://([^/:?#@\[\]]+)(?::([0-9]{1,5}))?([/?][^#]*)?$", re.IGNORECASE)
@@ -66,6 +68,7 @@ class EgressProxy:
     rules: tuple[HostRule, ...]
     describe: Callable[[str, int], str]
     refused: list[Refusal] = field(default_factory=list)
+    more_refused: int = 0  # refusals of further hosts, past MAX_REFUSALS, only counted
     socket_path: Path | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
@@ -156,9 +159,14 @@ class EgressProxy:
             self._refuse(host, port)
             await _answer(writer, 403, self.describe(host, port))
             return
-        upstream_r, upstream_w = await asyncio.wait_for(
-            asyncio.open_connection(host, port, limit=CHUNK_BYTES), CONNECT_TIMEOUT_S
-        )
+        try:
+            upstream_r, upstream_w = await asyncio.wait_for(
+                asyncio.open_connection(host, port, limit=CHUNK_BYTES), CONNECT_TIMEOUT_S
+            )
+        except (OSError, TimeoutError) as exc:
+            why = type(exc).__name__ if isinstance(exc, TimeoutError) else exc.strerror or exc
+            await _answer(writer, 502, f"{host}:{port} could not be reached: {why}")
+            return
         try:
             if path is None:
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -173,6 +181,9 @@ class EgressProxy:
 
     def _refuse(self, host: str, port: int) -> None:
         if any(r.host == host and r.port == port for r in self.refused):
+            return
+        if len(self.refused) >= MAX_REFUSALS:
+            self.more_refused += 1
             return
         refusal = Refusal(host, port, self.describe(host, port))
         self.refused.append(refusal)
@@ -229,7 +240,8 @@ async def _pipe(
 
 
 async def _answer(writer: asyncio.StreamWriter, status: int, message: str) -> None:
-    reasons = {400: "Bad Request", 403: "Forbidden", 431: "Too Large", 503: "Unavailable"}
+    reasons = {400: "Bad Request", 403: "Forbidden", 431: "Too Large", 502: "Bad Gateway"}
+    reasons[503] = "Unavailable"
     body = (message + "\n").encode()
     head = f"HTTP/1.1 {status} {reasons[status]}\r\nContent-Type: text/plain\r\n"
     head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

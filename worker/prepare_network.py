@@ -133,9 +133,12 @@ class PrepareNetwork:
             yield Narrowed(wrapped, kept | proxies, proxy.refused)
         finally:
             proxy.stop()
-            if proxy.refused:
+            lines = [refusal.line for refusal in proxy.refused]
+            if proxy.more_refused:
+                lines.append(f"autoswarm: prepare's network refused {proxy.more_refused} more")
+            if lines:
                 with open(log_path, "a", encoding="utf-8") as log:
-                    log.write("".join(f"\n{refusal.line}" for refusal in proxy.refused) + "\n")
+                    log.write("".join(f"\n{line}" for line in lines) + "\n")
 
 
 HOST_NETWORK = PrepareNetwork(None)  # this machine's network, as it is

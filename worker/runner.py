@@ -195,6 +195,8 @@ class Runner:
       fails is a `PrepareError` naming the package and the lock), read-only in the run;
     - what the prepare step left under its HOME is under the run's HOME at the same
       place, read-only, and the hub is offline (`HF_HUB_OFFLINE=1`);
+    - under the bubblewrap sandbox the prepare phase (build, kernels, prepare) reaches only
+      the hosts `worker.prepare_network` allows it, through the worker's allow-list proxy;
     - the budget is enforced from outside: the tree gets SIGTERM at budget + startup_s +
       grace_s and SIGKILL a second later; when `run` returns, no process of the run or of
       the evaluator is alive, however it ended (see `worker.process` for the exact rules);
