@@ -169,7 +169,9 @@ def _lock_urls(content: bytes) -> list[str]:
         parts += wheels if isinstance(wheels, list) else []
         for part in parts:
             if isinstance(part, dict):
-                urls += [part[k] for k in ("registry", "url") if isinstance(part.get(k), str)]
+                urls += [
+                    part[k] for k in ("registry", "url", "git") if isinstance(part.get(k), str)
+                ]
     return urls
 
 

@@ -416,6 +416,25 @@ def test_the_proxy_names_a_bounded_number_of_refused_hosts(monkeypatch: pytest.M
     assert running.more_refused == 2
 
 
+def test_stopping_the_proxy_closes_the_tunnels_it_holds() -> None:
+    """A tunnel to a host that never answers is closed when the step ends (`stop`): the
+    client sees its end, the thread is gone."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        running = EgressProxy((HostRule.parse(f"127.0.0.1:{port}"),), lambda h, p: "no")
+        path = running.start()
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(20)
+            client.connect(str(path))
+            client.sendall(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+            assert client.recv(100).startswith(b"HTTP/1.1 200")
+            running.stop()
+            assert client.recv(100) == b""
+    assert not any(t.name == "egress-proxy" and t.is_alive() for t in threading.enumerate())
+
+
 # ---- what a task declares, and what `task check` says ------------------------------------
 
 

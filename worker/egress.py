@@ -69,10 +69,10 @@ class EgressProxy:
     describe: Callable[[str, int], str]
     refused: list[Refusal] = field(default_factory=list)
     more_refused: int = 0  # refusals of further hosts, past MAX_REFUSALS, only counted
-    socket_path: Path | None = None
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
-    _folder: str | None = None
+    socket_path: Path | None = field(default=None, init=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+    _folder: str | None = field(default=None, init=False)
 
     def allows(self, host: str, port: int) -> bool:
         return any(rule.allows(host, port) for rule in self.rules)
@@ -101,9 +101,10 @@ class EgressProxy:
             started.set()
             loop.run_forever()
             server.close()
-            for task in asyncio.all_tasks(loop):
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
                 task.cancel()
-            loop.run_until_complete(asyncio.sleep(0))
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
             loop.close()
 
         self._loop = loop
@@ -193,17 +194,16 @@ class EgressProxy:
 def _target(method: bytes, target: str) -> tuple[str, int, str | None] | None:
     """(host, port, None) for CONNECT, (host, port, path) for a plain-http request; None:
     neither, or a name that is not a host name."""
+    parts: tuple[str, str, str | None] | None = None
     if method == b"CONNECT":
-        found = _HOST_PORT.match(target)
-        name, port, path = (found.group(1), found.group(2), None) if found else ("", "", None)
-    else:
-        found = _ABSOLUTE.match(target)
-        name, port, path = (
-            (found.group(1), found.group(2) or "80", found.group(3) or "/")
-            if (found)
-            else ("", "", None)
-        )
-    host = normal_host(name) if name else None
+        if found := _HOST_PORT.match(target):
+            parts = (found.group(1), found.group(2), None)
+    elif found := _ABSOLUTE.match(target):
+        parts = (found.group(1), found.group(2) or "80", found.group(3) or "/")
+    if parts is None:
+        return None
+    name, port, path = parts
+    host = normal_host(name)
     if host is None or not 0 < int(port) < 65536:
         return None
     return host, int(port), path
