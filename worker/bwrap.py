@@ -309,7 +309,9 @@ def network_only_argv(bwrap: str, argv: Sequence[str]) -> list[str]:
     (loopback only) and its own PID namespace: for the trusted prepare phase, whose one way
     out is the allow-list proxy (`worker.prepare_network`). The host's abstract unix
     sockets are out of reach; its socket files are not (the files are the host's)."""
-    args = [bwrap, "--unshare-net", "--unshare-pid", "--die-with-parent"]
+    # --unshare-user as for runs: it works wherever the run sandbox does (a container's root
+    # may lack the capability to make a network namespace without one); uids map as they are.
+    args = [bwrap, "--unshare-user", "--unshare-net", "--unshare-pid", "--die-with-parent"]
     args += ["--dev-bind", "/", "/", "--proc", "/proc"]
     return [*args, "--", *argv]
 
