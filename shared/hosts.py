@@ -69,7 +69,7 @@ def url_host(url: str) -> str | None:
         port = parts.port
     except ValueError:
         return None
-    if parts.scheme not in _SCHEME_PORTS or not parts.hostname:
+    if parts.scheme not in _SCHEME_PORTS or not parts.hostname or port == 0:
         return None
     host = normal_host(parts.hostname)
     return f"{host}:{port or _SCHEME_PORTS[parts.scheme]}" if host else None

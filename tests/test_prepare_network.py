@@ -17,7 +17,7 @@ import pytest
 from autoswarm.task_explain import explain_task
 from shared.environment import environment_hosts
 from shared.errors import SandboxUnavailable, TaskError
-from shared.hosts import HostRule
+from shared.hosts import HostRule, url_host
 from shared.task import load_task
 from tests.cli_helpers import invoke
 from tests.conftest import RunningCoordinator
@@ -450,7 +450,8 @@ def test_prepare_hosts_are_checked_when_the_task_loads(tmp_path: Path) -> None:
 
 
 def test_a_host_rule_matches_its_name_and_ports_only() -> None:
-    """`name`: ports 80 and 443; `name:port`: that port; `*.suffix`: names below it only."""
+    """`name`: ports 80 and 443; `name:port`: that port; `*.suffix`: names below it only;
+    an http(s) URL gives its `host:port`, anything else none."""
     assert HostRule.parse("pypi.org").allows("pypi.org", 443)
     assert not HostRule.parse("pypi.org").allows("pypi.org", 8080)
     assert not HostRule.parse("pypi.org").allows("evilpypi.org", 443)
@@ -458,6 +459,8 @@ def test_a_host_rule_matches_its_name_and_ports_only() -> None:
     assert HostRule.parse("*.hf.co").allows("cas-bridge.xethub.hf.co", 443)
     assert not HostRule.parse("*.hf.co").allows("hf.co", 443)
     assert not HostRule.parse("*.hf.co").allows("evilhf.co", 443)
+    assert url_host("https://Files.PythonHosted.org./x") == "files.pythonhosted.org:443"
+    assert [url_host(u) for u in ("file:///wheels", "http://h:0/", "http://h:99999/")] == [None] * 3
 
 
 def test_the_build_may_reach_the_workers_index_and_the_hosts_the_lock_names() -> None:
