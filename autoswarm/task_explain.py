@@ -3,18 +3,22 @@ machine cannot provide for it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.environment import environment_hosts, read_environment_files
 from shared.task import TASK_FILE, Device, TaskSpec, task_environment
+
+Row = tuple[str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
 class Explained:
     """Resolved settings as (name, value, why) rows, and warnings for this machine."""
 
-    rows: list[tuple[str, str, str]]
+    rows: list[Row]
     warnings: list[str]
 
 
@@ -42,6 +46,7 @@ def explain_task(path: Path, spec: TaskSpec, *, has_cuda: Callable[[], bool]) ->
         named = "get_kernel(...) in train.py" if layout else "[run] kernels"
         why = f"{named}: fetched in prepare, read from the hub cache in runs"
         rows.append(("kernels", ", ".join(spec.run.kernels), why))
+    rows += _network_rows(path, spec, layout=layout, own=plan.own)
     warnings = []
     if plan.own:
         from worker.environments import find_uv
@@ -54,3 +59,25 @@ def explain_task(path: Path, spec: TaskSpec, *, has_cuda: Callable[[], bool]) ->
             "never lease it, and `task run` runs it on the CPU, where it may fail"
         )
     return Explained(rows, warnings)
+
+
+def _network_rows(path: Path, spec: TaskSpec, *, layout: bool, own: bool) -> list[Row]:
+    """What the prepare phase can reach under the sandbox (`worker.prepare_network`)."""
+    from worker.prepare_network import index_hosts, prepare_hosts
+
+    hosts = prepare_hosts(spec.run.prepare_hosts, kernels=bool(spec.run.kernels))
+    if not spec.run.prepare_hosts:
+        why = "no [run] prepare_hosts: the prepare step reaches no host"
+    elif layout:
+        why = "karpathy/autoresearch's layout: its prepare.py downloads from the hub"
+    else:
+        why = "[run] prepare_hosts"
+    if spec.run.kernels:
+        why += "; the hub, for [run] kernels"
+    rows = [("prepare hosts", ", ".join(hosts) or "none", why)]
+    if own:
+        named = environment_hosts(read_environment_files(path))
+        build = (*index_hosts(os.environ), *named)
+        why = "the package index of this machine's uv settings (UV_*), uv's Python downloads"
+        rows.append(("build hosts", ", ".join(dict.fromkeys(build)), why + ", the lock's URLs"))
+    return rows

@@ -40,7 +40,7 @@ task() { # NAME ARGS...: `autoswarm task ARGS`, its output in $OUT/NAME.txt
   timeout 400 "$PY" -m autoswarm task "$@" >"$OUT/$name.txt" 2>&1
   local rc=$?
   say "-- $name: exit $rc"
-  grep -E '^(environment|device|budget|kernels|warning|error)|val_bpb|network_reached|heldout_seen|cache_writable|: (ok|crash|timeout|invalid)|could not be built' \
+  grep -E '^(environment|device|budget|kernels|prepare hosts|build hosts|warning|error)|refused|val_bpb|network_reached|heldout_seen|cache_writable|: (ok|crash|timeout|invalid)|could not be built' \
     "$OUT/$name.txt" | head -n 20 | tee -a "$OUT/summary.txt"
 }
 

@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
+
+from shared.hosts import url_host
 
 PYPROJECT = "pyproject.toml"
 UV_LOCK = "uv.lock"
@@ -131,6 +134,45 @@ def _required_packages(content: bytes) -> tuple[str, ...]:
         if line and not line.startswith("-") and (match := _REQUIREMENT_NAME.match(line)):
             names.append(match.group(1))
     return tuple(names)
+
+
+# ---- the hosts an environment's files name -----------------------------------------------
+
+_URL = re.compile(r"https?://[^\s'\"<>]+")
+
+
+def environment_hosts(files: Mapping[str, bytes]) -> tuple[str, ...]:
+    """The `host:port` of every http(s) URL the environment files name: the lock's registries,
+    wheels and sdists (AR's torch on download.pytorch.org), pyproject's `[[tool.uv.index]]`,
+    requirements' `--index-url`, `--find-links` and `name @ URL` lines."""
+    urls: list[str] = []
+    if UV_LOCK in files:
+        urls += _lock_urls(files[UV_LOCK])
+    for name in (PYPROJECT, REQUIREMENTS):
+        if name in files:
+            urls += _URL.findall(files[name].decode("utf-8", errors="replace"))
+    hosts = (url_host(url) for url in urls)
+    return tuple(dict.fromkeys(host for host in hosts if host))
+
+
+def _lock_urls(content: bytes) -> list[str]:
+    try:
+        lock = tomllib.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    urls: list[str] = []
+    for entry in lock.get("package", []):
+        if not isinstance(entry, dict):
+            continue
+        wheels = entry.get("wheels")
+        parts: list[Any] = [entry.get("source"), entry.get("sdist")]
+        parts += wheels if isinstance(wheels, list) else []
+        for part in parts:
+            if isinstance(part, dict):
+                urls += [
+                    part[k] for k in ("registry", "url", "git") if isinstance(part.get(k), str)
+                ]
+    return urls
 
 
 # ---- hub kernels fetched at import -------------------------------------------------------

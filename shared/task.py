@@ -38,6 +38,7 @@ from shared.environment import (
     read_environment_files,
 )
 from shared.errors import TaskError
+from shared.hosts import HUB_HOSTS, HostRule
 from shared.wire import Prose
 
 TASK_FILE = "task.toml"
@@ -134,6 +135,10 @@ class RunSpec(_Frozen):
     kernels: tuple[Annotated[str, Field(pattern=KERNEL_REPO, max_length=200)], ...] = Field(
         default=(), max_length=16
     )
+    # Hosts the prepare step may reach (`shared.hosts`: "huggingface.co", "*.hf.co",
+    # "host:8080"), through the worker's allow-list proxy; none: prepare has no network.
+    # The hub's come with `kernels`, the package index with the task's own environment.
+    prepare_hosts: tuple[str, ...] = Field(default=(), max_length=32)
     startup_s: float = Field(default=30.0, ge=0, le=3600)
     grace_s: float = Field(default=5.0, ge=0, le=600)
     # Modules every run imports before its script, whose clock starts only after them; a
@@ -150,6 +155,11 @@ class RunSpec(_Frozen):
         if command is not None and not command:
             raise ValueError("a command needs at least one word")
         return None if command is None else without_uv_run(command)
+
+    @field_validator("prepare_hosts", mode="after")
+    @classmethod
+    def _hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(str(HostRule.parse(host)) for host in hosts))
 
     @model_validator(mode="after")
     def _check_preload(self) -> RunSpec:
@@ -356,7 +366,8 @@ def load_task(folder: str | Path) -> TaskSpec:
 def _layout_defaults(root: Path) -> dict[str, Any]:
     """The spec of a folder without task.toml: karpathy/autoresearch's layout. With its own
     locked project (AR's pyproject.toml + uv.lock) the defaults are AR's: one CUDA GPU, its
-    own environment, 5 minutes of training killed past 10 in all, kernels warmed."""
+    own environment, 5 minutes of training killed past 10 in all, kernels warmed, and its
+    prepare.py may download from the hub (AR's shards are on huggingface.co)."""
     data: dict[str, Any] = {"name": _default_name(root)}
     run: dict[str, Any] = {}
     if _is_file(root, "prepare.py"):
@@ -370,6 +381,8 @@ def _layout_defaults(root: Path) -> dict[str, Any]:
         run |= {"startup_s": AR_STARTUP_S, "grace_s": AR_GRACE_S}
         if _is_file(root, "train.py"):
             run["kernels"] = list(kernel_repos(_read_file(root, "train.py")))
+        if "prepare" in run:
+            run["prepare_hosts"] = list(HUB_HOSTS)
     if run:
         data["run"] = run
     return data

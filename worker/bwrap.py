@@ -303,6 +303,19 @@ def _outside(paths: Iterable[str], roots: Sequence[str]) -> list[str]:
     return kept
 
 
+def network_only_argv(bwrap: str, argv: Sequence[str]) -> list[str]:
+    """bwrap's argv that runs `argv` as it would run here (this user, this machine's files and
+    devices, the environment it is given) but in an empty network namespace of its own
+    (loopback only) and its own PID namespace: for the trusted prepare phase, whose one way
+    out is the allow-list proxy (`worker.prepare_network`). The host's abstract unix
+    sockets are out of reach; its socket files are not (the files are the host's)."""
+    # --unshare-user as for runs: it works wherever the run sandbox does (a container's root
+    # may lack the capability to make a network namespace without one); uids map as they are.
+    args = [bwrap, "--unshare-user", "--unshare-net", "--unshare-pid", "--die-with-parent"]
+    args += ["--dev-bind", "/", "/", "--proc", "/proc"]
+    return [*args, "--", *argv]
+
+
 # ---- probe and the fail-closed choice ----------------------------------------------------
 
 

@@ -8,9 +8,10 @@ built here with uv, once per lock and platform, under `cache_root/envs/<key>/`:
     ready      written last: a folder without it is a build that did not finish
 uv downloads into `cache_root/uv` and installs the Python it needs (`.python-version`) into
 `cache_root/uv-python`. The build is trusted code run outside the sandbox, like the rest of
-the prepare phase: it has the machine's network (not only the package index: this module
-cannot narrow it), the worker's uv settings (`UV_*`, proxies) and runs build backends of
-source distributions the lock names.
+the prepare phase: it has the worker's uv settings (`UV_*`, certificates) and runs build
+backends of source distributions the lock names. Its network is narrowed by `network`
+(`worker.prepare_network`): under the bubblewrap sandbox it reaches only the package index
+the worker's settings name and the hosts the task's environment files name.
 
 The prepare step's HOME is `<prepared>/home`. Every run sees what prepare left there at the
 same place under its own HOME (`~/.cache/autoresearch`, the hub cache `~/.cache/huggingface`
@@ -30,9 +31,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.environment import EnvironmentKind, EnvironmentPlan, read_environment_files
+from shared.environment import (
+    EnvironmentKind,
+    EnvironmentPlan,
+    environment_hosts,
+    read_environment_files,
+)
 from shared.errors import AutoswarmError
 from worker.leftovers import remove_tree
+from worker.prepare_network import HOST_NETWORK, PrepareNetwork, declare_in_lock, index_hosts
 from worker.process import Limits, supervise
 
 logger = logging.getLogger(__name__)
@@ -108,8 +115,10 @@ def build_environment(
     root: Path,
     *,
     on_tick: Callable[[float], None] | None = None,
+    network: PrepareNetwork = HOST_NETWORK,
 ) -> TaskEnvironment:
-    """Build `plan` in `root` (the caller holds its lock); raises `EnvironmentBuildFailed`."""
+    """Build `plan` in `root` (the caller holds its lock); raises `EnvironmentBuildFailed`.
+    `network`: what uv can reach (none given: this machine's network)."""
     files = read_environment_files(task_dir)
     lock = plan.kind.value  # the file that pins it: uv.lock or requirements.txt
     uv = find_uv()
@@ -126,21 +135,27 @@ def build_environment(
     env = _build_env(root.parent)
     env["UV_PROJECT_ENVIRONMENT"] = str(venv)
     log_path = root / "build.log"
+    hosts = (*index_hosts(env), *environment_hosts(files))
     for argv in _build_steps(uv, plan, venv):
-        outcome = supervise(
-            argv,
-            cwd=project,
-            env=env,
-            log_path=log_path,
-            marker=f"env-{root.name}",
-            deadline_s=BUILD_TIMEOUT_S,
-            limits=Limits(open_files=None),
-            on_tick=on_tick,
-        )
+        with network.narrowed(
+            argv, env, hosts=hosts, declare=declare_in_lock(lock), log_path=log_path
+        ) as step:
+            outcome = supervise(
+                step.argv,
+                cwd=project,
+                env=step.env,
+                log_path=log_path,
+                marker=f"env-{root.name}",
+                deadline_s=BUILD_TIMEOUT_S,
+                limits=Limits(open_files=None),
+                on_tick=on_tick,
+            )
         if outcome.timed_out or outcome.exit_code != 0:
             log = log_path.read_text(errors="replace") if log_path.is_file() else ""
             remove_tree(root)
-            raise EnvironmentBuildFailed(describe_failure(plan, lock, log, outcome.timed_out))
+            message = describe_failure(plan, lock, log, outcome.timed_out)
+            refused = "; ".join(refusal.line for refusal in step.refused)
+            raise EnvironmentBuildFailed(f"{message} ({refused})" if refused else message)
     (root / READY).write_text(plan.describe() + "\n")
     logger.info("environments: built %s in %s", plan.describe(), root)
     built = ready_environment(root)

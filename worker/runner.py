@@ -62,6 +62,7 @@ from worker.environments import (
 )
 from worker.hardware import VramSampler
 from worker.leftovers import ArtifactsRefused, copy_artifacts, hash_file, remove_tree
+from worker.prepare_network import PrepareNetwork, declare_in_task, prepare_hosts
 from worker.process import TICK_S, Limits, Outcome, Started, supervise
 from worker.sandbox import Sandbox, is_secret_name, scrub_env
 from worker.workfs import CARRY_REFUSED
@@ -194,6 +195,8 @@ class Runner:
       fails is a `PrepareError` naming the package and the lock), read-only in the run;
     - what the prepare step left under its HOME is under the run's HOME at the same
       place, read-only, and the hub is offline (`HF_HUB_OFFLINE=1`);
+    - under the bubblewrap sandbox the prepare phase (build, kernels, prepare) reaches only
+      the hosts `worker.prepare_network` allows it, through the worker's allow-list proxy;
     - the budget is enforced from outside: the tree gets SIGTERM at budget + startup_s +
       grace_s and SIGKILL a second later; when `run` returns, no process of the run or of
       the evaluator is alive, however it ended (see `worker.process` for the exact rules);
@@ -243,6 +246,7 @@ class Runner:
         self.work_root = work_root.resolve()
         self.cache_root = cache_root.resolve()
         self.sandbox = sandbox
+        self.network = PrepareNetwork.for_sandbox(sandbox)  # what the prepare phase reaches
         self.hardware = hardware
         self.keep_work = keep_work
         self.extra_env = _without_secrets(env or {})
@@ -312,7 +316,9 @@ class Runner:
             if built is not None:
                 return built
             try:
-                return build_environment(task_dir, plan, root, on_tick=on_tick)
+                return build_environment(
+                    task_dir, plan, root, on_tick=on_tick, network=self.network
+                )
             except EnvironmentBuildFailed as exc:
                 raise PrepareError(f"task {spec.name}: {exc}") from None
 
@@ -352,16 +358,20 @@ class Runner:
         on_tick: OnTick | None,
     ) -> None:
         log_path = tmp / "prepare.log"
-        outcome = supervise(
-            argv,
-            cwd=tmp,
-            env=env,
-            log_path=log_path,
-            marker=f"prepare-{uuid.uuid4().hex[:16]}",
-            deadline_s=PREPARE_TIMEOUT_S,
-            limits=Limits(open_files=None),
-            on_tick=on_tick,
-        )
+        hosts = prepare_hosts(spec.run.prepare_hosts, kernels=bool(spec.run.kernels))
+        with self.network.narrowed(
+            argv, env, hosts=hosts, declare=declare_in_task, log_path=log_path
+        ) as step:
+            outcome = supervise(
+                step.argv,
+                cwd=tmp,
+                env=step.env,
+                log_path=log_path,
+                marker=f"prepare-{uuid.uuid4().hex[:16]}",
+                deadline_s=PREPARE_TIMEOUT_S,
+                limits=Limits(open_files=None),
+                on_tick=on_tick,
+            )
         if outcome.timed_out or outcome.exit_code != 0:
             why = "timed out" if outcome.timed_out else _describe_exit(outcome.exit_code)
             tail = _read_log(log_path)[-2000:]
