@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 
 from coordinator import judge
 from coordinator.heads import Heads
@@ -24,14 +25,13 @@ from shared.models import ExperimentState, Verdict
 logger = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class Baselines:
     """Queues and withdraws a head's baselines (see the module doc)."""
 
-    def __init__(self, plumbing: Plumbing, heads: Heads, stacks: Stacks) -> None:
-        self.plumbing = plumbing
-        self.store = plumbing.store
-        self.heads = heads
-        self.stacks = stacks
+    plumbing: Plumbing
+    heads: Heads
+    stacks: Stacks
 
     def measure_head(
         self, task: TaskRecord, hardware: str, failed: ExperimentRecord | None = None
@@ -42,7 +42,7 @@ class Baselines:
         head, which stays the head for another run at least, and its noise is known from
         too few runs meanwhile. How many were queued. Idempotent: their ids are derived from
         the head."""
-        head = self.store.get_head(task.task_id, hardware)
+        head = self.plumbing.store.get_head(task.task_id, hardware)
         if head is None or not head.experiment_id:
             return 0
         broken = failed is not None and failed.parent_commit == head.commit
@@ -57,7 +57,7 @@ class Baselines:
         queued = 0
         for baseline_id in self.heads.baseline_ids(task.task_id, hardware, head.commit):
             new = dataclasses.replace(baseline, experiment_id=baseline_id)
-            queued += self.store.enqueue_experiment(new, now=self.plumbing.clock())
+            queued += self.plumbing.store.enqueue_experiment(new, now=self.plumbing.clock())
         if queued:
             logger.info(
                 "task %s: %s head %s measured: %d baselines queued",
@@ -115,7 +115,7 @@ class Baselines:
                 "reason": reason,
                 "time_s": self.plumbing.clock(),
             }
-            queued += self.store.recheck(
+            queued += self.plumbing.store.recheck(
                 again, hypothesis_id=None, hypothesis=None, event=event, now=self.plumbing.clock()
             )
         if queued:
@@ -143,7 +143,7 @@ class Baselines:
             for runs in range(stats.runs, wanted)
         ]
         running = (ExperimentState.QUEUED, ExperimentState.LEASED)
-        return any(e.state in running for e in self.store.get_experiments(ids))
+        return any(e.state in running for e in self.plumbing.store.get_experiments(ids))
 
     def withdraw_superseded(
         self, task: TaskRecord, hardware: str, superseded: str, commit: str
@@ -167,7 +167,7 @@ class Baselines:
                 "reason": reason,
                 "time_s": self.plumbing.clock(),
             }
-            self.store.withdraw(
+            self.plumbing.store.withdraw(
                 baseline_id,
                 verdict=Verdict.DISCARDED.value,
                 reason=reason,

@@ -9,6 +9,7 @@ decides; it is handed in (`Rule`), and every other part only applies what it say
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from coordinator import evidence, judge
@@ -61,32 +62,19 @@ class Rule(Protocol):
         ...
 
 
+@dataclass(eq=False)
 class Judgements:
     """Judges one finished baseline, candidate or replicate (see the module doc)."""
 
-    def __init__(
-        self,
-        plumbing: Plumbing,
-        rule: Rule,
-        *,
-        heads: Heads,
-        baselines: Baselines,
-        verdicts: Verdicts,
-        rechecks: Rechecks,
-        merges: Merges,
-        stacking: Stacking,
-        keeper: Keeper,
-    ) -> None:
-        self.plumbing = plumbing
-        self.store = plumbing.store
-        self.rule = rule
-        self.heads = heads
-        self.baselines = baselines
-        self.verdicts = verdicts
-        self.rechecks = rechecks
-        self.merges = merges
-        self.stacking = stacking
-        self.keeper = keeper
+    plumbing: Plumbing
+    rule: Rule
+    heads: Heads
+    baselines: Baselines
+    verdicts: Verdicts
+    rechecks: Rechecks
+    merges: Merges
+    stacking: Stacking
+    keeper: Keeper
 
     def baseline(self, task: TaskRecord, exp: ExperimentRecord) -> None:
         """A baseline's score joins its head's runs, unless its worker lost trust or the score
@@ -118,7 +106,7 @@ class Judgements:
             "reason": reason,
             "time_s": self.plumbing.clock(),
         }
-        self.store.record_baseline(
+        self.plumbing.store.record_baseline(
             exp.experiment_id,
             task.task_id,
             hardware,
@@ -230,7 +218,7 @@ class Judgements:
             unneeded = judge.Decision(judge.Action.DISCARD, Verdict.DISCARDED, reason)
             self.verdicts.conclude(task, rep.model_copy(update={"hypothesis_id": None}), unneeded)
             return
-        cand = self.store.get_experiment(rep.candidate_id or "")
+        cand = self.plumbing.store.get_experiment(rep.candidate_id or "")
         if cand is not None and rep.twin and not cand.judged:
             # Queued alongside its merge, finished first: judged once the merge is.
             self.verdicts.defer(rep.experiment_id)
@@ -292,7 +280,7 @@ class Judgements:
     def _carried_by(self, rep: ExperimentRecord) -> str | None:
         """The experiment that carries this replicate's hypothesis now, if not this replicate
         (nor the merge it was queued alongside): its winner was set aside and merged again."""
-        hyp = self.store.get_hypothesis(rep.hypothesis_id or "")
+        hyp = self.plumbing.store.get_hypothesis(rep.hypothesis_id or "")
         if hyp is None or not hyp.experiment_id:
             return None
         return None if hyp.experiment_id in (rep.experiment_id, rep.twin) else hyp.experiment_id
@@ -309,14 +297,8 @@ class Judgements:
     ) -> None:
         """The rule asks for one more run of the candidate: the next replicate of its chain,
         by another worker where one exists; the head is measured once more too."""
-        follow_up = self.merges.replicate_of(cand, hardware, runs)
-        decided = self.verdicts.conclude(
-            task,
-            rep,
-            decision,
-            follow_up=follow_up,
-            hypothesis={"experiment_id": follow_up.experiment_id},
-            observed=observed,
+        decided = self.merges.conclude_replicated(
+            task, rep, cand, decision, index=runs, observed=observed
         )
         if decided and decision.agreed is not None:
             self.rechecks.count_claim(cand.worker_id, agreed=decision.agreed)

@@ -11,6 +11,7 @@ new one (`coordinator.rederive`).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from coordinator import evidence, judge
 from coordinator.baselines import Baselines
@@ -23,38 +24,32 @@ from coordinator.rechecks import Rechecks
 from coordinator.rederive import rederive_queued
 from coordinator.stacks import Stacks
 from coordinator.store.base import FieldValue
-from coordinator.verdicts import Verdicts, verdict_event
+from coordinator.verdicts import Verdicts, decision_event
 from shared.models import Verdict
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class Keeper:
-    """Pools a candidate's evidence; commits and applies a kept change (see the module doc)."""
+    """Pools a candidate's evidence; commits and applies a kept change (see the module doc).
 
-    def __init__(
-        self,
-        plumbing: Plumbing,
-        heads: Heads,
-        stacks: Stacks,
-        baselines: Baselines,
-        verdicts: Verdicts,
-        offers: Offers,
-        rechecks: Rechecks,
-    ) -> None:
-        self.plumbing = plumbing
-        self.store = plumbing.store
-        self.heads = heads
-        self.stacks = stacks
-        self.baselines = baselines
-        self.verdicts = verdicts
-        self.offers = offers
-        self.rechecks = rechecks
+    It moves the head (`heads`, `stacks`, `baselines`), wakes what waited on the keep
+    (`verdicts`), offers the change (`offers`) and counts the claim as checked (`rechecks`).
+    """
+
+    plumbing: Plumbing
+    heads: Heads
+    stacks: Stacks
+    baselines: Baselines
+    verdicts: Verdicts
+    offers: Offers
+    rechecks: Rechecks
 
     def chain_of(self, cand: ExperimentRecord, rep: ExperimentRecord) -> list[ExperimentRecord]:
         """The candidate's replicates that have finished, in order, `rep` as it is now."""
         ids = evidence.chain_ids(cand.experiment_id)
-        records = {e.experiment_id: e for e in self.store.get_experiments(ids)}
+        records = {e.experiment_id: e for e in self.plumbing.store.get_experiments(ids)}
         records[rep.experiment_id] = rep
         return evidence.finished([records[i] for i in ids if i in records])
 
@@ -83,7 +78,7 @@ class Keeper:
     ) -> str:
         """Step 1 of keeping: the commit on the class's branch (idempotent by trailer)."""
         lineage = self.plumbing.lineage(task.task_id)
-        hyp = self.store.get_hypothesis(cand.hypothesis_id or "")
+        hyp = self.plumbing.store.get_hypothesis(cand.hypothesis_id or "")
         files = lineage.files_at(cand.code_commit or cand.parent_commit)
         metric = decision.metric if decision.metric is not None else float("nan")
         trailers = {
@@ -124,25 +119,16 @@ class Keeper:
             "code_bytes": cand.code_bytes or 0,
             "experiment_id": cand.experiment_id,
         }
-        before = self.store.get_head(task.task_id, hardware)
+        before = self.plumbing.store.get_head(task.task_id, hardware)
         carried = self.stacks.tip_on(task, hardware, before, cand) if before else None
         # Its baselines wait while a merge stacked on it runs: it is likely the head for one
         # run only, and is measured by two already (see `Baselines.measure_head`).
         ids = [] if carried else self.heads.baseline_ids(task.task_id, hardware, commit)
-        event = verdict_event(
-            task.task_id,
-            cand.experiment_id,
-            Verdict.KEPT,
-            decision.reason,
-            self.plumbing.clock(),
-            hypothesis_id=cand.hypothesis_id,
-            hardware=hardware,
-            metric=decision.metric,
-            commit=commit,
-        )
+        now = self.plumbing.clock()
+        event = decision_event(cand, decision, hardware, now, verdict=Verdict.KEPT, commit=commit)
         # Offered first: a crash before the head moves repeats both (the offer is idempotent).
         self.offers.offer_elsewhere(task, hardware, cand, commit, decision)
-        moved = self.store.apply_keep(
+        moved = self.plumbing.store.apply_keep(
             task_id=task.task_id,
             hardware=hardware,
             commit=commit,
@@ -186,7 +172,7 @@ class Keeper:
             self.verdicts.undefer()  # merges stacked on this one
             if carried is not None:  # winners found on the new head stack on it too
                 tip_id, tip_commit = carried
-                self.store.set_tip(
+                self.plumbing.store.set_tip(
                     task.task_id, hardware, on=commit, experiment_id=tip_id, commit=tip_commit
                 )
             if before is not None and before.commit != commit:
@@ -194,5 +180,5 @@ class Keeper:
                 lineage = self.plumbing.lineage(task.task_id)
                 now = self.plumbing.clock()
                 self.plumbing.notify(
-                    rederive_queued(self.store, lineage, task, before.commit, commit, now)
+                    rederive_queued(self.plumbing.store, lineage, task, before.commit, commit, now)
                 )

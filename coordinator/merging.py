@@ -10,26 +10,28 @@ what they check, so queueing one twice is a no-op.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from coordinator import evidence, judge
 from coordinator.heads import code_bytes, derived_id
 from coordinator.models import ExperimentRecord, HeadRecord, TaskRecord
-from coordinator.plumbing import Plumbing
+from coordinator.plumbing import Plumbing, hardware_of
 from coordinator.stacks import Stacks
 from coordinator.store import NewExperiment
 from coordinator.store.base import FieldValue
+from coordinator.store.judging import Observation
 from coordinator.verdicts import Verdicts
 from shared.errors import MergeConflict
 from shared.models import ExperimentKind, ExperimentState, Verdict
 
 
+@dataclass(eq=False)
 class Merges:
     """Queues a winner's replicate, or its merge onto the head with its twin."""
 
-    def __init__(self, plumbing: Plumbing, stacks: Stacks, verdicts: Verdicts) -> None:
-        self.plumbing = plumbing
-        self.store = plumbing.store
-        self.stacks = stacks
-        self.verdicts = verdicts
+    plumbing: Plumbing
+    stacks: Stacks
+    verdicts: Verdicts
 
     def replicate_of(self, cand: ExperimentRecord, hardware: str, index: int = 0) -> NewExperiment:
         """The same code on the same class, the `index`-th replicate of its chain: by a
@@ -37,7 +39,7 @@ class Merges:
         `require_two_owners`, only so), else by another worker; by its own worker only
         after `replicate_wait_s` with no other worker."""
         since = self.plumbing.clock() - max(300.0, 5 * self.plumbing.settings.lease_ttl_s)
-        owners = set(self.store.active_owners(hardware, since))
+        owners = set(self.plumbing.store.active_owners(hardware, since))
         strict = self.plumbing.settings.require_two_owners
         fields: dict[str, FieldValue] = {
             "hypothesis_id": cand.hypothesis_id,
@@ -53,6 +55,33 @@ class Merges:
         }
         replicate_id = evidence.chain_ids(cand.experiment_id)[index]
         return NewExperiment(replicate_id, cand.task_id, ExperimentKind.REPLICATE, hardware, fields)
+
+    def conclude_replicated(
+        self,
+        task: TaskRecord,
+        concluded: ExperimentRecord,
+        cand: ExperimentRecord,
+        decision: judge.Decision,
+        *,
+        index: int = 0,
+        experiment: dict[str, FieldValue] | None = None,
+        observed: tuple[str, list[Observation]] | None = None,
+    ) -> bool:
+        """Record `decision` on `concluded` with the `index`-th replicate of `cand` queued
+        as its follow-up (`experiment`: its own fields, to which the replicate's id is added);
+        True if applied now."""
+        replicate = self.replicate_of(cand, hardware_of(concluded), index)
+        if experiment is not None:
+            experiment = experiment | {"replicate_id": replicate.experiment_id}
+        return self.verdicts.conclude(
+            task,
+            concluded,
+            decision,
+            follow_up=replicate,
+            hypothesis={"experiment_id": replicate.experiment_id},
+            experiment=experiment,
+            observed=observed,
+        )
 
     def merge_forward(
         self,
@@ -118,7 +147,7 @@ class Merges:
         # runs alongside it, on another worker, instead of after it (withdrawn if the merge
         # is not better). Queued first, so a crash before the decision repeats both.
         twin = fields | {"candidate_id": merge_id, "twin": merge_id}
-        self.store.enqueue_experiment(
+        self.plumbing.store.enqueue_experiment(
             NewExperiment(replicate_id, task.task_id, ExperimentKind.REPLICATE, hardware, twin),
             now=self.plumbing.clock(),
         )
@@ -142,7 +171,7 @@ class Merges:
             hypothesis={"experiment_id": merge_id},
             experiment=experiment,
         )
-        self.store.set_tip(
+        self.plumbing.store.set_tip(
             task.task_id,
             hardware,
             on=head.commit,
@@ -163,7 +192,7 @@ class Merges:
     ) -> dict[str, FieldValue]:
         """The fields of the merge of `cand` onto `head` (`merged`), stacked on the tip when
         one is being judged on that head; those already queued, after a crash."""
-        queued = self.store.get_experiment(replicate_id)
+        queued = self.plumbing.store.get_experiment(replicate_id)
         if queued is not None:  # repeated after a crash: the twin says what was chosen
             return {
                 "hypothesis_id": cand.hypothesis_id,
@@ -181,14 +210,14 @@ class Merges:
         stacked = self.stacks.onto_tip(task, cand, tip)
         if tip is not None and stacked is not None:
             merged, base, stacked_on = stacked, tip[1], tip[0]
-        hyp = self.store.get_hypothesis(cand.hypothesis_id or "")
+        hyp = self.plumbing.store.get_hypothesis(cand.hypothesis_id or "")
         title = hyp.title if hyp else cand.experiment_id
         merged_commit = lineage.store_experiment(
             merge_id, merged, parent=base, message=f"merge: {title}"
         )
         return {
             "hypothesis_id": cand.hypothesis_id,
-            "bundle_hash": self.store.put_bundle(merged),
+            "bundle_hash": self.plumbing.store.put_bundle(merged),
             "parent_commit": base,
             "code_commit": merged_commit,
             "code_bytes": code_bytes(merged, task.spec),

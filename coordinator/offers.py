@@ -11,6 +11,7 @@ between a keep and its offers is repaired by offering again (`coordinator.reconc
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from coordinator import judge
 from coordinator.heads import code_bytes, derived_id
@@ -28,12 +29,11 @@ logger = logging.getLogger(__name__)
 KeptChange = tuple[str, ExperimentRecord, str, judge.Decision]
 
 
+@dataclass(eq=False)
 class Offers:
     """Offers kept changes to the other classes (see the module doc)."""
 
-    def __init__(self, plumbing: Plumbing) -> None:
-        self.plumbing = plumbing
-        self.store = plumbing.store
+    plumbing: Plumbing
 
     def offer_elsewhere(
         self,
@@ -53,7 +53,7 @@ class Offers:
         derived from the kept experiment and the class.
         """
         kept = (hardware, cand, commit, decision)
-        others = [hw for hw in self.store.task_classes(task.task_id) if hw != hardware]
+        others = [hw for hw in self.plumbing.store.task_classes(task.task_id) if hw != hardware]
         queued = sum(self._offer(task, kept, other) for other in others)
         if queued:
             self.plumbing.notify(queued)
@@ -90,7 +90,7 @@ class Offers:
         histories: dict[str, list[CommitInfo]] = {}
         found: dict[str, ExperimentRecord | None] = {}
         changes: list[KeptChange] = []
-        for other in self.store.task_classes(task.task_id):
+        for other in self.plumbing.store.task_classes(task.task_id):
             branch = branch_for(other)
             sha = heads.get(branch)
             if sha is None:
@@ -99,7 +99,9 @@ class Offers:
                 histories[sha] = lineage.history(branch)
             for info in reversed(histories[sha]):  # oldest first
                 if info.sha not in found:
-                    found[info.sha] = self.store.get_experiment(info.trailers.get("Experiment", ""))
+                    found[info.sha] = self.plumbing.store.get_experiment(
+                        info.trailers.get("Experiment", "")
+                    )
                 cand = found[info.sha]
                 if cand is None or cand.hypothesis_id is None:
                     continue  # the task's first commit, or a change from elsewhere
@@ -120,11 +122,11 @@ class Offers:
         """Offer the kept change to one other class; 1 if an experiment was queued there."""
         hardware, cand, commit, decision = kept
         offer_id = derived_id("h", "offer", cand.experiment_id, other)
-        head = self.store.get_head(task.task_id, other)
-        if head is None or self.store.get_hypothesis(offer_id) is not None:
+        head = self.plumbing.store.get_head(task.task_id, other)
+        if head is None or self.plumbing.store.get_hypothesis(offer_id) is not None:
             return 0
         lineage = self.plumbing.lineage(task.task_id)
-        hyp = self.store.get_hypothesis(cand.hypothesis_id or "")
+        hyp = self.plumbing.store.get_hypothesis(cand.hypothesis_id or "")
         title = hyp.title if hyp else f"experiment {cand.experiment_id}"
         whence = (
             f"Kept on {hardware} as {commit[:12]} ({task.spec.metric.name} "
@@ -146,7 +148,7 @@ class Offers:
                 f"{head.commit[:12]} in {', '.join(exc.paths)}"
             )
             fields |= {"verdict": Verdict.CONFLICT.value, "reason": reason}
-            self.store.submit_hypothesis(
+            self.plumbing.store.submit_hypothesis(
                 offer_id, task.task_id, fields, None, None, now=self.plumbing.clock()
             )
             logger.info("task %s: offer of %s to %s: %s", task.task_id, title, other, reason)
@@ -157,7 +159,7 @@ class Offers:
         code_commit = lineage.store_experiment(
             merge_id, merged, parent=head.commit, message=f"offer: {title}"
         )
-        bundle_hash = self.store.put_bundle(merged)
+        bundle_hash = self.plumbing.store.put_bundle(merged)
         offer = NewExperiment(
             merge_id,
             task.task_id,
@@ -172,7 +174,7 @@ class Offers:
                 "candidate_id": cand.experiment_id,
             },
         )
-        submitted = self.store.submit_hypothesis(
+        submitted = self.plumbing.store.submit_hypothesis(
             offer_id,
             task.task_id,
             fields,

@@ -18,6 +18,7 @@ their decisions were overtaken by the kept changes since.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from coordinator import trust
 from coordinator.heads import Heads, derived_id
@@ -33,25 +34,24 @@ logger = logging.getLogger(__name__)
 SWEEP_BATCH = 500
 
 
+@dataclass(eq=False)
 class Rechecks:
     """Trust counted per claim, and re-checks (see the module doc)."""
 
-    def __init__(self, plumbing: Plumbing, heads: Heads) -> None:
-        self.plumbing = plumbing
-        self.store = plumbing.store
-        self.heads = heads
+    plumbing: Plumbing
+    heads: Heads
 
     def distrusted(self, worker_id: str | None) -> bool:
-        return self.store.is_distrusted(worker_id or "")
+        return self.plumbing.store.is_distrusted(worker_id or "")
 
     def count_claim(self, worker_id: str | None, *, agreed: bool) -> None:
         """One replication of this worker's claim; it loses trust here if it must."""
         if not worker_id:
             return
-        counts = self.store.count_agreement(worker_id, agreed=agreed)
+        counts = self.plumbing.store.count_agreement(worker_id, agreed=agreed)
         if agreed or not trust.distrusted(counts):
             return
-        if self.store.distrust(worker_id, now=self.plumbing.clock()):
+        if self.plumbing.store.distrust(worker_id, now=self.plumbing.clock()):
             logger.warning(
                 "worker %s lost trust: %d of its %d checked claims did not reproduce "
                 "(the other workers': %d of %d); re-checking what it measured",
@@ -66,14 +66,17 @@ class Rechecks:
     def recheck_worker(self, worker_id: str) -> int:
         """Queue re-checks of the worker's unchecked runs on current heads; how many."""
         queued = 0
-        for task_id in self.store.task_ids():
+        for task_id in self.plumbing.store.task_ids():
             with self.plumbing.task_lock(task_id):
                 heads = {
-                    hw: self.store.get_head(task_id, hw) for hw in self.store.task_classes(task_id)
+                    hw: self.plumbing.store.get_head(task_id, hw)
+                    for hw in self.plumbing.store.task_classes(task_id)
                 }
-                ids = self.store.task_experiment_ids(task_id)
+                ids = self.plumbing.store.task_experiment_ids(task_id)
                 for start in range(0, len(ids), SWEEP_BATCH):
-                    for exp in self.store.get_experiments(ids[start : start + SWEEP_BATCH]):
+                    for exp in self.plumbing.store.get_experiments(
+                        ids[start : start + SWEEP_BATCH]
+                    ):
                         head = heads.get(hardware_of(exp))
                         if exp.worker_id != worker_id or exp.state is not ExperimentState.DONE:
                             continue
@@ -88,7 +91,9 @@ class Rechecks:
         metric = exp.result.metric if exp.result and exp.result.status is ResultStatus.OK else None
         if exp.kind is ExperimentKind.BASELINE and metric is not None and exp.judged:
             hardware = hardware_of(exp)
-            self.store.drop_run(exp.task_id, hardware, exp.parent_commit, metric, exp.experiment_id)
+            self.plumbing.store.drop_run(
+                exp.task_id, hardware, exp.parent_commit, metric, exp.experiment_id
+            )
             return self.replace_baseline(exp, worker_id)
         candidate = exp.kind in (ExperimentKind.EXPLORE, ExperimentKind.MERGE)
         if candidate and exp.verdict is Verdict.DISCARDED and metric is not None:
@@ -115,7 +120,7 @@ class Rechecks:
         why = "whose score was far outside the class's history" if held else "who lost trust"
         reason = f"baseline {exp.experiment_id} by {worker_id}, {why}: measured again"
         return int(
-            self.store.recheck(
+            self.plumbing.store.recheck(
                 again,
                 hypothesis_id=None,
                 hypothesis=None,
@@ -134,7 +139,7 @@ class Rechecks:
             "experiment_id": again.experiment_id,
         }
         return int(
-            self.store.recheck(
+            self.plumbing.store.recheck(
                 again,
                 hypothesis_id=exp.hypothesis_id,
                 hypothesis=hypothesis,

@@ -12,6 +12,7 @@ the new head with no run of its own again (`unstack`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from coordinator import judge
 from coordinator.heads import Heads
@@ -33,28 +34,19 @@ def not_needed(merge_id: str) -> str:
     return f"not needed: the merge {merge_id} it replicates was not better"
 
 
+@dataclass(eq=False)
 class Stacking:
     """Places winners on a head's stack and sets aside those a stack no longer carries.
 
     `judge_now`: judges one finished experiment (a twin that finished before its merge's
     verdict is judged as soon as that verdict is in)."""
 
-    def __init__(
-        self,
-        plumbing: Plumbing,
-        heads: Heads,
-        stacks: Stacks,
-        verdicts: Verdicts,
-        merges: Merges,
-        judge_now: Callable[[str], None],
-    ) -> None:
-        self.plumbing = plumbing
-        self.store = plumbing.store
-        self.heads = heads
-        self.stacks = stacks
-        self.verdicts = verdicts
-        self.merges = merges
-        self._judge_now = judge_now
+    plumbing: Plumbing
+    heads: Heads
+    stacks: Stacks
+    verdicts: Verdicts
+    merges: Merges
+    judge_now: Callable[[str], None]
 
     def place_winner(
         self,
@@ -66,17 +58,11 @@ class Stacking:
     ) -> None:
         """An explore that looks better: merged at once (`_merged_at_once`), or replicated on
         its head, where it is the tip unless another winner is; the winners on the head's
-        stack that it outclasses (`_outclassed`) are set aside and go on top of it."""
+        stack that it outclasses (`outclassed`) are set aside and go on top of it."""
         outclassed = self.outclassed(task, hardware, exp, decision)
         if not self._merged_at_once(task, hardware, exp, decision):
-            replicate = self.merges.replicate_of(exp, hardware)
-            decided = self.verdicts.conclude(
-                task,
-                exp,
-                decision,
-                follow_up=replicate,
-                hypothesis={"experiment_id": replicate.experiment_id},
-                experiment=(experiment or {}) | {"replicate_id": replicate.experiment_id},
+            decided = self.merges.conclude_replicated(
+                task, exp, exp, decision, experiment=experiment or {}
             )
             if decided:  # winners found next on this head stack on it
                 self.stacks.mark_tip(task, hardware, exp)
@@ -92,7 +78,7 @@ class Stacking:
         another winner on its head is being judged (it is stacked on that one). Its merge
         runs next, with its replicate beside it, and its verdict checks the explorer's
         claim. False if neither holds: it is replicated on its head."""
-        head = self.store.get_head(task.task_id, hardware)
+        head = self.plumbing.store.get_head(task.task_id, hardware)
         if head is None:
             return False
         if head.commit != exp.parent_commit:
@@ -117,7 +103,7 @@ class Stacking:
         head moved past it) its own change is merged onto the head as a new merge, its run and
         its replicate's are set aside, and None is returned."""
         self.heads.forget_heads()  # the head may have moved in this pass (the merge under it kept)
-        head = self.store.get_head(task.task_id, hardware)
+        head = self.plumbing.store.get_head(task.task_id, hardware)
         if head is None:
             return merge
         lineage = self.plumbing.lineage(task.task_id)
@@ -146,7 +132,7 @@ class Stacking:
         merged onto the head again now (running or not, or finished: its score cannot
         count), the one that claimed the most first, each next one stacked on the one
         before; its run and its replicate's are withdrawn if unfinished."""
-        tip = self.store.get_tip(task.task_id, hardware).get("experiment_id", "")
+        tip = self.plumbing.store.get_tip(task.task_id, hardware).get("experiment_id", "")
         chain = self.stacks.stack_under(tip) if tip else []  # read before any restack moves the tip
         above = next((chain[:i] for i, e in enumerate(chain) if e.experiment_id == failed_id), [])
         why = {
@@ -155,7 +141,7 @@ class Stacking:
         undecided = [
             (live, live)
             for merge in reversed(above)
-            if (live := self.store.get_experiment(merge.experiment_id)) is not None
+            if (live := self.plumbing.store.get_experiment(merge.experiment_id)) is not None
             and not live.judged
         ]
         if also is not None:
@@ -180,7 +166,7 @@ class Stacking:
         # The strongest claim at the bottom: it is the likeliest to be kept, and a stack
         # breaks at its weakest winner below the rest (a lucky run on a noisy head).
         for winner, carrier in sorted(winners, key=lambda w: -self._claimed_gain(task, w[0])):
-            head = self.store.get_head(task.task_id, hardware)
+            head = self.plumbing.store.get_head(task.task_id, hardware)
             if head is None:
                 return
             reason = why[winner.experiment_id]
@@ -198,7 +184,7 @@ class Stacking:
         yields: bool = False,
     ) -> None:
         """A stacked winner (a merge, or the explore at the bottom of a stack) set aside: its
-        own change is merged onto the head again (`_merge_forward`); the run that carried it
+        own change is merged onto the head again (`Merges.merge_forward`); the run that carried it
         (the merge, or the explore's replicate) is concluded so and withdrawn if unfinished,
         and so is a merge's replicate; a score of theirs, if any, does not count."""
         decision = judge.Decision(judge.Action.DISCARD, Verdict.PENDING, why)
@@ -233,7 +219,7 @@ class Stacking:
         if decision.delta is None:
             return []
         gain = -decision.delta if task.spec.lower_is_better else decision.delta
-        head = self.store.get_head(task.task_id, hardware)
+        head = self.plumbing.store.get_head(task.task_id, hardware)
         tip = self.stacks.tip(task, hardware, head) if head is not None else None
         if head is None or tip is None:
             return []
@@ -247,7 +233,7 @@ class Stacking:
             if carrier is None or self._claimed_gain(task, member) * OUTCLASS >= gain:
                 continue
             below = members[i - 1] if i else None  # none: the new winner is the bottom
-            self.store.set_tip(
+            self.plumbing.store.set_tip(
                 task.task_id,
                 hardware,
                 on=head.commit,
@@ -263,7 +249,7 @@ class Stacking:
         replicate of the explore at the bottom); None once it has finished."""
         run = winner if winner.kind is ExperimentKind.MERGE else None
         if winner.kind is ExperimentKind.EXPLORE and winner.replicate_id:
-            run = self.store.get_experiment(winner.replicate_id)
+            run = self.plumbing.store.get_experiment(winner.replicate_id)
         unfinished = (ExperimentState.QUEUED, ExperimentState.LEASED)
         return run if run is not None and not run.judged and run.state in unfinished else None
 
@@ -282,7 +268,7 @@ class Stacking:
 
     def _claimed_gain(self, task: TaskRecord, merge: ExperimentRecord) -> float:
         """How much the change a merge carries gained where it was last judged (0: unknown)."""
-        hyp = self.store.get_hypothesis(merge.hypothesis_id or "")
+        hyp = self.plumbing.store.get_hypothesis(merge.hypothesis_id or "")
         if hyp is None or hyp.delta is None:
             return 0.0
         return -hyp.delta if task.spec.lower_is_better else hyp.delta
@@ -297,11 +283,11 @@ class Stacking:
     ) -> None:
         """The merge's replicate, queued alongside it: judged now if it has finished and the
         merge is being replicated; withdrawn if the merge is not (its run is not needed)."""
-        twin = self.store.get_experiment(merge.twin or "")
+        twin = self.plumbing.store.get_experiment(merge.twin or "")
         if twin is None or twin.judged:
             return
         unneeded = reason or not_needed(merge.experiment_id)
         if not replicating and self.verdicts.withdraw(task, twin.experiment_id, unneeded):
             return
         if twin.state in (ExperimentState.DONE, ExperimentState.DEAD):
-            self._judge_now(twin.experiment_id)
+            self.judge_now(twin.experiment_id)

@@ -8,6 +8,8 @@ winners found next are stacked on its code rather than run one after another (se
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from coordinator import evidence
 from coordinator.models import ExperimentRecord, HeadRecord, TaskRecord
 from coordinator.plumbing import Plumbing
@@ -18,12 +20,11 @@ from shared.models import ExperimentState, Verdict
 MAX_STACK = 100
 
 
+@dataclass(eq=False)
 class Stacks:
     """Reads and marks the stack of winners on each head (see the module doc)."""
 
-    def __init__(self, plumbing: Plumbing) -> None:
-        self.plumbing = plumbing
-        self.store = plumbing.store
+    plumbing: Plumbing
 
     def would_stack(
         self, task: TaskRecord, hardware: str, cand: ExperimentRecord, head: HeadRecord
@@ -38,11 +39,11 @@ class Stacks:
     def mark_tip(self, task: TaskRecord, hardware: str, cand: ExperimentRecord) -> None:
         """A winner found on the head, now being replicated there, is the tip (the code the
         next winners on that head are stacked on) unless another winner is."""
-        head = self.store.get_head(task.task_id, hardware)
+        head = self.plumbing.store.get_head(task.task_id, hardware)
         if head is None or head.commit != cand.parent_commit or not cand.code_commit:
             return
         if self.tip(task, hardware, head) is None:
-            self.store.set_tip(
+            self.plumbing.store.set_tip(
                 task.task_id,
                 hardware,
                 on=head.commit,
@@ -72,7 +73,7 @@ class Stacks:
         there), (experiment id, code commit), while it and every winner under it are still
         being judged; None if there is none (a stack whose bottom was not kept is built on
         code that will never be the head)."""
-        tip = self.store.get_tip(task.task_id, hardware)
+        tip = self.plumbing.store.get_tip(task.task_id, hardware)
         if tip.get("on") != head.commit or not tip.get("experiment_id"):
             return None
         for under in self.stack_under(tip["experiment_id"]):
@@ -91,32 +92,32 @@ class Stacks:
         tip = self.tip(task, hardware, old)
         if tip is None or tip[0] == kept.experiment_id:
             return None
-        under, seen = self.store.get_experiment(tip[0]), 0
+        under, seen = self.plumbing.store.get_experiment(tip[0]), 0
         while under is not None and under.stacked_on and seen < MAX_STACK:
             if under.stacked_on == kept.experiment_id:
                 return tip
             if not self.carries(under.stacked_on):  # a merge in between was not kept
                 return None
-            under, seen = self.store.get_experiment(under.stacked_on), seen + 1
+            under, seen = self.plumbing.store.get_experiment(under.stacked_on), seen + 1
         return None
 
     def stack_under(self, experiment_id: str) -> list[ExperimentRecord]:
         """A stacked winner and the winners under it, top first, down to the one built on a
         head (at most MAX_STACK)."""
         chain: list[ExperimentRecord] = []
-        exp = self.store.get_experiment(experiment_id)
+        exp = self.plumbing.store.get_experiment(experiment_id)
         while exp is not None and len(chain) < MAX_STACK:
             chain.append(exp)
-            exp = self.store.get_experiment(exp.stacked_on) if exp.stacked_on else None
+            exp = self.plumbing.store.get_experiment(exp.stacked_on) if exp.stacked_on else None
         return chain
 
     def carries(self, experiment_id: str) -> bool:
         """Whether this winner (a merge or its twin, or an explore or its replicate) still
         carries its hypothesis, undecided."""
-        exp = self.store.get_experiment(experiment_id)
+        exp = self.plumbing.store.get_experiment(experiment_id)
         if exp is None or exp.state is ExperimentState.DEAD:
             return False
-        hyp = self.store.get_hypothesis(exp.hypothesis_id or "")
+        hyp = self.plumbing.store.get_hypothesis(exp.hypothesis_id or "")
         if hyp is None or hyp.verdict is not Verdict.PENDING or not hyp.experiment_id:
             return False
         carriers = {exp.experiment_id, exp.twin, exp.replicate_id}

@@ -11,6 +11,7 @@ whether that happened from `take_woken`.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from coordinator import judge
 from coordinator.baselines import Baselines
@@ -50,22 +51,43 @@ def verdict_event(
     }
 
 
+def decision_event(
+    exp: ExperimentRecord,
+    decision: judge.Decision,
+    hardware: str,
+    time_s: float,
+    *,
+    verdict: Verdict | None = None,
+    commit: str | None = None,
+) -> dict[str, FieldValue]:
+    """The `verdict` event of `decision` on `exp` (`verdict`: another than the decision's;
+    `commit`: where a kept change was committed)."""
+    more: dict[str, FieldValue] = {
+        "hypothesis_id": exp.hypothesis_id,
+        "hardware": hardware,
+        "metric": decision.metric,
+    }
+    if commit is not None:
+        more["commit"] = commit
+    verdict = verdict or decision.verdict
+    return verdict_event(exp.task_id, exp.experiment_id, verdict, decision.reason, time_s, **more)
+
+
+@dataclass(eq=False)
 class Verdicts:
     """Records decisions, withdraws what is not needed, defers and undefers judgements."""
 
-    def __init__(self, plumbing: Plumbing, baselines: Baselines) -> None:
-        self.plumbing = plumbing
-        self.store = plumbing.store
-        self.baselines = baselines
-        self._woken = False
+    plumbing: Plumbing
+    baselines: Baselines
+    _woken: bool = field(default=False, init=False)
 
     def defer(self, experiment_id: str) -> None:
         """Look at this judgement again in DEFER_S, or as soon as `undefer` is called."""
-        self.store.defer_judgement(experiment_id, self.plumbing.clock() + DEFER_S)
+        self.plumbing.store.defer_judgement(experiment_id, self.plumbing.clock() + DEFER_S)
 
     def undefer(self) -> None:
         """Judgements that wait on others are due now (what they waited for may be done)."""
-        if self.store.undefer_judgements(self.plumbing.clock()):
+        if self.plumbing.store.undefer_judgements(self.plumbing.clock()):
             self._woken = True
 
     def take_woken(self) -> bool:
@@ -100,17 +122,8 @@ class Verdicts:
         }
         if decision.verdict is Verdict.PENDING and decision.delta is None:
             del hyp["metric"], hyp["delta"]  # restacked: what it claimed still stands
-        event = verdict_event(
-            task.task_id,
-            exp.experiment_id,
-            decision.verdict,
-            decision.reason,
-            self.plumbing.clock(),
-            hypothesis_id=exp.hypothesis_id,
-            hardware=hardware,
-            metric=decision.metric,
-        )
-        decided = self.store.conclude(
+        event = decision_event(exp, decision, hardware, self.plumbing.clock())
+        decided = self.plumbing.store.conclude(
             exp.experiment_id,
             task_id=task.task_id,
             experiment={
@@ -148,7 +161,7 @@ class Verdicts:
         event = verdict_event(
             task.task_id, experiment_id, Verdict.DISCARDED, reason, self.plumbing.clock()
         )
-        return self.store.withdraw(
+        return self.plumbing.store.withdraw(
             experiment_id,
             verdict=Verdict.DISCARDED.value,
             reason=reason,
