@@ -17,6 +17,7 @@ import pytest
 
 from coordinator import judge, trust
 from coordinator.hypotheses import build_context, submit_hypothesis
+from coordinator.judgements import Rule
 from coordinator.lineage import branch_for
 from coordinator.models import ExperimentRecord, HypothesisRecord
 from coordinator.noise import Run, far_out, fit_noise
@@ -255,16 +256,18 @@ def knobs_world(
     tmp_path: Path,
     task_dir_factory: Callable[..., Path],
     clock: Callable[[], float] = time.time,
+    rule: Rule | None = None,
     **overrides: object,
 ) -> World:
-    """The knobs task registered on HW (its baselines queued), judged on `clock`'s time; its
-    heads measured three times only (no extra baselines) unless `overrides` say otherwise."""
+    """The knobs task registered on HW (its baselines queued), judged on `clock`'s time by
+    `rule` (else the default); its heads measured three times only (no extra baselines) unless
+    `overrides` say otherwise."""
     values: dict[str, object] = {"baseline_runs": 3, "max_baseline_runs": 3, "z": 2.0}
     settings = CoordinatorSettings(
         data_dir=tmp_path / "data", redis_url=redis_url, **(values | overrides)
     )
     store = Store(redis_url)
-    scheduler = Scheduler(store, settings, clock=clock)
+    scheduler = Scheduler(store, settings, clock=clock, rule=rule)
     task = register_task(store, settings, task_dir_factory("knobs", train=KNOBS))
     scheduler.ensure_class(task, HW)
     return World(store, scheduler, settings, task.task_id)
@@ -283,6 +286,57 @@ def test_baselines_measure_the_head(world: World) -> None:
     head, stats = world.scheduler.heads.stats(world.task_id, HW)
     assert head is not None and head.ready
     assert stats.mean == pytest.approx(1.0) and stats.std == pytest.approx(0.01)
+
+
+class DiscardAll:
+    """A rule that discards every candidate at its first run."""
+
+    def screen(
+        self,
+        result: Result | None,
+        stats: judge.HeadStats,
+        spec: TaskSpec,
+        *,
+        shorter: bool = False,
+        last_error: str | None = None,
+        history: list[float] | None = None,
+        worker: str = "",
+    ) -> judge.Decision:
+        metric = result.metric if result else None
+        return judge.Decision(
+            judge.Action.DISCARD, Verdict.DISCARDED, "the other rule", None, metric
+        )
+
+    def decide(
+        self,
+        evidence: judge.Evidence,
+        stats: judge.HeadStats,
+        spec: TaskSpec,
+        *,
+        shorter: bool = False,
+        claim: Run | None = None,
+        replicate: Run | None = None,
+    ) -> judge.Decision:
+        raise AssertionError("no candidate is replicated under this rule")
+
+
+def test_a_rule_handed_to_the_scheduler_decides_in_place_of_the_default(
+    redis_url: str, tmp_path: Path, task_dir_factory: Callable[..., Path]
+) -> None:
+    """0.5 against a head of 1.00 ± 0.01, which the default rule replicates, is discarded by
+    the rule handed in, with its reason, and nothing more is queued."""
+    world = knobs_world(redis_url, tmp_path, task_dir_factory, rule=DiscardAll())
+    try:
+        for worker, metric in (("w1", 1.0), ("w2", 1.01), ("w3", 0.99)):
+            world.run(worker, ok(metric))
+        hypothesis_id = world.submit(alpha="0.5")
+        world.run("w1", ok(0.5))
+        hyp = world.store.get_hypothesis(hypothesis_id)
+        assert hyp is not None and hyp.verdict is Verdict.DISCARDED
+        assert hyp.reason == "the other rule"
+        assert world.store.lease("w2", "w2", HW, now=1.0, lease_ttl_s=10) is None
+    finally:
+        world.store.close()
 
 
 def test_a_better_candidate_is_replicated_by_another_worker(world: World) -> None:
