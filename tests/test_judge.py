@@ -281,6 +281,35 @@ def world(unmeasured: World) -> World:
     return unmeasured
 
 
+def test_a_judging_pass_says_when_a_decision_woke_judgements_that_waited(
+    unmeasured: World,
+) -> None:
+    """A candidate reported before its head's last baseline waits; the pass that judges that
+    baseline says it woke judgements, and the next pass judges the candidate."""
+    world = unmeasured
+    world.submit(alpha="0.5")
+    leases = [world.lease(worker) for worker in ("w1", "w2", "w3", "w4")]
+    records = world.store.get_experiments([run[1] for run in leases])
+    kinds = {exp.experiment_id: exp.kind for exp in records}
+    baselines = [run for run in leases if kinds[run[1]] is ExperimentKind.BASELINE]
+    (explore,) = [run for run in leases if run not in baselines]
+    for now, (worker_id, experiment_id, token) in enumerate(
+        [*baselines[:2], explore, baselines[2]], start=1
+    ):
+        result = ok(0.5 if experiment_id == explore[1] else 1.0)
+        assert world.store.report(
+            experiment_id, worker_id, token, result, now=float(now), max_attempts=3
+        )
+    judged = world.scheduler.process_pending()
+    waiting = world.store.get_experiment(explore[1])
+    assert judged.handled == 4 and judged.woken
+    assert waiting is not None and not waiting.judged
+    again = world.scheduler.process_pending()
+    record = world.store.get_experiment(explore[1])
+    assert again.handled == 1 and not again.woken
+    assert record is not None and record.judged and record.replicate_id
+
+
 def test_baselines_measure_the_head(world: World) -> None:
     """Three baselines make the head ready, with their mean and spread."""
     head, stats = world.scheduler.heads.stats(world.task_id, HW)
