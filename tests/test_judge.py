@@ -318,34 +318,15 @@ def test_baselines_measure_the_head(world: World) -> None:
 
 
 class DiscardAll:
-    """A rule that discards every candidate at its first run."""
+    """A rule that discards every candidate at its first run (and so never pools runs)."""
 
-    def screen(
-        self,
-        result: Result | None,
-        stats: judge.HeadStats,
-        spec: TaskSpec,
-        *,
-        shorter: bool = False,
-        last_error: str | None = None,
-        history: list[float] | None = None,
-        worker: str = "",
-    ) -> judge.Decision:
+    def screen(self, result: Result | None, *args: Any, **kwargs: Any) -> judge.Decision:
         metric = result.metric if result else None
         return judge.Decision(
             judge.Action.DISCARD, Verdict.DISCARDED, "the other rule", None, metric
         )
 
-    def decide(
-        self,
-        evidence: judge.Evidence,
-        stats: judge.HeadStats,
-        spec: TaskSpec,
-        *,
-        shorter: bool = False,
-        claim: Run | None = None,
-        replicate: Run | None = None,
-    ) -> judge.Decision:
+    def decide(self, *args: Any, **kwargs: Any) -> judge.Decision:
         raise AssertionError("no candidate is replicated under this rule")
 
 
