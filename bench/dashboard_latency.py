@@ -97,7 +97,7 @@ class Loader:
                 )
                 self.store.put_worker(record)
                 self.workers[hw].append(record)
-        task = self.scheduler.get_task(self.task_id)
+        task = self.scheduler.reads.get_task(self.task_id)
         for hw in CLASSES:
             self.scheduler.ensure_class(task, hw)
 
@@ -129,7 +129,7 @@ class Loader:
             if seq % CRASH_EVERY == 0:
                 metric = None
             else:
-                _, stats = self.scheduler.stats(self.task_id, hw)
+                _, stats = self.scheduler.heads.stats(self.task_id, hw)
                 centre = stats.mean if stats.mean is not None else CLASSES[hw]
                 better = self.rng.random() < 1.0 / KEPT_EVERY * 4
                 metric = centre - 0.05 if better else centre + abs(self.rng.gauss(0.02, 0.01))
@@ -177,8 +177,8 @@ class Loader:
                 raise RuntimeError("queued experiments that no worker can lease")
 
     def submit(self, i: int) -> None:
-        task = self.scheduler.get_task(self.task_id)
-        head = self.scheduler.primary_head(task)
+        task = self.scheduler.reads.get_task(self.task_id)
+        head = self.scheduler.reads.primary_head(task)
         assert head is not None
         proposer = PROPOSERS[i % len(PROPOSERS)]
         title = f"try LR={self.lr * (1 + (i % 17) / 10):.3g} (idea {i})"
@@ -192,7 +192,7 @@ class Loader:
                 proposer=proposer,
                 author="bench",
             )
-            submitted = submit_hypothesis(self.scheduler, create)
+            submitted = submit_hypothesis(self.scheduler.reads, create)
             self.with_diff = self.with_diff or (submitted.experiment_id or "")
             return
         bundle = hashlib.sha256(f"bench-{i}".encode()).hexdigest()

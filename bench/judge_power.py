@@ -118,7 +118,7 @@ class Swarm:
         self.turn = 0
 
     def score(self, commit: str, worker: str) -> float:
-        files = self.scheduler.lineage(self.task_id).files_at(commit)
+        files = self.scheduler.reads.lineage(self.task_id).files_at(commit)
         effects = sum(float(e) for e in EFFECT_LINE.findall(files["train.py"].decode()))
         drift = self.args.drift * SIGMA * math.sin(2 * math.pi * self.ran / self.args.drift_period)
         noise = self.rng.gauss(0.0, SIGMA)
@@ -157,7 +157,7 @@ class Swarm:
     def head_code(self) -> str:
         head = self.store.get_head(self.task_id, HW)
         assert head is not None
-        return self.scheduler.lineage(self.task_id).files_at(head.commit)["train.py"].decode()
+        return self.scheduler.reads.lineage(self.task_id).files_at(head.commit)["train.py"].decode()
 
     def candidate(self, n: int, effect: float, tally: Tally) -> None:
         """Submit one candidate of this effect and follow it to its verdict."""
@@ -166,7 +166,7 @@ class Swarm:
                 self.now += self.settings.replicate_wait_s
         train = self.head_code() + f"EFFECT_{n} = {effect!r}\n"
         create = HypothesisCreate(task_id=self.task_id, title=f"c{n}", change={"train.py": train})
-        hypothesis_id = submit_hypothesis(self.scheduler, create).hypothesis_id
+        hypothesis_id = submit_hypothesis(self.scheduler.reads, create).hypothesis_id
         started, runs, idle = self.ran, 0, 0
         while True:
             hyp = self.store.get_hypothesis(hypothesis_id)

@@ -77,8 +77,8 @@ def _add_classes(store: Store, settings: CoordinatorSettings, task_id: str, n: i
     }
     scheduler = Scheduler(store, settings)
     for hw in classes:
-        ids = scheduler.baseline_ids(task_id, hw, task.init_commit)
-        baseline = scheduler.baseline_of(task_id, hw, head)
+        ids = scheduler.heads.baseline_ids(task_id, hw, task.init_commit)
+        baseline = scheduler.heads.baseline_of(task_id, hw, head)
         store.add_class(task_id, hw, head, baseline, ids, now=time.time())
 
 

@@ -1,29 +1,25 @@
 """Heads and hardware classes: each task's head per class, its baselines, its stats.
 
-`HeadOps` is the base of the scheduler: it holds the store, the settings, the per-task
-locks, and everything about heads: giving a task a new hardware class (a branch and
+`Heads` knows everything about heads: giving a task a new hardware class (a branch and
 `baseline_runs` baselines, once), pointing a head at a commit (reconcile), and the stats a
-result is judged by. Experiment ids of follow-ups are derived from what they follow
-(`derived_id`), so queueing one twice is a no-op.
+result is judged by (each class's noise fitted once per change of its runs). It is also the
+read side's view of heads (`coordinator.read_side.ReadSide`). Experiment ids of follow-ups
+are derived from what they follow (`derived_id`), so queueing one twice is a no-op.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import threading
-import time
 import uuid
-from collections.abc import Callable
 
 from coordinator import judge
 from coordinator.lineage import Lineage, branch_for
 from coordinator.models import HeadRecord, TaskRecord
 from coordinator.noise import Noise, Run, fit_noise, sane
-from coordinator.settings import CoordinatorSettings
+from coordinator.plumbing import Plumbing
 from coordinator.store import NewExperiment, Store
 from coordinator.store.base import FieldValue
-from shared.errors import NotFound
 from shared.models import ExperimentKind
 from shared.task import Device, TaskSpec
 
@@ -31,8 +27,6 @@ logger = logging.getLogger(__name__)
 
 INIT_BRANCH = "main"
 HeadRuns = tuple[HeadRecord | None, list[Run], Noise]
-# How often a lease looks for tasks registered by another coordinator process (seconds).
-TASKS_RECHECK_S = 1.0
 
 
 def derived_id(prefix: str, *parts: str) -> str:
@@ -54,60 +48,30 @@ def fits(spec: TaskSpec, hardware: str) -> bool:
     return spec.resources.device is not Device.CUDA or hardware.startswith("cuda")
 
 
-class HeadOps:
-    """The scheduler's state and its operations on heads (see the module doc)."""
+class Heads:
+    """Each task's head per class, its baselines and its stats (see the module doc)."""
 
-    def __init__(
-        self,
-        store: Store,
-        settings: CoordinatorSettings,
-        *,
-        on_enqueue: Callable[[int], None] | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.settings = settings
-        # The decision rule: one object, replaceable (coordinator.judge).
-        self.rule = judge.SequentialRule(settings.z)
+    def __init__(self, plumbing: Plumbing) -> None:
+        self.plumbing = plumbing
+        self.settings = plumbing.settings
+        self.notify = plumbing.notify
+        self._clock = plumbing.clock
         # Each class's fitted noise, by (task, class), with the runs it was fitted on.
         self._noise: dict[tuple[str, str], tuple[int, list[Run], Noise]] = {}
         self._priors: dict[str, tuple[float, int] | None] = {}
-        self._on_enqueue = on_enqueue or (lambda count: None)
-        self._clock = clock
-        self._locks: dict[str, threading.RLock] = {}
-        self._locks_guard = threading.Lock()
         self._known: set[tuple[str, str]] = set()
-        self._task_ids: tuple[float, list[str]] = (-TASKS_RECHECK_S, [])
-        # During a judging pass (process_pending): each class's head and runs, once read.
+        # During a judging pass (`begin_pass`): each class's head and runs, once read.
         self._heads: dict[tuple[str, str], HeadRuns] | None = None
-        # Set when a decision made judgements that waited on it due (the judge loop looks
-        # again at once).
-        self.undeferred = False
 
-    # -- plumbing ---------------------------------------------------------------------------
-
-    def undefer(self) -> None:
-        """Judgements that wait on others are due now (what they waited for may be done)."""
-        if self.store.undefer_judgements(self._clock()):
-            self.undeferred = True
+    @property
+    def store(self) -> Store:
+        return self.plumbing.store
 
     def lineage(self, task_id: str) -> Lineage:
-        return Lineage(self.settings.lineage_dir, task_id)
-
-    def task_lock(self, task_id: str) -> threading.RLock:
-        with self._locks_guard:
-            return self._locks.setdefault(task_id, threading.RLock())
+        return self.plumbing.lineage(task_id)
 
     def get_task(self, task_id: str) -> TaskRecord:
-        task = self.store.get_task(task_id)
-        if task is None:
-            raise NotFound(f"task {task_id} does not exist")
-        return task
-
-    def notify(self, count: int) -> None:
-        """Tell waiting lease requests that `count` experiments were queued."""
-        if count > 0:
-            self._on_enqueue(count)
+        return self.plumbing.get_task(task_id)
 
     # -- heads and hardware classes ---------------------------------------------------------
 
@@ -148,7 +112,7 @@ class HeadOps:
         if not fits(task.spec, hardware):
             self._known.add((task.task_id, hardware))
             return False
-        with self.task_lock(task.task_id):
+        with self.plumbing.task_lock(task.task_id):
             classes = self.store.task_classes(task.task_id)
             if hardware in classes:
                 self._known.add((task.task_id, hardware))
@@ -180,22 +144,16 @@ class HeadOps:
             self.notify(len(ids))
         return added
 
-    def tasks_changed(self) -> None:
-        """A task was registered here: look at the list of tasks again at the next lease."""
-        self._task_ids = (-TASKS_RECHECK_S, [])
+    def knows(self, task_id: str, hardware: str) -> bool:
+        """Whether the task is known on this class already (added, or found not to fit)."""
+        return (task_id, hardware) in self._known
 
-    def ensure_classes(self, hardware: str) -> None:
-        """Make every task known on this class. The list of tasks is read again at most every
-        TASKS_RECHECK_S (a task registered by another coordinator process waits that long)."""
-        read_s, task_ids = self._task_ids
-        if time.monotonic() - read_s >= TASKS_RECHECK_S:
-            task_ids = self.store.task_ids()
-            self._task_ids = (time.monotonic(), task_ids)
-        for task_id in task_ids:
-            if (task_id, hardware) not in self._known:
-                task = self.store.get_task(task_id)
-                if task is not None:
-                    self.ensure_class(task, hardware)
+    def begin_pass(self) -> None:
+        """A judging pass starts: each class's head and runs are read once until forgotten."""
+        self._heads = {}
+
+    def end_pass(self) -> None:
+        self._heads = None
 
     def forget_heads(self) -> None:
         """A head or its runs may change: a judging pass reads them again."""
@@ -205,7 +163,7 @@ class HeadOps:
     def reset_head(self, task: TaskRecord, hardware: str, commit: str) -> None:
         """Point the class's head at `commit` (git's word) and measure it anew."""
         self.forget_heads()
-        with self.task_lock(task.task_id):
+        with self.plumbing.task_lock(task.task_id):
             head = self._head_fields(task, commit)
             ids = self.baseline_ids(task.task_id, hardware, commit, "reset", repr(self._clock()))
             baseline = self.baseline_of(task.task_id, hardware, head)

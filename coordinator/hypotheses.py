@@ -20,7 +20,7 @@ from coordinator.heads import code_bytes, new_id
 from coordinator.lineage import Lineage
 from coordinator.models import ExperimentRecord, HypothesisRecord
 from coordinator.proposers.context import rows_worth_a_diff
-from coordinator.scheduler import Scheduler
+from coordinator.read_side import Proposals, ReadSide
 from coordinator.store import NewExperiment, Store
 from shared.errors import Conflict, InvalidInput, LineageError, NotFound, PayloadTooLarge
 from shared.models import (
@@ -60,10 +60,10 @@ def _check_change(change: dict[str, str], editable: tuple[str, ...]) -> dict[str
     return out
 
 
-def submit_hypothesis(scheduler: Scheduler, create: HypothesisCreate) -> Submission:
+def submit_hypothesis(proposals: Proposals, create: HypothesisCreate) -> Submission:
     """Record a hypothesis and queue its explore experiment (see module doc)."""
-    store = scheduler.store
-    task = scheduler.get_task(create.task_id)
+    store = proposals.store
+    task = proposals.get_task(create.task_id)
     hypothesis_id = new_id("h")
     fields = {
         "title": create.title,
@@ -86,9 +86,9 @@ def submit_hypothesis(scheduler: Scheduler, create: HypothesisCreate) -> Submiss
         )
         return Submission(hypothesis_id, None, False)
     change = _check_change(create.change, task.spec.editable)
-    head = scheduler.primary_head(task)
+    head = proposals.primary_head(task)
     parent = create.parent_commit or (head.commit if head else task.init_commit)
-    lineage = scheduler.lineage(task.task_id)
+    lineage = proposals.lineage(task.task_id)
     try:
         files = lineage.files_at(parent) | change
     except LineageError:
@@ -143,7 +143,7 @@ def submit_hypothesis(scheduler: Scheduler, create: HypothesisCreate) -> Submiss
             submitted.duplicate_of,
         )
     else:
-        scheduler.notify(1)
+        proposals.notify(1)
     return Submission(hypothesis_id, submitted.experiment_id, submitted.duplicate)
 
 
@@ -187,16 +187,14 @@ def _summary(hyp: HypothesisRecord, log_tail: str = "") -> HypothesisSummary:
     )
 
 
-def build_context(
-    scheduler: Scheduler, task_id: str, hardware: str | None = None
-) -> ProposerContext:
+def build_context(reads: ReadSide, task_id: str, hardware: str | None = None) -> ProposerContext:
     """What a proposer reads: program.md, the head's editable files, history, in flight."""
-    store = scheduler.store
-    task = scheduler.get_task(task_id)
-    head = scheduler.primary_head(task, hardware)
+    store = reads.store
+    task = reads.get_task(task_id)
+    head = reads.primary_head(task, hardware)
     commit = head.commit if head else task.init_commit
-    files = scheduler.lineage(task_id).files_at(commit)
-    stats = scheduler.stats(task_id, head.hardware)[1] if head else None
+    files = reads.lineage(task_id).files_at(commit)
+    stats = reads.stats(task_id, head.hardware)[1] if head else None
     history: list[HypothesisSummary] = []
     in_flight: list[HypothesisSummary] = []
     pending: list[HypothesisSummary] = []
@@ -215,7 +213,7 @@ def build_context(
             in_flight.append(_summary(hyp))
         else:
             history.append(_summary(hyp, tails.get(hyp.experiment_id or "", "")))
-    history = _with_diffs(scheduler, task_id, hypotheses, history, task.spec.lower_is_better)
+    history = _with_diffs(reads, task_id, hypotheses, history, task.spec.lower_is_better)
     return ProposerContext(
         task_id=task_id,
         spec=task.spec,
@@ -248,7 +246,7 @@ def _read_only_files(files: dict[str, bytes], protected: tuple[str, ...]) -> dic
 
 
 def _with_diffs(
-    scheduler: Scheduler,
+    reads: ReadSide,
     task_id: str,
     records: list[HypothesisRecord],
     history: list[HypothesisSummary],
@@ -260,9 +258,9 @@ def _with_diffs(
         return history
     experiment_of = {r.hypothesis_id: r.experiment_id for r in records if r.experiment_id}
     wanted = [experiment_of.get(history[i].hypothesis_id) for i in rows]
-    experiments = scheduler.store.get_experiments([e for e in wanted if e])
+    experiments = reads.store.get_experiments([e for e in wanted if e])
     code_of = {e.experiment_id: _code_of(e) for e in experiments}
-    lineage = scheduler.lineage(task_id)
+    lineage = reads.lineage(task_id)
     out = list(history)
     for i in rows:
         code = code_of.get(experiment_of.get(history[i].hypothesis_id) or "")

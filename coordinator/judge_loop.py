@@ -67,11 +67,10 @@ class JudgeLoop:
         """Apply every pending judgement now, in this thread; how many were applied."""
         handled = 0
         while not self._stop.is_set() and self.leader():
-            self.scheduler.undeferred = False
-            done = self.scheduler.process_pending(BATCH)
-            handled += done
+            judged = self.scheduler.process_pending(BATCH)
+            handled += judged.handled
             # Again if a decision made judgements that waited on it due.
-            if done < BATCH and not self.scheduler.undeferred:
+            if judged.handled < BATCH and not judged.woken:
                 break
         return handled
 

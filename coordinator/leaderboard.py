@@ -26,7 +26,7 @@ from coordinator.read_models import (
     ProgressSeries,
     Team,
 )
-from coordinator.scheduler import Scheduler
+from coordinator.read_side import ReadSide
 from shared.errors import LineageError, NotFound
 
 CHAIN_LIMIT = 1000
@@ -70,20 +70,20 @@ def _history_at(
         return ()
 
 
-def _history(scheduler: Scheduler, task_id: str, hardware: str) -> list[CommitInfo]:
+def _history(reads: ReadSide, task_id: str, hardware: str) -> list[CommitInfo]:
     """The class's branch, newest first (read from git once per head)."""
-    head = scheduler.store.get_head(task_id, hardware)
+    head = reads.store.get_head(task_id, hardware)
     if head is None:
         return []
-    lineage_dir = scheduler.settings.lineage_dir
+    lineage_dir = reads.lineage(task_id).path.parent
     return list(_history_at(lineage_dir, task_id, hardware, head.commit))
 
 
-def _chain(scheduler: Scheduler, task_id: str, hardware: str) -> list[KeptChange]:
+def _chain(reads: ReadSide, task_id: str, hardware: str) -> list[KeptChange]:
     """The class's branch, oldest first, each kept change with its owner."""
-    changes = [_change(info) for info in reversed(_history(scheduler, task_id, hardware))]
+    changes = [_change(info) for info in reversed(_history(reads, task_id, hardware))]
     ids = [c.experiment_id for c in changes if c.experiment_id]
-    rows = scheduler.store.experiment_rows(ids, ["owner"])
+    rows = reads.store.experiment_rows(ids, ["owner"])
     owners = {eid: row.get("owner") for eid, row in zip(ids, rows, strict=True)}
     return [
         c.model_copy(update={"owner": owners.get(c.experiment_id)}) if c.experiment_id else c
@@ -91,18 +91,18 @@ def _chain(scheduler: Scheduler, task_id: str, hardware: str) -> list[KeptChange
     ]
 
 
-def leaderboard(scheduler: Scheduler, task_id: str, hardware: str | None = None) -> Leaderboard:
+def leaderboard(reads: ReadSide, task_id: str, hardware: str | None = None) -> Leaderboard:
     """Per hardware class: the head, its score with spread and runs, the chain of kept
     changes with their deltas."""
-    task = scheduler.get_task(task_id)
-    classes = scheduler.store.task_classes(task_id)
+    task = reads.get_task(task_id)
+    classes = reads.store.task_classes(task_id)
     if hardware is not None:
         if hardware not in classes:
             raise NotFound(f"task {task_id} has no hardware class {hardware!r}")
         classes = [hardware]
     boards = []
     for hw in classes:
-        head, stats = scheduler.stats(task_id, hw)
+        head, stats = reads.stats(task_id, hw)
         if head is None:
             continue
         boards.append(
@@ -114,12 +114,12 @@ def leaderboard(scheduler: Scheduler, task_id: str, hardware: str | None = None)
                 mean=stats.mean,
                 std=stats.std if stats.df else None,
                 runs=stats.runs,
-                chain=_chain(scheduler, task_id, hw),
+                chain=_chain(reads, task_id, hw),
             )
         )
     counts = {
         label: n
-        for label, n in scheduler.store.task_counts(task_id).items()
+        for label, n in reads.store.task_counts(task_id).items()
         if not label.startswith("parent:")
     }
     return Leaderboard(
@@ -143,11 +143,11 @@ def _parse_point(member: str) -> tuple[str, str, str, float] | None:
         return None
 
 
-def progress(scheduler: Scheduler, task_id: str, limit: int) -> Progress:
+def progress(reads: ReadSide, task_id: str, limit: int) -> Progress:
     """The newest `limit` scored experiments as chart points, one series per class; kept
     candidates are flagged and titled."""
-    task = scheduler.get_task(task_id)
-    store = scheduler.store
+    task = reads.get_task(task_id)
+    store = reads.store
     total, members = store.chart_points(task_id, limit)
     kept: set[str] = set()
     for hw in store.task_classes(task_id):
@@ -188,14 +188,14 @@ def progress(scheduler: Scheduler, task_id: str, limit: int) -> Progress:
     )
 
 
-def lineage_tree(scheduler: Scheduler, task_id: str) -> LineageTree:
+def lineage_tree(reads: ReadSide, task_id: str) -> LineageTree:
     """Every commit of every class's branch once, parents before children."""
-    task = scheduler.get_task(task_id)
-    counts = scheduler.store.task_counts(task_id)
+    task = reads.get_task(task_id)
+    counts = reads.store.task_counts(task_id)
     nodes: dict[str, LineageNode] = {}
-    for hw in scheduler.store.task_classes(task_id):
-        head = scheduler.store.get_head(task_id, hw)
-        for info in _history(scheduler, task_id, hw):
+    for hw in reads.store.task_classes(task_id):
+        head = reads.store.get_head(task_id, hw)
+        for info in _history(reads, task_id, hw):
             change = _change(info)
             node = nodes.get(info.sha) or LineageNode(
                 commit=info.sha,
@@ -231,9 +231,9 @@ def lineage_tree(scheduler: Scheduler, task_id: str) -> LineageTree:
     return LineageTree(task_id=task_id, root=task.init_commit, nodes=ordered)
 
 
-def contributors(scheduler: Scheduler, start: int, limit: int) -> Contributors:
+def contributors(reads: ReadSide, start: int, limit: int) -> Contributors:
     """Owners by credit, highest first, with the parts of their credit; and teams."""
-    store = scheduler.store
+    store = reads.store
     page = store.contributors_page(start, limit)
     workers = Counter(w.owner for w in store.list_workers(CONTRIBUTOR_WORKERS_SCAN))
     rows = []

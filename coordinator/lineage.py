@@ -95,7 +95,7 @@ def branch_for(hardware: str) -> str:
     For a canonical class (`shared.wire.check_hardware_class`, all the API accepts) this is
     `hw/` + the class with its colon as a dash: one branch per class. Other names (stored
     before classes were canonical) are made ref-safe and may share a branch; adding such a
-    class to a task is refused (`HeadOps.ensure_class`)."""
+    class to a task is refused (`Heads.ensure_class`)."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", hardware.strip())
     slug = re.sub(r"\.{2,}", ".", slug).strip(".-")
     if slug.endswith(".lock"):

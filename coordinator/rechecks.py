@@ -18,10 +18,12 @@ their decisions were overtaken by the kept changes since.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from coordinator import trust
-from coordinator.heads import HeadOps, derived_id
+from coordinator.heads import Heads, derived_id
 from coordinator.models import ExperimentRecord
+from coordinator.plumbing import Plumbing, hardware_of
 from coordinator.store import NewExperiment
 from coordinator.store.base import FieldValue
 from shared.models import ExperimentKind, ExperimentState, ResultStatus, Verdict
@@ -32,23 +34,24 @@ logger = logging.getLogger(__name__)
 SWEEP_BATCH = 500
 
 
-class RecheckOps(HeadOps):
+@dataclass(eq=False)
+class Rechecks:
     """Trust counted per claim, and re-checks (see the module doc)."""
 
-    def _hardware_of(self, exp: ExperimentRecord) -> str:
-        return exp.measured_on or exp.hardware or ""
+    plumbing: Plumbing
+    heads: Heads
 
     def distrusted(self, worker_id: str | None) -> bool:
-        return self.store.is_distrusted(worker_id or "")
+        return self.plumbing.store.is_distrusted(worker_id or "")
 
     def count_claim(self, worker_id: str | None, *, agreed: bool) -> None:
         """One replication of this worker's claim; it loses trust here if it must."""
         if not worker_id:
             return
-        counts = self.store.count_agreement(worker_id, agreed=agreed)
+        counts = self.plumbing.store.count_agreement(worker_id, agreed=agreed)
         if agreed or not trust.distrusted(counts):
             return
-        if self.store.distrust(worker_id, now=self._clock()):
+        if self.plumbing.store.distrust(worker_id, now=self.plumbing.clock()):
             logger.warning(
                 "worker %s lost trust: %d of its %d checked claims did not reproduce "
                 "(the other workers': %d of %d); re-checking what it measured",
@@ -63,29 +66,34 @@ class RecheckOps(HeadOps):
     def recheck_worker(self, worker_id: str) -> int:
         """Queue re-checks of the worker's unchecked runs on current heads; how many."""
         queued = 0
-        for task_id in self.store.task_ids():
-            with self.task_lock(task_id):
+        for task_id in self.plumbing.store.task_ids():
+            with self.plumbing.task_lock(task_id):
                 heads = {
-                    hw: self.store.get_head(task_id, hw) for hw in self.store.task_classes(task_id)
+                    hw: self.plumbing.store.get_head(task_id, hw)
+                    for hw in self.plumbing.store.task_classes(task_id)
                 }
-                ids = self.store.task_experiment_ids(task_id)
+                ids = self.plumbing.store.task_experiment_ids(task_id)
                 for start in range(0, len(ids), SWEEP_BATCH):
-                    for exp in self.store.get_experiments(ids[start : start + SWEEP_BATCH]):
-                        head = heads.get(self._hardware_of(exp))
+                    for exp in self.plumbing.store.get_experiments(
+                        ids[start : start + SWEEP_BATCH]
+                    ):
+                        head = heads.get(hardware_of(exp))
                         if exp.worker_id != worker_id or exp.state is not ExperimentState.DONE:
                             continue
                         if head is None or exp.parent_commit != head.commit:
                             continue
                         queued += self._recheck_one(exp, worker_id)
-        self.forget_heads()
-        self.notify(queued)
+        self.heads.forget_heads()
+        self.plumbing.notify(queued)
         return queued
 
     def _recheck_one(self, exp: ExperimentRecord, worker_id: str) -> int:
         metric = exp.result.metric if exp.result and exp.result.status is ResultStatus.OK else None
         if exp.kind is ExperimentKind.BASELINE and metric is not None and exp.judged:
-            hardware = self._hardware_of(exp)
-            self.store.drop_run(exp.task_id, hardware, exp.parent_commit, metric, exp.experiment_id)
+            hardware = hardware_of(exp)
+            self.plumbing.store.drop_run(
+                exp.task_id, hardware, exp.parent_commit, metric, exp.experiment_id
+            )
             return self.replace_baseline(exp, worker_id)
         candidate = exp.kind in (ExperimentKind.EXPLORE, ExperimentKind.MERGE)
         if candidate and exp.verdict is Verdict.DISCARDED and metric is not None:
@@ -95,7 +103,7 @@ class RecheckOps(HeadOps):
     def replace_baseline(self, exp: ExperimentRecord, worker_id: str, *, held: bool = False) -> int:
         """Queue another worker's baseline in place of this one (not counted: its worker lost
         trust, or, `held`, its score was far outside the class's history)."""
-        hardware = self._hardware_of(exp)
+        hardware = hardware_of(exp)
         again = NewExperiment(
             derived_id("b", "again", exp.experiment_id),
             exp.task_id,
@@ -112,12 +120,12 @@ class RecheckOps(HeadOps):
         why = "whose score was far outside the class's history" if held else "who lost trust"
         reason = f"baseline {exp.experiment_id} by {worker_id}, {why}: measured again"
         return int(
-            self.store.recheck(
+            self.plumbing.store.recheck(
                 again,
                 hypothesis_id=None,
                 hypothesis=None,
                 event=self._recheck_event(exp, again, reason),
-                now=self._clock(),
+                now=self.plumbing.clock(),
             )
         )
 
@@ -131,12 +139,12 @@ class RecheckOps(HeadOps):
             "experiment_id": again.experiment_id,
         }
         return int(
-            self.store.recheck(
+            self.plumbing.store.recheck(
                 again,
                 hypothesis_id=exp.hypothesis_id,
                 hypothesis=hypothesis,
                 event=self._recheck_event(exp, again, reason),
-                now=self._clock(),
+                now=self.plumbing.clock(),
             )
         )
 
@@ -145,7 +153,7 @@ class RecheckOps(HeadOps):
             derived_id("c", exp.experiment_id),
             exp.task_id,
             exp.kind,
-            self._hardware_of(exp),
+            hardware_of(exp),
             {
                 "hypothesis_id": exp.hypothesis_id,
                 "bundle_hash": exp.bundle_hash,
@@ -166,7 +174,7 @@ class RecheckOps(HeadOps):
             "experiment_id": again.experiment_id,
             "recheck_of": exp.experiment_id,
             "hypothesis_id": exp.hypothesis_id,
-            "hardware": self._hardware_of(exp),
+            "hardware": hardware_of(exp),
             "reason": reason,
-            "time_s": self._clock(),
+            "time_s": self.plumbing.clock(),
         }

@@ -2,7 +2,7 @@
 
 Git is the truth for accepted code. For each task and hardware class, every commit on the
 branch past Redis's head carries an `Experiment:` trailer; that experiment is made kept in
-Redis (`Scheduler.apply_kept`, idempotent), oldest first. A branch whose history does not
+Redis (`Keeper.apply_kept`, idempotent), oldest first. A branch whose history does not
 contain Redis's head (Redis restored from elsewhere) resets the head to git's and measures
 it anew. Nothing is ever committed here, so nothing can be committed twice.
 """
@@ -38,7 +38,7 @@ def reconcile_class(
     """Bring one class's head in Redis up to its branch (at `git_head`, None: missing); how
     many commits were applied."""
     store = scheduler.store
-    lineage = scheduler.lineage(task.task_id)
+    lineage = scheduler.plumbing.lineage(task.task_id)
     branch = branch_for(hardware)
     head = store.get_head(task.task_id, hardware)
     if git_head is None:
@@ -52,12 +52,12 @@ def reconcile_class(
         return 0
     chain = _commits_after(lineage.history(branch), head.commit) if head else None
     if chain is None:
-        scheduler.reset_head(task, hardware, git_head)
+        scheduler.heads.reset_head(task, hardware, git_head)
         return 0
     applied = 0
     for info in chain:
         if not _apply_commit(scheduler, task, hardware, info):
-            scheduler.reset_head(task, hardware, git_head)
+            scheduler.heads.reset_head(task, hardware, git_head)
             return applied
         applied += 1
     return applied
@@ -89,7 +89,7 @@ def _apply_commit(scheduler: Scheduler, task: TaskRecord, hardware: str, info: C
         hardware,
         experiment_id,
     )
-    scheduler.apply_kept(task, hardware, cand, rep, info.sha, decision)
+    scheduler.keeper.apply_kept(task, hardware, cand, rep, info.sha, decision)
     return True
 
 
@@ -121,17 +121,17 @@ def reconcile(scheduler: Scheduler, stopping: Stopping = lambda: False) -> int:
     # A judgement can queue another (a replicate's keep frees nothing else), so a few rounds.
     for _ in range(10):
         _check(stopping, "judging")
-        if scheduler.process_pending(1000) == 0:
+        if scheduler.process_pending(1000).handled == 0:
             break
     return applied
 
 
 def _reconcile_task(scheduler: Scheduler, task: TaskRecord, stopping: Stopping) -> int:
     applied = 0
-    with scheduler.task_lock(task.task_id):
+    with scheduler.plumbing.task_lock(task.task_id):
         classes = scheduler.store.task_classes(task.task_id)
         logger.info("reconcile: task %s, %d hardware classes", task.task_id, len(classes))
-        heads = scheduler.lineage(task.task_id).branches()
+        heads = scheduler.plumbing.lineage(task.task_id).branches()
         for done, hardware in enumerate(classes):
             _check(stopping, f"task {task.task_id}, class {done + 1} of {len(classes)}")
             try:
@@ -144,11 +144,11 @@ def _reconcile_task(scheduler: Scheduler, task: TaskRecord, stopping: Stopping) 
             return applied
         # Offers a crash cut short (between a keep or a new class and its offers): each
         # made already is found by its derived id, so this costs reads, not merges.
-        kept = scheduler.kept_changes(task)
+        kept = scheduler.offers.kept_changes(task)
         for done, hardware in enumerate(classes):
             _check(stopping, f"task {task.task_id}, offers to class {done + 1} of {len(classes)}")
             try:
-                scheduler.offer_history(task, hardware, kept)
+                scheduler.offers.offer_history(task, hardware, kept)
             except Exception:
                 logger.exception("task %s: %s: offers failed", task.task_id, hardware)
     return applied

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from coordinator import judge, trust
-from coordinator.heads import HeadOps
 from coordinator.hypotheses import build_context, submit_hypothesis
+from coordinator.judgements import Rule
 from coordinator.lineage import branch_for
 from coordinator.models import ExperimentRecord, HypothesisRecord
 from coordinator.noise import Run, far_out, fit_noise
@@ -217,7 +217,7 @@ class World:
             .replace("GAMMA = 1.0", f"GAMMA = {gamma}")
         )
         create = HypothesisCreate(task_id=self.task_id, title=title, change={"train.py": train})
-        submission = submit_hypothesis(self.scheduler, create)
+        submission = submit_hypothesis(self.scheduler.reads, create)
         assert submission.experiment_id is not None
         return submission.hypothesis_id
 
@@ -233,7 +233,7 @@ class World:
 
     def add_class(self, hardware: str, metrics: tuple[float, ...]) -> None:
         """A second hardware class, its head measured by three baselines of its own."""
-        self.scheduler.ensure_class(self.scheduler.get_task(self.task_id), hardware)
+        self.scheduler.ensure_class(self.scheduler.reads.get_task(self.task_id), hardware)
         for i, metric in enumerate(metrics):
             self.run(f"v{i}", ok(metric), hardware)
 
@@ -256,16 +256,18 @@ def knobs_world(
     tmp_path: Path,
     task_dir_factory: Callable[..., Path],
     clock: Callable[[], float] = time.time,
+    rule: Rule | None = None,
     **overrides: object,
 ) -> World:
-    """The knobs task registered on HW (its baselines queued), judged on `clock`'s time; its
-    heads measured three times only (no extra baselines) unless `overrides` say otherwise."""
+    """The knobs task registered on HW (its baselines queued), judged on `clock`'s time by
+    `rule` (else the default); its heads measured three times only (no extra baselines) unless
+    `overrides` say otherwise."""
     values: dict[str, object] = {"baseline_runs": 3, "max_baseline_runs": 3, "z": 2.0}
     settings = CoordinatorSettings(
         data_dir=tmp_path / "data", redis_url=redis_url, **(values | overrides)
     )
     store = Store(redis_url)
-    scheduler = Scheduler(store, settings, clock=clock)
+    scheduler = Scheduler(store, settings, clock=clock, rule=rule)
     task = register_task(store, settings, task_dir_factory("knobs", train=KNOBS))
     scheduler.ensure_class(task, HW)
     return World(store, scheduler, settings, task.task_id)
@@ -279,11 +281,72 @@ def world(unmeasured: World) -> World:
     return unmeasured
 
 
+def test_a_judging_pass_says_when_a_decision_woke_judgements_that_waited(
+    unmeasured: World,
+) -> None:
+    """A candidate reported before its head's last baseline waits; the pass that judges that
+    baseline says it woke judgements, and the next pass judges the candidate."""
+    world = unmeasured
+    world.submit(alpha="0.5")
+    leases = [world.lease(worker) for worker in ("w1", "w2", "w3", "w4")]
+    records = world.store.get_experiments([run[1] for run in leases])
+    kinds = {exp.experiment_id: exp.kind for exp in records}
+    baselines = [run for run in leases if kinds[run[1]] is ExperimentKind.BASELINE]
+    (explore,) = [run for run in leases if run not in baselines]
+    for now, (worker_id, experiment_id, token) in enumerate(
+        [*baselines[:2], explore, baselines[2]], start=1
+    ):
+        result = ok(0.5 if experiment_id == explore[1] else 1.0)
+        assert world.store.report(
+            experiment_id, worker_id, token, result, now=float(now), max_attempts=3
+        )
+    judged = world.scheduler.process_pending()
+    waiting = world.store.get_experiment(explore[1])
+    assert judged.handled == 4 and judged.woken
+    assert waiting is not None and not waiting.judged
+    again = world.scheduler.process_pending()
+    record = world.store.get_experiment(explore[1])
+    assert again.handled == 1 and not again.woken
+    assert record is not None and record.judged and record.replicate_id
+
+
 def test_baselines_measure_the_head(world: World) -> None:
     """Three baselines make the head ready, with their mean and spread."""
-    head, stats = world.scheduler.stats(world.task_id, HW)
+    head, stats = world.scheduler.heads.stats(world.task_id, HW)
     assert head is not None and head.ready
     assert stats.mean == pytest.approx(1.0) and stats.std == pytest.approx(0.01)
+
+
+class DiscardAll:
+    """A rule that discards every candidate at its first run (and so never pools runs)."""
+
+    def screen(self, result: Result | None, *args: Any, **kwargs: Any) -> judge.Decision:
+        metric = result.metric if result else None
+        return judge.Decision(
+            judge.Action.DISCARD, Verdict.DISCARDED, "the other rule", None, metric
+        )
+
+    def decide(self, *args: Any, **kwargs: Any) -> judge.Decision:
+        raise AssertionError("no candidate is replicated under this rule")
+
+
+def test_a_rule_handed_to_the_scheduler_decides_in_place_of_the_default(
+    redis_url: str, tmp_path: Path, task_dir_factory: Callable[..., Path]
+) -> None:
+    """0.5 against a head of 1.00 ± 0.01, which the default rule replicates, is discarded by
+    the rule handed in, with its reason, and nothing more is queued."""
+    world = knobs_world(redis_url, tmp_path, task_dir_factory, rule=DiscardAll())
+    try:
+        for worker, metric in (("w1", 1.0), ("w2", 1.01), ("w3", 0.99)):
+            world.run(worker, ok(metric))
+        hypothesis_id = world.submit(alpha="0.5")
+        world.run("w1", ok(0.5))
+        hyp = world.store.get_hypothesis(hypothesis_id)
+        assert hyp is not None and hyp.verdict is Verdict.DISCARDED
+        assert hyp.reason == "the other rule"
+        assert world.store.lease("w2", "w2", HW, now=1.0, lease_ttl_s=10) is None
+    finally:
+        world.store.close()
 
 
 def test_a_better_candidate_is_replicated_by_another_worker(world: World) -> None:
@@ -302,7 +365,7 @@ def test_a_kept_change_is_committed_with_its_trailers(world: World) -> None:
     world.submit(alpha="0.5", title="halve alpha")
     explore = world.run("w1", ok(0.5))
     world.run("w2", ok(0.51))
-    history = world.scheduler.lineage(world.task_id).history(branch_for(HW))
+    history = world.scheduler.reads.lineage(world.task_id).history(branch_for(HW))
     top = history[0]
     assert top.title == "halve alpha"
     assert top.trailers["Experiment"] == explore
@@ -326,7 +389,7 @@ def test_a_crashed_explore_keeps_its_log_tail_for_proposers(world: World) -> Non
     crash = Result(status=ResultStatus.CRASH, error="exit 1", log_tail="ValueError: alpha < 0")
     world.run("w1", crash)
     assert world.verdict(hypothesis_id) is Verdict.CRASHED
-    context = build_context(world.scheduler, world.task_id)
+    context = build_context(world.scheduler.reads, world.task_id)
     assert context.history[-1].log_tail == "ValueError: alpha < 0"
 
 
@@ -370,11 +433,11 @@ def test_a_winner_found_while_another_is_replicated_is_stacked_on_it(world: Worl
     alpha_head = world.head()
     world.scheduler.process_pending()  # what waited on it is due now
     assert world.verdict(second) is Verdict.KEPT
-    files = world.scheduler.lineage(world.task_id).files_at(world.head())
+    files = world.scheduler.reads.lineage(world.task_id).files_at(world.head())
     assert b"ALPHA = 0.5" in files["train.py"] and b"BETA = 0.5" in files["train.py"]
     # alpha's head, with beta's merge stacked on it, was the head for one run: its baselines
     # were held back, and what runs next measures beta's.
-    ids = world.scheduler.baseline_ids(world.task_id, HW, alpha_head)
+    ids = world.scheduler.heads.baseline_ids(world.task_id, HW, alpha_head)
     assert all(world.store.get_experiment(i) is None for i in ids)
     _, next_id, _ = world.lease("w1")
     queued = world.store.get_experiment(next_id)
@@ -423,7 +486,7 @@ def test_a_winner_on_a_new_head_stacks_on_the_merge_still_judged_on_it(world: Wo
         world.finish(leased, ok(0.125 if leased[1] in gammas else 0.25))
     world.scheduler.process_pending()
     assert world.verdict(third) is Verdict.KEPT
-    files = world.scheduler.lineage(world.task_id).files_at(world.head())
+    files = world.scheduler.reads.lineage(world.task_id).files_at(world.head())
     for knob in (b"ALPHA", b"BETA", b"GAMMA"):
         assert knob + b" = 0.5" in files["train.py"]
 
@@ -432,7 +495,7 @@ def test_a_head_whose_stacked_merge_is_not_kept_is_measured_then(world: World) -
     """alpha is kept while beta's merge on top of it runs: alpha's head has two runs and its
     baselines wait; beta's merge is no better, so alpha stays the head and is measured."""
     second, merge, runs = _alpha_kept_under_beta(world)
-    ids = world.scheduler.baseline_ids(world.task_id, HW, world.head())
+    ids = world.scheduler.heads.baseline_ids(world.task_id, HW, world.head())
     assert all(world.store.get_experiment(i) is None for i in ids)
     world.finish(runs[merge.experiment_id], ok(0.5))  # beta's merge: no better than alpha
     assert world.verdict(second) is Verdict.DISCARDED
@@ -479,7 +542,7 @@ def test_winners_stacked_on_one_not_reproduced_are_restacked_on_the_head_at_once
         world.finish(leased, ok(0.125 if leased[1] in gammas else 0.25))
     world.scheduler.process_pending()
     assert world.verdict(ids[1]) is Verdict.KEPT and world.verdict(ids[2]) is Verdict.KEPT
-    files = world.scheduler.lineage(world.task_id).files_at(world.head())
+    files = world.scheduler.reads.lineage(world.task_id).files_at(world.head())
     assert b"BETA = 0.5" in files["train.py"] and b"GAMMA = 0.5" in files["train.py"]
     assert b"ALPHA = 0.5" not in files["train.py"]
 
@@ -536,7 +599,7 @@ def test_a_winner_that_claims_far_more_goes_under_the_one_being_replicated(
         world.finish(leased, ok(0.5 if run_id == explored.replicate_id else 0.4))
     world.scheduler.process_pending()
     assert world.verdict(second) is Verdict.KEPT and world.verdict(first) is Verdict.KEPT
-    files = world.scheduler.lineage(world.task_id).files_at(world.head())
+    files = world.scheduler.reads.lineage(world.task_id).files_at(world.head())
     assert b"ALPHA = 0.5" in files["train.py"] and b"BETA = 0.5" in files["train.py"]
 
 
@@ -573,7 +636,7 @@ def test_a_head_whose_stack_breaks_at_the_bottom_is_measured_while_it_restacks(
     third = world.submit(alpha="0.5", gamma="0.5", title="gamma")  # on alpha's head
     world.run("w7", ok(0.25))  # gamma's explore: better, stacked on beta's merge
     assert _merge_of(world, third).stacked_on == merge.experiment_id
-    ids = world.scheduler.baseline_ids(world.task_id, HW, world.head())
+    ids = world.scheduler.heads.baseline_ids(world.task_id, HW, world.head())
     world.finish(runs[merge.twin or ""], ok(0.5))
     world.finish(runs[merge.experiment_id], ok(0.5))  # beta's merge: no better than alpha
     assert world.verdict(second) is Verdict.DISCARDED
@@ -633,7 +696,7 @@ def test_a_winner_stacked_on_one_not_reproduced_is_merged_onto_the_head_alone(
     world.run("w6", ok(0.5))  # the new merge's replicate
     world.run("w7", ok(0.5))  # the merge of beta alone
     assert world.verdict(second) is Verdict.KEPT
-    files = world.scheduler.lineage(world.task_id).files_at(world.head())
+    files = world.scheduler.reads.lineage(world.task_id).files_at(world.head())
     assert b"BETA = 0.5" in files["train.py"] and b"ALPHA = 1.0" in files["train.py"]
 
 
@@ -767,7 +830,7 @@ def test_a_winner_reproduced_while_a_merge_is_judged_is_stacked_on_it(world: Wor
     assert world.verdict(beta) is Verdict.KEPT
     world.scheduler.process_pending()  # what waited on it is due now
     assert world.verdict(gamma) is Verdict.KEPT
-    files = world.scheduler.lineage(world.task_id).files_at(world.head())
+    files = world.scheduler.reads.lineage(world.task_id).files_at(world.head())
     for knob in (b"ALPHA", b"BETA", b"GAMMA"):
         assert knob + b" = 0.5" in files["train.py"]
     judged = world.store.get_experiment(gamma_merge.experiment_id)
@@ -803,7 +866,7 @@ def test_a_stacked_merge_whose_base_is_not_kept_is_merged_onto_the_head_alone(
     world.run("w5", ok(0.25))  # its replicate
     world.run("w6", ok(0.25))  # the merge of gamma alone
     assert world.verdict(gamma) is Verdict.KEPT
-    files = world.scheduler.lineage(world.task_id).files_at(world.head())
+    files = world.scheduler.reads.lineage(world.task_id).files_at(world.head())
     assert b"GAMMA = 0.5" in files["train.py"] and b"BETA = 1.0" in files["train.py"]
 
 
@@ -820,7 +883,7 @@ def test_a_conflicting_winner_is_sent_back_to_be_implemented_again(world: World)
     assert hyp is not None and hyp.verdict is Verdict.CONFLICT and hyp.needs_code
     assert "train.py" in hyp.reason
     # A proposer is asked to implement it again, on the new head...
-    context = build_context(world.scheduler, world.task_id)
+    context = build_context(world.scheduler.reads, world.task_id)
     assert [p.hypothesis_id for p in context.pending] == [second]
     waiting = context.pending[0]
     assert waiting.verdict is Verdict.CONFLICT and "train.py" in waiting.reason
@@ -828,13 +891,13 @@ def test_a_conflicting_winner_is_sent_back_to_be_implemented_again(world: World)
     create = HypothesisCreate(
         task_id=world.task_id, title="alpha 0.4", change={"train.py": redo}, implements=second
     )
-    again = submit_hypothesis(world.scheduler, create)
+    again = submit_hypothesis(world.scheduler.reads, create)
     assert again.experiment_id is not None and not again.duplicate
     # ...and once it is, it waits no more, and says both why and by what.
     hyp = world.store.get_hypothesis(second)
     assert hyp is not None and not hyp.needs_code
     assert "train.py" in hyp.reason and f"implemented again as {again.hypothesis_id}" in hyp.reason
-    assert build_context(world.scheduler, world.task_id).pending == []
+    assert build_context(world.scheduler.reads, world.task_id).pending == []
 
 
 def test_reconcile_repairs_a_crash_between_the_commit_and_the_redis_update(world: World) -> None:
@@ -845,19 +908,19 @@ def test_reconcile_repairs_a_crash_between_the_commit_and_the_redis_update(world
     assert got is not None
     world.store.report(got[0], "w2", got[1], ok(0.5), now=1.0, max_attempts=3)
     # The scheduler's first step only, as if the coordinator died right after it.
-    task = world.scheduler.get_task(world.task_id)
+    task = world.scheduler.reads.get_task(world.task_id)
     cand, rep = world.store.get_experiment(explore), world.store.get_experiment(got[0])
     assert cand is not None and rep is not None
-    head, stats = world.scheduler.stats(world.task_id, HW)
+    head, stats = world.scheduler.heads.stats(world.task_id, HW)
     assert head is not None and cand.result is not None and cand.result.metric is not None
-    chain = world.scheduler.chain_of(cand, rep)
-    counted = world.scheduler.evidence_of(world.task_id, HW, cand, chain)
+    chain = world.scheduler.keeper.chain_of(cand, rep)
+    counted = world.scheduler.keeper.evidence_of(world.task_id, HW, cand, chain)
     decision = world.scheduler.rule.decide(counted, stats, task.spec)
     assert decision.verdict is Verdict.KEPT
-    commit = world.scheduler.commit_kept(task, HW, cand, rep, head, decision)
+    commit = world.scheduler.keeper.commit_kept(task, HW, cand, rep, head, decision)
     assert world.head() != commit
     reconcile(Scheduler(world.store, world.settings))
-    history = world.scheduler.lineage(world.task_id).history(branch_for(HW))
+    history = world.scheduler.reads.lineage(world.task_id).history(branch_for(HW))
     assert world.head() == commit == history[0].sha
     assert [c.trailers.get("Experiment") for c in history].count(explore) == 1
     assert world.verdict(hypothesis_id) is Verdict.KEPT
@@ -878,14 +941,14 @@ def test_pending_results_are_judged_after_a_restart(world: World) -> None:
 
 def test_noise_estimate_learns_from_replications(world: World) -> None:
     """An agreeing pair that is not kept still adds a degree of freedom to the noise."""
-    before = world.scheduler.stats(world.task_id, HW)[1].df
+    before = world.scheduler.heads.stats(world.task_id, HW)[1].df
     hypothesis_id = world.submit(alpha="0.9")
     world.run("w1", ok(0.90))  # promising against 1.00 ± 0.01
     world.run("w2", ok(0.96))  # agrees with it; the pair is not conclusive at df 2
     assert world.verdict(hypothesis_id) is Verdict.PENDING
     hyp = world.store.get_hypothesis(hypothesis_id)
     assert hyp is not None and "over 2 runs" in hyp.reason and "measured again" in hyp.reason
-    assert world.scheduler.stats(world.task_id, HW)[1].df == before + 1
+    assert world.scheduler.heads.stats(world.task_id, HW)[1].df == before + 1
 
 
 def test_a_promising_candidate_has_the_head_measured_more(
@@ -943,11 +1006,11 @@ def test_a_class_added_later_is_offered_what_was_kept_before(world: World) -> No
     assert exp is not None and exp.kind is ExperimentKind.MERGE and exp.hardware == OTHER
     world.run("v4", ok(1.01), OTHER)  # its replicate: kept on OTHER
     assert world.verdict(offered[0].hypothesis_id) is Verdict.KEPT
-    files = world.scheduler.lineage(world.task_id).files_at(world.head(OTHER))
+    files = world.scheduler.reads.lineage(world.task_id).files_at(world.head(OTHER))
     assert b"ALPHA = 0.5" in files["train.py"]
-    task = world.scheduler.get_task(world.task_id)
-    assert world.scheduler.offer_history(task, OTHER) == 0  # once only
-    assert world.scheduler.offer_history(task, HW) == 0  # an offer is not offered back
+    task = world.scheduler.reads.get_task(world.task_id)
+    assert world.scheduler.offers.offer_history(task, OTHER) == 0  # once only
+    assert world.scheduler.offers.offer_history(task, HW) == 0  # an offer is not offered back
 
 
 def test_offers_a_crash_left_unmade_are_made_at_restart(world: World) -> None:
@@ -957,8 +1020,8 @@ def test_offers_a_crash_left_unmade_are_made_at_restart(world: World) -> None:
     world.run("w1", ok(0.5))
     world.run("w2", ok(0.5))
     assert world.verdict(first) is Verdict.KEPT
-    task = world.scheduler.get_task(world.task_id)
-    HeadOps.ensure_class(world.scheduler, task, OTHER)  # the class, without its offers
+    task = world.scheduler.reads.get_task(world.task_id)
+    world.scheduler.heads.ensure_class(task, OTHER)  # the class, without its offers
     assert len(world.titled("halve alpha")) == 1
     reconcile(Scheduler(world.store, world.settings))
     reconcile(Scheduler(world.store, world.settings))
@@ -983,7 +1046,7 @@ def test_a_change_kept_on_one_class_is_offered_to_the_others(world: World) -> No
     assert f"Kept on {HW}" in offered[0].rationale
     world.run("v1", ok(1.01), OTHER)  # its replicate: kept on OTHER
     assert world.verdict(offered[0].hypothesis_id) is Verdict.KEPT
-    files = world.scheduler.lineage(world.task_id).files_at(world.head(OTHER))
+    files = world.scheduler.reads.lineage(world.task_id).files_at(world.head(OTHER))
     assert b"ALPHA = 0.5" in files["train.py"]
     assert world.verdict(first) is Verdict.KEPT  # the first class's verdict stands
     assert len(world.titled("halve alpha")) == 2  # the head it came from has it: no offer back
@@ -1181,13 +1244,13 @@ def test_the_two_owners_setting_never_lets_an_owner_confirm_its_own_claim(
 def test_the_noise_is_remembered_across_heads_and_a_restart(world: World) -> None:
     """A kept change starts a new head: the class's noise keeps its degrees of freedom, and a
     new scheduler on the same Redis (a restart) reads the same noise."""
-    before = world.scheduler.stats(world.task_id, HW)[1]
+    before = world.scheduler.heads.stats(world.task_id, HW)[1]
     world.submit(alpha="0.5")
     world.run("w1", ok(0.5))
     world.run("w2", ok(0.51))
-    head, after = world.scheduler.stats(world.task_id, HW)
+    head, after = world.scheduler.heads.stats(world.task_id, HW)
     assert head is not None and after.runs == 2 and after.df >= before.df + 1
-    restarted = Scheduler(world.store, world.settings).stats(world.task_id, HW)[1]
+    restarted = Scheduler(world.store, world.settings).heads.stats(world.task_id, HW)[1]
     assert (restarted.df, restarted.std, restarted.mean) == (after.df, after.std, after.mean)
 
 
@@ -1292,7 +1355,9 @@ noise_runs = 20
 
 def _knob_score(world: World, exp: ExperimentRecord) -> float:
     """What the knobs code prints: the product of its three knobs."""
-    files = world.scheduler.lineage(world.task_id).files_at(exp.code_commit or exp.parent_commit)
+    files = world.scheduler.reads.lineage(world.task_id).files_at(
+        exp.code_commit or exp.parent_commit
+    )
     text = files["train.py"].decode()
     product = 1.0
     for knob in ("ALPHA", "BETA", "GAMMA"):
@@ -1361,12 +1426,12 @@ def test_a_baseline_far_outside_the_class_is_held_and_measured_again(unmeasured:
     world.run("w1", ok(1.0))
     world.run("w2", ok(1.01))
     held = world.run("w3", ok(1e308))
-    assert world.scheduler.stats(world.task_id, HW)[1].runs == 2
+    assert world.scheduler.heads.stats(world.task_id, HW)[1].runs == 2
     record = world.store.get_experiment(held)
     assert record is not None and record.verdict is None
     assert world.store.lease("w3", "w3", HW, now=1.0, lease_ttl_s=10) is None  # not w3 again
     again = world.run("w4", ok(0.99))
     exp = world.store.get_experiment(again)
     assert exp is not None and exp.kind is ExperimentKind.BASELINE and exp.exclude_worker == "w3"
-    stats = world.scheduler.stats(world.task_id, HW)[1]
+    stats = world.scheduler.heads.stats(world.task_id, HW)[1]
     assert stats.runs == 3 and stats.mean == pytest.approx(1.0)

@@ -47,7 +47,7 @@ def test_a_queued_explore_is_rederived_onto_the_head_that_moved(world: World) ->
     now = world.store.get_experiment(hyp.experiment_id or "")
     assert now is not None and now.kind is ExperimentKind.EXPLORE
     assert now.parent_commit == head and now.state is ExperimentState.QUEUED
-    files = world.scheduler.lineage(world.task_id).files_at(now.code_commit or "")
+    files = world.scheduler.reads.lineage(world.task_id).files_at(now.code_commit or "")
     assert b"ALPHA = 0.5" in files["train.py"] and b"BETA = 0.5" in files["train.py"]
     leased = world.lease("w3")
     for n in range(3):  # the new head's baselines come first
@@ -59,7 +59,7 @@ def test_a_queued_explore_is_rederived_onto_the_head_that_moved(world: World) ->
     world.finish(leased, ok(0.25))  # better than the new head where it ran: replicated there
     world.run("w4", ok(0.25))
     assert world.verdict(beta) is Verdict.KEPT
-    context = build_context(world.scheduler, world.task_id)
+    context = build_context(world.scheduler.reads, world.task_id)
     assert not context.in_flight
 
 

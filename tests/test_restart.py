@@ -40,8 +40,8 @@ def _classes_without_branches(redis_url: str, data_dir: Path, task_id: str, n: i
         scheduler = Scheduler(store, settings)
         for i in range(n):
             hardware = f"cpu:restart-{i:05d}"
-            ids = scheduler.baseline_ids(task_id, hardware, task.init_commit)
-            baseline = scheduler.baseline_of(task_id, hardware, head)
+            ids = scheduler.heads.baseline_ids(task_id, hardware, task.init_commit)
+            baseline = scheduler.heads.baseline_of(task_id, hardware, head)
             store.add_class(task_id, hardware, head, baseline, ids, now=time.time())
     finally:
         store.close()

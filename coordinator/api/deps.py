@@ -15,6 +15,7 @@ from coordinator.api.doorbell import Doorbell
 from coordinator.judge_loop import JudgeLoop
 from coordinator.leader import Leadership
 from coordinator.models import TokenRecord, WorkerRecord
+from coordinator.read_side import Proposals
 from coordinator.redis_server import EmbeddedRedis
 from coordinator.scheduler import Scheduler
 from coordinator.settings import CoordinatorSettings
@@ -88,6 +89,11 @@ class Context:
 
     def __post_init__(self) -> None:
         self.known = Known(self.store, self.settings.caller_cache_s)
+
+    @property
+    def reads(self) -> Proposals:
+        """What the read routes and a proposal use (not the scheduler itself)."""
+        return self.scheduler.reads
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ async def create_task(body: TaskCreate, caller: AdminCaller, ctx: Ctx) -> TaskPu
     def register() -> TaskPublic:
         task = register_task_upload(ctx.store, ctx.settings, body.files)
         ctx.scheduler.tasks_changed()
-        return views.task_view(ctx.scheduler, task)
+        return views.task_view(ctx.reads, task)
 
     return await run_in_threadpool(register)
 
@@ -77,7 +77,7 @@ async def revoke(token_id: TokenId, caller: AdminCaller, ctx: Ctx) -> dict[str, 
 async def context(
     task_id: TaskId, caller: ContextReader, ctx: Ctx, hardware: HardwareQuery = None
 ) -> ProposerContext:
-    return await run_in_threadpool(build_context, ctx.scheduler, task_id, hardware)
+    return await run_in_threadpool(build_context, ctx.reads, task_id, hardware)
 
 
 # Distinct models a task's spend is kept for (each one is a label value of /metrics).
@@ -89,7 +89,7 @@ async def spend(task_id: TaskId, body: SpendReport, caller: ProposerCaller, ctx:
     """A proposer tells what its model calls cost (shown on /metrics)."""
 
     def add() -> None:
-        ctx.scheduler.get_task(task_id)  # 404 for an unknown task
+        ctx.reads.get_task(task_id)  # 404 for an unknown task
         if not ctx.store.add_spend(
             task_id, body.model, body.usd, body.tokens, body.calls, MAX_SPEND_MODELS
         ):
@@ -116,7 +116,7 @@ async def hypotheses(body: HypothesisCreate, caller: ProposerCaller, ctx: Ctx) -
                     f"token {caller.name!r} has {in_flight} hypotheses not judged yet "
                     "(max_hypotheses_in_flight): submit more once some are judged"
                 )
-        submission = submit_hypothesis(ctx.scheduler, body)
+        submission = submit_hypothesis(ctx.reads, body)
         if bounded and not submission.duplicate:
             ctx.store.hold_in_flight(caller.token_hash, submission.hypothesis_id)
         return submission

@@ -118,7 +118,7 @@ async def server_time() -> dict[str, float]:
 @router.get("/tasks")
 async def tasks(caller: Reader, ctx: Ctx) -> list[TaskPublic]:
     def read() -> list[TaskPublic]:
-        return [views.task_view(ctx.scheduler, t) for t in ctx.store.list_tasks()]
+        return [views.task_view(ctx.reads, t) for t in ctx.store.list_tasks()]
 
     return await run_in_threadpool(read)
 
@@ -126,7 +126,7 @@ async def tasks(caller: Reader, ctx: Ctx) -> list[TaskPublic]:
 @router.get("/tasks/{task_id}")
 async def task(task_id: TaskId, caller: Reader, ctx: Ctx) -> TaskPublic:
     def read() -> TaskPublic:
-        return views.task_view(ctx.scheduler, ctx.scheduler.get_task(task_id))
+        return views.task_view(ctx.reads, ctx.reads.get_task(task_id))
 
     return await run_in_threadpool(read)
 
@@ -139,7 +139,7 @@ async def hypotheses(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[HypothesisRecord]:
     def read() -> list[HypothesisRecord]:
-        ctx.scheduler.get_task(task_id)
+        ctx.reads.get_task(task_id)
         return ctx.store.list_hypotheses(task_id, limit)
 
     return await run_in_threadpool(read)
@@ -158,7 +158,7 @@ async def leaderboard(
 
     def read() -> Leaderboard:
         _indexed(feed)
-        return boards.leaderboard(ctx.scheduler, task_id, hardware)
+        return boards.leaderboard(ctx.reads, task_id, hardware)
 
     return await run_in_threadpool(read)
 
@@ -176,7 +176,7 @@ async def progress(
     def read() -> bytes:
         _indexed(feed)
         # Thousands of points: serialised once here, not validated again on the way out.
-        return boards.progress(ctx.scheduler, task_id, limit).model_dump_json().encode()
+        return boards.progress(ctx.reads, task_id, limit).model_dump_json().encode()
 
     return Response(await run_in_threadpool(read), media_type="application/json")
 
@@ -188,7 +188,7 @@ async def lineage(task_id: TaskId, caller: Reader, ctx: Ctx, feed: LiveFeed) -> 
 
     def read() -> LineageTree:
         _indexed(feed)
-        return boards.lineage_tree(ctx.scheduler, task_id)
+        return boards.lineage_tree(ctx.reads, task_id)
 
     return await run_in_threadpool(read)
 
@@ -245,7 +245,7 @@ async def experiments(
         found = query
         if worker_id:  # a short id, as the tables print it
             found = replace(query, worker_id=resolve_worker_id(ctx.store, worker_id))
-        return views.list_experiments(ctx.scheduler, found, cursor, limit, view)
+        return views.list_experiments(ctx.reads, found, cursor, limit, view)
 
     return await run_in_threadpool(read)
 
@@ -254,7 +254,7 @@ async def experiments(
 async def experiment(experiment_id: ExperimentId, caller: Reader, ctx: Ctx) -> ExperimentDetail:
     """One experiment: its result and log tail, its hypothesis and rationale, the reason
     for its verdict, and the unified diff against its parent."""
-    return await run_in_threadpool(views.experiment_view, ctx.scheduler, experiment_id)
+    return await run_in_threadpool(views.experiment_view, ctx.reads, experiment_id)
 
 
 @router.get("/contributors")
@@ -269,7 +269,7 @@ async def contributors(
 
     def read() -> Contributors:
         _indexed(feed)
-        return boards.contributors(ctx.scheduler, int(cursor or 0), limit)
+        return boards.contributors(ctx.reads, int(cursor or 0), limit)
 
     return await run_in_threadpool(read)
 

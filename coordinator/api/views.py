@@ -16,7 +16,7 @@ from coordinator.models import (
     TaskRecord,
 )
 from coordinator.read_models import ExperimentDetail, ExperimentPage, ExperimentSummary
-from coordinator.scheduler import Scheduler
+from coordinator.read_side import ReadSide
 from coordinator.short_ids import resolve_experiment_id
 from coordinator.store.filing import effective_verdict
 from coordinator.store.query import ExperimentQuery
@@ -47,10 +47,10 @@ SUMMARY_FIELDS = (
 HYPOTHESIS_FIELDS = ("title", "proposer", "author", "verdict", "delta")
 
 
-def task_view(scheduler: Scheduler, task: TaskRecord) -> TaskPublic:
+def task_view(reads: ReadSide, task: TaskRecord) -> TaskPublic:
     heads: list[HeadPublic] = []
-    for hardware in scheduler.store.task_classes(task.task_id):
-        head, stats = scheduler.stats(task.task_id, hardware)
+    for hardware in reads.store.task_classes(task.task_id):
+        head, stats = reads.stats(task.task_id, hardware)
         if head is None:
             continue
         heads.append(
@@ -64,17 +64,17 @@ def task_view(scheduler: Scheduler, task: TaskRecord) -> TaskPublic:
     return TaskPublic(**task.model_dump(), heads=heads)
 
 
-def plan_query(scheduler: Scheduler, query: ExperimentQuery) -> ExperimentQuery:
+def plan_query(reads: ReadSide, query: ExperimentQuery) -> ExperimentQuery:
     """The query as the store runs it: a score sort learns its task's direction and, for a
     task with one hardware class, that class."""
     if query.sort != "score":
         return query
     if not query.task_id:
         raise InvalidInput("sort=score needs task_id: scores are compared within one task")
-    task = scheduler.get_task(query.task_id)
+    task = reads.get_task(query.task_id)
     hardware = query.hardware
     if hardware is None:
-        classes = scheduler.store.task_classes(task.task_id)
+        classes = reads.store.task_classes(task.task_id)
         if len(classes) != 1:
             raise InvalidInput(
                 f"sort=score needs hardware (one of {classes}): scores compare within a class"
@@ -123,29 +123,29 @@ def summarise(row: dict[str, str], hyp: dict[str, str]) -> ExperimentSummary:
     )
 
 
-def summaries(scheduler: Scheduler, experiment_ids: list[str]) -> list[ExperimentSummary]:
-    store = scheduler.store
+def summaries(reads: ReadSide, experiment_ids: list[str]) -> list[ExperimentSummary]:
+    store = reads.store
     rows = [r for r in store.experiment_rows(experiment_ids, SUMMARY_FIELDS) if r]
     hyps = store.hypothesis_fields([r.get("hypothesis_id", "") for r in rows], HYPOTHESIS_FIELDS)
     return [summarise(row, hyp) for row, hyp in zip(rows, hyps, strict=True)]
 
 
 def list_experiments(
-    scheduler: Scheduler, query: ExperimentQuery, cursor: str | None, limit: int, view: str
+    reads: ReadSide, query: ExperimentQuery, cursor: str | None, limit: int, view: str
 ) -> ExperimentPage:
     """A page of experiments (summaries, or whole records) and the next page's cursor."""
-    planned = plan_query(scheduler, query)
-    ids, next_cursor = scheduler.store.find_experiments(planned, cursor, limit)
+    planned = plan_query(reads, query)
+    ids, next_cursor = reads.store.find_experiments(planned, cursor, limit)
     if view == "summary":
-        return ExperimentPage(experiments=summaries(scheduler, ids), next_cursor=next_cursor)
-    records = scheduler.store.get_experiments(ids)
+        return ExperimentPage(experiments=summaries(reads, ids), next_cursor=next_cursor)
+    records = reads.store.get_experiments(ids)
     return ExperimentPage(experiments=records, next_cursor=next_cursor)
 
 
-def experiment_view(scheduler: Scheduler, experiment_id: str) -> ExperimentDetail:
+def experiment_view(reads: ReadSide, experiment_id: str) -> ExperimentDetail:
     """One experiment (its id or a unique prefix of it, coordinator.short_ids) with its
     hypothesis, its effective verdict and its diff."""
-    store = scheduler.store
+    store = reads.store
     exp = store.get_experiment(resolve_experiment_id(store, experiment_id))
     if exp is None:
         raise NotFound(f"experiment {experiment_id} does not exist")
@@ -155,7 +155,7 @@ def experiment_view(scheduler: Scheduler, experiment_id: str) -> ExperimentDetai
     diff = ""
     if exp.kind is not ExperimentKind.BASELINE and code_of:
         try:
-            diff = scheduler.lineage(exp.task_id).diff(code_of)
+            diff = reads.lineage(exp.task_id).diff(code_of)
         except LineageError:
             diff = ""
     hyp = store.get_hypothesis(exp.hypothesis_id) if exp.hypothesis_id else None

@@ -1,0 +1,176 @@
+"""Head baselines beyond a class's first ones: when a head is measured again.
+
+A head is measured by `baseline_runs` baselines when it becomes the head, unless a winner is
+stacked on it (it is likely the head for one run only; `measure_head` queues them once the
+stack breaks); more baselines of it while a candidate on it is measured again (its mean is
+part of every comparison with it, `measure_again`); and the unfinished baselines of a head
+that is no longer the head are withdrawn. Their ids are derived from the head, so queueing
+one twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+from coordinator import judge
+from coordinator.heads import Heads
+from coordinator.models import ExperimentRecord, HeadRecord, TaskRecord
+from coordinator.plumbing import Plumbing
+from coordinator.stacks import Stacks
+from coordinator.store.base import FieldValue
+from shared.models import ExperimentState, Verdict
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Baselines:
+    """Queues and withdraws a head's baselines (see the module doc)."""
+
+    plumbing: Plumbing
+    heads: Heads
+    stacks: Stacks
+
+    def measure_head(
+        self, task: TaskRecord, hardware: str, failed: ExperimentRecord | None = None
+    ) -> int:
+        """Queue a kept head's baselines if they were held back (a merge was stacked on it),
+        once no winner is stacked on it any more or the winner at the bottom of its stack
+        (`failed`, run on the head itself) was not kept: the stack starts again from the
+        head, which stays the head for another run at least, and its noise is known from
+        too few runs meanwhile. How many were queued. Idempotent: their ids are derived from
+        the head."""
+        head = self.plumbing.store.get_head(task.task_id, hardware)
+        if head is None or not head.experiment_id:
+            return 0
+        broken = failed is not None and failed.parent_commit == head.commit
+        if not broken and self.stacks.tip(task, hardware, head):
+            return 0
+        fields: dict[str, FieldValue] = {
+            "commit": head.commit,
+            "bundle_hash": head.bundle_hash,
+            "code_bytes": head.code_bytes,
+        }
+        baseline = self.heads.baseline_of(task.task_id, hardware, fields)
+        queued = 0
+        for baseline_id in self.heads.baseline_ids(task.task_id, hardware, head.commit):
+            new = dataclasses.replace(baseline, experiment_id=baseline_id)
+            queued += self.plumbing.store.enqueue_experiment(new, now=self.plumbing.clock())
+        if queued:
+            logger.info(
+                "task %s: %s head %s measured: %d baselines queued",
+                task.task_id,
+                hardware,
+                head.commit,
+                queued,
+            )
+            self.plumbing.notify(queued)
+        return queued
+
+    def measure_again(
+        self,
+        task: TaskRecord,
+        hardware: str,
+        head: HeadRecord | None,
+        stats: judge.HeadStats,
+        exp: ExperimentRecord,
+        target: int,
+    ) -> None:
+        """More baselines of the head while a candidate on it is measured again, up to
+        `target` runs (and max_baseline_runs): the head's mean is part of every comparison
+        with it, so head baselines grow where candidates are judged against one head. Their
+        ids are derived from the head's run count: candidates promising while they wait add
+        nothing."""
+        if head is None or exp.parent_commit != head.commit or stats.mean is None:
+            return
+        wanted = min(target, self.plumbing.settings.max_baseline_runs)
+        if stats.runs >= wanted:
+            return
+        head_fields: dict[str, FieldValue] = {
+            "bundle_hash": head.bundle_hash,
+            "commit": head.commit,
+            "code_bytes": head.code_bytes,
+        }
+        reason = (
+            f"{exp.experiment_id} is measured again against a head measured {stats.runs} "
+            f"times: the head is measured up to {wanted} times"
+        )
+        queued = 0
+        for runs in range(stats.runs, wanted):
+            again = dataclasses.replace(
+                self.heads.baseline_of(task.task_id, hardware, head_fields),
+                experiment_id=self.heads.more_baseline_id(
+                    task.task_id, hardware, head.commit, runs
+                ),
+            )
+            event: dict[str, FieldValue] = {
+                "type": "baseline_queued",
+                "task_id": task.task_id,
+                "experiment_id": again.experiment_id,
+                "after": exp.experiment_id,
+                "hardware": hardware,
+                "commit": head.commit,
+                "reason": reason,
+                "time_s": self.plumbing.clock(),
+            }
+            queued += self.plumbing.store.recheck(
+                again, hypothesis_id=None, hypothesis=None, event=event, now=self.plumbing.clock()
+            )
+        if queued:
+            logger.info("task %s: %s", task.task_id, reason)
+            self.plumbing.notify(queued)
+
+    def measured_meanwhile(
+        self,
+        task_id: str,
+        hardware: str,
+        head: HeadRecord | None,
+        stats: judge.HeadStats,
+        cand: ExperimentRecord,
+        replicates: int,
+    ) -> bool:
+        """Whether baselines of the head queued for this look at a candidate (up to
+        judge.HEAD_RUNS_PER_RUN per run of it) have not finished yet."""
+        if head is None or cand.parent_commit != head.commit:
+            return False
+        wanted = min(
+            judge.HEAD_RUNS_PER_RUN * (1 + replicates), self.plumbing.settings.max_baseline_runs
+        )
+        ids = [
+            self.heads.more_baseline_id(task_id, hardware, head.commit, runs)
+            for runs in range(stats.runs, wanted)
+        ]
+        running = (ExperimentState.QUEUED, ExperimentState.LEASED)
+        return any(e.state in running for e in self.plumbing.store.get_experiments(ids))
+
+    def withdraw_superseded(
+        self, task: TaskRecord, hardware: str, superseded: str, commit: str
+    ) -> None:
+        """The baselines of a head that is no longer the head, not finished yet, are not
+        needed: they would measure old code ahead of the merges and replicates queued behind
+        them (a running one is told to stop at its next heartbeat)."""
+        reason = f"not needed: the head moved on from {superseded[:12]} to {commit[:12]}"
+        more = [
+            self.heads.more_baseline_id(task.task_id, hardware, superseded, runs)
+            for runs in range(self.plumbing.settings.max_baseline_runs)
+        ]
+        for baseline_id in self.heads.baseline_ids(task.task_id, hardware, superseded) + more:
+            event: dict[str, FieldValue] = {
+                "type": "baseline",
+                "task_id": task.task_id,
+                "experiment_id": baseline_id,
+                "hardware": hardware,
+                "commit": superseded,
+                "metric": None,
+                "reason": reason,
+                "time_s": self.plumbing.clock(),
+            }
+            self.plumbing.store.withdraw(
+                baseline_id,
+                verdict=Verdict.DISCARDED.value,
+                reason=reason,
+                event=event,
+                now=self.plumbing.clock(),
+            )
