@@ -92,9 +92,9 @@ def main() -> None:
             after = probe()
             if got is None:
                 continue
-            score, steps = got
-            rows.append(((before + after) / 2, steps, score))
-            print(f"| {n} | {before:.3f} | {after:.3f} | {steps:.0f} | {score:.4f} |", flush=True)
+            score, count = got
+            rows.append(((before + after) / 2, count, score))
+            print(f"| {n} | {before:.3f} | {after:.3f} | {count:.0f} | {score:.4f} |", flush=True)
     speed = [r[0] for r in rows]
     steps = [r[1] for r in rows]
     scores = [r[2] for r in rows]
