@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-SUMMARY = re.compile(r"(val_bpb|num_steps)\W+([0-9.eE+-]+)")
+SCORE = re.compile(r"val_bpb\W+([0-9.eE+-]+)")
 
 
 def probe(reps: int = 40, size: int = 384) -> float:
@@ -45,17 +45,17 @@ def probe(reps: int = 40, size: int = 384) -> float:
     return time.perf_counter() - started
 
 
-def run_tinylm(budget: float, work: Path) -> tuple[float, float] | None:
-    """One sandboxed run of tinylm: (val_bpb, steps), or None when it failed."""
+def run_tinylm(budget: float, work: Path) -> float | None:
+    """One sandboxed run of tinylm: its val_bpb, or None when it failed."""
     cli = str(Path(sys.executable).parent / "autoswarm")
     cmd = [cli, "task", "run", str(ROOT / "tasks/tinylm"), "--budget", str(budget),
            "--work-dir", str(work)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    found = dict(SUMMARY.findall(done.stdout))
-    if "val_bpb" not in found:
+    found = SCORE.findall(done.stdout)
+    if not found:
         print(f"# run failed: {done.stdout[-300:]} {done.stderr[-300:]}", file=sys.stderr)
         return None
-    return float(found["val_bpb"]), float(found.get("num_steps", "nan"))
+    return float(found[-1])
 
 
 def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -82,34 +82,26 @@ def main() -> None:
     args = parser.parse_args()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"# host probe: {platform.node()}, {when}, {args.runs} runs at {args.budget:g} s")
-    print("| run | probe before (s) | probe after (s) | steps | val_bpb |")
-    print("|---|---|---|---|---|")
-    rows: list[tuple[float, float, float]] = []
+    print("| run | probe before (s) | probe after (s) | val_bpb |")
+    print("|---|---|---|---|")
+    rows: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="host-probe-") as work:
         for n in range(args.runs):
             before = probe()
-            got = run_tinylm(args.budget, Path(work))
+            score = run_tinylm(args.budget, Path(work))
             after = probe()
-            if got is None:
+            if score is None:
                 continue
-            score, count = got
-            rows.append(((before + after) / 2, count, score))
-            print(f"| {n} | {before:.3f} | {after:.3f} | {count:.0f} | {score:.4f} |", flush=True)
+            rows.append(((before + after) / 2, score))
+            print(f"| {n} | {before:.3f} | {after:.3f} | {score:.4f} |", flush=True)
     speed = [r[0] for r in rows]
-    steps = [r[1] for r in rows]
-    scores = [r[2] for r in rows]
+    scores = [r[1] for r in rows]
     plain = statistics.stdev(scores)
     adjusted = loo_sigma(speed, scores)
-    known = all(math.isfinite(s) for s in steps)
-    by_steps = loo_sigma(steps, scores) if known else math.nan
     _, slope = fit(speed, scores)
     print(f"\nval_bpb sigma, plain: {plain:.4f} (n={len(scores)})")
     print(f"adjusted by the probe (leave-one-out): {adjusted:.4f}, cut by "
           f"{1 - adjusted / plain:.0%} (slope {slope:.4g} per probe second)")  # fmt: skip
-    print(f"adjusted by the run's own step count (not a covariate the code cannot change, the "
-          f"ceiling): {by_steps:.4f}, cut by {1 - by_steps / plain:.0%}")  # fmt: skip
-    if known:
-        print(f"probe vs steps correlation: {statistics.correlation(speed, steps):.2f}")
     verdict = "keep" if adjusted <= 0.7 * plain else "drop"
     print(f"verdict: {verdict} (kept only at a 30% cut or more)")
 
