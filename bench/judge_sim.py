@@ -16,6 +16,7 @@ more 2-sigma candidates at as few runs per zero-effect candidate and as few fals
 
     .venv/bin/python bench/judge_sim.py                        # the coordinator's DESIGN
     .venv/bin/python bench/judge_sim.py --frontier              # the bound
+    .venv/bin/python bench/judge_sim.py --search --candidates 4000 --heads 24  # the grid
     .venv/bin/python bench/judge_sim.py --candidates 20000 --heads 3 8 24
 """
 
@@ -91,6 +92,29 @@ def table(candidates: int, heads: list[int], seed: int, rule: judge.SequentialRu
                   f"{low:.4f}-{high:.4f} | {runs:.3f} |", flush=True)  # fmt: skip
 
 
+def search(candidates: int, head_runs: int, seed: int) -> None:
+    """The grid the coordinator's design was chosen on: screen x drift x slack x keep, at
+    most 8 runs; each design's false keeps, runs at 0 and P(keep) at 2 sigma."""
+    print("| screen | drift | slack | keep | false keeps | runs at 0 | P(keep) at 2 sigma |")
+    print("|---|---|---|---|---|---|---|")
+    looks = range(2, judge.MAX_RUNS)
+    for screen in (0.8, 0.9, 1.0):
+        for drift in (0.9, 1.0, 1.1):
+            for slack in (0.0, 0.2, 0.4):
+                for keep in (2.6, 2.8, 3.0):
+                    stop = tuple(drift * math.sqrt(k) - slack / math.sqrt(k) for k in looks)
+                    design = judge.Design(screen, (keep,) * (judge.MAX_RUNS - 1), stop)
+                    rule = judge.SequentialRule(design=design)
+                    rng = random.Random(seed)
+                    zero = [simulate(0.0, rng, head_runs, rule) for _ in range(candidates)]
+                    two = [simulate(2.0, rng, head_runs, rule) for _ in range(candidates)]
+                    p0 = sum(k for k, _ in zero) / candidates
+                    r0 = statistics.fmean(r for _, r in zero)
+                    p2 = sum(k for k, _ in two) / candidates
+                    print(f"| {screen} | {drift} | {slack} | {keep} | {p0:.4f} | {r0:.3f} | "
+                          f"{p2:.3f} |", flush=True)  # fmt: skip
+
+
 # -- the bound ------------------------------------------------------------------------------
 
 
@@ -152,10 +176,14 @@ def main() -> None:
     parser.add_argument("--heads", type=int, nargs="+", default=[3, 8, 24])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--frontier", action="store_true", help="print the bound instead")
+    parser.add_argument("--search", action="store_true", help="print the design grid instead")
     args = parser.parse_args()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if args.frontier:
         frontier()
+        return
+    if args.search:
+        search(args.candidates, args.heads[-1], args.seed)
         return
     d = judge.DESIGN
     print(f"# judge_sim {when}: screen {d.screen}, keep {d.keep_at}, stop {d.stop_below}")

@@ -37,9 +37,10 @@ runs (backward induction on the sum of the runs: `bench/judge_sim.py --frontier`
 0.826 of 2-sigma candidates at 1.28 runs per zero-effect one, 0.808 at 1.24, 0.774 at
 1.16, whatever its false keeps (0.02% to 0.4% give the same power): with a head known
 exactly, P(keep) >= 0.8 at 2 sigma and <= 1.3 runs per zero-effect candidate sit on that
-bound together. SCREEN, KEEP_Z, DRIFT and SLACK were chosen on it (a grid of 4 screens, 3
-drifts, 3 slacks, 3 keep boundaries and caps of 5 to 8 runs) for false keeps <= 0.6%, a
-margin under the 1%, and runs at no gain <= 1.29.
+bound together. SCREEN, KEEP_Z, DRIFT and SLACK were chosen on a grid of 81 designs (3
+screens, drifts, slacks and keep boundaries, at most 8 runs: `bench/judge_sim.py --search`)
+for false keeps <= 0.6%, a margin under the 1%, runs at no gain <= 1.29, and the most
+power at 2 sigma; 5 to 7 looks with boundaries linear in k did no better.
 
 Its simulation (`bench/judge_sim.py`: this module's `SequentialRule` and `head_stats`, the
 head grown as the decisions ask, sigma known; 20,000 candidates per cell, 95% intervals
