@@ -5,7 +5,7 @@ characteristic) is one object, `SequentialRule`, that the scheduler calls on eac
 noise it rests on, per task and hardware class (remembered runs, per-worker offsets,
 absurd scores held), is `coordinator.noise`.
 
-The head's score is the offset-corrected mean of its runs. A candidate's evidence is the
+The head's score is the offset-corrected mean of its baselines. A candidate's evidence is the
 offset-corrected mean of its k runs; the statistic is
 
     T_k = (gain - min_effect) / se,   se^2 = V(candidate mean) + V(head mean) - 2 C
@@ -13,20 +13,50 @@ offset-corrected mean of its k runs; the statistic is
 (C: offset uncertainty shared by workers that ran both), compared with Student's t at the
 noise's degrees of freedom (each z boundary below is widened to t_df at its level).
 
-Sequential decisions (a group-sequential test, at most MAX_RUNS runs of a candidate):
+The head's mean is that of its baselines alone when it has any: a kept change's own runs
+become the new head's, but they were chosen for scoring well (the keep selected them: a
+kept 2-sigma change's runs score 0.3 sigma above its true gain on average, a falsely kept
+one's 1.7 sigma), so they would flatter the head and cost every later candidate power.
+
+Sequential decisions (a truncated sequential test, at most MAX_RUNS = 8 runs of a candidate):
 - run 1, the screen: T_1 >= SCREEN (0.90) continues, else the candidate is discarded;
-- run k = 2..MAX_RUNS: T_k >= KEEP_AT[k] keeps it (given a run by another worker), T_k <
-  STOP_BELOW[k] discards it, else one more run is asked for; at MAX_RUNS, not kept.
+- run k = 2..8: T_k >= KEEP_Z (2.80) keeps it (given a run by another worker), T_k <
+  DRIFT*sqrt(k) - SLACK/sqrt(k) (1.27, 1.62, 1.90, 2.15, 2.37, 2.57 at k = 2..7)
+  discards it, else one more run is asked for; at run 8, kept only at T_8 >= 2.80.
   Runs 2.. are replicates on other workers where any exist: each ADDS to the evidence.
-Error rates over the whole sequence. Under no effect, P(keep) = sum over k of P(reach k and
-T_k >= KEEP_AT[k]): the spending of alpha across looks. Bonferroni bounds it by
-sum(1 - Phi(KEEP_AT)) = 2.2%, ignoring the screen and the futility boundaries; with them,
-integrated numerically (10^6 simulated sequences, sigma known, the head measured 24 times)
-it is 0.82%, under the 1% the rule is built for (0.87% with a head of 8 runs, 0.77% with
-an exact one). In the same simulation P(keep) is 0.81 at 2 sigma and 0.999 at 4 sigma, and
-a zero-effect candidate costs 1.30 runs on average. The boundaries are the best of 800
-designs (K = 3..5 looks, constant or monotone boundaries) searched for those targets; the
-head's own uncertainty enters se, so a head measured less costs power, not error.
+
+Derivation. With the head exact and sigma known, T_k = sqrt(k) * m_k (m_k: the mean gain of
+k runs in sigma). Between "no gain" and "a gain of d = 2 sigma", the log-likelihood ratio of
+k runs is d * k * (m_k - d/2): Wald's SPRT runs again while it lies between two constants,
+that is while m_k > d/2 - b/(d*k), or T_k > (d/2)*sqrt(k) - (b/d)/sqrt(k): the futility
+boundary above, DRIFT = d/2 = 1, SLACK = b/d. Its upper boundary is replaced by a constant
+z boundary (the cap makes the SPRT's own too late to matter), and the screen is the first
+look's futility boundary, set apart. What bounds such a rule is the runs it may spend on
+candidates with no gain: the Bayes-optimal test of the same two hypotheses with at most 8
+runs (backward induction on the sum of the runs: `bench/judge_sim.py --frontier`) keeps
+0.826 of 2-sigma candidates at 1.28 runs per zero-effect one, 0.808 at 1.24, 0.774 at
+1.16, whatever its false keeps (0.02% to 0.4% give the same power): with a head known
+exactly, P(keep) >= 0.8 at 2 sigma and <= 1.3 runs per zero-effect candidate sit on that
+bound together. SCREEN, KEEP_Z, DRIFT and SLACK were chosen on a grid of 81 designs (3
+screens, drifts, slacks and keep boundaries, at most 8 runs: `bench/judge_sim.py --search`)
+for false keeps <= 0.6%, a margin under the 1%, runs at no gain <= 1.29, and the most
+power at 2 sigma; 5 to 7 looks with boundaries linear in k did no better.
+
+Its simulation (`bench/judge_sim.py`: this module's `SequentialRule` and `head_stats`, the
+head grown as the decisions ask, sigma known; 20,000 candidates per cell, 95% intervals
+about +-0.1% at 0 and +-0.6% at 2 sigma):
+
+    head measured   false keeps   runs at 0   P(keep) at 1 / 2 / 3 / 4 sigma
+    3 times         0.52%         1.29        0.20 / 0.74 / 0.955 / 0.995
+    8 times         0.59%         1.29        0.21 / 0.77 / 0.967 / 0.998
+    24 times        0.58%         1.29        0.23 / 0.81 / 0.978 / 0.999
+
+Under no effect P(keep) = sum over k of P(reach k and T_k >= 2.80), alpha spent across the
+looks; Bonferroni bounds it by 7 * (1 - Phi(2.80)) = 1.8% ignoring the screen and the
+futility boundaries, which bring it to the simulated 0.5-0.6%. The head's own uncertainty
+enters se, so a young head costs power, not error: each candidate on a head of 3 runs
+compares its first run with a mean whose variance is a third of its own. The power lost at
+2 sigma is the price of the runs budget, not of the error rate: see the bound above.
 `bench/judge_power.py` measures the whole rule as the coordinator runs it.
 
 Scores are only ever compared within one hardware class (the caller's job).
@@ -47,15 +77,45 @@ from shared.task import TaskSpec
 _SAME = 1e-9
 # The screen's boundary on T_1 (z scale): ~18% of zero-effect candidates get a second run.
 SCREEN = 0.90
-# Keep boundaries at runs 2, 3, 4, 5 (z scale; see the module doc).
-KEEP_AT = (2.87, 2.77, 2.49, 2.29)
-# Futility boundaries at runs 2, 3, 4 (z scale): below, the candidate is discarded.
-STOP_BELOW = (1.14, 1.60, 1.99)
-MAX_RUNS = len(KEEP_AT) + 1
+# At most this many runs of a candidate (its first and MAX_RUNS - 1 replicates).
+MAX_RUNS = 8
+# Keep at run k = 2..MAX_RUNS when T_k >= KEEP_Z (z scale, one boundary at every look).
+KEEP_Z = 2.80
+# Discard at run k = 2..MAX_RUNS-1 when T_k < DRIFT*sqrt(k) - SLACK/sqrt(k): the running
+# mean gain has fallen under DRIFT - SLACK/k sigma (a truncated SPRT's lower boundary between
+# no gain and a 2-sigma one, whose midpoint DRIFT is; module doc).
+DRIFT = 1.0
+SLACK = 0.2
+KEEP_AT = tuple(KEEP_Z for _ in range(2, MAX_RUNS + 1))
+STOP_BELOW = tuple(
+    round(DRIFT * math.sqrt(k) - SLACK / math.sqrt(k), 2) for k in range(2, MAX_RUNS)
+)
+# Runs whose experiment id starts so are the head's baselines (coordinator.heads): the head's
+# mean is theirs alone when it has any, for the runs a kept change brings with it were chosen
+# for scoring well and would flatter the new head (module doc).
+BASELINE_PREFIX = "b"
 # While a candidate is measured again, the head is measured up to this many times per run of
 # the candidate (up to max_baseline_runs): a head of 4k runs costs a k-run comparison ~11%
 # of its T, one of k runs ~41% (docs/judging.md).
 HEAD_RUNS_PER_RUN = 4
+
+
+@dataclass(frozen=True)
+class Design:
+    """The boundaries of the sequential test (z scale): the screen's on T_1, the keep
+    boundary at runs 2..max_runs and the futility one at runs 2..max_runs-1. The coordinator
+    runs `DESIGN`; `bench/judge_sim.py` searches others through the same rule."""
+
+    screen: float = SCREEN
+    keep_at: tuple[float, ...] = KEEP_AT
+    stop_below: tuple[float, ...] = STOP_BELOW
+
+    @property
+    def max_runs(self) -> int:
+        return len(self.keep_at) + 1
+
+
+DESIGN = Design()
 
 
 @dataclass(frozen=True)
@@ -114,12 +174,15 @@ def gain(value: float, mean: float, spec: TaskSpec) -> float:
 def head_stats(
     runs: list[Run] | dict[str, list[float]], head_code: str, noise: Noise | None = None
 ) -> HeadStats:
-    """The head's stats: its offset-corrected mean and the class's noise (`fit_noise` of the
-    same runs unless given). A dict of code -> scores is taken as runs of no known worker."""
+    """The head's stats: the offset-corrected mean of its baselines (of all its runs when it
+    has none) and the class's noise (`fit_noise` of the same runs unless given). A dict of
+    code -> scores is taken as runs of no known worker."""
     if isinstance(runs, dict):
         runs = [Run("", code, "", v) for code, values in runs.items() for v in values]
     noise = noise if noise is not None else fit_noise(runs)
-    head = sample([r for r in runs if r.code == head_code], noise)
+    measured = [r for r in runs if r.code == head_code]
+    baselines = [r for r in measured if r.experiment_id.startswith(BASELINE_PREFIX)]
+    head = sample(baselines or measured, noise)
     if head is None:
         return HeadStats(None, 0, noise.std, noise.df, None, noise)
     return HeadStats(head.mean, head.runs, noise.std, noise.df, head, noise)
@@ -216,8 +279,9 @@ class SequentialRule:
     `decide` on its pooled runs after each further one. `z` sets only how far a replicate
     may fall short of the claim it checks and still agree with it (the worker's trust)."""
 
-    def __init__(self, z: float = 2.0) -> None:
+    def __init__(self, z: float = 2.0, design: Design = DESIGN) -> None:
         self.z = z
+        self.design = design
 
     def screen(
         self,
@@ -247,7 +311,7 @@ class SequentialRule:
         cmp = compare([run], stats, spec)
         assert cmp is not None
         delta = clamp(metric - stats.mean) if math.isfinite(metric - stats.mean) else None
-        bound = multiplier(SCREEN, stats.df)
+        bound = multiplier(self.design.screen, stats.df)
         head = stats.describe(name)
         tie = stats.std == 0 and shorter and abs(cmp.gain) <= _SAME * max(1.0, abs(stats.mean))
         line = self._line(name, cmp, 1, 0, stats, bound)
@@ -255,7 +319,7 @@ class SequentialRule:
             why = "tie with the head, shorter code" if tie and cmp.stat < bound else line
             reason = f"{why} ({head}): promising, replicating on another worker"
             # A first run past the keep boundary already: the head's runs will not decide it.
-            decisive = cmp.stat >= multiplier(KEEP_AT[0], stats.df)
+            decisive = cmp.stat >= multiplier(self.design.keep_at[0], stats.df)
             head_runs = 0 if decisive else HEAD_RUNS_PER_RUN * 2
             return Decision(
                 Action.REPLICATE,
@@ -308,8 +372,9 @@ class SequentialRule:
         if cmp is None or k < 2 or evidence.confirmed_by is None:
             return self._more(evidence, stats, spec, cmp, total, agreed)
         delta = clamp(cmp.mean - stats.mean) if math.isfinite(cmp.mean - stats.mean) else None
-        look = min(k, MAX_RUNS)
-        keep_at = multiplier(KEEP_AT[look - 2], stats.df)
+        design = self.design
+        look = min(k, design.max_runs)
+        keep_at = multiplier(design.keep_at[look - 2], stats.df)
         line = self._line(name, cmp, k, evidence.held, stats, keep_at)
         tie = stats.std == 0 and shorter and abs(cmp.gain) <= _SAME * max(1.0, abs(stats.mean))
         if cmp.stat >= keep_at or tie:
@@ -317,9 +382,10 @@ class SequentialRule:
             return Decision(
                 Action.KEEP, Verdict.KEPT, reason, delta, cmp.mean, agreed, head_mean=stats.mean
             )
-        stop = multiplier(STOP_BELOW[look - 2], stats.df) if look < MAX_RUNS else keep_at
-        if cmp.stat < stop or total >= MAX_RUNS:
-            why = "not better" if cmp.stat < stop else f"not shown in {MAX_RUNS} runs"
+        last = look >= design.max_runs
+        stop = keep_at if last else multiplier(design.stop_below[look - 2], stats.df)
+        if cmp.stat < stop or total >= design.max_runs:
+            why = "not better" if cmp.stat < stop else f"not shown in {design.max_runs} runs"
             reason = f"{line}: {why} (T below {stop:.2f})"
             return Decision(
                 Action.NOT_REPRODUCED,
@@ -363,7 +429,7 @@ class SequentialRule:
             if cmp is not None
             else f"{name}: {total} runs, {evidence.held} not counted"
         )
-        if total >= MAX_RUNS:
+        if total >= self.design.max_runs:
             reason = f"{line}: {why} after {total} runs: not reproduced"
             return Decision(
                 Action.NOT_REPRODUCED, Verdict.NOT_REPRODUCED, reason, None, None, agreed
@@ -400,8 +466,9 @@ class SequentialRule:
         held_note = f", {held} not counted" if held else ""
         against = f"{bound:.2f}" if bound is not None else "-"
         stat = f"{cmp.stat:.3g}" if abs(cmp.stat) < BIG else ("+inf" if cmp.stat > 0 else "-inf")
+        over = "1 run" if k == 1 else f"{k} runs"
         return (
-            f"{name} {cmp.mean:.6g} over {k} runs{held_note} vs head {stats.mean:.6g} over "
+            f"{name} {cmp.mean:.6g} over {over}{held_note} vs head {stats.mean:.6g} over "
             f"{stats.runs} runs: gain {cmp.gain:.4g} ± {cmp.se:.3g}, T {stat} vs "
             f"{against} (df {stats.df}; {stats.noise.describe()})"
         )
