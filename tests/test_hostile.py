@@ -251,7 +251,8 @@ def run_payload(
                 "HOSTILE_UNIX": worker.unix_name,
             },
         )
-        runner.prepare(task, spec)  # the prepared data/ and heldout/ must not change either
+        # The prepared data/ and heldout/ must not change either.
+        runner.preparer.prepare(task, spec)
         task_before = tree_hashes(task)
         home_before = tree_hashes(worker.home, skip=(worker.state / "work",))
         result = runner.run(task, spec, budget_s=budget_s)

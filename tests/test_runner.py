@@ -19,9 +19,12 @@ from shared.models import ResultStatus
 from shared.task import TaskSpec, load_task
 from tests.conftest import processes_in
 from worker.hardware import GpuInfo, HardwareInfo, detect_hardware, select_gpus
+from worker.preload import sets_environment
+from worker.prepare import PrepareError
 from worker.process import MARKER_ENV, read_stat
-from worker.runner import LOADER_FILE, PrepareError, Runner, sets_environment
+from worker.runner import Runner
 from worker.sandbox import Unsandboxed, scrub_env
+from worker.scoring import LOADER_FILE
 
 PAYLOADS = Path(__file__).parent / "payloads"
 
@@ -374,13 +377,13 @@ def test_prepare_runs_once_per_task_version(
         "eval_run.py", toml=EVAL_TOML, prepare="prepare_data.py", evaluate="evaluate.py"
     )
     runner = make_runner()
-    first = runner.prepare(task, spec)
-    assert runner.prepare(task, spec) == first
+    first = runner.preparer.prepare(task, spec)
+    assert runner.preparer.prepare(task, spec) == first
     assert (first / "data" / "train.txt").is_file()
     assert (pid_dir / "prepare_runs").read_text().count("ran") == 1
     with open(task / "prepare.py", "a") as f:
         f.write("# a new task version\n")
-    assert runner.prepare(task, spec) != first
+    assert runner.preparer.prepare(task, spec) != first
     assert (pid_dir / "prepare_runs").read_text().count("ran") == 2
 
 
@@ -394,7 +397,8 @@ def test_concurrent_prepares_run_once(
     runners = [make_runner(env={"PAYLOAD_PREPARE_SLEEP_S": "0.5"}) for _ in range(2)]
     folders: list[Path] = []
     threads = [
-        threading.Thread(target=lambda r=r: folders.append(r.prepare(task, spec))) for r in runners
+        threading.Thread(target=lambda r=r: folders.append(r.preparer.prepare(task, spec)))
+        for r in runners
     ]
     for thread in threads:
         thread.start()

@@ -608,7 +608,7 @@ def test_a_burst_past_the_disk_cap_never_lands_on_the_hosts_disk(
     with own_volume(tmp_path, 1024) as volume:
         task = hostile_task(volume, "disk_burst.py")
         runner = runner_with(bwrap_sandbox, volume)
-        runner.prepare(task, load_task(task))
+        runner.preparer.prepare(task, load_task(task))
         baseline = used_bytes(volume)
         peak, done = [baseline], threading.Event()
 

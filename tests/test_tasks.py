@@ -26,7 +26,7 @@ import pytest
 from shared.errors import TaskError
 from shared.summary import parse_summary
 from shared.task import EVALUATOR_MODULE, ScoringMode, load_task
-from worker.runner import LOADER_FILE
+from worker.scoring import LOADER_FILE
 
 TASKS = Path(__file__).parents[1] / "tasks"
 TINYLM = TASKS / "tinylm"

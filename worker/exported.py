@@ -6,7 +6,7 @@ from exported import Refused, load_model
 Why a worker module written into the evaluator's folder: the evaluator runs in the sandbox,
 which holds the task's protected and evaluator files and the Python installation, never
 the worker's source tree. So the runner writes this file's bytes, read from the worker's
-own installation, as exported.py beside the evaluator (`worker.runner`), read-only, and a
+own installation, as exported.py beside the evaluator (`worker.scoring`), read-only, and a
 task cannot bring its own (`shared.task` refuses a task file that Python would import
 as `exported`). The loader is versioned with the worker, not with the task; an evaluator
 run by hand, outside autoswarm, imports it as worker.exported. It imports nothing of
