@@ -18,6 +18,7 @@ from shared.errors import InvalidInput
 from shared.models import ResultStatus
 from shared.task import TaskSpec, load_task
 from tests.conftest import processes_in
+from tests.task_helpers import TaskFile, write_task
 from worker.hardware import GpuInfo, HardwareInfo, detect_hardware, select_gpus
 from worker.preload import sets_environment
 from worker.prepare import PrepareError
@@ -82,16 +83,14 @@ def make_task(tmp_path: Path) -> MakeTask:
         evaluate: str | None = None,
         extra_toml: str = "",
     ) -> tuple[Path, TaskSpec]:
-        task = tmp_path / "task"
-        task.mkdir(exist_ok=True)
-        shutil.copyfile(PAYLOADS / train, task / "train.py")
-        if prepare is None:
-            (task / "prepare.py").write_text("MAX_SEQ_LEN = 8\n")
-        else:
-            shutil.copyfile(PAYLOADS / prepare, task / "prepare.py")
+        files: dict[str, TaskFile] = {
+            "train.py": PAYLOADS / train,
+            "prepare.py": "MAX_SEQ_LEN = 8\n" if prepare is None else PAYLOADS / prepare,
+            "task.toml": toml + extra_toml,
+        }
         if evaluate is not None:
-            shutil.copyfile(PAYLOADS / evaluate, task / "evaluate.py")
-        (task / "task.toml").write_text(toml + extra_toml)
+            files["evaluate.py"] = PAYLOADS / evaluate
+        task = write_task(tmp_path / "task", files)
         return task, load_task(task)
 
     return make
