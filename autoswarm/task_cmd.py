@@ -88,7 +88,7 @@ def run(
         runner = make_local_runner(work_dir, trust=trust, keep_work=keep)
         secret = local_heldout_secret(work_dir, spec.name)
         with console.status(f"preparing {spec.name} (once per task version)"):
-            runner.prepare(path, spec, heldout_secret=secret)
+            runner.preparer.prepare(path, spec, heldout_secret=secret)
         budget_s = budget or spec.budget_s
         with console.status(f"running {spec.name} for {budget_s:.0f} s") as status:
 

@@ -1,7 +1,11 @@
-"""`autoswarm worker`: join a coordinator, or control a running worker from a second terminal."""
+"""`autoswarm worker`: join a coordinator, or control a running worker from a second terminal.
+
+The worker's one front door: `python -m worker` (worker/__main__.py) runs this same command.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +16,7 @@ from rich.table import Table
 
 from autoswarm.console import console, err_console, plain, print_error
 from shared.errors import AutoswarmError
+from shared.logs import configure_logging
 
 worker_app = typer.Typer(
     help=(
@@ -19,6 +24,8 @@ worker_app = typer.Typer(
         "From a second terminal: `autoswarm worker pause|resume|finish|status`."
     ),
     invoke_without_command=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
 )
 
 StateDir = typer.Option(
@@ -52,9 +59,29 @@ def worker(
         None, "--max-experiments", min=1, help="Stop after this many experiments."
     ),
     state_dir: Path | None = StateDir,
+    cache_dir: Path | None = typer.Option(
+        None,
+        "--cache-dir",
+        help="Where bundles and prepared data are kept (default: STATE_DIR/cache).",
+    ),
+    work_dir: Path | None = typer.Option(
+        None, "--work-dir", help="Where runs are unpacked (default: STATE_DIR/work)."
+    ),
+    wait_s: float | None = typer.Option(
+        None, "--wait-s", help="How long one lease request waits for work (long poll)."
+    ),
+    stop_grace_s: float | None = typer.Option(
+        None, "--stop-grace-s", help="How long a run may take to stop once told to."
+    ),
     config: Path | None = typer.Option(None, "--config", help="A TOML file of worker settings."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log debug detail, one line per HTTP request too."
+    ),
 ) -> None:
     """Run experiments for a coordinator until stopped (Ctrl-C hands the lease back)."""
+    if verbose:
+        configure_logging("DEBUG")
+        logging.getLogger("httpx").setLevel(logging.DEBUG)  # a line per heartbeat: only asked
     if ctx.invoked_subcommand is not None:
         return
     from autoswarm.worker_screen import Screen
@@ -70,6 +97,10 @@ def worker(
         "trust": trust,
         "max_experiments": max_experiments,
         "state_dir": state_dir,
+        "cache_dir": cache_dir,
+        "work_dir": work_dir,
+        "wait_s": wait_s,
+        "stop_grace_s": stop_grace_s,
     }
     try:
         settings = WorkerSettings.load(config, **overrides)
@@ -161,3 +192,9 @@ def _last_result(last: dict[str, Any] | None) -> str:
     if last.get("error"):
         line += f": {last['error']}"
     return f"{line}, {last['delivery']}" if last.get("delivery") else line
+
+
+def main() -> None:
+    """`python -m worker`: this command, with logging set up as `autoswarm` sets it up."""
+    configure_logging("INFO")
+    worker_app(prog_name="python -m worker")

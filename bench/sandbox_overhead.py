@@ -194,7 +194,7 @@ def burst(before: str) -> None:
             for name, runner in runners(volume, before).items():
                 if name == "none":
                     continue
-                runner.prepare(task, spec)
+                runner.preparer.prepare(task, spec)
                 peak_bytes, result = peak_while(volume, functools.partial(runner.run, task, spec))
                 print(
                     f"burst, {name}: at most {peak_bytes / 2**20:.1f} MB on the host's file system"

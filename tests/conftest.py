@@ -4,14 +4,15 @@
   data in a tmp folder. `redis_url` (function) flushes it and yields its URL.
 - `redis_server_factory`: dedicated servers a test may kill -9 and restart (same port,
   same data folder); all are stopped at teardown.
-- `coordinator_factory`: starts the real app with uvicorn, in a background thread
-  (`mode="thread"`, default) or as `python -m coordinator` in a subprocess
-  (`mode="subprocess"`, which a test may kill -9 and restart); yields `RunningCoordinator`
-  (base_url, admin_token, data_dir, settings env). Redis: the flushed session server
-  unless `redis_url=None` is passed with `embedded=True` (then the coordinator starts its
-  own). Everything is stopped at teardown.
+- `start_coordinator`: the one builder of a test coordinator: the real app with uvicorn,
+  in a background thread of this process (`mode="thread"`, default) or as
+  `python -m coordinator` in a subprocess (`mode="subprocess"`, which a test may kill -9
+  and restart); a `RunningCoordinator` (base_url, admin_token, data_dir, settings env).
+- `coordinator_factory`: `start_coordinator` on the flushed session Redis (or, with
+  `embedded=True`, the coordinator's own); everything is stopped at teardown.
 - `coordinator`: one thread-mode coordinator with default test settings.
-- `task_dir_factory` / `task_dir`: a tiny valid task folder (summary scoring, CPU).
+- `tiny_task`, `task_dir_factory` / `task_dir`: a tiny valid task folder (summary scoring,
+  CPU), built by `tests.task_helpers.write_task`, the one builder of task folders.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import uvicorn
 from coordinator.redis_server import redis_binary
 from coordinator.service import serve_in_thread
 from coordinator.settings import CoordinatorSettings
+from tests.task_helpers import write_task
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30.0
@@ -199,12 +201,23 @@ class RunningCoordinator:
     thread: threading.Thread | None = None
     log_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # A Redis server started for this coordinator alone, stopped with it.
+    own_redis: RedisServer | None = None
 
     def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
+        """A client with `token` (default: the admin's; "": none)."""
+        token = self.admin_token if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(
             base_url=self.base_url, headers=headers, trust_env=False, timeout=30, **kwargs
         )
+
+    def get(self, path: str, **params: Any) -> Any:
+        """GET /api/v1/`path` as the admin; its JSON (the test fails on any other status)."""
+        with self.client() as http:
+            answer = http.get(f"/api/v1/{path}", params=params)
+            assert answer.status_code == 200, answer.text
+            return answer.json()
 
     def create_token(self, scope: str, name: str) -> str:
         with self.client() as http:
@@ -231,6 +244,8 @@ class RunningCoordinator:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        if self.own_redis is not None:
+            self.own_redis.stop()
 
     def restart(self) -> None:
         """Start it again on the same port, data folder and Redis."""
@@ -280,44 +295,59 @@ def _launch(running: RunningCoordinator) -> None:
 CoordinatorFactory = Callable[..., RunningCoordinator]
 
 
+def start_coordinator(
+    folder: Path,
+    *,
+    redis_url: str | None,
+    mode: str = "thread",
+    admin_token: str | None = "generate",
+    own_redis: RedisServer | None = None,
+    **settings: Any,
+) -> RunningCoordinator:
+    """A coordinator serving `folder` on a free port with the test settings, once ready.
+    `redis_url` None: it starts its own Redis. `admin_token` None: the one it writes."""
+    port = free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    token = "as_test_" + secrets.token_urlsafe(16) if admin_token == "generate" else admin_token
+    values: dict[str, Any] = {
+        **TEST_SETTINGS,
+        "data_dir": folder,
+        "port": port,
+        "host": "127.0.0.1",
+        "redis_url": redis_url,
+        "admin_token": token,
+        **settings,
+    }
+    running = RunningCoordinator(
+        base_url=f"http://127.0.0.1:{port}",
+        admin_token=token or "",
+        data_dir=folder,
+        env=_settings_env(values),
+        mode=mode,
+        port=port,
+        own_redis=own_redis,
+    )
+    _launch(running)
+    if not running.admin_token:
+        running.admin_token = (folder / "admin.token").read_text().strip()
+    return running
+
+
 @pytest.fixture
 def coordinator_factory(tmp_path: Path, redis_url: str) -> Iterator[CoordinatorFactory]:
     started: list[RunningCoordinator] = []
 
     def start(
         *,
-        mode: str = "thread",
         embedded: bool = False,
         redis_url_override: str | None = None,
         data_dir: Path | None = None,
-        admin_token: str | None = "generate",
-        **settings: Any,
+        **options: Any,
     ) -> RunningCoordinator:
-        port = free_port()
         folder = data_dir or tmp_path / f"coordinator-{len(started)}"
-        folder.mkdir(parents=True, exist_ok=True)
-        token = "as_test_" + secrets.token_urlsafe(16) if admin_token == "generate" else admin_token
-        values: dict[str, Any] = {
-            **TEST_SETTINGS,
-            "data_dir": folder,
-            "port": port,
-            "host": "127.0.0.1",
-            "redis_url": None if embedded else (redis_url_override or redis_url),
-            "admin_token": token,
-            **settings,
-        }
-        running = RunningCoordinator(
-            base_url=f"http://127.0.0.1:{port}",
-            admin_token=token or "",
-            data_dir=folder,
-            env=_settings_env(values),
-            mode=mode,
-            port=port,
-        )
+        url = None if embedded else (redis_url_override or redis_url)
+        running = start_coordinator(folder, redis_url=url, **options)
         started.append(running)
-        _launch(running)
-        if not running.admin_token:
-            running.admin_token = (folder / "admin.token").read_text().strip()
         return running
 
     yield start
@@ -333,6 +363,7 @@ def coordinator(coordinator_factory: CoordinatorFactory) -> RunningCoordinator:
 # ---------------------------------------------------------------------------------------
 # Tasks
 # ---------------------------------------------------------------------------------------
+
 
 TINY_TRAIN = """\
 # A tiny task: prints a score from its constants, in the summary-block format.
@@ -353,18 +384,27 @@ direction = "minimize"
 """
 
 
+def tiny_task(
+    root: Path, name: str = "tiny", train: str = TINY_TRAIN, toml: str = TINY_TOML
+) -> Path:
+    """A valid task folder `root/tasks/name`: `train.py` prints `score: SCORE`, lower is better."""
+    return write_task(
+        root / "tasks" / name,
+        {
+            "task.toml": toml.format(name=name),
+            "train.py": train,
+            "prepare.py": "print('nothing to prepare')\n",
+            "program.md": f"# {name}\n\nMake `score` lower.\n",
+        },
+    )
+
+
 @pytest.fixture
 def task_dir_factory(tmp_path: Path) -> Callable[..., Path]:
-    """A valid task folder: `train.py` prints `score: SCORE`, lower is better."""
+    """`tiny_task` under this test's tmp_path."""
 
     def make(name: str = "tiny", train: str = TINY_TRAIN, toml: str = TINY_TOML) -> Path:
-        folder = tmp_path / "tasks" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "task.toml").write_text(toml.format(name=name))
-        (folder / "train.py").write_text(train)
-        (folder / "prepare.py").write_text("print('nothing to prepare')\n")
-        (folder / "program.md").write_text(f"# {name}\n\nMake `score` lower.\n")
-        return folder
+        return tiny_task(tmp_path, name, train, toml)
 
     return make
 

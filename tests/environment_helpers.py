@@ -18,6 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.task_helpers import write_task
 from worker.environments import find_uv
 
 NAME = "arfix"
@@ -158,15 +159,16 @@ def make_ar_fixture(
     wheels = root / "wheels"
     init = KERNELS_INIT.format(remote=str(remote))
     build_wheel(wheels, "kernels", "0.0.1", {"kernels/__init__.py": init})
-    folder = root / NAME
-    folder.mkdir()
-    (folder / "pyproject.toml").write_text(PYPROJECT)
-    (folder / "prepare.py").write_text(PREPARE.format(name=NAME))
     train = TRAIN.format(repo=KERNEL_REPO, name=NAME, port=port, heldout_glob=heldout_glob)
-    (folder / "train.py").write_text(train)
-    (folder / "program.md").write_text(PROGRAM)
-    if task_toml is not None:
-        (folder / "task.toml").write_text(task_toml)
+    files = {
+        "pyproject.toml": PYPROJECT,
+        "prepare.py": PREPARE.format(name=NAME),
+        "train.py": train,
+        "program.md": PROGRAM,
+    }
+    folder = write_task(
+        root / NAME, files | ({} if task_toml is None else {"task.toml": task_toml})
+    )
     subprocess.run(
         [uv, "lock", "--offline", "--no-index", "--find-links", str(wheels)],
         cwd=folder,

@@ -3,7 +3,6 @@ through the real worker and proposer endpoints, step by step, so its outcome is 
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,73 +10,29 @@ from typing import Any
 
 import httpx
 
-from coordinator.service import CoordinatorThread, serve_in_thread
-from coordinator.settings import CoordinatorSettings
-from tests.conftest import TEST_SETTINGS, TINY_TOML, RedisServer, free_port, wait_until
+from tests.conftest import (
+    RedisServer,
+    RunningCoordinator,
+    start_coordinator,
+    tiny_task,
+    wait_until,
+)
 from tests.worker_helpers import register_task
 
 HW = "cpu:test-2c"
 TRAIN = "SCORE = {score}  # the metric this run reports\nprint('---')\nprint(f'score: {{SCORE}}')\n"
 
 
-@dataclass
-class Served:
-    """A coordinator in a thread of this process, on its own Redis, for one test module."""
-
-    base_url: str
-    admin_token: str
-    data_dir: Path
-    redis: RedisServer
-    handle: CoordinatorThread
-
-    def client(self, token: str | None = None) -> httpx.Client:
-        """A client with `token` (default: the admin's; "": none)."""
-        token = self.admin_token if token is None else token
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, trust_env=False, timeout=30)
-
-    def get(self, path: str, **params: Any) -> Any:
-        with self.client() as http:
-            answer = http.get(f"/api/v1/{path}", params=params)
-            assert answer.status_code == 200, answer.text
-            return answer.json()
-
-    def create_token(self, scope: str, name: str) -> str:
-        with self.client() as http:
-            answer = http.post("/api/v1/tokens", json={"scope": scope, "name": name})
-            answer.raise_for_status()
-            return str(answer.json()["token"])
-
-    def stop(self) -> None:
-        self.handle.stop()
-        self.redis.stop()
-
-
-def serve(root: Path, **settings: Any) -> Served:
-    """Start Redis and a coordinator under `root`; stop both with `.stop()`."""
+def serve(root: Path, **settings: Any) -> RunningCoordinator:
+    """A coordinator on a Redis of its own under `root`, for one test module; `.stop()`
+    stops both."""
     redis = RedisServer(root / "redis").start()
-    token = "as_test_" + secrets.token_urlsafe(16)
-    values = {
-        **TEST_SETTINGS,
-        "data_dir": root / "data",
-        "port": free_port(),
-        "host": "127.0.0.1",
-        "redis_url": redis.url,
-        "admin_token": token,
-        **settings,
-    }
-    handle = serve_in_thread(CoordinatorSettings(**values))
-    return Served(handle.url, token, root / "data", redis, handle)
+    return start_coordinator(root / "data", redis_url=redis.url, own_redis=redis, **settings)
 
 
-def write_task(root: Path, name: str = "tiny") -> Path:
-    folder = root / "tasks" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "task.toml").write_text(TINY_TOML.format(name=name))
-    (folder / "train.py").write_text(TRAIN.format(score=1.0))
-    (folder / "prepare.py").write_text("print('nothing to prepare')\n")
-    (folder / "program.md").write_text(f"# {name}\n\nMake `score` lower.\n")
-    return folder
+def hand_task(root: Path, name: str = "tiny") -> Path:
+    """The tiny task whose train.py is TRAIN at score 1.0 (the changes hand in TRAIN too)."""
+    return tiny_task(root, name, train=TRAIN.format(score=1.0))
 
 
 @dataclass
@@ -130,7 +85,7 @@ class HandWorker:
 class Run:
     """What a driven run produced, by name."""
 
-    served: Served
+    served: RunningCoordinator
     task_id: str
     workers: dict[str, HandWorker] = field(default_factory=dict)
     hypotheses: dict[str, str] = field(default_factory=dict)
@@ -182,13 +137,13 @@ def wait_verdict(run: Run, name: str, verdict: str) -> None:
     wait_until(decided, 15, f"{name} to be {verdict}")
 
 
-def drive_run(served: Served, root: Path) -> Run:
+def drive_run(served: RunningCoordinator, root: Path) -> Run:
     """A small finished run: two baselines; `lower` kept (explore by alice, replicate by
     bob); the new head's baselines; `higher` discarded; `crash` crashed; `queued` waits.
 
     Owners: `team-a/alice` (worker a) and `bob` (worker b), one hardware class.
     """
-    run = Run(served, register_task(served, write_task(root)))  # type: ignore[arg-type]
+    run = Run(served, register_task(served, hand_task(root)))
     a = hand_worker(run, "team-a/alice", "a")
     b = hand_worker(run, "bob", "b")
     run.experiments["baseline-1"] = a.run("baseline", 1.0)
@@ -209,7 +164,7 @@ def drive_run(served: Served, root: Path) -> Run:
     return run
 
 
-def every_page(served: Served, path: str, **params: Any) -> Iterator[dict[str, Any]]:
+def every_page(served: RunningCoordinator, path: str, **params: Any) -> Iterator[dict[str, Any]]:
     """Each page of a paged answer, following `next_cursor`."""
     cursor = None
     while True:

@@ -213,6 +213,21 @@ def test_a_folder_being_served_is_read_through_its_coordinator_not_opened_again(
     assert read_address(data_dir) is None
 
 
+def test_python_m_worker_is_the_autoswarm_worker_command_with_its_options_and_help() -> None:
+    """`python -m worker --help` is `autoswarm worker --help`: the same text, every option and
+    control command, but for the name it is called by."""
+    by_module = subprocess.run(
+        [sys.executable, "-m", "worker", "--help"], cwd=REPO, capture_output=True, text=True,
+        env=clean_env(COLUMNS="100", TERM="dumb"), check=True,
+    )  # fmt: skip
+    by_cli = subprocess.run(
+        [sys.executable, "-m", "autoswarm", "worker", "--help"], cwd=REPO, capture_output=True,
+        text=True, env=clean_env(COLUMNS="100", TERM="dumb"), check=True,
+    )  # fmt: skip
+    assert "--join" in by_cli.stdout and "pause" in by_cli.stdout
+    assert by_module.stdout == by_cli.stdout.replace("autoswarm worker [", "python -m worker [")
+
+
 def test_a_join_url_without_a_scheme_is_refused_at_once(tmp_path: Path) -> None:
     """A typo in --join is not an outage: worker and propose exit 2 saying how to write it."""
     for command in (

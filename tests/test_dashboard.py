@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REPO, wait_until
-from tests.read_helpers import TRAIN, Served, serve, write_task
+from tests.conftest import REPO, RunningCoordinator, wait_until
+from tests.read_helpers import TRAIN, hand_task, serve
 from tests.worker_helpers import WorkerFactory, register_task
 
 CHROMIUM = "/usr/bin/chromium"
@@ -49,7 +49,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (
 
 @dataclass
 class Swarm:
-    served: Served
+    served: RunningCoordinator
     task_id: str
     read_token: str
     titles: dict[str, str]
@@ -88,10 +88,10 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
     served = serve(root)
     workers = WorkerFactory(root)
     try:
-        task_id = register_task(served, write_task(root))  # type: ignore[arg-type]
+        task_id = register_task(served, hand_task(root))
         for owner in ("team-a/alice", "bob"):
             token = served.create_token("worker", owner)
-            workers.start(served, token, owner.replace("/", "-"))  # type: ignore[arg-type]
+            workers.start(served, token, owner.replace("/", "-"))
         run = Swarm(served, task_id, served.create_token("read", "viewer"), {})
         run.submit("lower the score", TRAIN.format(score=0.5))
         wait_until(lambda: run.decided(1), 60, "the first hypothesis to be decided")

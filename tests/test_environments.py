@@ -21,7 +21,8 @@ from tests.test_hostile_heldout import finished_experiment
 from tests.worker_helpers import WorkerFactory, register_task
 from worker.bwrap import make_sandbox
 from worker.environments import describe_failure
-from worker.runner import PrepareError, Runner
+from worker.prepare import PrepareError
+from worker.runner import Runner
 from worker.sandbox import Unsandboxed
 
 AR_TRAIN = b"""\
@@ -157,7 +158,7 @@ def test_a_failed_environment_build_names_the_package_and_the_lock(
     lock.write_text(lock.read_text().replace("0.0.1", "0.0.2"))
     runner = Runner(work_root=tmp_path / "w", cache_root=tmp_path / "c", sandbox=Unsandboxed())
     with pytest.raises(PrepareError) as raised:
-        runner.prepare(fixture.folder, load_task(fixture.folder))
+        runner.preparer.prepare(fixture.folder, load_task(fixture.folder))
     message = str(raised.value)
     assert "package kernels" in message and "uv.lock" in message, message
     assert "\n" not in message

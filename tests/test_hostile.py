@@ -33,6 +33,7 @@ from shared.models import Result, ResultStatus
 from shared.task import load_task
 from tests.cli_helpers import invoke
 from tests.conftest import REPO, CoordinatorFactory, RunningCoordinator, wait_until
+from tests.task_helpers import TaskFile, write_task
 from tests.worker_helpers import WorkerFactory, list_experiments, register_task, wait_for_state
 from worker.bwrap import INSTALL_HINT, default_max_processes, make_sandbox
 from worker.process import list_processes
@@ -215,18 +216,16 @@ def run_payload(
             if os.environ.get("AUTOSWARM_BWRAP"):
                 assert INSTALL_HINT in message
             pytest.skip(f"bubblewrap absent: the worker refused untrusted work: {message}")
-        task = tmp_path / "task"
-        task.mkdir()
         names = ["prepare.py", "list_artifacts.py"] if task_files == HOSTILE else None
-        for name in names or os.listdir(task_files):
-            if name != "train.py" and (task_files / name).is_file():
-                shutil.copyfile(task_files / name, task / name)
-        for relative, text in (extra_files or {}).items():
-            (task / relative).parent.mkdir(parents=True, exist_ok=True)
-            (task / relative).write_text(text)
+        files: dict[str, TaskFile] = {
+            name: task_files / name
+            for name in names or os.listdir(task_files)
+            if name != "train.py" and (task_files / name).is_file()
+        }
+        files |= extra_files or {}
         if toml is not None:
-            (task / "task.toml").write_text(toml.format(budget_s=budget_s))
-        shutil.copyfile(HOSTILE / payload, task / "train.py")
+            files["task.toml"] = toml.format(budget_s=budget_s)
+        task = write_task(tmp_path / "task", {**files, "train.py": HOSTILE / payload})
         if model is not None:  # the archive it hands in, as a second editable file
             shutil.copyfile(model_archives(model), task / "model_in.pt2")
             text = (task / "task.toml").read_text()
@@ -251,7 +250,8 @@ def run_payload(
                 "HOSTILE_UNIX": worker.unix_name,
             },
         )
-        runner.prepare(task, spec)  # the prepared data/ and heldout/ must not change either
+        # The prepared data/ and heldout/ must not change either.
+        runner.preparer.prepare(task, spec)
         task_before = tree_hashes(task)
         home_before = tree_hashes(worker.home, skip=(worker.state / "work",))
         result = runner.run(task, spec, budget_s=budget_s)
@@ -524,11 +524,14 @@ def test_a_worker_without_root_powers_removes_a_locked_work_folder(
     removes the locked, 3,000-deep work folder and returns the run's result."""
     if isinstance(sandbox, SandboxUnavailable):
         pytest.skip(f"bubblewrap absent: {sandbox}")
-    task = tmp_path / "task"
-    task.mkdir()
-    (task / "task.toml").write_text(SUMMARY_TOML.format(budget_s=2))
-    shutil.copyfile(HOSTILE / "prepare.py", task / "prepare.py")
-    shutil.copyfile(HOSTILE / "cleanup_maze.py", task / "train.py")
+    task = write_task(
+        tmp_path / "task",
+        {
+            "task.toml": SUMMARY_TOML.format(budget_s=2),
+            "prepare.py": HOSTILE / "prepare.py",
+            "train.py": HOSTILE / "cleanup_maze.py",
+        },
+    )
     root = tmp_path / "worker"
     argv = [sys.executable, "-c", RUN_ONCE, str(task), str(root)]
     if os.geteuid() == 0:
@@ -556,11 +559,14 @@ def test_task_run_prints_a_runs_escapes_and_markup_as_plain_text(
     shows as typed."""
     if isinstance(sandbox, SandboxUnavailable):
         pytest.skip(f"bubblewrap absent: {sandbox}")
-    task = tmp_path / "task"
-    task.mkdir()
-    (task / "task.toml").write_text(SUMMARY_TOML.format(budget_s=2))
-    shutil.copyfile(HOSTILE / "prepare.py", task / "prepare.py")
-    shutil.copyfile(HOSTILE / "terminal_escapes.py", task / "train.py")
+    task = write_task(
+        tmp_path / "task",
+        {
+            "task.toml": SUMMARY_TOML.format(budget_s=2),
+            "prepare.py": HOSTILE / "prepare.py",
+            "train.py": HOSTILE / "terminal_escapes.py",
+        },
+    )
     answer = invoke("task", "run", str(task), "--trust", "sandboxed", "--work-dir", str(tmp_path))
     assert answer.exit_code == 1, answer.output
     assert "fake-error" in answer.output and "markup" in answer.output, answer.output
@@ -575,13 +581,11 @@ def test_task_run_prints_a_runs_escapes_and_markup_as_plain_text(
 
 def hostile_task(root: Path, payload: str, toml: str) -> Path:
     """A task folder whose train.py is `payload`, with the hostile tasks' other files."""
-    task = root / "task"
-    task.mkdir()
-    (task / "task.toml").write_text(toml.format(budget_s=2))
-    for name in ("prepare.py", "list_artifacts.py"):
-        shutil.copyfile(HOSTILE / name, task / name)
-    shutil.copyfile(HOSTILE / payload, task / "train.py")
-    return task
+    files = {name: HOSTILE / name for name in ("prepare.py", "list_artifacts.py")}
+    return write_task(
+        root / "task",
+        {"task.toml": toml.format(budget_s=2), **files, "train.py": HOSTILE / payload},
+    )
 
 
 @pytest.fixture

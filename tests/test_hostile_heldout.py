@@ -141,9 +141,9 @@ def test_a_new_secret_prepares_new_heldout_data_and_the_same_data_for_training(
         work_root=tmp_path / "work", cache_root=tmp_path / "cache", sandbox=Unsandboxed()
     )
     spec = load_task(SHARPE)
-    first = runner.prepare(SHARPE, spec, heldout_secret="a" * 64)
-    again = runner.prepare(SHARPE, spec, heldout_secret="a" * 64)
-    other = runner.prepare(SHARPE, spec, heldout_secret="b" * 64)
+    first = runner.preparer.prepare(SHARPE, spec, heldout_secret="a" * 64)
+    again = runner.preparer.prepare(SHARPE, spec, heldout_secret="a" * 64)
+    other = runner.preparer.prepare(SHARPE, spec, heldout_secret="b" * 64)
     assert first == again and first != other
     assert secret_free(first) and secret_free(other)
     history = [np.load(p / "data" / "history.npy") for p in (first, other)]

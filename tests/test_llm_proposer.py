@@ -48,11 +48,11 @@ from tests.read_helpers import (
     HW,
     HandWorker,
     Run,
+    hand_task,
     hand_worker,
     serve,
     submit,
     wait_verdict,
-    write_task,
 )
 from tests.worker_helpers import register_task
 
@@ -905,10 +905,10 @@ def test_prompt_the_server_received_carries_the_whole_context(tmp_path: Path) ->
     from shared.client import CoordinatorClient
 
     served = serve(tmp_path)
-    folder = write_task(tmp_path)
+    folder = hand_task(tmp_path)
     (folder / "program.md").write_text("# tiny\n\nMake `score` lower. Read prepare.py.\n")
     (folder / "prepare.py").write_text("SEQ_LEN = 128  # fixed: shared with the evaluator\n")
-    run = Run(served, register_task(served, folder))  # type: ignore[arg-type]
+    run = Run(served, register_task(served, folder))
     repair = answer(title="x", search="SCORE = 0.5  #", replace="SCORE = 0.3  #")
     try:
         a, b = hand_worker(run, "alice", "a"), hand_worker(run, "bob", "b")

@@ -16,6 +16,7 @@ from coordinator.proposers.mutation import (
 )
 from shared.models import HypothesisCreate, HypothesisSummary, ProposerContext, Verdict
 from shared.task import Direction, MetricSpec, TaskSpec, hash_files, load_task
+from tests.task_helpers import write_task
 from worker.runner import Runner
 from worker.sandbox import Unsandboxed
 
@@ -354,10 +355,7 @@ def make_runner(tmp_path: Path) -> Runner:
 
 def test_improves_a_toy_task_through_the_runner(tmp_path: Path) -> None:
     """On a task with a known optimum, kept changes move the score up within 15 experiments."""
-    task_dir = tmp_path / "toy"
-    task_dir.mkdir()
-    (task_dir / "task.toml").write_text(TOY_TOML)
-    (task_dir / "train.py").write_text(TOY_TRAIN)
+    task_dir = write_task(tmp_path / "toy", {"task.toml": TOY_TOML, "train.py": TOY_TRAIN})
     outcome = keep_or_discard(
         make_runner(tmp_path), task_dir, tmp_path / "scratch", MutationProposer(seed=0), 15
     )

@@ -22,14 +22,16 @@ from shared.task import load_task
 from tests.cli_helpers import invoke
 from tests.conftest import RunningCoordinator
 from tests.environment_helpers import make_ar_fixture
+from tests.task_helpers import write_task
 from tests.test_environments import WORKER_TOML
 from tests.test_hostile_heldout import finished_experiment
 from tests.worker_helpers import WorkerFactory, register_task
 from worker import egress
 from worker.bwrap import make_sandbox
 from worker.egress import EgressProxy
+from worker.prepare import PrepareError
 from worker.prepare_network import PYPI_HOSTS, index_hosts
-from worker.runner import PrepareError, Runner
+from worker.runner import Runner
 from worker.sandbox import Sandbox
 
 GREETING = "hello from the allowed host"
@@ -117,12 +119,14 @@ def sandbox_or_skip() -> Sandbox:
 
 
 def fetch_task(root: Path, allowed: int, other: int, hosts: str) -> Path:
-    folder = root / "fetcher"
-    folder.mkdir(parents=True)
-    (folder / "prepare.py").write_text(FETCH_PREPARE.format(allowed=allowed, other=other))
-    (folder / "train.py").write_text(FETCH_TRAIN)
-    (folder / "task.toml").write_text(FETCH_TOML.format(hosts=hosts))
-    return folder
+    return write_task(
+        root / "fetcher",
+        {
+            "prepare.py": FETCH_PREPARE.format(allowed=allowed, other=other),
+            "train.py": FETCH_TRAIN,
+            "task.toml": FETCH_TOML.format(hosts=hosts),
+        },
+    )
 
 
 def came(prepared: Path) -> dict[str, str]:
@@ -140,7 +144,7 @@ def test_prepare_reaches_a_declared_host_through_the_proxy_and_no_other(
     allowed, other = serve({"greeting.txt": GREETING}), serve({"greeting.txt": "secret"})
     folder = fetch_task(tmp_path, allowed, other, f'prepare_hosts = ["127.0.0.1:{allowed}"]')
     runner = Runner(work_root=tmp_path / "w", cache_root=tmp_path / "c", sandbox=sandbox_or_skip())
-    prepared = runner.prepare(folder, load_task(folder))
+    prepared = runner.preparer.prepare(folder, load_task(folder))
     got = came(prepared)
     assert got["allowed"] == GREETING
     assert got["other"].startswith("failed") and "403" in got["other"], got
@@ -160,7 +164,7 @@ def test_a_prepare_that_declares_no_host_reaches_none(
     allowed, other = serve({"greeting.txt": GREETING}), serve({"greeting.txt": "secret"})
     folder = fetch_task(tmp_path, allowed, other, "")
     runner = Runner(work_root=tmp_path / "w", cache_root=tmp_path / "c", sandbox=sandbox_or_skip())
-    got = came(runner.prepare(folder, load_task(folder)))
+    got = came(runner.preparer.prepare(folder, load_task(folder)))
     assert all(value.startswith("failed") for value in got.values()), got
 
 
@@ -170,17 +174,16 @@ def test_a_failed_prepare_names_the_refused_host_in_its_error(
     """A prepare that fails because a host was refused: the error's log tail says which
     host, and where to declare it."""
     other = serve({"greeting.txt": "secret"})
-    folder = tmp_path / "strict"
-    folder.mkdir()
     fetch = (
         f"import urllib.request\nurllib.request.urlopen('http://127.0.0.1:{other}/greeting.txt')\n"
     )
-    (folder / "prepare.py").write_text(fetch)
-    (folder / "train.py").write_text(FETCH_TRAIN)
-    (folder / "task.toml").write_text(FETCH_TOML.format(hosts=""))
+    folder = write_task(
+        tmp_path / "strict",
+        {"prepare.py": fetch, "train.py": FETCH_TRAIN, "task.toml": FETCH_TOML.format(hosts="")},
+    )
     runner = Runner(work_root=tmp_path / "w", cache_root=tmp_path / "c", sandbox=sandbox_or_skip())
     with pytest.raises(PrepareError, match=rf"refused 127\.0\.0\.1:{other}.*prepare_hosts"):
-        runner.prepare(folder, load_task(folder))
+        runner.preparer.prepare(folder, load_task(folder))
 
 
 def test_task_run_prepares_through_the_proxy(
@@ -284,7 +287,7 @@ def test_an_environment_build_reaches_no_host_beyond_the_index(
     monkeypatch.setenv("UV_INDEX_URL", f"http://127.0.0.1:{index}/simple")
     runner = Runner(work_root=tmp_path / "w", cache_root=tmp_path / "c", sandbox=sandbox)
     with pytest.raises(PrepareError, match=rf"refused 127\.0\.0\.1:{elsewhere}"):
-        runner.prepare(folder, load_task(folder))
+        runner.preparer.prepare(folder, load_task(folder))
     assert list((tmp_path / "c" / "envs").glob("*/ready")) == []
 
 

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from tests.conftest import CoordinatorFactory, RunningCoordinator, wait_until
-from tests.read_helpers import HW, TRAIN, HandWorker, write_task
+from tests.read_helpers import HW, TRAIN, HandWorker, hand_task
 from tests.worker_helpers import register_task
 
 pytestmark = pytest.mark.slow
@@ -83,7 +83,7 @@ def test_api_processes_serve_one_port_and_the_leadership_moves_when_the_leader_d
     first = leader_pid(client)
     assert first is not None
 
-    task_id = register_task(running, write_task(tmp_path))
+    task_id = register_task(running, hand_task(tmp_path))
     clients: list[httpx.Client] = []
     try:
         a, b = worker(running, "alice", clients), worker(running, "bob", clients)

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import CoordinatorFactory
-from tests.read_helpers import HW, Run, Served, drive_run, every_page, serve
+from tests.conftest import CoordinatorFactory, RunningCoordinator
+from tests.read_helpers import HW, Run, drive_run, every_page, serve
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +265,7 @@ def test_contributors_are_credited_with_the_published_formula(run: Run) -> None:
 
 
 def read_stream(
-    served: Served,
+    served: RunningCoordinator,
     params: dict[str, str],
     found: list[dict[str, Any]],
     connected: threading.Event | None = None,

@@ -18,10 +18,14 @@ from shared.errors import InvalidInput
 from shared.models import ResultStatus
 from shared.task import TaskSpec, load_task
 from tests.conftest import processes_in
+from tests.task_helpers import TaskFile, write_task
 from worker.hardware import GpuInfo, HardwareInfo, detect_hardware, select_gpus
+from worker.preload import sets_environment
+from worker.prepare import PrepareError
 from worker.process import MARKER_ENV, read_stat
-from worker.runner import LOADER_FILE, PrepareError, Runner, sets_environment
+from worker.runner import Runner
 from worker.sandbox import Unsandboxed, scrub_env
+from worker.scoring import LOADER_FILE
 
 PAYLOADS = Path(__file__).parent / "payloads"
 
@@ -79,16 +83,14 @@ def make_task(tmp_path: Path) -> MakeTask:
         evaluate: str | None = None,
         extra_toml: str = "",
     ) -> tuple[Path, TaskSpec]:
-        task = tmp_path / "task"
-        task.mkdir(exist_ok=True)
-        shutil.copyfile(PAYLOADS / train, task / "train.py")
-        if prepare is None:
-            (task / "prepare.py").write_text("MAX_SEQ_LEN = 8\n")
-        else:
-            shutil.copyfile(PAYLOADS / prepare, task / "prepare.py")
+        files: dict[str, TaskFile] = {
+            "train.py": PAYLOADS / train,
+            "prepare.py": "MAX_SEQ_LEN = 8\n" if prepare is None else PAYLOADS / prepare,
+            "task.toml": toml + extra_toml,
+        }
         if evaluate is not None:
-            shutil.copyfile(PAYLOADS / evaluate, task / "evaluate.py")
-        (task / "task.toml").write_text(toml + extra_toml)
+            files["evaluate.py"] = PAYLOADS / evaluate
+        task = write_task(tmp_path / "task", files)
         return task, load_task(task)
 
     return make
@@ -374,13 +376,13 @@ def test_prepare_runs_once_per_task_version(
         "eval_run.py", toml=EVAL_TOML, prepare="prepare_data.py", evaluate="evaluate.py"
     )
     runner = make_runner()
-    first = runner.prepare(task, spec)
-    assert runner.prepare(task, spec) == first
+    first = runner.preparer.prepare(task, spec)
+    assert runner.preparer.prepare(task, spec) == first
     assert (first / "data" / "train.txt").is_file()
     assert (pid_dir / "prepare_runs").read_text().count("ran") == 1
     with open(task / "prepare.py", "a") as f:
         f.write("# a new task version\n")
-    assert runner.prepare(task, spec) != first
+    assert runner.preparer.prepare(task, spec) != first
     assert (pid_dir / "prepare_runs").read_text().count("ran") == 2
 
 
@@ -394,7 +396,8 @@ def test_concurrent_prepares_run_once(
     runners = [make_runner(env={"PAYLOAD_PREPARE_SLEEP_S": "0.5"}) for _ in range(2)]
     folders: list[Path] = []
     threads = [
-        threading.Thread(target=lambda r=r: folders.append(r.prepare(task, spec))) for r in runners
+        threading.Thread(target=lambda r=r: folders.append(r.preparer.prepare(task, spec)))
+        for r in runners
     ]
     for thread in threads:
         thread.start()

@@ -21,6 +21,7 @@ import pytest
 
 from shared.models import Result, ResultStatus
 from shared.task import load_task
+from tests.task_helpers import write_task
 from tests.test_hostile import SUMMARY_TOML as HOSTILE_TOML
 from worker import cgroups, workfs
 from worker.bwrap import INSTALL_HINT, BwrapSandbox, make_sandbox, probe_sandbox
@@ -153,12 +154,7 @@ def run_inside(tmp_path: Path, bwrap_sandbox: BwrapSandbox) -> RunInside:
 
 
 def make_task(root: Path, toml: str, files: Mapping[str, str]) -> Path:
-    task = root / "task"
-    task.mkdir()
-    (task / "task.toml").write_text(toml)
-    for name, text in files.items():
-        (task / name).write_text(text)
-    return task
+    return write_task(root / "task", {"task.toml": toml, **files})
 
 
 def runner_with(sandbox: Sandbox, root: Path, *, keep_work: bool = False) -> Runner:
@@ -501,12 +497,14 @@ def run_groups(found: cgroups.Cgroups) -> set[str]:
 
 def hostile_task(root: Path, payload: str, budget_s: float = 2) -> Path:
     """A summary-mode task whose train.py is a payload of tests/hostile."""
-    task = root / f"task-{payload.removesuffix('.py')}"
-    task.mkdir()
-    shutil.copyfile(HOSTILE / "prepare.py", task / "prepare.py")
-    shutil.copyfile(HOSTILE / payload, task / "train.py")
-    (task / "task.toml").write_text(HOSTILE_TOML.format(budget_s=budget_s))
-    return task
+    return write_task(
+        root / f"task-{payload.removesuffix('.py')}",
+        {
+            "prepare.py": HOSTILE / "prepare.py",
+            "train.py": HOSTILE / payload,
+            "task.toml": HOSTILE_TOML.format(budget_s=budget_s),
+        },
+    )
 
 
 def run_hostile(root: Path, sandbox: Sandbox, payload: str) -> Result:
@@ -608,7 +606,7 @@ def test_a_burst_past_the_disk_cap_never_lands_on_the_hosts_disk(
     with own_volume(tmp_path, 1024) as volume:
         task = hostile_task(volume, "disk_burst.py")
         runner = runner_with(bwrap_sandbox, volume)
-        runner.prepare(task, load_task(task))
+        runner.preparer.prepare(task, load_task(task))
         baseline = used_bytes(volume)
         peak, done = [baseline], threading.Event()
 

@@ -14,6 +14,7 @@ from coordinator.proposers.study import StudyProposer, read_trials
 from shared.models import HypothesisCreate, HypothesisSummary, ProposerContext, Verdict
 from shared.task import Direction, MetricSpec, TaskSpec, hash_files
 from tests.cli_helpers import invoke
+from tests.task_helpers import write_task
 from tests.test_cli import Served, served  # noqa: F401  (the fixture)
 from tests.test_mutation import TOY_TOML, TOY_TRAIN, keep_or_discard, make_runner
 
@@ -187,10 +188,7 @@ def test_a_value_that_scores_exactly_zero_or_crashes_walls_off_its_side() -> Non
 
 def test_improves_a_toy_task_through_the_runner(tmp_path: Path) -> None:
     """On a task with a known optimum, kept changes move the score up within 15 experiments."""
-    task_dir = tmp_path / "toy"
-    task_dir.mkdir()
-    (task_dir / "task.toml").write_text(TOY_TOML)
-    (task_dir / "train.py").write_text(TOY_TRAIN)
+    task_dir = write_task(tmp_path / "toy", {"task.toml": TOY_TOML, "train.py": TOY_TRAIN})
     outcome = keep_or_discard(
         make_runner(tmp_path),
         task_dir,

@@ -26,13 +26,18 @@ import pytest
 from shared.errors import TaskError
 from shared.summary import parse_summary
 from shared.task import EVALUATOR_MODULE, ScoringMode, load_task
-from worker.runner import LOADER_FILE
+from tests.task_helpers import write_task
+from worker.scoring import LOADER_FILE
 
 TASKS = Path(__file__).parents[1] / "tasks"
 TINYLM = TASKS / "tinylm"
 NANOCHAT = TASKS / "nanochat"
 SHARPE = TASKS / "sharpe"
 SHARPE_BASELINE = 0.284756  # strategy.py as shipped, on the shipped data (deterministic)
+SMOKE = {"AUTOSWARM_SMOKE": "1"}  # nanochat's sizes for a seconds-long CPU check
+# The evaluators of exported language models, and the batch shape each scores at
+# ((EVAL_BATCH_SIZE, MAX_SEQ_LEN) of its prepare.py; nanochat at its smoke sizes).
+LANGUAGE_MODELS = {TINYLM: (32, 128), NANOCHAT: (4, 64)}
 
 
 def run_script(
@@ -111,6 +116,12 @@ def refused(done: subprocess.CompletedProcess[str]) -> str:
 def tinylm_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tinylm's prepared folder (data/train.bin, heldout/val.bin), made once per session."""
     return prepare(TINYLM, tmp_path_factory.mktemp("tinylm-prepared"))
+
+
+@pytest.fixture(scope="session")
+def nanochat_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """nanochat's prepared folder at its smoke sizes (AUTOSWARM_SMOKE=1), made once."""
+    return prepare(NANOCHAT, tmp_path_factory.mktemp("nanochat-prepared"), SMOKE)
 
 
 @pytest.fixture(scope="session")
@@ -224,8 +235,10 @@ def test_evaluators_of_exported_programs_share_one_loader() -> None:
     for folder in (TINYLM, NANOCHAT):
         assert not any("exported" in name for name in load_task(folder).scoring.files)
         source = (folder / "evaluate.py").read_text()
-        assert "    from exported import Refused, load_model" in source
-        assert "    from worker.exported import Refused, load_model" in source  # by hand
+        assert "    from exported import Refused, check_causal, load_model" in source
+        assert (
+            "    from worker.exported import Refused, check_causal, load_model" in source
+        )  # by hand
         assert "torch.export.load" not in source and "zipfile" not in source
     imported = set()
     for node in ast.walk(ast.parse(LOADER_FILE.read_text())):
@@ -241,11 +254,12 @@ def test_evaluators_of_exported_programs_share_one_loader() -> None:
 def test_a_task_cannot_bring_its_own_loader(tmp_path: Path, name: str, field: str) -> None:
     """An evaluator-mode task whose evaluator or protected files hold a module Python would
     import as `exported` is refused at load, naming the file."""
-    for path in ("train.py", "prepare.py", "evaluate.py", name):
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_text("")
     listed = {"files": "", "protected": "", field: f', "{name}"'}
-    (tmp_path / "task.toml").write_text(EVALUATOR_TOML.format(mode="evaluator", **listed))
+    toml = EVALUATOR_TOML.format(mode="evaluator", **listed)
+    write_task(
+        tmp_path,
+        {"task.toml": toml} | dict.fromkeys(("train.py", "prepare.py", "evaluate.py", name), ""),
+    )
     with pytest.raises(TaskError, match=f"{name}.*loader of exported programs"):
         load_task(tmp_path)
 
@@ -254,11 +268,9 @@ def test_files_named_like_the_loader_are_refused_only_where_they_would_replace_i
     tmp_path: Path,
 ) -> None:
     """A loader-like file in a subfolder or in a summary-mode task is no evaluator's module."""
-    for path in ("train.py", "prepare.py", "evaluate.py", "lib/exported.py", "exported.py"):
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_text("")
+    empty = ("train.py", "prepare.py", "evaluate.py", "lib/exported.py", "exported.py")
     toml = EVALUATOR_TOML.format(mode="evaluator", protected="", files=', "lib/exported.py"')
-    (tmp_path / "task.toml").write_text(toml)
+    write_task(tmp_path, {"task.toml": toml} | dict.fromkeys(empty, ""))
     assert "lib/exported.py" in load_task(tmp_path).scoring.files
     toml = EVALUATOR_TOML.format(mode="summary", protected=', "exported.py"', files="")
     (tmp_path / "task.toml").write_text(toml.replace('command = ["python", "evaluate.py"]', ""))
@@ -330,8 +342,9 @@ def test_tinylm_corpus_is_checksummed_and_identical_across_runs(
     assert (again / "data/train.bin").stat().st_size == 1_500_000
 
 
-def export_model(kind: str, path: Path) -> Path:
-    """Export a small hand-written model (a key of `models` below) to path."""
+def export_model(kind: str, path: Path, shape: tuple[int, int] = LANGUAGE_MODELS[TINYLM]) -> Path:
+    """Export a small hand-written model (a key of `models` below) to path, for batches of
+    `shape` (tinylm's by default)."""
     import torch
     import torch.nn.functional as F
 
@@ -367,35 +380,60 @@ def export_model(kind: str, path: Path) -> Path:
         "row_index": RowIndex,
     }
     model = models[kind]()
-    example = torch.zeros(32, 128, dtype=torch.long)  # tinylm's (EVAL_BATCH_SIZE, MAX_SEQ_LEN)
+    example = torch.zeros(*shape, dtype=torch.long)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(torch.export.export(model, (example,)), path)
     return path
 
 
-def test_tinylm_uniform_model_scores_exactly_8_bits(tinylm_data: Path, tmp_path: Path) -> None:
-    """A model with all-zero logits (uniform over 256 bytes) gets val_bpb 8.0."""
-    export_model("uniform", tmp_path / "artifacts" / "model.pt2")
-    done = evaluate(TINYLM, tinylm_data, tmp_path / "artifacts", tmp_path / "eval")
+@pytest.fixture(params=list(LANGUAGE_MODELS), ids=lambda folder: folder.name)
+def language_model(
+    request: pytest.FixtureRequest, tinylm_data: Path
+) -> tuple[Path, Path, dict[str, str]]:
+    """Each evaluator of exported language models: its task, prepared folder and environment."""
+    folder: Path = request.param
+    if folder == NANOCHAT:
+        return folder, request.getfixturevalue("nanochat_data"), SMOKE
+    return folder, tinylm_data, {}
+
+
+def evaluate_model(
+    kind: str, language_model: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """One of `export_model`'s models, exported at the task's shape, through its evaluator."""
+    folder, prepared, env = language_model
+    export_model(kind, tmp_path / "artifacts" / "model.pt2", LANGUAGE_MODELS[folder])
+    return evaluate(folder, prepared, tmp_path / "artifacts", tmp_path / "eval", env)
+
+
+def test_a_uniform_model_scores_exactly_8_bits(
+    language_model: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """A model with all-zero logits (uniform over 256 bytes) gets val_bpb 8.0, on both."""
+    done = evaluate_model("uniform", language_model, tmp_path)
     assert metric_of(done, "val_bpb") == pytest.approx(8.0, abs=1e-3)
 
 
-def test_tinylm_evaluator_rejects_a_model_that_looks_ahead(
-    tinylm_data: Path, tmp_path: Path
+def test_both_evaluators_reject_a_model_that_looks_ahead(
+    language_model: tuple[Path, Path, dict[str, str]], tmp_path: Path
 ) -> None:
     """Logits that depend on later bytes fail the causality check: exit 1, no metric."""
-    export_model("lookahead", tmp_path / "artifacts" / "model.pt2")
-    done = evaluate(TINYLM, tinylm_data, tmp_path / "artifacts", tmp_path / "eval")
-    assert "not causal" in refused(done)
+    assert "not causal" in refused(evaluate_model("lookahead", language_model, tmp_path))
 
 
-def test_tinylm_evaluator_rejects_rows_that_see_each_other(
-    tinylm_data: Path, tmp_path: Path
+def test_both_evaluators_reject_rows_that_see_each_other(
+    language_model: tuple[Path, Path, dict[str, str]], tmp_path: Path
 ) -> None:
     """A model whose rows read the other windows of the batch is refused."""
-    export_model("mix_rows", tmp_path / "artifacts" / "model.pt2")
-    done = evaluate(TINYLM, tinylm_data, tmp_path / "artifacts", tmp_path / "eval")
+    done = evaluate_model("mix_rows", language_model, tmp_path)
     assert "not causal" in refused(done) or "not independent" in done.stdout
+
+
+def test_both_evaluators_reject_a_model_keyed_on_its_row_index(
+    language_model: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """A causal model whose logits depend on the row's place in the batch is refused."""
+    assert "not independent" in refused(evaluate_model("row_index", language_model, tmp_path))
 
 
 def test_tinylm_evaluator_rejects_a_model_peeking_at_three_positions(
@@ -407,13 +445,27 @@ def test_tinylm_evaluator_rejects_a_model_peeking_at_three_positions(
     assert "not causal" in refused(done)  # it would pass with probability ~exp(-21)
 
 
-def test_tinylm_evaluator_rejects_a_model_keyed_on_its_row_index(
-    tinylm_data: Path, tmp_path: Path
-) -> None:
-    """A causal model whose logits depend on the row's place in the batch is refused."""
-    export_model("row_index", tmp_path / "artifacts" / "model.pt2")
-    done = evaluate(TINYLM, tinylm_data, tmp_path / "artifacts", tmp_path / "eval")
-    assert "not independent" in refused(done)
+def test_the_evaluators_of_exported_language_models_check_the_same_things() -> None:
+    """tinylm's and nanochat's evaluators differ only in their settings: the same checks of
+    a model's output (`fail`, `run`), the loader's one causality and row-independence check
+    on every batch, cuts seeded from os.urandom, the loss from the raw logits, the same
+    summary lines."""
+    trees = {folder: ast.parse((folder / "evaluate.py").read_text()) for folder in LANGUAGE_MODELS}
+    functions = {
+        folder: {
+            node.name: ast.dump(node) for node in tree.body if isinstance(node, ast.FunctionDef)
+        }
+        for folder, tree in trees.items()
+    }
+    assert functions[TINYLM] == functions[NANOCHAT] and set(functions[TINYLM]) == {"fail", "run"}
+    for folder, tree in trees.items():
+        source = (folder / "evaluate.py").read_text()
+        names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+        assert {"CAUSAL_TOL", "CHECK_PASSES", "WHOLE_ROWS", "check_causal"} <= names, folder.name
+        assert "for _ in range(CHECK_PASSES):" in source and "torch.inference_mode()" in source
+        assert 'int.from_bytes(os.urandom(8), "little")' in source
+        assert "F.cross_entropy(logits.view(-1, VOCAB_SIZE)" in source
+        assert 'print(f"val_bpb:' in source and 'print(f"eval_tokens:' in source
 
 
 def rewrite_archive(path: Path, name: str, content: bytes) -> None:

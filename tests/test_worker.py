@@ -51,7 +51,7 @@ from worker.control import (
     send_command,
 )
 from worker.outbox import Delivery, Outbox, OutboxFlusher
-from worker.runner import PRELOAD_MAIN
+from worker.preload import PRELOAD_MAIN
 from worker.settings import WorkerSettings
 
 HW = "cpu:test-2c"

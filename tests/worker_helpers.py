@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.client import CoordinatorClient
 from shared.task import load_task, read_task_files
-from tests.conftest import REPO, RunningCoordinator, wait_until
+from tests.conftest import REPO, RunningCoordinator, tiny_task, wait_until
 
 # A task whose run sleeps SLEEP_S, then prints SCORE (+ Gaussian noise NOISE) as `score`.
 SLEEPY_TRAIN = """\
@@ -56,14 +56,9 @@ def make_task(
     budget_s: float = 5,
 ) -> Path:
     """A task folder whose run sleeps, then prints a score (or crashes)."""
-    folder = root / "tasks" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "task.toml").write_text(SLEEPY_TOML.format(name=name, budget_s=budget_s))
     train = SLEEPY_TRAIN.format(sleep_s=sleep_s, score=score, noise=noise, crash=crash)
-    (folder / "train.py").write_text(train)
-    (folder / "prepare.py").write_text("# nothing to prepare\n")
-    (folder / "program.md").write_text(f"# {name}\n\nMake `score` lower.\n")
-    return folder
+    toml = SLEEPY_TOML.format(name="{name}", budget_s=budget_s)
+    return tiny_task(root, name, train=train, toml=toml)
 
 
 def register_task(coordinator: RunningCoordinator, folder: Path) -> str:

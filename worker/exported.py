@@ -6,7 +6,7 @@ from exported import Refused, load_model
 Why a worker module written into the evaluator's folder: the evaluator runs in the sandbox,
 which holds the task's protected and evaluator files and the Python installation, never
 the worker's source tree. So the runner writes this file's bytes, read from the worker's
-own installation, as exported.py beside the evaluator (`worker.runner`), read-only, and a
+own installation, as exported.py beside the evaluator (`worker.scoring`), read-only, and a
 task cannot bring its own (`shared.task` refuses a task file that Python would import
 as `exported`). The loader is versioned with the worker, not with the task; an evaluator
 run by hand, outside autoswarm, imports it as worker.exported. It imports nothing of
@@ -27,8 +27,10 @@ What it guarantees, for a model that load_model returns:
   operator (aten.from_file and aten.save read and write files with pure-looking schemas,
   so a rule on schemas is not enough), with no dropout;
 - it takes one tensor and returns one tensor, and keeps no state between calls.
-What it does not guarantee: anything about what the program computes (the evaluator
-checks causality and scores it), or its speed and memory (the runner's limits cover that).
+And check_causal, the one check of what a loaded language model computes that every such
+evaluator makes: each row's logits may depend only on that row's earlier bytes.
+What it does not guarantee: anything else about what the program computes (the evaluator
+scores it), or its speed and memory (the runner's limits cover that).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import os
 import pickle
 import re
 import zipfile
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import sympy.parsing.sympy_parser
@@ -322,3 +325,59 @@ def load_model(path: str | os.PathLike[str]) -> torch.nn.Module:
         return program.module()
     except Exception as exc:
         raise Refused(f"cannot build the program: {type(exc).__name__}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------
+# What every evaluator of an exported language model checks
+# ---------------------------------------------------------------------------
+
+
+def scramble(x: torch.Tensor, vocab_size: int, generator: torch.Generator) -> torch.Tensor:
+    """x with every token replaced by a different, random one."""
+    noise = torch.randint(1, vocab_size, x.shape, generator=generator).to(x.device)
+    return (x + noise) % vocab_size
+
+
+def check_causal(
+    run: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    logits: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    whole_rows: int,
+    tol: float,
+) -> None:
+    """One pass for causality and row independence: the rows of the batch `x` (whose logits
+    are `logits`) move to random places and each one's tokens after a random cut are
+    replaced (`whole_rows` rows keep all theirs); a row's logits up to its cut must equal
+    those it had in its own place with its own tokens, within `tol`. `run` maps a batch to
+    its logits. Refused, saying which, when they moved. The cuts and places come from
+    `generator`: seeded from os.urandom, a model cannot know where they fall."""
+    rows, length = x.shape
+    positions = torch.arange(length, device=x.device)
+    order = torch.randperm(rows, generator=generator).to(x.device)  # check row i: window order[i]
+    cuts = torch.randint(0, length - 1, (rows, 1), generator=generator).to(x.device)  # 0..T-2
+    whole = (torch.randperm(rows, generator=generator) < whole_rows).to(x.device)
+    cuts = cuts.masked_fill(whole[:, None], length - 1)  # nothing after T-1: all compared
+    later = positions[None, :] > cuts
+    moved = x[order]
+    changed = torch.where(later, scramble(moved, logits.shape[-1], generator), moved)
+    drift = (run(changed) - logits[order]).abs().amax(dim=2).masked_fill(later, 0.0)
+    moved_by = drift.max().item()
+    if moved_by <= tol:
+        return
+    # Refused either way; to say why, the same rows again, each back in its own place.
+    in_place, in_place_later = torch.empty_like(changed), torch.empty_like(later)
+    in_place[order], in_place_later[order] = changed, later
+    drift = (run(in_place) - logits).abs().amax(dim=2).masked_fill(in_place_later, 0.0)
+    if drift.max().item() > tol:
+        row = int(drift.amax(dim=1).argmax())
+        cut = int((~in_place_later[row]).sum()) - 1
+        raise Refused(
+            f"not causal: logits at positions <= {cut} moved by "
+            f"{drift[row].max().item():.3g} when later bytes changed"
+        )
+    raise Refused(
+        f"rows are not independent: a row's logits moved by {moved_by:.3g} "
+        "when it changed places and the other rows changed"
+    )

@@ -28,7 +28,8 @@ from worker.backoff import Backoff
 from worker.bundles import BundleCache
 from worker.lease import HeldLease
 from worker.outbox import Delivery, Outbox, OutboxFlusher
-from worker.runner import PrepareError, Runner
+from worker.prepare import PrepareError
+from worker.runner import Runner
 from worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -304,7 +305,7 @@ class WorkerSlot:
             return
         self.state = SlotState.PREPARING
         try:
-            self.runner.prepare(
+            self.runner.preparer.prepare(
                 task_dir,
                 lease.spec,
                 on_tick=lambda _: self._check(held),

@@ -6,13 +6,20 @@
 -- ARGV[4] now   ARGV[5] experiment key prefix   ARGV[6] '1' to force
 -- ARGV[7..] the baselines' experiment ids
 -- Returns 1 when the class was added (or its head reset) now, 0 when it was known.
-local added = redis.call('ZADD', KEYS[1], 'NX', ARGV[4], ARGV[1])
-if added == 0 and ARGV[6] ~= '1' then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 0 or ARGV[6] == '1' then
-  hset_json(KEYS[2], ARGV[2])
-  redis.call('HSET', KEYS[2], 'ready', 0, 'baselines_done', 0, 'updated_s', ARGV[4])
+local classes_key, head_key, queue_key = KEYS[1], KEYS[2], KEYS[3]
+local all_key, task_experiments_key, seq_key = KEYS[4], KEYS[5], KEYS[6]
+local hardware, head_fields, baseline_fields = ARGV[1], ARGV[2], ARGV[3]
+local now, experiment_prefix, force = ARGV[4], ARGV[5], ARGV[6] == '1'
+local baseline_ids = {unpack(ARGV, 7)}
+
+local added = redis.call('ZADD', classes_key, 'NX', now, hardware)
+if added == 0 and not force then return 0 end
+if redis.call('EXISTS', head_key) == 0 or force then
+  hset_json(head_key, head_fields)
+  redis.call('HSET', head_key, 'ready', 0, 'baselines_done', 0, 'updated_s', now)
 end
-for i = 7, #ARGV do
-  enqueue(ARGV[5] .. ARGV[i], ARGV[i], ARGV[3], 0, KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[4])
+for _, baseline_id in ipairs(baseline_ids) do
+  enqueue(experiment_prefix .. baseline_id, baseline_id, baseline_fields, 0, queue_key, all_key,
+    task_experiments_key, seq_key, now)
 end
 return 1

@@ -4,20 +4,23 @@
 -- KEYS[3] the class's observations
 -- ARGV[1] the code's commit   ARGV[2] the metric, as recorded   ARGV[3] experiment_id
 -- Returns 1 removed now, 0 when it was not there (or removed before).
-if redis.call('HGET', KEYS[2], 'run_dropped') == '1' then return 0 end
-redis.call('HDEL', KEYS[3], ARGV[3])
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
+local runs_key, experiment_key, observations_key = KEYS[1], KEYS[2], KEYS[3]
+local commit, metric, experiment_id = ARGV[1], ARGV[2], ARGV[3]
+
+if redis.call('HGET', experiment_key, 'run_dropped') == '1' then return 0 end
+redis.call('HDEL', observations_key, experiment_id)
+local raw = redis.call('HGET', runs_key, commit)
 if not raw then return 0 end
 local list = cjson.decode(raw)
 for i = 1, #list do
-  if list[i] == ARGV[2] then
+  if list[i] == metric then
     table.remove(list, i)
     if #list == 0 then  -- cjson writes an empty table as {}: no runs is no field
-      redis.call('HDEL', KEYS[1], ARGV[1])
+      redis.call('HDEL', runs_key, commit)
     else
-      redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(list))
+      redis.call('HSET', runs_key, commit, cjson.encode(list))
     end
-    redis.call('HSET', KEYS[2], 'run_dropped', 1)
+    redis.call('HSET', experiment_key, 'run_dropped', 1)
     return 1
   end
 end

@@ -11,8 +11,12 @@
 -- Index and credit hash keys come in ARGV, built in coordinator.keys, the way other scripts
 -- reach experiment hashes by prefix (one Redis instance is assumed, see keys.py).
 -- Returns 1 when this was the experiment's first indexing, else 0.
-local new = cjson.decode(ARGV[2])
-local old_raw = redis.call('HGET', KEYS[1], ARGV[1])
+local members_key, counts_key, marks_key, owners_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local teams_key = KEYS[5]
+local experiment_id, entries, credits = ARGV[1], ARGV[2], ARGV[3]
+
+local new = cjson.decode(entries)
+local old_raw = redis.call('HGET', members_key, experiment_id)
 local wanted, labels = {}, {}
 for _, e in ipairs(new.e) do wanted[e[1] .. '\0' .. e[3]] = true end
 for _, label in ipairs(new.l) do labels[label] = true end
@@ -24,7 +28,7 @@ if old_raw then
   end
   for _, label in ipairs(old.l) do
     had[label] = true
-    if not labels[label] then redis.call('HINCRBY', KEYS[2], label, -1) end
+    if not labels[label] then redis.call('HINCRBY', counts_key, label, -1) end
   end
 end
 local stored = {}
@@ -33,17 +37,17 @@ for _, e in ipairs(new.e) do
   stored[#stored + 1] = {e[1], e[3]}
 end
 for _, label in ipairs(new.l) do
-  if not had[label] then redis.call('HINCRBY', KEYS[2], label, 1) end
+  if not had[label] then redis.call('HINCRBY', counts_key, label, 1) end
 end
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({e = stored, l = new.l}))
-for _, c in ipairs(cjson.decode(ARGV[3])) do
-  if redis.call('HSETNX', KEYS[3], c[1], 1) == 1 then
+redis.call('HSET', members_key, experiment_id, cjson.encode({e = stored, l = new.l}))
+for _, c in ipairs(cjson.decode(credits)) do
+  if redis.call('HSETNX', marks_key, c[1], 1) == 1 then
     for field, increment in pairs(c[6]) do
       redis.call('HINCRBYFLOAT', c[2], field, increment)
     end
     redis.call('HSET', c[2], 'owner', c[3], 'team', c[4])
-    redis.call('ZINCRBY', KEYS[4], c[5], c[3])
-    if c[4] ~= '' then redis.call('ZINCRBY', KEYS[5], c[5], c[4]) end
+    redis.call('ZINCRBY', owners_key, c[5], c[3])
+    if c[4] ~= '' then redis.call('ZINCRBY', teams_key, c[5], c[4]) end
   end
 end
 if old_raw then return 0 end

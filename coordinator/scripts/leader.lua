@@ -3,17 +3,20 @@
 -- KEYS[1] the leader key
 -- ARGV[1] this process's token   ARGV[2] how long the claim holds (ms)   ARGV[3] "1" to let go
 -- Returns 1 when this process leads (until the claim lapses), 0 when another one does.
-local holder = redis.call('GET', KEYS[1])
-if ARGV[3] == '1' then
-  if holder == ARGV[1] then redis.call('DEL', KEYS[1]) end
+local leader_key = KEYS[1]
+local token, hold_ms, let_go = ARGV[1], ARGV[2], ARGV[3] == '1'
+
+local holder = redis.call('GET', leader_key)
+if let_go then
+  if holder == token then redis.call('DEL', leader_key) end
   return 0
 end
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if holder == token then
+  redis.call('PEXPIRE', leader_key, hold_ms)
   return 1
 end
 if not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', leader_key, token, 'PX', hold_ms)
   return 1
 end
 return 0

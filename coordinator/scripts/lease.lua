@@ -11,12 +11,18 @@
 -- Returns {experiment_id, fencing_token, kind, task_id, bundle_hash}, or nil when nothing is
 -- eligible.
 -- An idle poll writes nothing (no append-only file fsync per poll).
+local class_queue, any_queue, leases_key, owners_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local distrusted_key = KEYS[5]
+local worker_id, owner, hardware, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local ttl_s, experiment_prefix, head_prefix = tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local scan, replicate_wait_s = tonumber(ARGV[8]), tonumber(ARGV[9])
+
 local w = {
-  id = ARGV[1], owner = ARGV[2], hardware = ARGV[3], now = tonumber(ARGV[4]),
-  replicate_wait_s = tonumber(ARGV[9]), exp_prefix = ARGV[6], head_prefix = ARGV[7],
-  owners = KEYS[4], active_s = math.max(300, 5 * tonumber(ARGV[5])),
-  distrusted = redis.call('SISMEMBER', KEYS[5], ARGV[1]) == 1,
+  id = worker_id, owner = owner, hardware = hardware, now = now,
+  replicate_wait_s = replicate_wait_s, exp_prefix = experiment_prefix, head_prefix = head_prefix,
+  owners = owners_key, active_s = math.max(300, 5 * ttl_s),
+  distrusted = redis.call('SISMEMBER', distrusted_key, worker_id) == 1,
 }
-local experiment_id, queue = choose(w, KEYS[1], KEYS[2], tonumber(ARGV[8]), '+inf')
+local experiment_id, queue = choose(w, class_queue, any_queue, scan, '+inf')
 if not experiment_id then return nil end
-return take(w, experiment_id, queue, KEYS[3], KEYS[4], tonumber(ARGV[5]))
+return take(w, experiment_id, queue, leases_key, owners_key, ttl_s)

@@ -19,8 +19,8 @@ end
 -- set, else since it was created); one that excludes its owner, until then too, and ever
 -- when it asks for `two_owners`; one that excludes or was found by its owner (or whose twin
 -- a worker of its owner holds) while a worker of another owner is present on the class (a
--- claim is confirmed by another owner whenever one exists); an explore of a task without a head on this class (it
--- could not be judged here); a baseline or replicate, for a worker that lost trust (other
+-- claim is confirmed by another owner whenever one exists); an explore of a task without a
+-- head on this class (it could not be judged here); a baseline or replicate, for a worker that lost trust (other
 -- decisions rest on them unchecked). With `w.preempting` (a heartbeat's choice, which would
 -- preempt the worker's explore): not one that `yields`.
 local function eligible(w, experiment_id)

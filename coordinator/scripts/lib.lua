@@ -1,27 +1,48 @@
--- Shared helpers, prepended to every script (no KEYS/ARGV of its own).
+-- Shared helpers and constants, prepended to every script (no KEYS/ARGV of its own).
 -- Effects replication: scripts use XADD '*' and the caller's clock (Redis 6.2 needs this).
 pcall(redis.replicate_commands)
 
-local function hset_json(key, json)
-  if json == nil or json == '' then return end
-  local fields = cjson.decode(json)
+-- The event stream keeps about this many entries (XADD MAXLEN ~: trimmed in whole nodes).
+local EVENTS_MAXLEN = 100000
+
+-- The KEYS of a script's optional parts, handed out in order from KEYS[first]: a caller
+-- passes a part's keys only when that part is used, never a placeholder (every key a script
+-- touches is passed, and only those). Each call of the returned function takes `count`
+-- keys (1 when not given) if `used`, and returns them; it returns nothing when not `used`.
+local function optional_keys(first)
+  local at = first
+  return function(used, count)
+    if not used then return end
+    count = count or 1
+    at = at + count
+    return unpack(KEYS, at - count, at - 1)
+  end
+end
+
+-- A JSON object's fields as a flat {field, value, ...} list of strings.
+local function flat_fields(json)
   local flat = {}
-  for k, v in pairs(fields) do
+  for k, v in pairs(cjson.decode(json)) do
     flat[#flat + 1] = k
     flat[#flat + 1] = tostring(v)
   end
+  return flat
+end
+
+local function hset_json(key, json)
+  if json == nil or json == '' then return end
+  local flat = flat_fields(json)
   if #flat > 0 then redis.call('HSET', key, unpack(flat)) end
+end
+
+-- Append one event (field, value, ...) to the stream.
+local function append_event(stream, ...)
+  redis.call('XADD', stream, 'MAXLEN', '~', EVENTS_MAXLEN, '*', ...)
 end
 
 local function add_event(stream, json)
   if json == nil or json == '' then return end
-  local fields = cjson.decode(json)
-  local flat = {}
-  for k, v in pairs(fields) do
-    flat[#flat + 1] = k
-    flat[#flat + 1] = tostring(v)
-  end
-  redis.call('XADD', stream, 'MAXLEN', '~', 100000, '*', unpack(flat))
+  append_event(stream, unpack(flat_fields(json)))
 end
 
 -- Queue one experiment unless its id exists. Priority 0 (baseline, replicate) runs before

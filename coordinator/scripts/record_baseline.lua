@@ -7,28 +7,31 @@
 -- ARGV[4] baseline_runs   ARGV[5] now   ARGV[6] event (JSON)
 -- ARGV[7] {experiment_id: observation JSON} for the noise model ('' for none)
 -- Returns 1 counted now, 0 counted before.
-if redis.call('HGET', KEYS[1], 'judged') == '1' then
-  redis.call('ZREM', KEYS[4], ARGV[1])
+local experiment_key, head_key, runs_key = KEYS[1], KEYS[2], KEYS[3]
+local judge_key, events_key, observations_key = KEYS[4], KEYS[5], KEYS[6]
+local experiment_id, commit, metric, need = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local event, observations = ARGV[6], ARGV[7]
+
+if redis.call('HGET', experiment_key, 'judged') == '1' then
+  redis.call('ZREM', judge_key, experiment_id)
   return 0
 end
-local count = 0
-local raw = redis.call('HGET', KEYS[3], ARGV[2])
+local raw = redis.call('HGET', runs_key, commit)
 local list = {}
 if raw then list = cjson.decode(raw) end
-hset_json(KEYS[6], ARGV[7])
-if ARGV[3] ~= '' then
-  list[#list + 1] = ARGV[3]
-  redis.call('HSET', KEYS[3], ARGV[2], cjson.encode(list))
+hset_json(observations_key, observations)
+if metric ~= '' then
+  list[#list + 1] = metric
+  redis.call('HSET', runs_key, commit, cjson.encode(list))
 end
-count = #list
-if redis.call('HGET', KEYS[2], 'commit') == ARGV[2] then
-  local done = redis.call('HINCRBY', KEYS[2], 'baselines_done', 1)
-  local need = tonumber(ARGV[4])
+local count = #list
+if redis.call('HGET', head_key, 'commit') == commit then
+  local done = redis.call('HINCRBY', head_key, 'baselines_done', 1)
   if count >= need or (done >= need and count >= 1) then
-    redis.call('HSET', KEYS[2], 'ready', 1)
+    redis.call('HSET', head_key, 'ready', 1)
   end
 end
-redis.call('HSET', KEYS[1], 'judged', 1)
-redis.call('ZREM', KEYS[4], ARGV[1])
-add_event(KEYS[5], ARGV[6])
+redis.call('HSET', experiment_key, 'judged', 1)
+redis.call('ZREM', judge_key, experiment_id)
+add_event(events_key, event)
 return 1

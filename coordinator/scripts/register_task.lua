@@ -3,13 +3,16 @@
 -- ARGV[1] task_id   ARGV[2] task fields (JSON)   ARGV[3] now   ARGV[4] its bundle hash
 -- Returns 1 when recorded now; 0 when the same task was recorded before; -1 when a task of
 -- that name was recorded with other files.
-local existing = redis.call('HGET', KEYS[1], 'bundle_hash')
+local task_key, tasks_key, explored_key = KEYS[1], KEYS[2], KEYS[3]
+local task_id, fields, now, bundle_hash = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+
+local existing = redis.call('HGET', task_key, 'bundle_hash')
 if existing then
-  if existing == ARGV[4] then return 0 end
+  if existing == bundle_hash then return 0 end
   return -1
 end
-hset_json(KEYS[1], ARGV[2])
-redis.call('HSET', KEYS[1], 'task_id', ARGV[1], 'registered_s', ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('SET', KEYS[3], 'head', 'NX')
+hset_json(task_key, fields)
+redis.call('HSET', task_key, 'task_id', task_id, 'registered_s', now)
+redis.call('ZADD', tasks_key, now, task_id)
+redis.call('SET', explored_key, 'head', 'NX')
 return 1

@@ -2,8 +2,11 @@
 -- KEYS[1] judge queue (zset by when due)
 -- ARGV[1] now
 -- Returns how many were brought forward.
-local later = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
+local judge_key = KEYS[1]
+local now = ARGV[1]
+
+local later = redis.call('ZRANGEBYSCORE', judge_key, '(' .. now, '+inf')
 for _, experiment_id in ipairs(later) do
-  redis.call('ZADD', KEYS[1], 'XX', ARGV[1], experiment_id)
+  redis.call('ZADD', judge_key, 'XX', now, experiment_id)
 end
 return #later

@@ -133,19 +133,26 @@ class JudgeOps(StoreBase):
             if offered_to
             else keys.explored(task_id, bundle)
         )
-        exp_key = keys.experiment(explore.experiment_id) if explore else keys.SEQ
+        # The script is handed the keys of the parts it uses only (submit.lua).
+        explore_keys = (
+            [
+                keys.experiment(explore.experiment_id),
+                keys.queue(explore.hardware),
+                keys.EXPERIMENTS,
+                keys.task_experiments(task_id),
+                explored,
+            ]
+            if explore and explore.experiment_id
+            else []
+        )
         answer = self._run(
             "submit",
             [
                 keys.hypothesis(hypothesis_id),
                 keys.task_hypotheses(task_id),
                 keys.SEQ,
-                exp_key,
-                keys.queue(explore.hardware if explore else None),
-                keys.EXPERIMENTS,
-                keys.task_experiments(task_id),
-                explored,
-                keys.hypothesis(implements[0]) if implements else keys.SEQ,
+                *explore_keys,
+                *([keys.hypothesis(implements[0])] if implements else []),
             ],
             [
                 hypothesis_id,
@@ -263,25 +270,23 @@ class JudgeOps(StoreBase):
         class's runs. `observed` is (hardware, runs): a candidate's runs, recorded for the
         class's noise model (coordinator.judge.fit_noise).
         """
-        follow_keys = self._queue_keys(follow_up) if follow_up else [keys.SEQ] * 5
-        runs_key = keys.runs(task_id, pair[0]) if pair else keys.SEQ
-        obs_key = keys.observations(task_id, observed[0]) if observed else keys.SEQ
+        hypothesis_json = encode_fields(hypothesis) if hypothesis and hypothesis_id else ""
+        observed_json = observations_json(observed[1]) if observed else ""
+        # The script is handed the keys of the parts it uses only, in its order (conclude.lua).
+        optional_keys = [
+            *([keys.hypothesis(hypothesis_id)] if hypothesis_id and hypothesis_json else []),
+            *(self._queue_keys(follow_up) if follow_up and follow_up.experiment_id else []),
+            *([keys.runs(task_id, pair[0])] if pair and pair[1] else []),
+            *([keys.observations(task_id, observed[0])] if observed and observed_json else []),
+        ]
         return bool(
             self._run(
                 "conclude",
-                [
-                    keys.experiment(experiment_id),
-                    keys.hypothesis(hypothesis_id) if hypothesis_id else keys.SEQ,
-                    keys.JUDGE,
-                    keys.EVENTS,
-                    *follow_keys,
-                    runs_key,
-                    obs_key,
-                ],
+                [keys.experiment(experiment_id), keys.JUDGE, keys.EVENTS, *optional_keys],
                 [
                     experiment_id,
                     encode_fields(experiment),
-                    encode_fields(hypothesis) if hypothesis and hypothesis_id else "",
+                    hypothesis_json,
                     encode_fields(event),
                     follow_up.experiment_id if follow_up else "",
                     follow_up.encoded() if follow_up else "",
@@ -289,7 +294,7 @@ class JudgeOps(StoreBase):
                     repr(now),
                     pair[1] if pair else "",
                     runs_json(pair[2]) if pair else "",
-                    observations_json(observed[1]) if observed else "",
+                    observed_json,
                 ],
             )
         )
@@ -322,7 +327,6 @@ class JudgeOps(StoreBase):
                 [
                     keys.head(task_id, hardware),
                     keys.runs(task_id, hardware),
-                    keys.hypothesis(hypothesis_id) if hypothesis_id else keys.SEQ,
                     keys.experiment(candidate_id),
                     keys.experiment(replicate_id),
                     keys.JUDGE,
@@ -333,6 +337,7 @@ class JudgeOps(StoreBase):
                     keys.task_experiments(task_id),
                     keys.SEQ,
                     keys.observations(task_id, hardware),
+                    *([keys.hypothesis(hypothesis_id)] if hypothesis_id else []),
                 ],
                 [
                     commit,
@@ -368,8 +373,8 @@ class JudgeOps(StoreBase):
                 "recheck",
                 [
                     *self._queue_keys(again),
-                    keys.hypothesis(hypothesis_id) if hypothesis_id else keys.SEQ,
                     keys.EVENTS,
+                    *([keys.hypothesis(hypothesis_id)] if hypothesis and hypothesis_id else []),
                 ],
                 [
                     again.experiment_id,

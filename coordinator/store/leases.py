@@ -121,16 +121,24 @@ class LeaseOps(StoreBase):
         its place, no attempt counted). `running_s`: how long the explore's run has run, as
         its worker says (0 while it waits behind another run); None: since it was leased."""
         asked = preemption or Preemption("", "", 0.0, 0.0)
+        # Only a worker that can switch runs hands the script the keys of a preemption.
+        preemption_keys = (
+            [
+                keys.queue(asked.hardware),
+                keys.QUEUE_ANY,
+                keys.class_owners(asked.hardware),
+                keys.DISTRUSTED,
+                keys.EVENTS,
+            ]
+            if asked.hardware
+            else []
+        )
         answer = self._run(
             "heartbeat",
             [
                 keys.experiment(experiment_id),
                 keys.LEASES,
-                keys.queue(asked.hardware) if asked.hardware else keys.QUEUE_ANY,
-                keys.QUEUE_ANY,
-                keys.class_owners(asked.hardware),
-                keys.DISTRUSTED,
-                keys.EVENTS,
+                *preemption_keys,
             ],
             [
                 experiment_id,

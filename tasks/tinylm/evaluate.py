@@ -10,12 +10,13 @@ What it guarantees:
   evaluated or unpickled, and a program that calls only listed pure aten operators (no
   file, process, network or random-state ones), takes one tensor and keeps no state;
 - the loss is computed here from the raw logits, never taken from the model;
-- causality and row independence, checked together in CHECK_PASSES extra passes per batch:
-  the rows are shuffled into new places, each row's bytes after a random cut point are
-  replaced (a random eighth of the rows keep every byte), and each row's logits up to its
-  cut must not move (whole rows: at every position). The cuts and the shuffle come from
-  os.urandom, new per row, pass, batch and evaluation, so a model cannot know where they
-  fall: one that peeks at a fraction f of the positions passes with probability about
+- causality and row independence, checked together in CHECK_PASSES extra passes per batch
+  by exported.check_causal, the check nanochat's evaluator makes too: the rows are
+  shuffled into new places, each row's bytes after a random cut point are replaced (a
+  random eighth of the rows keep every byte), and each row's logits up to its cut must not
+  move (whole rows: at every position). The cuts and the shuffle come from os.urandom,
+  new per row, pass, batch and evaluation, so a model cannot know where they fall: one
+  that peeks at a fraction f of the positions passes with probability about
   exp(-f * CUT_ROWS), with CUT_ROWS = 448 cut rows per evaluation: exp(-3.5) for one peek
   per 128-byte window (a gain of ~0.01 bpb), exp(-10.5) for three; a kept result is
   replicated, with fresh cuts, so it passes both with exp(-7) and exp(-21).
@@ -36,9 +37,9 @@ import torch
 import torch.nn.functional as F
 
 try:
-    from exported import Refused, load_model  # written here by the worker
+    from exported import Refused, check_causal, load_model  # written here by the worker
 except ModuleNotFoundError:  # run by hand, outside autoswarm
-    from worker.exported import Refused, load_model
+    from worker.exported import Refused, check_causal, load_model
 from prepare import EVAL_BATCH_SIZE, MAX_SEQ_LEN, VOCAB_SIZE
 
 # ---------------------------------------------------------------------------
@@ -80,46 +81,6 @@ def run(model, x):
     return logits
 
 
-def scramble(x, generator):
-    """x with every byte replaced by a different, random byte."""
-    noise = torch.randint(1, VOCAB_SIZE, x.shape, generator=generator).to(x.device)
-    return (x + noise) % VOCAB_SIZE
-
-
-def check(model, x, logits, generator):
-    """One pass for causality and row independence: the rows move to random places and each
-    one's bytes after a random cut are replaced (WHOLE_ROWS rows keep all theirs); a row's
-    logits up to its cut must equal those it had in its own place with its own bytes."""
-    B, T = x.shape
-    positions = torch.arange(T)
-    order = torch.randperm(B, generator=generator)  # check row i is window order[i]
-    cuts = torch.randint(0, T - 1, (B, 1), generator=generator)  # 0 .. T-2
-    whole = torch.randperm(B, generator=generator) < WHOLE_ROWS
-    cuts = cuts.masked_fill(whole[:, None], T - 1)  # nothing after T-1: the whole row compared
-    later = positions[None, :] > cuts
-    moved = x[order]
-    changed = torch.where(later, scramble(moved, generator), moved)
-    drift = (run(model, changed) - logits[order]).abs().amax(dim=2).masked_fill(later, 0.0)
-    moved_by = drift.max().item()
-    if moved_by <= CAUSAL_TOL:
-        return
-    # Refused either way; to say why, the same rows again, each back in its own place.
-    in_place, in_place_later = torch.empty_like(changed), torch.empty_like(later)
-    in_place[order], in_place_later[order] = changed, later
-    drift = (run(model, in_place) - logits).abs().amax(dim=2).masked_fill(in_place_later, 0.0)
-    if drift.max().item() > CAUSAL_TOL:
-        row = int(drift.amax(dim=1).argmax())
-        cut = int((~in_place_later[row]).sum()) - 1
-        fail(
-            f"not causal: logits at positions <= {cut} moved by "
-            f"{drift[row].max().item():.3g} when later bytes changed"
-        )
-    fail(
-        f"rows are not independent: a row's logits moved by {moved_by:.3g} "
-        "when it changed places and the other rows changed"
-    )
-
-
 if __name__ == "__main__":
     val = np.fromfile(os.path.join(HELDOUT_DIR, "val.bin"), dtype=np.uint8)
     assert len(val) >= EVAL_WINDOWS * MAX_SEQ_LEN + 1, "held-out data is too short"
@@ -144,7 +105,10 @@ if __name__ == "__main__":
         x, y = val[idx], val[idx + 1]
         logits = run(model, x)
         for _ in range(CHECK_PASSES):
-            check(model, x, logits, generator)
+            try:
+                check_causal(lambda rows: run(model, rows), x, logits, generator, whole_rows=WHOLE_ROWS, tol=CAUSAL_TOL)
+            except Refused as exc:
+                fail(str(exc))
         total_nats += F.cross_entropy(logits.view(-1, VOCAB_SIZE), y.reshape(-1), reduction="sum").item()
 
     val_bpb = total_nats / (n_batches * EVAL_BATCH_SIZE * MAX_SEQ_LEN) / math.log(2)
