@@ -17,10 +17,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from coordinator import evidence, judge
+from coordinator import baselines, evidence, judge
 from coordinator.heads import code_bytes, derived_id
 from coordinator.lineage import CommitInfo, branch_for
 from coordinator.models import ExperimentRecord, HeadRecord, TaskRecord
+from coordinator.noise import Run
 from coordinator.rechecks import RecheckOps
 from coordinator.rederive import rederive_queued
 from coordinator.store import NewExperiment
@@ -188,7 +189,10 @@ class KeepOps(RecheckOps):
         carried = self._tip_on(task, hardware, before, cand) if before else None
         # Its baselines wait while a merge stacked on it runs: it is likely the head for one
         # run only, and is measured by two already (see `measure_head`).
-        ids = [] if carried else self.baseline_ids(task.task_id, hardware, commit)
+        # None either once its run and replicate agree exactly on a deterministic task.
+        own = tuple(Run(*o) for o in evidence.observations(counted, commit))
+        exact = self._measured(task, hardware, commit, own)
+        ids = [] if carried or exact else self.baseline_ids(task.task_id, hardware, commit)
         event: dict[str, FieldValue] = {
             "type": "verdict",
             "task_id": task.task_id,
@@ -289,6 +293,8 @@ class KeepOps(RecheckOps):
         broken = failed is not None and failed.parent_commit == head.commit
         if not broken and self._tip(task, hardware, head):
             return 0
+        if self._measured(task, hardware, head.commit):
+            return 0
         fields: dict[str, FieldValue] = {
             "commit": head.commit,
             "bundle_hash": head.bundle_hash,
@@ -309,6 +315,14 @@ class KeepOps(RecheckOps):
             )
             self.notify(queued)
         return queued
+
+    def _measured(
+        self, task: TaskRecord, hardware: str, commit: str, own: tuple[Run, ...] = ()
+    ) -> bool:
+        """Whether a head needs no baselines (coordinator.baselines); `own`: its runs not
+        recorded yet."""
+        runs = [*self.class_runs(task.task_id, hardware)[1], *own]
+        return baselines.measured(runs, commit, task.spec.metric.noise)
 
     def _withdraw_baselines(
         self, task: TaskRecord, hardware: str, superseded: str, commit: str

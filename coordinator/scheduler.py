@@ -19,11 +19,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from coordinator import evidence, judge
+from coordinator import baselines, evidence, judge
 from coordinator.heads import INIT_BRANCH, code_bytes, derived_id, new_id
 from coordinator.keeping import KeepOps
 from coordinator.models import ExperimentRecord, HeadRecord, TaskRecord
-from coordinator.noise import far_out
+from coordinator.noise import Run, far_out
 from coordinator.store import NewExperiment
 from coordinator.store.base import FieldValue
 from coordinator.store.judging import Observation
@@ -122,13 +122,17 @@ class Scheduler(KeepOps):
             "reason": reason,
             "time_s": self._clock(),
         }
+        mine = [Run(exp.experiment_id, exp.parent_commit, "", metric)] if metric is not None else []
+        enough = bool(mine) and baselines.measured(
+            [*runs, *mine], exp.parent_commit, task.spec.metric.noise
+        )
         self.store.record_baseline(
             exp.experiment_id,
             task.task_id,
             hardware,
             exp.parent_commit,
             metric,
-            baseline_runs=self.settings.baseline_runs,
+            baseline_runs=1 if enough else self.settings.baseline_runs,
             event=event,
             now=self._clock(),
             observation=(
@@ -139,6 +143,14 @@ class Scheduler(KeepOps):
         )
         if untrusted or (far and not exp.exclude_worker):
             self.replace_baseline(exp, exp.worker_id or "", held=far and not untrusted)
+        if enough:  # a deterministic task: the head's other baselines would only repeat
+            more = range(self.settings.max_baseline_runs)
+            ids = self.baseline_ids(task.task_id, hardware, exp.parent_commit) + [
+                self.more_baseline_id(task.task_id, hardware, exp.parent_commit, n) for n in more
+            ]
+            baselines.withdraw(
+                self.store, task.task_id, hardware, exp.parent_commit, ids, self._clock()
+            )
         self.undefer()  # candidates waiting on this head
 
     def _judge_candidate(self, task: TaskRecord, exp: ExperimentRecord) -> None:
