@@ -37,18 +37,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+from judge_power import start_redis  # bench/, beside this file
 
+from coordinator.hypotheses import build_context, submit_hypothesis
+from coordinator.judge_loop import JudgeLoop
 from coordinator.proposers.base import Proposer
 from coordinator.proposers.mutation import MutationProposer, find_constants
 from coordinator.proposers.space import build_space
 from coordinator.proposers.study import StudyProposer, rewrite
-from shared.models import HypothesisSummary, ProposerContext, Verdict
-from shared.task import Direction, MetricSpec, TaskSpec, hash_files, load_task
+from coordinator.scheduler import Scheduler
+from coordinator.settings import CoordinatorSettings
+from coordinator.store import Store
+from coordinator.tasks import register_task
+from shared.models import Result, ResultStatus
+from shared.task import Direction, MetricSpec, TaskSpec, load_task
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS = (10, 20, 40)
@@ -165,93 +173,125 @@ def noisy_task() -> Task:
     return Task(spec, "train.py", NOISY_SOURCE, score, noisy_value, noisy=True)
 
 
-# ---- the keep loop -------------------------------------------------------------------------
+# ---- the swarm: the real coordinator -----------------------------------------------------
+
+HW = "cpu:bench"
+NOISY_TOML = """\
+[task]
+name = "noisy"
+editable = ["train.py"]
+protected = ["prepare.py"]
+budget_s = 5
+min_effect = 0.002
+
+[metric]
+name = "val_bpb"
+direction = "minimize"
+"""
 
 
 @dataclass
 class Trace:
-    """The true score of what the search holds, after each explore and after each run."""
+    """The true score of what the search holds, after each explore and after each run, and
+    how many runs of each kind it spent."""
 
     by_explore: list[float] = field(default_factory=list)
     by_run: list[float] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
 
 
-def _beats(value: float, runs: list[float], sigma: float, spec: TaskSpec) -> bool:
-    mean = statistics.fmean(runs)
-    gain = mean - value if spec.lower_is_better else value - mean
-    return gain > max(spec.min_effect, Z * sigma * math.sqrt(1 + 1 / len(runs)))
+def task_folder(task: Task, work: Path) -> Path:
+    """The task as the coordinator registers it: sharpe's own folder, or noisy's made here."""
+    if task.spec.name == "sharpe":
+        return REPO / "tasks" / "sharpe"
+    folder = work / "noisy"
+    folder.mkdir(exist_ok=True)
+    (folder / "task.toml").write_text(NOISY_TOML)
+    (folder / task.path).write_text(task.source)
+    (folder / "prepare.py").write_text("print('nothing to prepare')\n")
+    (folder / "program.md").write_text("# noisy\n\nMake `val_bpb` lower.\n")
+    return folder
 
 
-def _sigma(pairs: list[list[float]]) -> float:
-    squares = sum(sum((v - statistics.fmean(p)) ** 2 for v in p) for p in pairs if len(p) > 1)
-    df = sum(len(p) - 1 for p in pairs if len(p) > 1)
-    return math.sqrt(squares / df) if df else 0.0
+class Swarm:
+    """The coordinator's scheduler, store (a real redis-server) and lineage (real git), with
+    two workers of two owners that run one experiment at a time, in turn."""
+
+    def __init__(self, task: Task, url: str, work: Path, seed: int) -> None:
+        self.task = task
+        self.rng = random.Random(seed)
+        self.now = 0.0
+        self.settings = CoordinatorSettings(data_dir=work / "data", redis_url=url)
+        self.store = Store(url)
+        self.scheduler = Scheduler(self.store, self.settings, clock=lambda: self.now)
+        self.loop = JudgeLoop(self.scheduler, interval_s=1.0)
+        record = register_task(self.store, self.settings, task_folder(task, work))
+        self.task_id = record.task_id
+        self.scheduler.ensure_class(record, HW)
+        self.turn = 0
+        self.truths: dict[str, float] = {}
+
+    def source_at(self, commit: str) -> str:
+        return self.scheduler.lineage(self.task_id).files_at(commit)[self.task.path].decode()
+
+    def held(self) -> float:
+        """The true score of the head."""
+        head = self.store.get_head(self.task_id, HW)
+        assert head is not None
+        if head.commit not in self.truths:
+            self.truths[head.commit] = self.task.truth(self.source_at(head.commit)) or 0.0
+        return self.truths[head.commit]
+
+    def step(self) -> str | None:
+        """The next worker in turn with something to lease runs it, judged; its kind."""
+        for i in range(2):
+            worker = f"w{(self.turn + i) % 2}"
+            got = self.store.lease(worker, worker, HW, now=self.now, lease_ttl_s=1e9)
+            if got is None:
+                continue
+            self.turn = (self.turn + i + 1) % 2
+            exp = self.store.get_experiment(got.experiment_id)
+            assert exp is not None
+            metric = self.task.score(self.source_at(exp.code_commit or exp.parent_commit), self.rng)
+            result = (
+                Result(status=ResultStatus.OK, metric=metric)
+                if metric is not None
+                else Result(status=ResultStatus.CRASHED, error="no score")
+            )
+            self.store.report(
+                got.experiment_id, worker, got.fencing_token, result, now=self.now, max_attempts=3
+            )
+            self.now += 60.0
+            self.loop.drain()
+            return exp.kind.value
+        return None
 
 
-def keep_loop(task: Task, proposer: Proposer, explores: int, seed: int) -> Trace:
-    """The swarm with one worker (see the module doc), until `explores` explores ran."""
-    rng = random.Random(seed)
-    head_source = task.source
-    head_truth = task.truth(head_source)
-    assert head_truth is not None
+def swarm_loop(task: Task, proposer: Proposer, explores: int, seed: int) -> Trace:
+    """The proposer feeding the real coordinator (see the module doc) until `explores`
+    explores (and merges) ran; a proposal is made whenever no worker has anything to run."""
     trace = Trace()
-    head_runs: list[float] = []
-    measured: list[list[float]] = []  # every code version's runs, for the pooled sigma
-
-    def run(source: str) -> float | None:
-        trace.by_run.append(head_truth)  # type: ignore[arg-type]
-        return task.score(source, rng)
-
-    for _ in range(3 if task.noisy else 2):
-        head_runs.append(run(head_source) or 0.0)
-    measured.append(head_runs)
-    history: list[HypothesisSummary] = []
-    while len(trace.by_explore) < explores:
-        context = ProposerContext(
-            task_id=task.spec.name,
-            spec=task.spec,
-            head_commit=f"head-{len(measured)}",
-            head_files={task.path: head_source},
-            head_metric=statistics.fmean(head_runs),
-            history=history,
-        )
-        hypothesis = proposer.propose(context)
-        if hypothesis is None or hypothesis.change is None:
-            break
-        source = hypothesis.change[task.path]
-        metric = run(source)
-        verdict, kept = Verdict.DISCARDED, False
-        if metric is None:
-            verdict = Verdict.CRASHED
-        elif _beats(metric, head_runs, _sigma(measured), task.spec):
-            replicate = run(source)
-            pair = [metric] + ([replicate] if replicate is not None else [])
-            kept = replicate is not None and _beats(
-                replicate, head_runs, _sigma(measured), task.spec
-            )
-            verdict = Verdict.KEPT if kept else Verdict.NOT_REPRODUCED
-            measured.append(pair)
-            metric = statistics.fmean(pair)
-        mean = statistics.fmean(head_runs)
-        history.append(
-            HypothesisSummary(
-                hypothesis_id=f"h{len(history)}",
-                title=hypothesis.title,
-                proposer=hypothesis.proposer,
-                verdict=verdict,
-                delta=None if metric is None else metric - mean,
-                metric=metric,
-                change_hash=hash_files({p: c.encode() for p, c in hypothesis.change.items()}),
-                rationale=hypothesis.rationale,
-            )
-        )
-        if kept:
-            head_source, head_runs = source, measured[-1]
-            head_truth = task.truth(source)
-            trace.by_run[-1] = head_truth  # type: ignore[assignment]  # kept as the replicate ended
-            if task.noisy:  # the new head's third baseline
-                head_runs.append(run(head_source) or 0.0)
-        trace.by_explore.append(head_truth)  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory(prefix="proposer-search-") as tmp:
+        server, url = start_redis(Path(tmp))
+        try:
+            swarm = Swarm(task, url, Path(tmp), seed)
+            while len(trace.by_explore) < explores:
+                kind = swarm.step()
+                if kind is None:
+                    context = build_context(swarm.scheduler, swarm.task_id)
+                    hypothesis = proposer.propose(context)
+                    if hypothesis is None:
+                        break
+                    submit_hypothesis(swarm.scheduler, hypothesis)
+                    continue
+                trace.kinds[kind] += 1
+                trace.by_run.append(swarm.held())
+                if kind in ("explore", "merge"):
+                    trace.by_explore.append(swarm.held())
+            swarm.store.close()
+        finally:
+            server.terminate()
+            server.wait()
     return trace
 
 
@@ -358,8 +398,8 @@ def check_against_runner(task: Task, count: int, work: Path) -> None:
 # ---- the table -----------------------------------------------------------------------------
 
 SEARCHES: dict[str, Callable[[Task, int, int], Trace]] = {
-    "study proposer (TPE, keep loop)": lambda t, n, s: keep_loop(t, StudyProposer(seed=s), n, s),
-    "mutation proposer (keep loop)": lambda t, n, s: keep_loop(t, MutationProposer(seed=s), n, s),
+    "study proposer (swarm)": lambda t, n, s: swarm_loop(t, StudyProposer(seed=s), n, s),
+    "mutation proposer (swarm)": lambda t, n, s: swarm_loop(t, MutationProposer(seed=s), n, s),
     "Optuna TPE, hand-set ranges": lambda t, n, s: optimizer_search(
         t, optuna.samplers.TPESampler(seed=s, multivariate=True), n, s, hand=True
     ),
@@ -415,9 +455,13 @@ def main() -> None:
                     continue
                 cells = " | ".join(_cell(runs, n) for n in CHECKPOINTS)
                 print(
-                    f"| {name} | {per if 'keep' in name else 'explore = run'} | {cells} |",
+                    f"| {name} | {per if 'swarm' in name else 'explore = run'} | {cells} |",
                     flush=True,
                 )
+            spent = sum((t.kinds for t in traces), Counter())
+            if spent:
+                kinds = ", ".join(f"{k} {n / len(traces):.1f}" for k, n in sorted(spent.items()))
+                print(f"|   runs per seed: {kinds} | | | | |", flush=True)
         print(f"({time.monotonic() - started:.0f} s)")
 
 
