@@ -198,6 +198,10 @@ class Trace:
     by_explore: list[float] = field(default_factory=list)
     by_run: list[float] = field(default_factory=list)
     kinds: Counter[str] = field(default_factory=Counter)
+    # The true score of the best configuration an explore or merge measured (None: none).
+    best_measured: float | None = None
+    # The true score of the head once the runs queued at the end have been judged too.
+    final: float | None = None
 
 
 def task_folder(task: Task, work: Path) -> Path:
@@ -242,8 +246,9 @@ class Swarm:
             self.truths[head.commit] = self.task.truth(self.source_at(head.commit)) or 0.0
         return self.truths[head.commit]
 
-    def step(self) -> str | None:
-        """The next worker in turn with something to lease runs it, judged; its kind."""
+    def step(self) -> tuple[str, float | None] | None:
+        """The next worker in turn with something to lease runs it, judged: its kind, and the
+        true score of the code it ran (None: it crashed)."""
         for i in range(2):
             worker = f"w{(self.turn + i) % 2}"
             got = self.store.lease(worker, worker, HW, now=self.now, lease_ttl_s=1e9)
@@ -252,18 +257,19 @@ class Swarm:
             self.turn = (self.turn + i + 1) % 2
             exp = self.store.get_experiment(got.experiment_id)
             assert exp is not None
-            metric = self.task.score(self.source_at(exp.code_commit or exp.parent_commit), self.rng)
+            source = self.source_at(exp.code_commit or exp.parent_commit)
+            metric = self.task.score(source, self.rng)
             result = (
                 Result(status=ResultStatus.OK, metric=metric)
                 if metric is not None
-                else Result(status=ResultStatus.CRASHED, error="no score")
+                else Result(status=ResultStatus.CRASH, error="no score")
             )
             self.store.report(
                 got.experiment_id, worker, got.fencing_token, result, now=self.now, max_attempts=3
             )
             self.now += 60.0
             self.loop.drain()
-            return exp.kind.value
+            return exp.kind.value, None if metric is None else self.task.truth(source)
         return None
 
 
@@ -276,18 +282,25 @@ def swarm_loop(task: Task, proposer: Proposer, explores: int, seed: int) -> Trac
         try:
             swarm = Swarm(task, url, Path(tmp), seed)
             while len(trace.by_explore) < explores:
-                kind = swarm.step()
-                if kind is None:
+                ran = swarm.step()
+                if ran is None:
                     context = build_context(swarm.scheduler, swarm.task_id)
                     hypothesis = proposer.propose(context)
                     if hypothesis is None:
                         break
                     submit_hypothesis(swarm.scheduler, hypothesis)
                     continue
+                kind, truth = ran
                 trace.kinds[kind] += 1
                 trace.by_run.append(swarm.held())
                 if kind in ("explore", "merge"):
                     trace.by_explore.append(swarm.held())
+                    best = trace.best_measured
+                    if truth is not None and (best is None or task.spec.is_better(truth, best)):
+                        trace.best_measured = truth
+            while swarm.step() is not None:  # the last winner's replicate, say: judged
+                pass
+            trace.final = swarm.held()
             swarm.store.close()
         finally:
             server.terminate()
@@ -412,6 +425,15 @@ SEARCHES: dict[str, Callable[[Task, int, int], Trace]] = {
 }
 
 
+def _below(task: Task, trace: Trace) -> bool:
+    """Whether the final head's true score (every run queued at the end judged) is below the
+    best measured by more than min_effect."""
+    if trace.best_measured is None or trace.final is None:
+        return False
+    gap = trace.best_measured - trace.final
+    return (-gap if task.spec.lower_is_better else gap) > task.spec.min_effect
+
+
 def _cell(traces: list[list[float]], at: int) -> str:
     values = [trace[min(at, len(trace)) - 1] for trace in traces if trace]
     if not values:
@@ -461,7 +483,13 @@ def main() -> None:
             spent = sum((t.kinds for t in traces), Counter())
             if spent:
                 kinds = ", ".join(f"{k} {n / len(traces):.1f}" for k, n in sorted(spent.items()))
-                print(f"|   runs per seed: {kinds} | | | | |", flush=True)
+                below = [t for t in traces if _below(task, t)]
+                print(
+                    f"|   runs per seed: {kinds}; the head ends below the best configuration "
+                    f"measured (by more than min_effect) in {len(below)} of {len(traces)} "
+                    "seeds | | | | |",
+                    flush=True,
+                )
         print(f"({time.monotonic() - started:.0f} s)")
 
 
