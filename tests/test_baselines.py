@@ -92,3 +92,15 @@ def test_a_class_that_showed_noise_anywhere_keeps_its_baselines() -> None:
 def test_a_task_that_declares_noise_keeps_its_baselines() -> None:
     """A task's declared `[metric] noise` is taken at its word, whatever the runs show."""
     assert not baselines.measured(_runs(("h", [1.0, 1.0])), "h", declared_noise=0.01)
+
+
+def test_a_kept_change_whose_two_runs_differ_is_measured_by_baselines(world: World) -> None:
+    """A head kept on a run and a replicate that differ (the task is not deterministic after
+    all) is measured by its baselines, as on any noisy task."""
+    for worker in ("w1", "w2"):
+        world.run(worker, ok(1.0))
+    alpha = world.submit(alpha="0.5", title="alpha")
+    world.run("w1", ok(0.5))
+    world.run("w2", ok(0.4999))
+    assert world.verdict(alpha) is Verdict.KEPT
+    assert _kinds_run(world, [world.lease("w3")]) == [ExperimentKind.BASELINE]
