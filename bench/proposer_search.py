@@ -1,20 +1,21 @@
 """How fast each offline search finds a good configuration: best score after 10/20/40 explores
 and after as many runs of any kind, mean ± sd over seeds.
 
-Searches: the study proposer (Optuna TPE through the swarm's keep loop), the mutation
-proposer (the same loop), plain Optuna TPE and random search over the same space (each trial
-one run, no head, no replication). Tasks: tasks/sharpe, scored in-process exactly as the
-runner scores it (strategy.py run as __main__, then evaluate.py as __main__, its `sharpe:`
-line read; data made once by make_data.py), and `noisy`, a known function of seven constants
-with Gaussian noise (minimised, sigma 0.003), where the best score is the true value of what
-the search would keep.
+Searches: the study proposer (Optuna TPE) and the mutation proposer, each feeding the real
+coordinator, and plain Optuna TPE and random search over the same space (each trial one run,
+no head, no replication). Tasks: tasks/sharpe, scored in-process exactly as the runner scores
+it (strategy.py run as __main__, then evaluate.py as __main__, its `sharpe:` line read; data
+made once by make_data.py), and `noisy`, a known function of seven constants with Gaussian
+noise (minimised, sigma 0.003), where the best score is the true value of what is held.
 
-The keep loop is the swarm with one worker, as the judge decides (coordinator/judge.py): the
-head is measured by baselines (2 on a deterministic task: they agree exactly; 3 on a noisy
-one), an explore that beats the head by max(min_effect, 2 sigma sqrt(1 + 1/n)) is replicated
-and kept if the replicate beats it too; a new head on a noisy task gets one more baseline.
+The swarm is the coordinator's own `Scheduler`, store scripts on a redis-server started here
+and lineage in real git, judged by its sequential rule with default settings; two workers of
+two owners run one experiment at a time, in turn, and the proposer is asked whenever neither
+has anything to run. Every run leased counts, of any kind (baselines, explores, replicates,
+merges). After the last explore the runs still queued are judged, and the bench says in how
+many seeds the head ends below the best configuration measured by more than min_effect.
 
-    .venv/bin/python bench/proposer_search.py [--task sharpe|noisy] [--seeds 5] [--explores 40]
+    .venv/bin/python bench/proposer_search.py [--task sharpe|noisy] [--seeds 5] [--first-seed 0]
     .venv/bin/python bench/proposer_search.py --check 4   # in-process scores vs the runner's
 """
 
@@ -445,6 +446,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=("sharpe", "noisy"), default="sharpe")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--explores", type=int, default=max(CHECKPOINTS))
     parser.add_argument("--only", default="", help="run only the searches whose name has this")
     parser.add_argument("--check", type=int, default=0, help="sharpe: check N scores, then stop")
@@ -459,7 +461,8 @@ def main() -> None:
         started = time.monotonic()
         print(
             f"{args.task}: shipped {task.spec.metric.name} {shipped:.4f}, "
-            f"{args.seeds} seeds, {datetime.date.today()}, {platform.node()}, "
+            f"seeds {args.first_seed}-{args.first_seed + args.seeds - 1}, "
+            f"{datetime.date.today()}, {platform.node()}, "
             f"{os.cpu_count()} CPUs"
         )
         header = " | ".join(f"@{n}" for n in CHECKPOINTS)
@@ -468,7 +471,8 @@ def main() -> None:
         for name, search in SEARCHES.items():
             if args.only not in name:
                 continue
-            traces = [search(task, args.explores, seed) for seed in range(args.seeds)]
+            seeds = range(args.first_seed, args.first_seed + args.seeds)
+            traces = [search(task, args.explores, seed) for seed in seeds]
             for per, runs in (
                 ("explore", [t.by_explore for t in traces]),
                 ("run", [t.by_run for t in traces]),
