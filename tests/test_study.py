@@ -115,7 +115,7 @@ def test_titles_name_each_move_in_the_files_own_notation() -> None:
     """Titles read "NAME old -> new, ..." with at most 3 moves, each as the file writes
     numbers (2**k for a power of two), and only the named constants change."""
     head = {c.name: c.value for c in find_constants(SOURCE)}
-    for hypothesis in propose_many(REFINE_AFTER):  # TPE's own (then steps come in between)
+    for hypothesis in propose_many(12):
         moves = [MOVE.match(part) for part in hypothesis.title.split(", ")]
         assert all(moves), hypothesis.title
         assert 1 <= len(moves) <= 3
