@@ -10,13 +10,7 @@ import pytest
 
 from coordinator.proposers.mutation import find_constants
 from coordinator.proposers.space import Scale, build_space
-from coordinator.proposers.study import (
-    MAX_MOVES,
-    REFINE_AFTER,
-    REFINE_EVERY,
-    StudyProposer,
-    read_trials,
-)
+from coordinator.proposers.study import MAX_MOVES, StudyProposer, read_trials
 from shared.models import HypothesisCreate, HypothesisSummary, ProposerContext, Verdict
 from shared.task import Direction, MetricSpec, TaskSpec, hash_files
 from tests.cli_helpers import invoke
@@ -334,17 +328,3 @@ def values_of_summary(summary: HypothesisSummary) -> dict[str, float]:
 
 def head_values() -> dict[str, float]:
     return {c.name: c.value for c in find_constants(SOURCE)}
-
-
-def test_after_ten_hypotheses_every_other_proposal_steps_one_constant_from_the_head() -> None:
-    """With 10 judged hypotheses the next proposal is one constant moved from the head, chosen
-    by what steps have paid (the mutation proposer's); with 11 it is TPE's again."""
-    history: list[HypothesisSummary] = []
-    for n in range(REFINE_AFTER + 1):
-        hypothesis = StudyProposer(seed=5).propose(make_context(history=history))
-        assert hypothesis is not None
-        moved = [k for k, v in values_of(hypothesis).items() if head_values()[k] != v]
-        stepping = n >= REFINE_AFTER and n % REFINE_EVERY == 0
-        assert hypothesis.proposer == ("mutation" if stepping else "optuna"), n
-        assert len(moved) == 1 if stepping else 1 <= len(moved) <= MAX_MOVES
-        history.append(judged(hypothesis, n, Verdict.DISCARDED, 0.5 + n / 100))

@@ -5,13 +5,8 @@ last one stopped: its memory is the history, not the process). Every measured co
 its own is told with its score, crashed or unusable ones (a score of exactly 0.0) with a score
 below the worst, the head with its mean, and those in flight as running (TPE's constant liar
 keeps parallel proposals apart). It then asks for one configuration, keeps the few largest moves
-from where it starts (a change of a handful of constants reads as an idea and is judged as one),
-and submits it against the head. It starts from the head, or, on a task that has shown no
-noise, from the best configuration measured above the head (`incumbent`: gains too small to
-keep one by one add up). Once the history holds REFINE_AFTER hypotheses, every other proposal
-is a step of one constant from the head chosen by what steps have paid, the mutation
-proposer's, under its name: TPE finds the region, the steps refine it. The space is
-`space.build_space`'s.
+from the head (a change of a handful of constants reads as an idea and is judged as one), and
+submits it against the head. The space is `space.build_space`'s.
 
 Before asking for anything new it proposes again what should not be lost: the moves of the best
 configuration measured, when the head is below it and it was never kept (its change conflicted
@@ -44,7 +39,6 @@ from coordinator.proposers.edits import change_hashes
 from coordinator.proposers.mutation import (
     DEFAULT_EXCLUDE,
     Constant,
-    MutationProposer,
     Number,
     editable_constants,
     parse_number,
@@ -72,11 +66,6 @@ MAX_MOVES = 3
 STARTUP_TRIALS = 3
 # Asks per call before giving up (each one repeated a content, or moved nothing).
 MAX_ASKS = 64
-# Once the history holds this many hypotheses, every REFINE_EVERY-th proposal is a step of one
-# constant from the head, chosen by what steps have paid (the mutation proposer's): TPE finds
-# the region, the steps refine it (docs/benchmarks.md, offline search).
-REFINE_AFTER = 10
-REFINE_EVERY = 2
 
 _VALUES = re.compile(r"^Values: (?P<values>.*)$", re.MULTILINE)
 _ASSIGNMENT = re.compile(r"^(?P<label>[^=\s]+)=(?P<value>\S+)$")
@@ -107,14 +96,11 @@ class StudyProposer:
         exclude: Iterable[str] = DEFAULT_EXCLUDE,
         max_moves: int | None = MAX_MOVES,
         startup_trials: int = STARTUP_TRIALS,
-        refine_after: int | None = REFINE_AFTER,
     ) -> None:
         self._seed = seed
         self._exclude = tuple(exclude)
         self._max_moves = max_moves
         self._startup = startup_trials
-        self._refine_after = refine_after
-        self._steps = MutationProposer(seed, exclude=self._exclude)
         self._proposed: set[str] = set()
 
     def propose(self, context: ProposerContext) -> HypothesisCreate | None:
@@ -135,9 +121,6 @@ class StudyProposer:
             if change and not hashes & blocked:
                 self._proposed |= hashes
                 return self._hypothesis(context, dimensions, trials, moves, change, why, implements)
-        step = self._step(context, blocked)
-        if step is not None:
-            return step
         base = incumbent(context, dimensions, trials)
         for _ in range(MAX_ASKS):
             trial = study.ask()
@@ -152,21 +135,6 @@ class StudyProposer:
             return self._hypothesis(context, dimensions, trials, moved, change, "", None)
         logger.info("optuna: task %s: no new configuration in %d asks", context.task_id, MAX_ASKS)
         return None
-
-    def _step(self, context: ProposerContext, blocked: set[str]) -> HypothesisCreate | None:
-        """A step of one constant (the mutation proposer's) when its turn has come (see
-        REFINE_AFTER); None otherwise, or when it has none new."""
-        done = len(context.history)
-        if self._refine_after is None or done < self._refine_after or done % REFINE_EVERY:
-            return None
-        step = self._steps.propose(context)
-        if step is None or step.change is None:
-            return None
-        hashes = change_hashes(step.change, context.head_files)
-        if hashes & blocked:
-            return None
-        self._proposed |= hashes
-        return step
 
     def _again(
         self, context: ProposerContext, dimensions: list[Dimension], trials: list[Trial]
