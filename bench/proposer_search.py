@@ -1,20 +1,21 @@
 """How fast each offline search finds a good configuration: best score after 10/20/40 explores
 and after as many runs of any kind, mean ± sd over seeds.
 
-Searches: the study proposer (Optuna TPE through the swarm's keep loop), the mutation
-proposer (the same loop), plain Optuna TPE and random search over the same space (each trial
-one run, no head, no replication). Tasks: tasks/sharpe, scored in-process exactly as the
-runner scores it (strategy.py run as __main__, then evaluate.py as __main__, its `sharpe:`
-line read; data made once by make_data.py), and `noisy`, a known function of seven constants
-with Gaussian noise (minimised, sigma 0.003), where the best score is the true value of what
-the search would keep.
+Searches: the study proposer (Optuna TPE) and the mutation proposer, each feeding the real
+coordinator, and plain Optuna TPE and random search over the same space (each trial one run,
+no head, no replication). Tasks: tasks/sharpe, scored in-process exactly as the runner scores
+it (strategy.py run as __main__, then evaluate.py as __main__, its `sharpe:` line read; data
+made once by make_data.py), and `noisy`, a known function of seven constants with Gaussian
+noise (minimised, sigma 0.003), where the best score is the true value of what is held.
 
-The keep loop is the swarm with one worker, as the judge decides (coordinator/judge.py): the
-head is measured by baselines (2 on a deterministic task: they agree exactly; 3 on a noisy
-one), an explore that beats the head by max(min_effect, 2 sigma sqrt(1 + 1/n)) is replicated
-and kept if the replicate beats it too; a new head on a noisy task gets one more baseline.
+The swarm is the coordinator's own `Scheduler`, store scripts on a redis-server started here
+and lineage in real git, judged by its sequential rule with default settings; two workers of
+two owners run one experiment at a time, in turn, and the proposer is asked whenever neither
+has anything to run. Every run leased counts, of any kind (baselines, explores, replicates,
+merges). After the last explore the runs still queued are judged, and the bench says in how
+many seeds the head ends below the best configuration measured by more than min_effect.
 
-    .venv/bin/python bench/proposer_search.py [--task sharpe|noisy] [--seeds 5] [--explores 40]
+    .venv/bin/python bench/proposer_search.py [--task sharpe|noisy] [--seeds 5] [--first-seed 0]
     .venv/bin/python bench/proposer_search.py --check 4   # in-process scores vs the runner's
 """
 
@@ -37,18 +38,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+from judge_power import start_redis  # bench/, beside this file
 
+from coordinator.hypotheses import build_context, submit_hypothesis
+from coordinator.judge_loop import JudgeLoop
 from coordinator.proposers.base import Proposer
 from coordinator.proposers.mutation import MutationProposer, find_constants
 from coordinator.proposers.space import build_space
 from coordinator.proposers.study import StudyProposer, rewrite
-from shared.models import HypothesisSummary, ProposerContext, Verdict
-from shared.task import Direction, MetricSpec, TaskSpec, hash_files, load_task
+from coordinator.scheduler import Scheduler
+from coordinator.settings import CoordinatorSettings
+from coordinator.store import Store
+from coordinator.tasks import register_task
+from shared.models import Result, ResultStatus
+from shared.task import Direction, MetricSpec, TaskSpec, load_task
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS = (10, 20, 40)
@@ -165,93 +174,138 @@ def noisy_task() -> Task:
     return Task(spec, "train.py", NOISY_SOURCE, score, noisy_value, noisy=True)
 
 
-# ---- the keep loop -------------------------------------------------------------------------
+# ---- the swarm: the real coordinator -----------------------------------------------------
+
+HW = "cpu:bench"
+NOISY_TOML = """\
+[task]
+name = "noisy"
+editable = ["train.py"]
+protected = ["prepare.py"]
+budget_s = 5
+min_effect = 0.002
+
+[metric]
+name = "val_bpb"
+direction = "minimize"
+"""
 
 
 @dataclass
 class Trace:
-    """The true score of what the search holds, after each explore and after each run."""
+    """The true score of what the search holds, after each explore and after each run, and
+    how many runs of each kind it spent."""
 
     by_explore: list[float] = field(default_factory=list)
     by_run: list[float] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
+    # The true score of the best configuration an explore or merge measured (None: none).
+    best_measured: float | None = None
+    # The true score of the head once the runs queued at the end have been judged too.
+    final: float | None = None
 
 
-def _beats(value: float, runs: list[float], sigma: float, spec: TaskSpec) -> bool:
-    mean = statistics.fmean(runs)
-    gain = mean - value if spec.lower_is_better else value - mean
-    return gain > max(spec.min_effect, Z * sigma * math.sqrt(1 + 1 / len(runs)))
+def task_folder(task: Task, work: Path) -> Path:
+    """The task as the coordinator registers it: sharpe's own folder, or noisy's made here."""
+    if task.spec.name == "sharpe":
+        return REPO / "tasks" / "sharpe"
+    folder = work / "noisy"
+    folder.mkdir(exist_ok=True)
+    (folder / "task.toml").write_text(NOISY_TOML)
+    (folder / task.path).write_text(task.source)
+    (folder / "prepare.py").write_text("print('nothing to prepare')\n")
+    (folder / "program.md").write_text("# noisy\n\nMake `val_bpb` lower.\n")
+    return folder
 
 
-def _sigma(pairs: list[list[float]]) -> float:
-    squares = sum(sum((v - statistics.fmean(p)) ** 2 for v in p) for p in pairs if len(p) > 1)
-    df = sum(len(p) - 1 for p in pairs if len(p) > 1)
-    return math.sqrt(squares / df) if df else 0.0
+class Swarm:
+    """The coordinator's scheduler, store (a real redis-server) and lineage (real git), with
+    two workers of two owners that run one experiment at a time, in turn."""
+
+    def __init__(self, task: Task, url: str, work: Path, seed: int) -> None:
+        self.task = task
+        self.rng = random.Random(seed)
+        self.now = 0.0
+        self.settings = CoordinatorSettings(data_dir=work / "data", redis_url=url)
+        self.store = Store(url)
+        self.scheduler = Scheduler(self.store, self.settings, clock=lambda: self.now)
+        self.loop = JudgeLoop(self.scheduler, interval_s=1.0)
+        record = register_task(self.store, self.settings, task_folder(task, work))
+        self.task_id = record.task_id
+        self.scheduler.ensure_class(record, HW)
+        self.turn = 0
+        self.truths: dict[str, float] = {}
+
+    def source_at(self, commit: str) -> str:
+        return self.scheduler.reads.lineage(self.task_id).files_at(commit)[self.task.path].decode()
+
+    def held(self) -> float:
+        """The true score of the head."""
+        head = self.store.get_head(self.task_id, HW)
+        assert head is not None
+        if head.commit not in self.truths:
+            self.truths[head.commit] = self.task.truth(self.source_at(head.commit)) or 0.0
+        return self.truths[head.commit]
+
+    def step(self) -> tuple[str, float | None] | None:
+        """The next worker in turn with something to lease runs it, judged: its kind, and the
+        true score of the code it ran (None: it crashed)."""
+        for i in range(2):
+            worker = f"w{(self.turn + i) % 2}"
+            got = self.store.lease(worker, worker, HW, now=self.now, lease_ttl_s=1e9)
+            if got is None:
+                continue
+            self.turn = (self.turn + i + 1) % 2
+            exp = self.store.get_experiment(got.experiment_id)
+            assert exp is not None
+            source = self.source_at(exp.code_commit or exp.parent_commit)
+            metric = self.task.score(source, self.rng)
+            result = (
+                Result(status=ResultStatus.OK, metric=metric)
+                if metric is not None
+                else Result(status=ResultStatus.CRASH, error="no score")
+            )
+            self.store.report(
+                got.experiment_id, worker, got.fencing_token, result, now=self.now, max_attempts=3
+            )
+            self.now += 60.0
+            self.loop.drain()
+            return exp.kind.value, None if metric is None else self.task.truth(source)
+        return None
 
 
-def keep_loop(task: Task, proposer: Proposer, explores: int, seed: int) -> Trace:
-    """The swarm with one worker (see the module doc), until `explores` explores ran."""
-    rng = random.Random(seed)
-    head_source = task.source
-    head_truth = task.truth(head_source)
-    assert head_truth is not None
+def swarm_loop(task: Task, proposer: Proposer, explores: int, seed: int) -> Trace:
+    """The proposer feeding the real coordinator (see the module doc) until `explores`
+    explores (and merges) ran; a proposal is made whenever no worker has anything to run."""
     trace = Trace()
-    head_runs: list[float] = []
-    measured: list[list[float]] = []  # every code version's runs, for the pooled sigma
-
-    def run(source: str) -> float | None:
-        trace.by_run.append(head_truth)  # type: ignore[arg-type]
-        return task.score(source, rng)
-
-    for _ in range(3 if task.noisy else 2):
-        head_runs.append(run(head_source) or 0.0)
-    measured.append(head_runs)
-    history: list[HypothesisSummary] = []
-    while len(trace.by_explore) < explores:
-        context = ProposerContext(
-            task_id=task.spec.name,
-            spec=task.spec,
-            head_commit=f"head-{len(measured)}",
-            head_files={task.path: head_source},
-            head_metric=statistics.fmean(head_runs),
-            history=history,
-        )
-        hypothesis = proposer.propose(context)
-        if hypothesis is None or hypothesis.change is None:
-            break
-        source = hypothesis.change[task.path]
-        metric = run(source)
-        verdict, kept = Verdict.DISCARDED, False
-        if metric is None:
-            verdict = Verdict.CRASHED
-        elif _beats(metric, head_runs, _sigma(measured), task.spec):
-            replicate = run(source)
-            pair = [metric] + ([replicate] if replicate is not None else [])
-            kept = replicate is not None and _beats(
-                replicate, head_runs, _sigma(measured), task.spec
-            )
-            verdict = Verdict.KEPT if kept else Verdict.NOT_REPRODUCED
-            measured.append(pair)
-            metric = statistics.fmean(pair)
-        mean = statistics.fmean(head_runs)
-        history.append(
-            HypothesisSummary(
-                hypothesis_id=f"h{len(history)}",
-                title=hypothesis.title,
-                proposer=hypothesis.proposer,
-                verdict=verdict,
-                delta=None if metric is None else metric - mean,
-                metric=metric,
-                change_hash=hash_files({p: c.encode() for p, c in hypothesis.change.items()}),
-                rationale=hypothesis.rationale,
-            )
-        )
-        if kept:
-            head_source, head_runs = source, measured[-1]
-            head_truth = task.truth(source)
-            trace.by_run[-1] = head_truth  # type: ignore[assignment]  # kept as the replicate ended
-            if task.noisy:  # the new head's third baseline
-                head_runs.append(run(head_source) or 0.0)
-        trace.by_explore.append(head_truth)  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory(prefix="proposer-search-") as tmp:
+        server, url = start_redis(Path(tmp))
+        try:
+            swarm = Swarm(task, url, Path(tmp), seed)
+            while len(trace.by_explore) < explores:
+                ran = swarm.step()
+                if ran is None:
+                    context = build_context(swarm.scheduler.reads, swarm.task_id)
+                    hypothesis = proposer.propose(context)
+                    if hypothesis is None:
+                        break
+                    submit_hypothesis(swarm.scheduler.reads, hypothesis)
+                    continue
+                kind, truth = ran
+                trace.kinds[kind] += 1
+                trace.by_run.append(swarm.held())
+                if kind in ("explore", "merge"):
+                    trace.by_explore.append(swarm.held())
+                    best = trace.best_measured
+                    if truth is not None and (best is None or task.spec.is_better(truth, best)):
+                        trace.best_measured = truth
+            while swarm.step() is not None:  # the last winner's replicate, say: judged
+                pass
+            trace.final = swarm.held()
+            swarm.store.close()
+        finally:
+            server.terminate()
+            server.wait()
     return trace
 
 
@@ -358,8 +412,8 @@ def check_against_runner(task: Task, count: int, work: Path) -> None:
 # ---- the table -----------------------------------------------------------------------------
 
 SEARCHES: dict[str, Callable[[Task, int, int], Trace]] = {
-    "study proposer (TPE, keep loop)": lambda t, n, s: keep_loop(t, StudyProposer(seed=s), n, s),
-    "mutation proposer (keep loop)": lambda t, n, s: keep_loop(t, MutationProposer(seed=s), n, s),
+    "study proposer (swarm)": lambda t, n, s: swarm_loop(t, StudyProposer(seed=s), n, s),
+    "mutation proposer (swarm)": lambda t, n, s: swarm_loop(t, MutationProposer(seed=s), n, s),
     "Optuna TPE, hand-set ranges": lambda t, n, s: optimizer_search(
         t, optuna.samplers.TPESampler(seed=s, multivariate=True), n, s, hand=True
     ),
@@ -370,6 +424,15 @@ SEARCHES: dict[str, Callable[[Task, int, int], Trace]] = {
         t, optuna.samplers.RandomSampler(seed=s), n, s, hand=True
     ),
 }
+
+
+def _below(task: Task, trace: Trace) -> bool:
+    """Whether the final head's true score (every run queued at the end judged) is below the
+    best measured by more than min_effect."""
+    if trace.best_measured is None or trace.final is None:
+        return False
+    gap = trace.best_measured - trace.final
+    return (-gap if task.spec.lower_is_better else gap) > task.spec.min_effect
 
 
 def _cell(traces: list[list[float]], at: int) -> str:
@@ -383,6 +446,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=("sharpe", "noisy"), default="sharpe")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--explores", type=int, default=max(CHECKPOINTS))
     parser.add_argument("--only", default="", help="run only the searches whose name has this")
     parser.add_argument("--check", type=int, default=0, help="sharpe: check N scores, then stop")
@@ -397,7 +461,8 @@ def main() -> None:
         started = time.monotonic()
         print(
             f"{args.task}: shipped {task.spec.metric.name} {shipped:.4f}, "
-            f"{args.seeds} seeds, {datetime.date.today()}, {platform.node()}, "
+            f"seeds {args.first_seed}-{args.first_seed + args.seeds - 1}, "
+            f"{datetime.date.today()}, {platform.node()}, "
             f"{os.cpu_count()} CPUs"
         )
         header = " | ".join(f"@{n}" for n in CHECKPOINTS)
@@ -406,7 +471,8 @@ def main() -> None:
         for name, search in SEARCHES.items():
             if args.only not in name:
                 continue
-            traces = [search(task, args.explores, seed) for seed in range(args.seeds)]
+            seeds = range(args.first_seed, args.first_seed + args.seeds)
+            traces = [search(task, args.explores, seed) for seed in seeds]
             for per, runs in (
                 ("explore", [t.by_explore for t in traces]),
                 ("run", [t.by_run for t in traces]),
@@ -415,7 +481,17 @@ def main() -> None:
                     continue
                 cells = " | ".join(_cell(runs, n) for n in CHECKPOINTS)
                 print(
-                    f"| {name} | {per if 'keep' in name else 'explore = run'} | {cells} |",
+                    f"| {name} | {per if 'swarm' in name else 'explore = run'} | {cells} |",
+                    flush=True,
+                )
+            spent = sum((t.kinds for t in traces), Counter())
+            if spent:
+                kinds = ", ".join(f"{k} {n / len(traces):.1f}" for k, n in sorted(spent.items()))
+                below = [t for t in traces if _below(task, t)]
+                print(
+                    f"|   runs per seed: {kinds}; the head ends below the best configuration "
+                    f"measured (by more than min_effect) in {len(below)} of {len(traces)} "
+                    "seeds | | | | |",
                     flush=True,
                 )
         print(f"({time.monotonic() - started:.0f} s)")

@@ -6,23 +6,51 @@ stack breaks); more baselines of it while a candidate on it is measured again (i
 part of every comparison with it, `measure_again`); and the unfinished baselines of a head
 that is no longer the head are withdrawn. Their ids are derived from the head, so queueing
 one twice is a no-op.
+
+A deterministic task spends no run on baselines (`measured`): once two runs of the head's
+code agree exactly, on a class where every code measured twice agreed exactly and the task
+declares no noise of its own, the class has shown sigma 0 and a third run of the same code
+can only repeat the score. The head's remaining baselines are withdrawn
+(`withdraw_measured`), and a later head whose own two runs agree exactly (a kept change's
+run and its replicate) queues none. The rule then compares with no noise
+(coordinator/judge.py: se 0, so a replicated gain past min_effect is kept). Replication for
+trust stays: a winner's replicate is the only extra run, and one that disagrees makes the
+noise non-zero, after which every head is measured as before.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from coordinator import judge
 from coordinator.heads import Heads
 from coordinator.models import ExperimentRecord, HeadRecord, TaskRecord
+from coordinator.noise import Run
 from coordinator.plumbing import Plumbing
 from coordinator.stacks import Stacks
 from coordinator.store.base import FieldValue
 from shared.models import ExperimentState, Verdict
 
 logger = logging.getLogger(__name__)
+
+
+def measured(runs: Sequence[Run], code: str, declared_noise: float | None = None) -> bool:
+    """Whether `code` needs no more baselines: two of its runs agree exactly, every code run
+    at least twice agreed exactly (the class's sigma is 0), and no noise is declared."""
+    if declared_noise:
+        return False
+    by_code: dict[str, set[float]] = defaultdict(set)
+    counts: dict[str, int] = defaultdict(int)
+    for run in runs:
+        by_code[run.code].add(run.value)
+        counts[run.code] += 1
+    if counts[code] < 2 or len(by_code[code]) != 1:
+        return False
+    return all(len(values) == 1 for values in by_code.values())
 
 
 @dataclass(eq=False)
@@ -47,6 +75,8 @@ class Baselines:
             return 0
         broken = failed is not None and failed.parent_commit == head.commit
         if not broken and self.stacks.tip(task, hardware, head):
+            return 0
+        if self.is_measured(task, hardware, head.commit):
             return 0
         fields: dict[str, FieldValue] = {
             "commit": head.commit,
@@ -145,6 +175,13 @@ class Baselines:
         running = (ExperimentState.QUEUED, ExperimentState.LEASED)
         return any(e.state in running for e in self.plumbing.store.get_experiments(ids))
 
+    def is_measured(
+        self, task: TaskRecord, hardware: str, commit: str, own: Sequence[Run] = ()
+    ) -> bool:
+        """Whether a head needs no baselines (`measured`); `own`: its runs not recorded yet."""
+        runs = [*self.heads.class_runs(task.task_id, hardware)[1], *own]
+        return measured(runs, commit, task.spec.metric.noise)
+
     def withdraw_superseded(
         self, task: TaskRecord, hardware: str, superseded: str, commit: str
     ) -> None:
@@ -152,25 +189,42 @@ class Baselines:
         needed: they would measure old code ahead of the merges and replicates queued behind
         them (a running one is told to stop at its next heartbeat)."""
         reason = f"not needed: the head moved on from {superseded[:12]} to {commit[:12]}"
+        self._withdraw(task.task_id, hardware, superseded, reason)
+
+    def withdraw_measured(self, task: TaskRecord, hardware: str, commit: str) -> None:
+        """The head's unfinished baselines, once `measured` says it needs none."""
+        reason = (
+            f"not needed: two runs of {commit[:12]} agree exactly and this class has shown no "
+            "noise (a deterministic task)"
+        )
+        if withdrawn := self._withdraw(task.task_id, hardware, commit, reason):
+            logger.info(
+                "task %s: %s: %d baselines withdrawn, %s", task.task_id, hardware, withdrawn, reason
+            )
+
+    def _withdraw(self, task_id: str, hardware: str, commit: str, reason: str) -> int:
+        """Every unfinished baseline of `commit` withdrawn with `reason`; how many were."""
         more = [
-            self.heads.more_baseline_id(task.task_id, hardware, superseded, runs)
+            self.heads.more_baseline_id(task_id, hardware, commit, runs)
             for runs in range(self.plumbing.settings.max_baseline_runs)
         ]
-        for baseline_id in self.heads.baseline_ids(task.task_id, hardware, superseded) + more:
+        withdrawn = 0
+        for baseline_id in self.heads.baseline_ids(task_id, hardware, commit) + more:
             event: dict[str, FieldValue] = {
                 "type": "baseline",
-                "task_id": task.task_id,
+                "task_id": task_id,
                 "experiment_id": baseline_id,
                 "hardware": hardware,
-                "commit": superseded,
+                "commit": commit,
                 "metric": None,
                 "reason": reason,
                 "time_s": self.plumbing.clock(),
             }
-            self.plumbing.store.withdraw(
+            withdrawn += self.plumbing.store.withdraw(
                 baseline_id,
                 verdict=Verdict.DISCARDED.value,
                 reason=reason,
                 event=event,
                 now=self.plumbing.clock(),
             )
+        return withdrawn

@@ -106,13 +106,15 @@ class Judgements:
             "reason": reason,
             "time_s": self.plumbing.clock(),
         }
+        mine = [Run(exp.experiment_id, exp.parent_commit, "", metric)] if metric is not None else []
+        enough = bool(mine) and self.baselines.is_measured(task, hardware, exp.parent_commit, mine)
         self.plumbing.store.record_baseline(
             exp.experiment_id,
             task.task_id,
             hardware,
             exp.parent_commit,
             metric,
-            baseline_runs=self.plumbing.settings.baseline_runs,
+            baseline_runs=1 if enough else self.plumbing.settings.baseline_runs,
             event=event,
             now=self.plumbing.clock(),
             observation=(
@@ -123,6 +125,8 @@ class Judgements:
         )
         if untrusted or (far and not exp.exclude_worker):
             self.rechecks.replace_baseline(exp, exp.worker_id or "", held=far and not untrusted)
+        if enough:  # a deterministic task: the head's other baselines would only repeat
+            self.baselines.withdraw_measured(task, hardware, exp.parent_commit)
         self.verdicts.undefer()  # candidates waiting on this head
 
     def candidate(self, task: TaskRecord, exp: ExperimentRecord) -> None:

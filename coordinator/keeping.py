@@ -18,6 +18,7 @@ from coordinator.baselines import Baselines
 from coordinator.heads import Heads
 from coordinator.lineage import branch_for
 from coordinator.models import ExperimentRecord, HeadRecord, TaskRecord
+from coordinator.noise import Run
 from coordinator.offers import Offers
 from coordinator.plumbing import Plumbing
 from coordinator.rechecks import Rechecks
@@ -122,8 +123,11 @@ class Keeper:
         before = self.plumbing.store.get_head(task.task_id, hardware)
         carried = self.stacks.tip_on(task, hardware, before, cand) if before else None
         # Its baselines wait while a merge stacked on it runs: it is likely the head for one
-        # run only, and is measured by two already (see `Baselines.measure_head`).
-        ids = [] if carried else self.heads.baseline_ids(task.task_id, hardware, commit)
+        # run only, and is measured by two already (see `Baselines.measure_head`). None
+        # either once its run and replicate agree exactly on a deterministic task.
+        own = [Run(*o) for o in evidence.observations(counted, commit)]
+        exact = self.baselines.is_measured(task, hardware, commit, own)
+        ids = [] if carried or exact else self.heads.baseline_ids(task.task_id, hardware, commit)
         now = self.plumbing.clock()
         event = decision_event(cand, decision, hardware, now, verdict=Verdict.KEPT, commit=commit)
         # Offered first: a crash before the head moves repeats both (the offer is idempotent).

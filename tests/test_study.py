@@ -10,7 +10,7 @@ import pytest
 
 from coordinator.proposers.mutation import find_constants
 from coordinator.proposers.space import Scale, build_space
-from coordinator.proposers.study import StudyProposer, read_trials
+from coordinator.proposers.study import MAX_MOVES, StudyProposer, read_trials
 from shared.models import HypothesisCreate, HypothesisSummary, ProposerContext, Verdict
 from shared.task import Direction, MetricSpec, TaskSpec, hash_files
 from tests.cli_helpers import invoke
@@ -292,3 +292,37 @@ def test_a_proposal_withdrawn_unrun_is_implemented_again_where_the_head_left_its
     context = context.model_copy(update={"pending": pending[:1]})
     second = StudyProposer(seed=0).propose(context)
     assert second is not None and second.implements is None
+
+
+def test_on_a_task_without_noise_new_moves_start_from_the_best_configuration_measured() -> None:
+    """Two proposals measured above the head by gains too small to keep (1.01, 1.02): on a
+    task that has shown no noise the next proposal is the better one's configuration with at
+    most MAX_MOVES constants moved on top; on a noisy task, moves start from the head."""
+    history: list[HypothesisSummary] = []
+    for n, metric in enumerate((1.02, 1.01)):
+        hypothesis = StudyProposer(seed=4).propose(make_context(history=history))
+        assert hypothesis is not None
+        history.append(judged(hypothesis, n, Verdict.DISCARDED, metric))
+    best = values_of_summary(history[0])
+    quiet = make_context(history=history).model_copy(update={"head_std": 0.0})
+    proposal = StudyProposer(seed=4).propose(quiet)
+    assert proposal is not None
+    values = values_of(proposal)
+    differs = [name for name, value in values.items() if best.get(name, value) != value]
+    assert 1 <= len(differs) <= MAX_MOVES
+    noisy = make_context(history=history).model_copy(update={"head_std": 0.01})
+    from_head = StudyProposer(seed=4).propose(noisy)
+    assert from_head is not None
+    moved = [name for name, value in values_of(from_head).items() if head_values()[name] != value]
+    assert 1 <= len(moved) <= MAX_MOVES
+
+
+def values_of_summary(summary: HypothesisSummary) -> dict[str, float]:
+    """A judged proposal's whole configuration, from its rationale's `Values:` line."""
+    line = summary.rationale.rsplit("Values: ", 1)[1]
+    pairs = (item.split("=") for item in line.split(", "))
+    return {name: float(value) for name, value in pairs}
+
+
+def head_values() -> dict[str, float]:
+    return {c.name: c.value for c in find_constants(SOURCE)}
