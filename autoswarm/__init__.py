@@ -1,5 +1,9 @@
-"""The `autoswarm` command line: one CLI in front of the coordinator and the worker."""
+"""autoswarm: AutoResearch across many machines, one lineage.
 
-from shared import __version__
+One import root with four parts (docs/architecture.md draws them):
+`autoswarm.shared` (what both sides agree on), `autoswarm.coordinator` (the API, Redis, the
+judge, the lineage), `autoswarm.worker` (lease, sandbox, run, report) and `autoswarm.cli`
+(the `autoswarm` command in front of both).
+"""
 
-__all__ = ["__version__"]
+__version__ = "0.1.0"

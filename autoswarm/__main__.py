@@ -1,5 +1,5 @@
 """`python -m autoswarm`: the same CLI as the `autoswarm` command."""
 
-from autoswarm.cli import app
+from autoswarm.cli.app import app
 
 app(prog_name="autoswarm")

@@ -32,7 +32,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH="$SITE" PATH="$SITE/bin:$PATH"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-say "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1); $($PY --version 2>&1); uv: $("$PY" -c "from worker.environments import find_uv; print(find_uv())" 2>/dev/null); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+say "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1); $($PY --version 2>&1); uv: $("$PY" -c "from autoswarm.worker.environments import find_uv; print(find_uv())" 2>/dev/null); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 
 task() { # NAME ARGS...: `autoswarm task ARGS`, its output in $OUT/NAME.txt
   local name=$1

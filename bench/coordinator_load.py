@@ -1,7 +1,7 @@
 """Coordinator load: lease+report cycles per second, and their latency, by registered workers.
 
-One real coordinator (`python -m coordinator`, its own process, embedded Redis, a temp data
-folder, loopback) per fsync mode. A tiny summary-mode task is registered over the API and W
+One real coordinator (`python -m autoswarm.coordinator`, its own process, embedded Redis, a temp
+data folder, loopback) per fsync mode. A tiny summary-mode task is registered over the API and W
 simulated workers (100, 1,000, 10,000: registered once, the levels add to them) under one
 worker token. The generator, one asyncio loop in this process, keeps `--concurrency`
 cycles in flight, each over its own keep-alive connection: a random registered worker
@@ -55,13 +55,13 @@ from typing import Any
 
 import redis
 
-from coordinator import keys
-from coordinator.heads import new_id
-from coordinator.store import NewExperiment, Store
-from shared.client import CoordinatorClient
-from shared.errors import AutoswarmError
-from shared.lifetime import die_with_parent
-from shared.models import ExperimentKind
+from autoswarm.coordinator import keys
+from autoswarm.coordinator.heads import new_id
+from autoswarm.coordinator.store import NewExperiment, Store
+from autoswarm.shared.client import CoordinatorClient
+from autoswarm.shared.errors import AutoswarmError
+from autoswarm.shared.lifetime import die_with_parent
+from autoswarm.shared.models import ExperimentKind
 
 REPO = Path(__file__).resolve().parent.parent
 HARDWARE = "cpu:load-sim"
@@ -271,7 +271,7 @@ class Coordinator:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with (self.data_dir / "coordinator.log").open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "coordinator"],
+                [sys.executable, "-m", "autoswarm.coordinator"],
                 cwd=REPO,
                 env=env,
                 stdout=log,

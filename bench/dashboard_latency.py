@@ -30,17 +30,17 @@ from typing import Any
 import httpx
 import redis
 
-from coordinator import keys
-from coordinator.hypotheses import submit_hypothesis
-from coordinator.models import WorkerRecord
-from coordinator.redis_server import free_port, redis_binary
-from coordinator.scheduler import Scheduler
-from coordinator.service import serve_in_thread
-from coordinator.settings import CoordinatorSettings
-from coordinator.store import NewExperiment, Store
-from coordinator.tasks import register_task
-from shared.lifetime import die_with_parent
-from shared.models import ExperimentKind, HypothesisCreate, Result, ResultStatus
+from autoswarm.coordinator import keys
+from autoswarm.coordinator.hypotheses import submit_hypothesis
+from autoswarm.coordinator.models import WorkerRecord
+from autoswarm.coordinator.redis_server import free_port, redis_binary
+from autoswarm.coordinator.scheduler import Scheduler
+from autoswarm.coordinator.service import serve_in_thread
+from autoswarm.coordinator.settings import CoordinatorSettings
+from autoswarm.coordinator.store import NewExperiment, Store
+from autoswarm.coordinator.tasks import register_task
+from autoswarm.shared.lifetime import die_with_parent
+from autoswarm.shared.models import ExperimentKind, HypothesisCreate, Result, ResultStatus
 
 CLASSES = {
     "cuda:NVIDIA-H100-80GB-HBM3": 0.9,

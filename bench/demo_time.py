@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.client import CoordinatorClient
-from shared.lifetime import die_with_parent
-from shared.task import load_task
-from worker.hardware import cpu_count
+from autoswarm.shared.client import CoordinatorClient
+from autoswarm.shared.lifetime import die_with_parent
+from autoswarm.shared.task import load_task
+from autoswarm.worker.hardware import cpu_count
 
 REPO = Path(__file__).resolve().parent.parent
 POLL_S = 5.0

@@ -20,7 +20,7 @@ constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 "${PIP[@]}" freeze --exclude-editable 2>/dev/null | grep -E '^[A-Za-z0-9_.-]+==' >"$constraints" || true
 
-# What `python -m coordinator` and bench/coordinator_load.py import (pyproject's base and
+# What `python -m autoswarm.coordinator` and bench/coordinator_load.py import (pyproject's base and
 # coordinator dependencies); the device's image lacks most of them.
 "${PIP[@]}" download -q --disable-pip-version-check --only-binary=:all: \
   --python-version "$PYV" --implementation cp \

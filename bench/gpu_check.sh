@@ -7,7 +7,7 @@
 # Needs: python3 with torch (pip-installed if missing and the network allows), and bubblewrap
 # (installed if missing: first from a carried .deb in .debs/, offline; then apt-get; as a last
 # resort the .deb's binary is unpacked and used through AUTOSWARM_BWRAP). Imports only the
-# standard library and this repository's worker/ and shared/ (no venv needed). ~2 minutes.
+# standard library and this repository's autoswarm/worker/ and autoswarm/shared/ (no venv needed). ~2 minutes.
 set -u
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -52,8 +52,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from worker.bwrap import BwrapSandbox, probe_sandbox
-from worker.doctor import sandbox_self_test
+from autoswarm.worker.bwrap import BwrapSandbox, probe_sandbox
+from autoswarm.worker.doctor import sandbox_self_test
 
 MIN_RATIO = 0.9  # inside / outside bf16 matmul throughput
 ROUNDS = 2  # runs each way, interleaved; the best of each side counts

@@ -33,13 +33,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordinator.hypotheses import submit_hypothesis
-from coordinator.judge_loop import JudgeLoop
-from coordinator.scheduler import Scheduler
-from coordinator.settings import CoordinatorSettings
-from coordinator.store import Store
-from coordinator.tasks import register_task
-from shared.models import HypothesisCreate, Result, ResultStatus, Verdict
+from autoswarm.coordinator.hypotheses import submit_hypothesis
+from autoswarm.coordinator.judge_loop import JudgeLoop
+from autoswarm.coordinator.scheduler import Scheduler
+from autoswarm.coordinator.settings import CoordinatorSettings
+from autoswarm.coordinator.store import Store
+from autoswarm.coordinator.tasks import register_task
+from autoswarm.shared.models import HypothesisCreate, Result, ResultStatus, Verdict
 
 HW = "cpu:bench-1c"
 SIGMA = 0.01

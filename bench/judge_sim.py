@@ -30,10 +30,10 @@ import time
 
 import numpy as np
 
-from coordinator import judge
-from coordinator.noise import Noise, Run
-from shared.models import Result, ResultStatus
-from shared.task import TaskSpec
+from autoswarm.coordinator import judge
+from autoswarm.coordinator.noise import Noise, Run
+from autoswarm.shared.models import Result, ResultStatus
+from autoswarm.shared.task import TaskSpec
 
 SPEC = TaskSpec(name="sim")  # minimize, min_effect 0
 NOISE = Noise(std=1.0, df=200)

@@ -27,8 +27,8 @@ import threading
 import time
 from pathlib import Path
 
-from worker.bwrap import make_sandbox
-from worker.prepare_network import PrepareNetwork
+from autoswarm.worker.bwrap import make_sandbox
+from autoswarm.worker.prepare_network import PrepareNetwork
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

@@ -20,9 +20,9 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from coordinator.proposers.context import build_prompt, render, rows_worth_a_diff
-from shared.models import HypothesisSummary, ProposerContext, Verdict
-from shared.task import load_task
+from autoswarm.coordinator.proposers.context import build_prompt, render, rows_worth_a_diff
+from autoswarm.shared.models import HypothesisSummary, ProposerContext, Verdict
+from autoswarm.shared.task import load_task
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "openai/gpt-4o-mini"

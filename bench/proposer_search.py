@@ -46,22 +46,22 @@ from pathlib import Path
 import optuna
 from judge_power import start_redis  # bench/, beside this file
 
-from coordinator.hypotheses import build_context, submit_hypothesis
-from coordinator.judge_loop import JudgeLoop
-from coordinator.proposers.base import Proposer
-from coordinator.proposers.mutation import MutationProposer, find_constants
-from coordinator.proposers.space import build_space
-from coordinator.proposers.study import StudyProposer, rewrite
-from coordinator.scheduler import Scheduler
-from coordinator.settings import CoordinatorSettings
-from coordinator.store import Store
-from coordinator.tasks import register_task
-from shared.models import Result, ResultStatus
-from shared.task import Direction, MetricSpec, TaskSpec, load_task
+from autoswarm.coordinator.hypotheses import build_context, submit_hypothesis
+from autoswarm.coordinator.judge_loop import JudgeLoop
+from autoswarm.coordinator.proposers.base import Proposer
+from autoswarm.coordinator.proposers.mutation import MutationProposer, find_constants
+from autoswarm.coordinator.proposers.space import build_space
+from autoswarm.coordinator.proposers.study import StudyProposer, rewrite
+from autoswarm.coordinator.scheduler import Scheduler
+from autoswarm.coordinator.settings import CoordinatorSettings
+from autoswarm.coordinator.store import Store
+from autoswarm.coordinator.tasks import register_task
+from autoswarm.shared.models import Result, ResultStatus
+from autoswarm.shared.task import Direction, MetricSpec, TaskSpec, load_task
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS = (10, 20, 40)
-Z = 2.0  # the judge's default noise multiplier (coordinator/settings.py)
+Z = 2.0  # the judge's default noise multiplier (autoswarm/coordinator/settings.py)
 
 
 @dataclass
@@ -392,9 +392,9 @@ def optimizer_search(
 
 def check_against_runner(task: Task, count: int, work: Path) -> None:
     """Score the shipped file and `count - 1` random configurations both in-process and
-    through worker.runner.Runner (unsandboxed), and print both."""
-    from worker.runner import Runner
-    from worker.sandbox import Unsandboxed
+    through autoswarm.worker.runner.Runner (unsandboxed), and print both."""
+    from autoswarm.worker.runner import Runner
+    from autoswarm.worker.sandbox import Unsandboxed
 
     runner = Runner(work_root=work / "runs", cache_root=work / "cache", sandbox=Unsandboxed())
     dimensions = build_space(find_constants(task.source, task.path), [])

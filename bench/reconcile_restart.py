@@ -24,15 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from coordinator.heads import code_bytes
-from coordinator.lineage import Lineage, branch_for
-from coordinator.reconcile import reconcile
-from coordinator.redis_server import EmbeddedRedis
-from coordinator.scheduler import Scheduler
-from coordinator.settings import CoordinatorSettings
-from coordinator.store import Store
-from coordinator.store.base import FieldValue
-from coordinator.tasks import register_task
+from autoswarm.coordinator.heads import code_bytes
+from autoswarm.coordinator.lineage import Lineage, branch_for
+from autoswarm.coordinator.reconcile import reconcile
+from autoswarm.coordinator.redis_server import EmbeddedRedis
+from autoswarm.coordinator.scheduler import Scheduler
+from autoswarm.coordinator.settings import CoordinatorSettings
+from autoswarm.coordinator.store import Store
+from autoswarm.coordinator.store.base import FieldValue
+from autoswarm.coordinator.tasks import register_task
 
 TASK_TOML = """\
 [task]

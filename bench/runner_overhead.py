@@ -19,11 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared.models import ResultStatus
-from shared.task import load_task
-from worker.hardware import cpu_count
-from worker.runner import Runner
-from worker.sandbox import Unsandboxed
+from autoswarm.shared.models import ResultStatus
+from autoswarm.shared.task import load_task
+from autoswarm.worker.hardware import cpu_count
+from autoswarm.worker.runner import Runner
+from autoswarm.worker.sandbox import Unsandboxed
 
 TRAIN = 'print("---")\nprint("val_bpb: 1.0")\nprint("training_seconds: 0.0")\n'
 TOML = '[task]\nname = "trivial"\nbudget_s = 10\n\n[run]\nprepare = ["python", "prepare.py"]\n'

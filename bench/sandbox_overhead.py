@@ -2,15 +2,15 @@
 
 Overhead: a trivial task (prints the summary block and exits) runs N times through the
 Runner with `Unsandboxed`, with `BwrapSandbox` as it is ("bwrap": control groups where the
-host has them, the work folder a tmpfs of disk_mb where the host allows it, `worker.workfs`)
-and with the launcher of git ref `--before` (default `main`) and its disk watch instead of
-the tmpfs ("before"), interleaved; the difference of each wall time from its unsandboxed
-neighbour is the sandbox's cost (the launcher, bwrap's namespaces and mounts, the uid
+host has them, the work folder a tmpfs of disk_mb where the host allows it,
+`autoswarm.worker.workfs`) and with the launcher of git ref `--before` (default `main`) and its disk
+watch instead of the tmpfs ("before"), interleaved; the difference of each wall time from its
+unsandboxed neighbour is the sandbox's cost (the launcher, bwrap's namespaces and mounts, the uid
 switch and folder hand-over when root, the run's control group, the work folder's tmpfs:
 mounted, filled, out/ carried back; or the disk-cap watch). Prints both and their ratio.
 Target: under 1 s.
 
-Watch cost: one poll of the disk watch (`worker.diskcap.DiskWatch`) over a work folder of
+Watch cost: one poll of the disk watch (`autoswarm.worker.diskcap.DiskWatch`) over a work folder of
 `FILES` files with the run's processes (here: this one and `THREADS` children), against
 the folder walk alone (what the launcher polled before), as ms per poll and as the share
 of one core at one poll per 0.1 s.
@@ -43,13 +43,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from shared.models import Result, ResultStatus
-from shared.task import load_task
-from worker import cgroups, diskcap
-from worker.bwrap import BwrapSandbox, make_sandbox
-from worker.hardware import cpu_count
-from worker.runner import Runner
-from worker.sandbox import Sandbox, Unsandboxed
+from autoswarm.shared.models import Result, ResultStatus
+from autoswarm.shared.task import load_task
+from autoswarm.worker import cgroups, diskcap
+from autoswarm.worker.bwrap import BwrapSandbox, make_sandbox
+from autoswarm.worker.hardware import cpu_count
+from autoswarm.worker.runner import Runner
+from autoswarm.worker.sandbox import Sandbox, Unsandboxed
 
 TRAIN = 'print("---")\nprint("val_bpb: 1.0")\nprint("training_seconds: 0.0")\n'
 TOML = '[task]\nname = "trivial"\nbudget_s = 10\n\n[run]\nprepare = ["python", "prepare.py"]\n'

@@ -1,9 +1,9 @@
 """Swarm scaling: time to reach a target score with 1, 2, 4 ... 64 simulated workers.
 
 One real coordinator (its own process, embedded Redis, on loopback) per run; one mutation
-proposer (`coordinator.proposers.mutation`, the same seed for every worker count) keeping
+proposer (`autoswarm.coordinator.proposers.mutation`, the same seed for every worker count) keeping
 the queue as deep as there are workers; N simulated workers, threads speaking the worker
-protocol through `shared.client.CoordinatorClient` with a token each (as N volunteers).
+protocol through `autoswarm.shared.client.CoordinatorClient` with a token each (as N volunteers).
 A simulated worker leases, fetches the bundle, reads the editable file's constants and
 "runs" the experiment: it sleeps `--duration-s`, heartbeating as a real worker does (and
 stopping or switching runs when a heartbeat says so), and reports a score that is a smooth
@@ -44,13 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coordinator.proposers.base import run_proposer_loop
-from coordinator.proposers.mutation import MutationProposer, find_constants
-from coordinator.settings import CoordinatorSettings
-from shared.client import CoordinatorClient
-from shared.errors import AutoswarmError
-from shared.lifetime import die_with_parent
-from shared.models import Lease, Result, ResultReport, ResultStatus, WorkerCreate
+from autoswarm.coordinator.proposers.base import run_proposer_loop
+from autoswarm.coordinator.proposers.mutation import MutationProposer, find_constants
+from autoswarm.coordinator.settings import CoordinatorSettings
+from autoswarm.shared.client import CoordinatorClient
+from autoswarm.shared.errors import AutoswarmError
+from autoswarm.shared.lifetime import die_with_parent
+from autoswarm.shared.models import Lease, Result, ResultReport, ResultStatus, WorkerCreate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -210,7 +210,7 @@ class Coordinator:
         log_path = self.data_dir / "coordinator.log"
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "coordinator"],
+                [sys.executable, "-m", "autoswarm.coordinator"],
                 cwd=REPO,
                 env=env,
                 stdout=log,

@@ -1,8 +1,8 @@
 """The worker's duty cycle: the share of its wall time spent inside the task's budget.
 
-A real coordinator (`python -m coordinator`, embedded Redis, on loopback) and one real worker
-(`python -m worker`) run N baseline experiments of one task back to back. In steady state,
-between the first report and the last, the worker's wall time is
+A real coordinator (`python -m autoswarm.coordinator`, embedded Redis, on loopback) and one real
+worker (`python -m autoswarm.worker`) run N baseline experiments of one task back to back. In steady
+state, between the first report and the last, the worker's wall time is
     window = finished_s[last] - finished_s[first]
 and the time inside the budget is the sum over experiments 2..N of min(training_s, budget_s)
 (training_s from the summary block; the run's wall time when the task prints none).
@@ -35,10 +35,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.client import CoordinatorClient
-from shared.lifetime import die_with_parent
-from shared.task import load_task, read_task_files
-from worker.hardware import cpu_count
+from autoswarm.shared.client import CoordinatorClient
+from autoswarm.shared.lifetime import die_with_parent
+from autoswarm.shared.task import load_task, read_task_files
+from autoswarm.worker.hardware import cpu_count
 
 REPO = Path(__file__).resolve().parent.parent
 SYNTHETIC_TRAIN = """\
@@ -101,7 +101,7 @@ def start_coordinator(root: Path, n: int) -> tuple[subprocess.Popen[bytes], str,
     }
     log = (root / "coordinator.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "coordinator"],
+        [sys.executable, "-m", "autoswarm.coordinator"],
         cwd=REPO,
         env=env,
         stdout=log,
@@ -132,7 +132,7 @@ def run_worker(root: Path, url: str, token: str, n: int, trust: str, prefetch: b
     ]  # fmt: skip
     with (root / "worker.log").open("wb") as log:
         code = subprocess.call(
-            [sys.executable, "-m", "worker", *args],
+            [sys.executable, "-m", "autoswarm.worker", *args],
             cwd=REPO,
             env=env,
             stdout=log,

@@ -6,7 +6,7 @@ import logging
 
 from typer.testing import CliRunner, Result
 
-from autoswarm.cli import app
+from autoswarm.cli.app import app
 
 
 def invoke(*args: str) -> Result:

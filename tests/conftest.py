@@ -6,7 +6,7 @@
   same data folder); all are stopped at teardown.
 - `start_coordinator`: the one builder of a test coordinator: the real app with uvicorn,
   in a background thread of this process (`mode="thread"`, default) or as
-  `python -m coordinator` in a subprocess (`mode="subprocess"`, which a test may kill -9
+  `python -m autoswarm.coordinator` in a subprocess (`mode="subprocess"`, which a test may kill -9
   and restart); a `RunningCoordinator` (base_url, admin_token, data_dir, settings env).
 - `coordinator_factory`: `start_coordinator` on the flushed session Redis (or, with
   `embedded=True`, the coordinator's own); everything is stopped at teardown.
@@ -36,9 +36,9 @@ import pytest
 import redis
 import uvicorn
 
-from coordinator.redis_server import redis_binary
-from coordinator.service import serve_in_thread
-from coordinator.settings import CoordinatorSettings
+from autoswarm.coordinator.redis_server import redis_binary
+from autoswarm.coordinator.service import serve_in_thread
+from autoswarm.coordinator.settings import CoordinatorSettings
 from tests.task_helpers import write_task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -274,7 +274,7 @@ def _launch(running: RunningCoordinator) -> None:
         running.log_path = running.data_dir / "coordinator.log"
         with running.log_path.open("ab") as log:
             running.process = subprocess.Popen(
-                [sys.executable, "-m", "coordinator"],
+                [sys.executable, "-m", "autoswarm.coordinator"],
                 cwd=REPO,
                 env=env,
                 stdout=log,
@@ -417,7 +417,7 @@ def task_dir(task_dir_factory: Callable[..., Path]) -> Path:
 def processes_in(under: Path, needle: bytes, proc_file: str = "environ") -> list[int]:
     """Live processes whose /proc/<pid>/<proc_file> holds `needle` and whose working folder
     lies under `under` (a runner's marker in `environ`, a launcher's code in `cmdline`)."""
-    from worker.process import list_processes
+    from autoswarm.worker.process import list_processes
 
     found = []
     for pid in list_processes():

@@ -18,8 +18,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoswarm.worker.environments import find_uv
 from tests.task_helpers import write_task
-from worker.environments import find_uv
 
 NAME = "arfix"
 KERNEL_REPO = "kernels-community/tiny-attn"

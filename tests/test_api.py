@@ -21,10 +21,10 @@ import httpx
 import pytest
 import redis
 
-from coordinator.api.app import _connect
-from coordinator.settings import CoordinatorSettings
-from shared.client import CoordinatorClient, decode_bundle
-from shared.models import Result, ResultReport, ResultStatus, WorkerCreate
+from autoswarm.coordinator.api.app import _connect
+from autoswarm.coordinator.settings import CoordinatorSettings
+from autoswarm.shared.client import CoordinatorClient, decode_bundle
+from autoswarm.shared.models import Result, ResultReport, ResultStatus, WorkerCreate
 from tests.conftest import CoordinatorFactory, RedisServer, RunningCoordinator, upload, wait_until
 
 HW = "cpu:test-2c"
@@ -251,7 +251,7 @@ def test_a_report_under_a_stale_token_is_409(swarm: Any) -> None:
 
 
 def test_the_shared_client_runs_a_whole_cycle(swarm: Any) -> None:
-    """Register, lease, heartbeat, report through shared.client: recorded once."""
+    """Register, lease, heartbeat, report through autoswarm.shared.client: recorded once."""
     coordinator, _ = swarm
     token = coordinator.create_token("worker", "client")
     with CoordinatorClient(coordinator.base_url, token) as client:
@@ -556,7 +556,7 @@ def test_an_error_body_follows_the_protocol(coordinator: RunningCoordinator) -> 
 def test_a_killed_coordinator_with_embedded_redis_restarts_with_its_state(
     coordinator_factory: CoordinatorFactory, task_dir: Path
 ) -> None:
-    """`python -m coordinator`, embedded Redis, kill -9, restart: the task is still there."""
+    """`python -m autoswarm.coordinator`, embedded Redis, kill -9, restart: the task is there."""
     running = coordinator_factory(mode="subprocess", embedded=True)
     with running.client() as admin:
         assert admin.post("/api/v1/tasks", json=upload(task_dir)).status_code == 201
@@ -642,7 +642,7 @@ def test_a_configured_redis_without_appendonly_is_warned_about(
     client = redis.Redis.from_url(server.url)
     client.config_set("appendonly", "no")
     client.close()
-    with caplog.at_level(logging.WARNING, logger="coordinator.api.app"):
+    with caplog.at_level(logging.WARNING, logger="autoswarm.coordinator.api.app"):
         coordinator_factory(redis_url_override=server.url)
     assert any("appendonly is OFF" in r.getMessage() for r in caplog.records)
 

@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, precondition, rule
 from redis import Redis
 
-from coordinator import keys
-from coordinator.lineage import Lineage, branch_for
-from coordinator.settings import CoordinatorSettings
+from autoswarm.coordinator import keys
+from autoswarm.coordinator.lineage import Lineage, branch_for
+from autoswarm.coordinator.settings import CoordinatorSettings
 from tests.conftest import CoordinatorFactory, RunningCoordinator, upload
 
 EXAMPLES = 8  # runs of the machine (derandomized: the same ones each time)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from coordinator import baselines
-from coordinator.noise import Run
-from shared.models import ExperimentKind, ExperimentState, Verdict
+from autoswarm.coordinator import baselines
+from autoswarm.coordinator.noise import Run
+from autoswarm.shared.models import ExperimentKind, ExperimentState, Verdict
 from tests.test_judge import World, knobs_world, ok
 
 

@@ -32,14 +32,14 @@ import pytest
 import typer.main
 from typer.testing import Result
 
-from autoswarm.cli import app
-from shared.client import CoordinatorClient
-from shared.errors import Unauthorized
-from shared.task import load_task, read_task_files
+from autoswarm.cli.app import app
+from autoswarm.shared.client import CoordinatorClient
+from autoswarm.shared.errors import Unauthorized
+from autoswarm.shared.task import load_task, read_task_files
+from autoswarm.worker.control import send_command
 from tests.cli_helpers import invoke
 from tests.conftest import REPO, free_port, wait_until
 from tests.worker_helpers import SLEEPY_TRAIN, make_task
-from worker.control import send_command
 
 README = REPO / "README.md"
 
@@ -152,7 +152,7 @@ def test_each_error_a_user_can_cause_is_one_line_saying_what_to_do(
     """A busy port (`up`, `coordinator`, `dashboard`), a folder with no results, a coordinator
     that is not there, a missing task, no admin token, a data folder another process serves:
     one line each, no traceback."""
-    from coordinator.address import write_address
+    from autoswarm.coordinator.address import write_address
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -189,8 +189,8 @@ def test_a_folder_being_served_is_read_through_its_coordinator_not_opened_again(
 ) -> None:
     """While a coordinator serves the folder (its address in coordinator.json, its process
     alive), the read commands and `dashboard` use it; a dead one's address is ignored."""
-    from autoswarm.reach import reach
-    from coordinator.address import read_address, write_address
+    from autoswarm.cli.reach import reach
+    from autoswarm.coordinator.address import read_address, write_address
 
     data_dir = tmp_path / ".autoswarm"
     (data_dir / "lineage").mkdir(parents=True)
@@ -214,18 +214,21 @@ def test_a_folder_being_served_is_read_through_its_coordinator_not_opened_again(
 
 
 def test_python_m_worker_is_the_autoswarm_worker_command_with_its_options_and_help() -> None:
-    """`python -m worker --help` is `autoswarm worker --help`: the same text, every option and
+    """`python -m autoswarm.worker --help` is `autoswarm worker --help`: the same text, every option
+    and
     control command, but for the name it is called by."""
     by_module = subprocess.run(
-        [sys.executable, "-m", "worker", "--help"], cwd=REPO, capture_output=True, text=True,
-        env=clean_env(COLUMNS="100", TERM="dumb"), check=True,
+        [sys.executable, "-m", "autoswarm.worker", "--help"], cwd=REPO, capture_output=True,
+        text=True, env=clean_env(COLUMNS="100", TERM="dumb"), check=True,
     )  # fmt: skip
     by_cli = subprocess.run(
         [sys.executable, "-m", "autoswarm", "worker", "--help"], cwd=REPO, capture_output=True,
         text=True, env=clean_env(COLUMNS="100", TERM="dumb"), check=True,
     )  # fmt: skip
     assert "--join" in by_cli.stdout and "pause" in by_cli.stdout
-    assert by_module.stdout == by_cli.stdout.replace("autoswarm worker [", "python -m worker [")
+    assert by_module.stdout == by_cli.stdout.replace(
+        "autoswarm worker [", "python -m autoswarm.worker ["
+    )
 
 
 def test_a_join_url_without_a_scheme_is_refused_at_once(tmp_path: Path) -> None:
@@ -363,8 +366,8 @@ def test_token_list_shows_each_token_and_revoke_refuses_it_and_requeues_its_leas
 ) -> None:
     """`token list` shows a new worker token; `token revoke ID` (its 12-character id): the
     token is refused at once and the experiment its worker held is queued again."""
-    from shared.models import WorkerCreate
-    from worker.hardware import detect_hardware
+    from autoswarm.shared.models import WorkerCreate
+    from autoswarm.worker.hardware import detect_hardware
 
     admin = ("--join", served.url, "--data-dir", str(served.data_dir))
     token = served.token("worker", "gina")
@@ -438,7 +441,7 @@ def test_propose_with_an_llm_through_litellms_mock(
 ) -> None:
     """`--proposer llm --model openai/gpt-4o-mini --cap-usd 5`: the model's answer (litellm's
     own mock_response) becomes a hypothesis, and its cost is written to the ledger."""
-    from coordinator.proposers import llm
+    from autoswarm.coordinator.proposers import llm
 
     reply = {
         "title": "Score a third",
@@ -589,7 +592,7 @@ def test_the_workers_screen_shows_task_budget_bar_time_left_runs_and_a_summary()
     left; the totals with runs kept and credit; then the summary line when it stops."""
     from rich.console import Console
 
-    from autoswarm.worker_screen import render, summary
+    from autoswarm.cli.worker_screen import render, summary
 
     status = {
         "name": "alice", "state": "running", "outbox": 0,

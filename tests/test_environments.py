@@ -10,20 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from autoswarm.task_explain import explain_task
-from shared.environment import kernel_repos, plan_environment
-from shared.errors import SandboxUnavailable, TaskError
-from shared.task import AR_GRACE_S, AR_STARTUP_S, Device, load_task, read_task_files
+from autoswarm.cli.task_explain import explain_task
+from autoswarm.shared.environment import kernel_repos, plan_environment
+from autoswarm.shared.errors import SandboxUnavailable, TaskError
+from autoswarm.shared.task import AR_GRACE_S, AR_STARTUP_S, Device, load_task, read_task_files
+from autoswarm.worker.bwrap import make_sandbox
+from autoswarm.worker.environments import describe_failure
+from autoswarm.worker.prepare import PrepareError
+from autoswarm.worker.runner import Runner
+from autoswarm.worker.sandbox import Unsandboxed
 from tests.cli_helpers import invoke
 from tests.conftest import RunningCoordinator
 from tests.environment_helpers import KERNEL_REPO, NAME, make_ar_fixture
 from tests.test_hostile_heldout import finished_experiment
 from tests.worker_helpers import WorkerFactory, register_task
-from worker.bwrap import make_sandbox
-from worker.environments import describe_failure
-from worker.prepare import PrepareError
-from worker.runner import Runner
-from worker.sandbox import Unsandboxed
 
 AR_TRAIN = b"""\
 cap = torch.cuda.get_device_capability()

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from autoswarm.numbers import decimals_for, score_text
-from autoswarm.report import ExperimentRow, progress_title
+from autoswarm.cli.numbers import decimals_for, score_text
+from autoswarm.cli.report import ExperimentRow, progress_title
 from tests.cli_helpers import invoke
 from tests.conftest import CoordinatorFactory, wait_until
 from tests.read_helpers import Run, drive_run, serve

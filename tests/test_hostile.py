@@ -1,7 +1,7 @@
 """Hostile payloads (tests/hostile/) run through the real runner inside the real sandbox.
 
-Each test runs one evil `train.py` with `worker.runner.Runner` and `BwrapSandbox` (chosen by
-`make_sandbox("sandboxed")`, as the worker chooses it) and asserts containment three ways:
+Each test runs one evil `train.py` with `autoswarm.worker.runner.Runner` and `BwrapSandbox` (chosen
+by `make_sandbox("sandboxed")`, as the worker chooses it) and asserts containment three ways:
 the payload saw nothing (no `LEAK` line, no secret in its log), the recorded result is the
 trusted one (`ok` with the evaluator's score, or `invalid`/`crash`/`timeout`), and the host
 is unchanged (task folder and worker files intact, no surviving process, no canary file).
@@ -28,17 +28,17 @@ from typing import Any
 
 import pytest
 
-from shared.errors import SandboxUnavailable
-from shared.models import Result, ResultStatus
-from shared.task import load_task
+from autoswarm.shared.errors import SandboxUnavailable
+from autoswarm.shared.models import Result, ResultStatus
+from autoswarm.shared.task import load_task
+from autoswarm.worker.bwrap import INSTALL_HINT, default_max_processes, make_sandbox
+from autoswarm.worker.process import list_processes
+from autoswarm.worker.runner import Runner
+from autoswarm.worker.sandbox import Sandbox
 from tests.cli_helpers import invoke
 from tests.conftest import REPO, CoordinatorFactory, RunningCoordinator, wait_until
 from tests.task_helpers import TaskFile, write_task
 from tests.worker_helpers import WorkerFactory, list_experiments, register_task, wait_for_state
-from worker.bwrap import INSTALL_HINT, default_max_processes, make_sandbox
-from worker.process import list_processes
-from worker.runner import Runner
-from worker.sandbox import Sandbox
 
 pytestmark = pytest.mark.sandbox
 
@@ -429,7 +429,8 @@ def test_scoring_code_cannot_be_patched(run_payload: RunPayload) -> None:
     assert "planted" in out.log  # they never run: no PWNED, no canary (checked for all)
 
 
-# ---- what a run leaves behind: out/, protected files, its folder (worker.leftovers) -------
+# ---- what a run leaves behind: out/, protected files, its folder (autoswarm.worker.leftovers)
+# -------
 
 
 def test_out_linked_to_the_volunteers_ssh_folder_is_invalid_and_changes_nothing(
@@ -507,9 +508,9 @@ def test_a_work_folder_of_locked_and_deep_folders_is_removed(run_payload: RunPay
 RUN_ONCE = """
 import sys
 from pathlib import Path
-from shared.task import load_task
-from worker.bwrap import BwrapSandbox
-from worker.runner import Runner
+from autoswarm.shared.task import load_task
+from autoswarm.worker.bwrap import BwrapSandbox
+from autoswarm.worker.runner import Runner
 task, root = Path(sys.argv[1]), Path(sys.argv[2])
 runner = Runner(work_root=root / "work", cache_root=root / "cache", sandbox=BwrapSandbox())
 result = runner.run(task, load_task(task))

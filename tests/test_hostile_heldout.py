@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 import redis
 
-from autoswarm.local import local_heldout_secret
-from shared.client import CoordinatorClient
-from shared.errors import SandboxUnavailable
-from shared.task import hash_files, load_task, read_task_files
+from autoswarm.cli.local import local_heldout_secret
+from autoswarm.shared.client import CoordinatorClient
+from autoswarm.shared.errors import SandboxUnavailable
+from autoswarm.shared.task import hash_files, load_task, read_task_files
+from autoswarm.worker.bwrap import make_sandbox
+from autoswarm.worker.runner import Runner
+from autoswarm.worker.sandbox import Unsandboxed
 from tests.conftest import RunningCoordinator, wait_until
 from tests.test_hostile import HOSTILE
 from tests.worker_helpers import WorkerFactory, list_experiments, register_task
-from worker.bwrap import make_sandbox
-from worker.runner import Runner
-from worker.sandbox import Unsandboxed
 
 SHARPE = Path(__file__).parents[1] / "tasks" / "sharpe"
 HONEST_SHARPE_BOUND = 3.0  # strategy.py as shipped scores ~0.3; knowing the days gave 38

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.models import ResultStatus
+from autoswarm.shared.models import ResultStatus
 from tests.test_hostile import HOSTILE, TINYLM, RunPayload, run_payload, sandbox, worker
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]

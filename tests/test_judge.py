@@ -15,20 +15,20 @@ from typing import Any
 import httpx
 import pytest
 
-from coordinator import judge, trust
-from coordinator.hypotheses import build_context, submit_hypothesis
-from coordinator.judgements import Rule
-from coordinator.lineage import branch_for
-from coordinator.models import ExperimentRecord, HypothesisRecord
-from coordinator.noise import Run, far_out, fit_noise
-from coordinator.reconcile import reconcile
-from coordinator.scheduler import Scheduler
-from coordinator.settings import CoordinatorSettings
-from coordinator.store import Store
-from coordinator.store.records import Agreement
-from coordinator.tasks import register_task
-from shared.errors import Forbidden, StaleLease
-from shared.models import (
+from autoswarm.coordinator import judge, trust
+from autoswarm.coordinator.hypotheses import build_context, submit_hypothesis
+from autoswarm.coordinator.judgements import Rule
+from autoswarm.coordinator.lineage import branch_for
+from autoswarm.coordinator.models import ExperimentRecord, HypothesisRecord
+from autoswarm.coordinator.noise import Run, far_out, fit_noise
+from autoswarm.coordinator.reconcile import reconcile
+from autoswarm.coordinator.scheduler import Scheduler
+from autoswarm.coordinator.settings import CoordinatorSettings
+from autoswarm.coordinator.store import Store
+from autoswarm.coordinator.store.records import Agreement
+from autoswarm.coordinator.tasks import register_task
+from autoswarm.shared.errors import Forbidden, StaleLease
+from autoswarm.shared.models import (
     ExperimentKind,
     ExperimentState,
     HypothesisCreate,
@@ -36,7 +36,7 @@ from shared.models import (
     ResultStatus,
     Verdict,
 )
-from shared.task import Direction, MetricSpec, TaskSpec
+from autoswarm.shared.task import Direction, MetricSpec, TaskSpec
 from tests.conftest import RunningCoordinator, wait_until
 
 MINIMIZE = TaskSpec(name="t")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.lineage import Lineage, branch_for
-from shared.errors import LineageError, MergeConflict
+from autoswarm.coordinator.lineage import Lineage, branch_for
+from autoswarm.shared.errors import LineageError, MergeConflict
 
 BRANCH = "hw/cpu-x86_64-2c"
 TRAIN = b"LEARNING_RATE = 0.1  # step size\nSTEPS = 10  # iterations\n\nprint('---')\n"

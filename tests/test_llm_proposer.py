@@ -21,11 +21,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from autoswarm.propose_cmd import LLMOptions, build_proposers
-from coordinator.proposers.base import run_proposer_loop, run_proposer_loops
-from coordinator.proposers.context import build_prompt, estimate_tokens, strip_host_paths
-from coordinator.proposers.ledger import FileLedger, MemoryLedger
-from coordinator.proposers.llm import (
+from autoswarm.cli.propose_cmd import LLMOptions, build_proposers
+from autoswarm.coordinator.proposers.base import run_proposer_loop, run_proposer_loops
+from autoswarm.coordinator.proposers.context import build_prompt, estimate_tokens, strip_host_paths
+from autoswarm.coordinator.proposers.ledger import FileLedger, MemoryLedger
+from autoswarm.coordinator.proposers.llm import (
     CallAbandoned,
     LLMProposer,
     LLMRefused,
@@ -33,14 +33,14 @@ from coordinator.proposers.llm import (
     load_secret_file,
     parse_model_choice,
 )
-from shared.errors import InvalidInput, SpendCapReached
-from shared.models import (
+from autoswarm.shared.errors import InvalidInput, SpendCapReached
+from autoswarm.shared.models import (
     HypothesisCreate,
     HypothesisSummary,
     ProposerContext,
     Verdict,
 )
-from shared.task import TaskSpec, hash_files, load_task, read_task_files
+from autoswarm.shared.task import TaskSpec, hash_files, load_task, read_task_files
 from tests.cli_helpers import invoke
 from tests.conftest import RunningCoordinator, wait_until
 from tests.llm_helpers import HANG, MALFORMED, chat_server, completion
@@ -573,7 +573,7 @@ def test_secret_file_fills_the_environment_and_returns_only_names(
 
 def test_importing_the_llm_proposer_does_not_import_litellm() -> None:
     """litellm is imported when a proposer is built, not when the coordinator is imported."""
-    code = "import sys, coordinator.proposers.llm; assert 'litellm' not in sys.modules"
+    code = "import sys, autoswarm.coordinator.proposers.llm; assert 'litellm' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
 
 
@@ -607,7 +607,7 @@ def test_spend_reaches_the_coordinator_metrics(
     coordinator: RunningCoordinator, task_dir: Path
 ) -> None:
     """Every call's cost, told to a real coordinator, adds up on /metrics to the ledger's."""
-    from shared.client import CoordinatorClient
+    from autoswarm.shared.client import CoordinatorClient
 
     with CoordinatorClient(coordinator.base_url, coordinator.admin_token) as admin:
         task_id = admin.register_task(read_task_files(task_dir, load_task(task_dir)))["task_id"]
@@ -794,7 +794,7 @@ def test_propose_reaching_a_cap_exits_non_zero_with_one_line(
     coordinator: RunningCoordinator, task_dir: Path, tmp_path: Path
 ) -> None:
     """`propose` whose token cap is too small for one call: exit 1, one error line, no call."""
-    from shared.client import CoordinatorClient
+    from autoswarm.shared.client import CoordinatorClient
 
     with CoordinatorClient(coordinator.base_url, coordinator.admin_token) as admin:
         task_id = admin.register_task(read_task_files(task_dir, load_task(task_dir)))["task_id"]
@@ -902,7 +902,7 @@ def crash_with_tail(worker: HandWorker, tail: str) -> None:
 def test_prompt_the_server_received_carries_the_whole_context(tmp_path: Path) -> None:
     """Through a real coordinator: the repair prompt holds the crashed diff, the best diffs,
     the judge's reasons and the read-only file program.md names, and no host path."""
-    from shared.client import CoordinatorClient
+    from autoswarm.shared.client import CoordinatorClient
 
     served = serve(tmp_path)
     folder = hand_task(tmp_path)
@@ -945,7 +945,7 @@ def test_ctrl_c_ends_propose_during_a_call_that_never_answers(
     coordinator: RunningCoordinator, task_dir: Path, tmp_path: Path
 ) -> None:
     """SIGINT while the endpoint holds the call: `autoswarm propose` ends without waiting."""
-    from shared.client import CoordinatorClient
+    from autoswarm.shared.client import CoordinatorClient
 
     with CoordinatorClient(coordinator.base_url, coordinator.admin_token) as admin:
         task_id = admin.register_task(read_task_files(task_dir, load_task(task_dir)))["task_id"]
@@ -968,7 +968,7 @@ def test_ctrl_c_ends_propose_during_a_call_that_never_answers(
 
 def test_a_cap_stops_up_s_proposers_with_the_reason() -> None:
     """`up`'s proposer thread: a cap reached sets the swarm's stop and keeps the error to show."""
-    from autoswarm.up import Swarm
+    from autoswarm.cli.up import Swarm
 
     swarm = Swarm()
     proposer = priced_proposer(MemoryLedger(), 0.04, answer())
@@ -980,10 +980,10 @@ def test_up_shows_the_proposer_lines_under_its_live_table() -> None:
     """A proposer's log line reaches the live view once, in the panel under the table."""
     from rich.console import Console
 
-    from autoswarm.up import Swarm, render
+    from autoswarm.cli.up import Swarm, render
 
     swarm = Swarm()
-    logger = logging.getLogger("coordinator.proposers.llm")
+    logger = logging.getLogger("autoswarm.coordinator.proposers.llm")
     logger.addHandler(swarm.log)
     try:
         logger.warning("llm: task %s: answer %d rejected: %s", "toy", 1, "no content")

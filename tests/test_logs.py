@@ -20,11 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.logs import JsonFormatter
+from autoswarm.shared.logs import JsonFormatter
 from tests.conftest import REPO, free_port, wait_until
 
 ENTRY_POINTS = {
-    "python -m coordinator": ["-m", "coordinator"],
+    "python -m autoswarm.coordinator": ["-m", "autoswarm.coordinator"],
     "autoswarm coordinator": ["-m", "autoswarm", "coordinator"],
 }
 
@@ -106,11 +106,11 @@ def test_an_exception_is_logged_with_its_traceback_in_one_line() -> None:
 
 
 def test_logs_are_plain_text_on_a_terminal(redis_url: str, tmp_path: Path) -> None:
-    """On a terminal `python -m coordinator` writes `time LEVEL logger: message` lines."""
+    """On a terminal `python -m autoswarm.coordinator` writes `time LEVEL logger: message` lines."""
     port = free_port()
     primary, secondary = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "coordinator"],
+        [sys.executable, "-m", "autoswarm.coordinator"],
         cwd=REPO,
         env=_env(redis_url, tmp_path / "data", port),
         stdout=secondary,
@@ -131,7 +131,7 @@ def test_logs_are_plain_text_on_a_terminal(redis_url: str, tmp_path: Path) -> No
         os.close(primary)
     ready = [line for line in seen.decode().splitlines() if "coordinator: ready" in line]
     assert ready, seen.decode()[-2000:]
-    assert " INFO coordinator.api.app: coordinator: ready" in ready[0]
+    assert " INFO autoswarm.coordinator.api.app: coordinator: ready" in ready[0]
     assert not ready[0].lstrip().startswith("{")
 
 
@@ -160,9 +160,9 @@ def _worker_lines(tmp_path: Path, argv: list[str], **env: str) -> list[str]:
 def test_the_worker_logs_as_every_process_does_json_when_piped_human_when_asked(
     tmp_path: Path,
 ) -> None:
-    """`python -m worker` piped writes JSON lines; `autoswarm worker` with
+    """`python -m autoswarm.worker` piped writes JSON lines; `autoswarm worker` with
     AUTOSWARM_LOG_FORMAT=human writes `time LEVEL logger: message` lines."""
-    for line in _worker_lines(tmp_path, ["-m", "worker"]):
+    for line in _worker_lines(tmp_path, ["-m", "autoswarm.worker"]):
         assert {"ts", "level", "logger", "msg"} <= set(json.loads(line)), line
     human = _worker_lines(tmp_path, ["-m", "autoswarm", "worker"], AUTOSWARM_LOG_FORMAT="human")
     assert all(re.match(r"\d\d:\d\d:\d\d \w+ [\w.]+: ", line) for line in human), human

@@ -20,8 +20,8 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from coordinator.store import NewExperiment, Store
-from shared.models import ExperimentKind
+from autoswarm.coordinator.store import NewExperiment, Store
+from autoswarm.shared.models import ExperimentKind
 from tests.conftest import CoordinatorFactory, RedisServer, RunningCoordinator, wait_until
 
 HW = "cpu:test-2c"

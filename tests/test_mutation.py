@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.proposers.mutation import (
+from autoswarm.coordinator.proposers.mutation import (
     MutationProposer,
     find_constants,
     perturbations,
 )
-from shared.models import HypothesisCreate, HypothesisSummary, ProposerContext, Verdict
-from shared.task import Direction, MetricSpec, TaskSpec, hash_files, load_task
+from autoswarm.shared.models import HypothesisCreate, HypothesisSummary, ProposerContext, Verdict
+from autoswarm.shared.task import Direction, MetricSpec, TaskSpec, hash_files, load_task
+from autoswarm.worker.runner import Runner
+from autoswarm.worker.sandbox import Unsandboxed
 from tests.task_helpers import write_task
-from worker.runner import Runner
-from worker.sandbox import Unsandboxed
 
 REPO = Path(__file__).resolve().parents[1]
 

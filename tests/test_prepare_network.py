@@ -14,11 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from autoswarm.task_explain import explain_task
-from shared.environment import environment_hosts
-from shared.errors import SandboxUnavailable, TaskError
-from shared.hosts import HostRule, url_host
-from shared.task import load_task
+from autoswarm.cli.task_explain import explain_task
+from autoswarm.shared.environment import environment_hosts
+from autoswarm.shared.errors import SandboxUnavailable, TaskError
+from autoswarm.shared.hosts import HostRule, url_host
+from autoswarm.shared.task import load_task
+from autoswarm.worker import egress
+from autoswarm.worker.bwrap import make_sandbox
+from autoswarm.worker.egress import EgressProxy
+from autoswarm.worker.prepare import PrepareError
+from autoswarm.worker.prepare_network import PYPI_HOSTS, index_hosts
+from autoswarm.worker.runner import Runner
+from autoswarm.worker.sandbox import Sandbox
 from tests.cli_helpers import invoke
 from tests.conftest import RunningCoordinator
 from tests.environment_helpers import make_ar_fixture
@@ -26,13 +33,6 @@ from tests.task_helpers import write_task
 from tests.test_environments import WORKER_TOML
 from tests.test_hostile_heldout import finished_experiment
 from tests.worker_helpers import WorkerFactory, register_task
-from worker import egress
-from worker.bwrap import make_sandbox
-from worker.egress import EgressProxy
-from worker.prepare import PrepareError
-from worker.prepare_network import PYPI_HOSTS, index_hosts
-from worker.runner import Runner
-from worker.sandbox import Sandbox
 
 GREETING = "hello from the allowed host"
 FETCH_PREPARE = '''\

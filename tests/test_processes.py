@@ -1,6 +1,6 @@
 """A coordinator serving its API from several processes on one port (`api_processes`).
 
-Real processes: `python -m coordinator` with two uvicorn worker processes on the test
+Real processes: `python -m autoswarm.coordinator` with two uvicorn worker processes on the test
 session's Redis. Every process answers workers; one leads and alone judges; when the
 leader is killed -9, another takes over and the results recorded meanwhile are judged.
 """
@@ -110,8 +110,8 @@ def test_api_processes_serve_one_port_and_the_leadership_moves_when_the_leader_d
 def test_one_process_leads_until_it_lets_go_or_its_claim_lapses(redis_url: str) -> None:
     """Two claimants on one Redis: one leads; the other leads once the first lets go, and
     the first leads again only after the other's claim lapses."""
-    from coordinator.leader import Leadership
-    from coordinator.store import Store
+    from autoswarm.coordinator.leader import Leadership
+    from autoswarm.coordinator.store import Store
 
     store = Store(redis_url)
     try:

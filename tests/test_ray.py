@@ -16,17 +16,9 @@ from typing import Any
 
 import pytest
 
-from shared.client import CoordinatorClient
-from shared.models import HypothesisCreate
-from tests.conftest import REPO, CoordinatorFactory, RunningCoordinator, wait_until
-from tests.worker_helpers import (
-    SLEEPY_TRAIN,
-    list_experiments,
-    make_task,
-    register_task,
-    wait_for_state,
-)
-from worker.ray_launcher import (
+from autoswarm.shared.client import CoordinatorClient
+from autoswarm.shared.models import HypothesisCreate
+from autoswarm.worker.ray_launcher import (
     ActorConfig,
     Autoscaler,
     RayLauncher,
@@ -34,6 +26,14 @@ from worker.ray_launcher import (
     actor_settings,
     decide_workers,
     fetch_queue_depth,
+)
+from tests.conftest import REPO, CoordinatorFactory, RunningCoordinator, wait_until
+from tests.worker_helpers import (
+    SLEEPY_TRAIN,
+    list_experiments,
+    make_task,
+    register_task,
+    wait_for_state,
 )
 
 # ---- the autoscaling decision ----------------------------------------------------------------

@@ -204,10 +204,10 @@ def test_an_experiment_is_found_by_a_unique_prefix_of_eight_characters(run: Run)
 
 def test_an_ambiguous_prefix_is_refused_listing_what_it_matches(redis_url: str) -> None:
     """Two ids that share their first 8 characters: one error naming both, nothing found."""
-    from coordinator import keys
-    from coordinator.short_ids import resolve_experiment_id
-    from coordinator.store import Store
-    from shared.errors import InvalidInput
+    from autoswarm.coordinator import keys
+    from autoswarm.coordinator.short_ids import resolve_experiment_id
+    from autoswarm.coordinator.store import Store
+    from autoswarm.shared.errors import InvalidInput
 
     store = Store(redis_url)
     try:

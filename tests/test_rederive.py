@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.hypotheses import build_context
-from shared.models import ExperimentKind, ExperimentState, Verdict
+from autoswarm.coordinator.hypotheses import build_context
+from autoswarm.shared.models import ExperimentKind, ExperimentState, Verdict
 from tests.test_judge import World, knobs_world, ok
 
 

@@ -11,12 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-from coordinator.heads import code_bytes
-from coordinator.lineage import Lineage
-from coordinator.scheduler import Scheduler
-from coordinator.settings import CoordinatorSettings
-from coordinator.store import Store
-from coordinator.store.base import FieldValue
+from autoswarm.coordinator.heads import code_bytes
+from autoswarm.coordinator.lineage import Lineage
+from autoswarm.coordinator.scheduler import Scheduler
+from autoswarm.coordinator.settings import CoordinatorSettings
+from autoswarm.coordinator.store import Store
+from autoswarm.coordinator.store.base import FieldValue
 from tests.conftest import REPO, CoordinatorFactory, upload, wait_until
 
 CLASSES = 1000
@@ -65,7 +65,7 @@ def test_sigterm_during_a_long_reconcile_stops_the_coordinator_cleanly(
     env = {**os.environ, **running.env, "PYTHONPATH": str(REPO)}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "coordinator"],
+            [sys.executable, "-m", "autoswarm.coordinator"],
             cwd=REPO,
             env=env,
             stdout=log,

@@ -14,18 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import InvalidInput
-from shared.models import ResultStatus
-from shared.task import TaskSpec, load_task
+from autoswarm.shared.errors import InvalidInput
+from autoswarm.shared.models import ResultStatus
+from autoswarm.shared.task import TaskSpec, load_task
+from autoswarm.worker.hardware import GpuInfo, HardwareInfo, detect_hardware, select_gpus
+from autoswarm.worker.preload import sets_environment
+from autoswarm.worker.prepare import PrepareError
+from autoswarm.worker.process import MARKER_ENV, read_stat
+from autoswarm.worker.runner import Runner
+from autoswarm.worker.sandbox import Unsandboxed, scrub_env
+from autoswarm.worker.scoring import LOADER_FILE
 from tests.conftest import processes_in
 from tests.task_helpers import TaskFile, write_task
-from worker.hardware import GpuInfo, HardwareInfo, detect_hardware, select_gpus
-from worker.preload import sets_environment
-from worker.prepare import PrepareError
-from worker.process import MARKER_ENV, read_stat
-from worker.runner import Runner
-from worker.sandbox import Unsandboxed, scrub_env
-from worker.scoring import LOADER_FILE
 
 PAYLOADS = Path(__file__).parent / "payloads"
 
@@ -434,7 +434,7 @@ def test_evaluator_scores_the_artifacts(
 def test_every_evaluator_gets_the_workers_loader_of_exported_programs(
     make_task: MakeTask, make_runner: Callable[..., Runner]
 ) -> None:
-    """The evaluator finds worker/exported.py's bytes beside it as exported.py, read-only,
+    """The evaluator finds autoswarm/worker/exported.py's bytes beside it as exported.py, read-only,
     never an exported.py lying in the task's folder."""
     task, spec = make_task(
         "eval_run.py", toml=EVAL_TOML, prepare="prepare_data.py", evaluate="evaluate_loader.py"
@@ -714,7 +714,7 @@ def test_a_preload_that_fails_or_dies_costs_the_next_experiment_nothing(
     os.kill(ahead, signal.SIGKILL)
     while alive(ahead):  # dead once a zombie
         time.sleep(0.01)
-    with caplog.at_level("WARNING", logger="worker.runner"):
+    with caplog.at_level("WARNING", logger="autoswarm.worker.runner"):
         result = runner.run(task, spec)
     assert result.status is ResultStatus.OK, (result.error, result.log_tail)
     assert result.metrics["pid"] != ahead

@@ -19,13 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.models import Result, ResultStatus
-from shared.task import load_task
-from tests.task_helpers import write_task
-from tests.test_hostile import SUMMARY_TOML as HOSTILE_TOML
-from worker import cgroups, workfs
-from worker.bwrap import INSTALL_HINT, BwrapSandbox, make_sandbox, probe_sandbox
-from worker.doctor import (
+from autoswarm.shared.models import Result, ResultStatus
+from autoswarm.shared.task import load_task
+from autoswarm.worker import cgroups, workfs
+from autoswarm.worker.bwrap import INSTALL_HINT, BwrapSandbox, make_sandbox, probe_sandbox
+from autoswarm.worker.doctor import (
     Status,
     check_coordinator,
     check_limits,
@@ -33,10 +31,12 @@ from worker.doctor import (
     probe_torch,
     sandbox_self_test,
 )
-from worker.limits import bind_sources, drop_to, make_reachable
-from worker.process import list_processes
-from worker.runner import Runner
-from worker.sandbox import Sandbox, Unsandboxed
+from autoswarm.worker.limits import bind_sources, drop_to, make_reachable
+from autoswarm.worker.process import list_processes
+from autoswarm.worker.runner import Runner
+from autoswarm.worker.sandbox import Sandbox, Unsandboxed
+from tests.task_helpers import write_task
+from tests.test_hostile import SUMMARY_TOML as HOSTILE_TOML
 
 HOSTILE = Path(__file__).parent / "hostile"
 SUMMARY_TOML = """
@@ -188,7 +188,7 @@ def test_probe_without_bubblewrap_names_the_package() -> None:
 
 def test_trusted_code_runs_unsandboxed_and_warns(caplog: pytest.LogCaptureFixture) -> None:
     """trust = "trusted-code" gives no sandbox and a WARNING that says so."""
-    with caplog.at_level(logging.WARNING, logger="worker.bwrap"):
+    with caplog.at_level(logging.WARNING, logger="autoswarm.worker.bwrap"):
         sandbox = make_sandbox("trusted-code")
     assert isinstance(sandbox, Unsandboxed)
     assert any("WITHOUT a sandbox" in r.getMessage() for r in caplog.records)
@@ -386,7 +386,7 @@ def test_a_run_started_ahead_in_the_sandbox_is_the_run_it_would_be(
     spec = load_task(task)
     runner = runner_with(bwrap_sandbox, tmp_path)
     results = []
-    with caplog.at_level(logging.INFO, logger="worker.runner"):
+    with caplog.at_level(logging.INFO, logger="autoswarm.worker.runner"):
         for _ in range(2):
             turn = time.time()
             results.append(runner.run(task, spec, warm_next=lambda: True))
@@ -465,9 +465,9 @@ NOBODY = 65534
 RUN_AS_WORKER = """
 import sys
 from pathlib import Path
-from shared.task import load_task
-from worker.bwrap import BwrapSandbox, make_sandbox
-from worker.runner import Runner
+from autoswarm.shared.task import load_task
+from autoswarm.worker.bwrap import BwrapSandbox, make_sandbox
+from autoswarm.worker.runner import Runner
 task, root = Path(sys.argv[1]), Path(sys.argv[2])
 sandbox = make_sandbox("sandboxed") if sys.argv[3] == "capped" else BwrapSandbox(cap_work=False)
 runner = Runner(

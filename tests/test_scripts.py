@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import redis
 
-from coordinator import keys
-from coordinator.store import NewExperiment, Store
-from shared.models import ExperimentKind
+from autoswarm.coordinator import keys
+from autoswarm.coordinator.store import NewExperiment, Store
+from autoswarm.shared.models import ExperimentKind
 
 HW = "cpu:test-2c"
 TASK = "demo"
@@ -26,7 +26,7 @@ LIBRARIES = {"lib.lua", "leasing.lua"}
 
 
 def _scripts() -> dict[str, str]:
-    folder = resources.files("coordinator.scripts")
+    folder = resources.files("autoswarm.coordinator.scripts")
     return {
         item.name: item.read_text(encoding="utf-8")
         for item in folder.iterdir()

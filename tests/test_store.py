@@ -9,13 +9,13 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from coordinator import keys
-from coordinator.relay import Relay
-from coordinator.store import NewExperiment, Preemption, Store
-from coordinator.tokens import create_token, hash_token
-from shared.errors import Forbidden, StaleLease
-from shared.models import ExperimentKind, ExperimentState, Result, ResultStatus, Scope
-from shared.task import TaskSpec
+from autoswarm.coordinator import keys
+from autoswarm.coordinator.relay import Relay
+from autoswarm.coordinator.store import NewExperiment, Preemption, Store
+from autoswarm.coordinator.tokens import create_token, hash_token
+from autoswarm.shared.errors import Forbidden, StaleLease
+from autoswarm.shared.models import ExperimentKind, ExperimentState, Result, ResultStatus, Scope
+from autoswarm.shared.task import TaskSpec
 from tests.conftest import wait_until
 
 HW = "cpu:test-2c"

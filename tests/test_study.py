@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.proposers.mutation import find_constants
-from coordinator.proposers.space import Scale, build_space
-from coordinator.proposers.study import MAX_MOVES, StudyProposer, read_trials
-from shared.models import HypothesisCreate, HypothesisSummary, ProposerContext, Verdict
-from shared.task import Direction, MetricSpec, TaskSpec, hash_files
+from autoswarm.coordinator.proposers.mutation import find_constants
+from autoswarm.coordinator.proposers.space import Scale, build_space
+from autoswarm.coordinator.proposers.study import MAX_MOVES, StudyProposer, read_trials
+from autoswarm.shared.models import HypothesisCreate, HypothesisSummary, ProposerContext, Verdict
+from autoswarm.shared.task import Direction, MetricSpec, TaskSpec, hash_files
 from tests.cli_helpers import invoke
 from tests.task_helpers import write_task
 from tests.test_cli import Served, served  # noqa: F401  (the fixture)

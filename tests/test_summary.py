@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import SummaryError
-from shared.summary import parse_summary, read_metric
+from autoswarm.shared.errors import SummaryError
+from autoswarm.shared.summary import parse_summary, read_metric
 
 KARPATHY_BLOCK = """step 00953 (100.0%) | loss: 3.0 | lrm: 0.00 | dt: 315ms
 ---

@@ -15,9 +15,15 @@ from typing import Any
 
 import pytest
 
-from coordinator.lineage import Lineage, branch_for
-from shared.client import CoordinatorClient
-from shared.models import HypothesisCreate, Result, ResultReport, ResultStatus, WorkerCreate
+from autoswarm.coordinator.lineage import Lineage, branch_for
+from autoswarm.shared.client import CoordinatorClient
+from autoswarm.shared.models import (
+    HypothesisCreate,
+    Result,
+    ResultReport,
+    ResultStatus,
+    WorkerCreate,
+)
 from tests.conftest import CoordinatorFactory, RedisServer, RunningCoordinator, wait_until
 from tests.worker_helpers import (
     WorkerFactory,
@@ -57,7 +63,7 @@ def result_events(coordinator: RunningCoordinator, experiment_id: str) -> list[d
 
 
 def slot_of(worker_state_dir: Path) -> dict[str, Any]:
-    from worker.control import send_command
+    from autoswarm.worker.control import send_command
 
     slots: list[dict[str, Any]] = send_command(worker_state_dir, "status")["slots"]
     return slots[0] if slots else {}

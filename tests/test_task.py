@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import TaskError
-from shared.task import (
+from autoswarm.shared.errors import TaskError
+from autoswarm.shared.task import (
     Direction,
     ScoringMode,
     hash_files,

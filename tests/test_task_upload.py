@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from coordinator import keys
+from autoswarm.coordinator import keys
 from tests.cli_helpers import invoke
 from tests.conftest import RunningCoordinator, upload
 

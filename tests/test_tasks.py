@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import TaskError
-from shared.summary import parse_summary
-from shared.task import EVALUATOR_MODULE, ScoringMode, load_task
+from autoswarm.shared.errors import TaskError
+from autoswarm.shared.summary import parse_summary
+from autoswarm.shared.task import EVALUATOR_MODULE, ScoringMode, load_task
+from autoswarm.worker.scoring import LOADER_FILE
 from tests.task_helpers import write_task
-from worker.scoring import LOADER_FILE
 
 TASKS = Path(__file__).parents[1] / "tasks"
 TINYLM = TASKS / "tinylm"
@@ -171,7 +171,8 @@ def test_heldout_data_comes_from_the_secret_and_training_data_does_not(
     assert len({made[name][1] for name in ("public", "a", "b")}) == 3
 
 
-# ---- the loader of exported programs (worker/exported.py) ----------------------------------
+# ---- the loader of exported programs (autoswarm/worker/exported.py)
+# ----------------------------------
 
 FORBIDDEN_OPERATORS = (  # files, processes, random state, uninitialised memory, data to host
     "from_file",
@@ -229,7 +230,7 @@ files = ["evaluate.py"{files}]
 def test_evaluators_of_exported_programs_share_one_loader() -> None:
     """No task ships a loader: tinylm's and nanochat's evaluators import the worker's one
     module (written beside them as exported.py), which imports nothing of autoswarm's."""
-    found = importlib.util.find_spec("worker.exported")  # found, not imported (torch)
+    found = importlib.util.find_spec("autoswarm.worker.exported")  # found, not imported (torch)
     assert found is not None and found.origin == str(LOADER_FILE)
     assert not list(TASKS.glob("*/exported*")) and not list(TASKS.glob("*/__pycache__"))
     for folder in (TINYLM, NANOCHAT):
@@ -237,7 +238,7 @@ def test_evaluators_of_exported_programs_share_one_loader() -> None:
         source = (folder / "evaluate.py").read_text()
         assert "    from exported import Refused, check_causal, load_model" in source
         assert (
-            "    from worker.exported import Refused, check_causal, load_model" in source
+            "    from autoswarm.worker.exported import Refused, check_causal, load_model" in source
         )  # by hand
         assert "torch.export.load" not in source and "zipfile" not in source
     imported = set()
@@ -282,7 +283,7 @@ def test_operator_list_holds_only_pure_aten_operators() -> None:
     draws random numbers (its out= and in-place overloads are refused by their schema)."""
     import torch
 
-    from worker import exported
+    from autoswarm.worker import exported
 
     allowed = exported.ALLOWED_OPERATORS
     assert not set(FORBIDDEN_OPERATORS) & allowed
@@ -297,7 +298,7 @@ def test_sympy_never_parses_while_a_program_loads(tmp_path: Path) -> None:
     import sympy.parsing.sympy_parser
     import torch
 
-    from worker import exported
+    from autoswarm.worker import exported
 
     canary = tmp_path / "canary"
     model = export_model("uniform", tmp_path / "model.pt2")

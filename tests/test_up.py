@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from autoswarm.up import decisions_table, default_workers, share_cores
-from shared.task import ResourceSpec, load_task
+from autoswarm.cli.up import decisions_table, default_workers, share_cores
+from autoswarm.shared.task import ResourceSpec, load_task
+from autoswarm.worker.hardware import cpu_count, normalise
 from tests.conftest import REPO, wait_until
-from worker.hardware import cpu_count, normalise
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
 """Hostile input over the wire, through the real app: refused with a one-line 4xx (or
-contained) and nothing changed (shared/wire.py, docs/protocol.md)."""
+contained) and nothing changed (autoswarm/shared/wire.py, docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import httpx
 import pytest
 import redis
 
-from coordinator import keys
-from coordinator.lineage import Lineage, branch_for
-from shared.client import CoordinatorClient
-from shared.errors import InvalidInput
-from shared.models import Result, ResultStatus
-from shared.summary import read_metric
-from shared.wire import MAX_METRICS, check_hardware_class
+from autoswarm.coordinator import keys
+from autoswarm.coordinator.lineage import Lineage, branch_for
+from autoswarm.shared.client import CoordinatorClient
+from autoswarm.shared.errors import InvalidInput
+from autoswarm.shared.models import Result, ResultStatus
+from autoswarm.shared.summary import read_metric
+from autoswarm.shared.wire import MAX_METRICS, check_hardware_class
 from tests.conftest import TINY_TOML, CoordinatorFactory, RunningCoordinator, upload
 
 HW = "cpu:x86_64-2c"

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from coordinator.store import NewExperiment, Store
-from coordinator.store.base import FieldValue
-from shared.client import BundleMismatch, CoordinatorClient, CoordinatorUnavailable
-from shared.errors import (
+from autoswarm.coordinator.store import NewExperiment, Store
+from autoswarm.coordinator.store.base import FieldValue
+from autoswarm.shared.client import BundleMismatch, CoordinatorClient, CoordinatorUnavailable
+from autoswarm.shared.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
@@ -23,7 +23,7 @@ from shared.errors import (
     StaleLease,
     Unauthorized,
 )
-from shared.models import (
+from autoswarm.shared.models import (
     ExperimentKind,
     HypothesisCreate,
     Result,
@@ -31,7 +31,19 @@ from shared.models import (
     ResultStatus,
     WorkerCreate,
 )
-from shared.task import hash_files
+from autoswarm.shared.task import hash_files
+from autoswarm.worker.backoff import Backoff
+from autoswarm.worker.bundles import BundleCache
+from autoswarm.worker.control import (
+    ControlServer,
+    StateLock,
+    WorkerAlreadyRunning,
+    WorkerNotRunning,
+    send_command,
+)
+from autoswarm.worker.outbox import Delivery, Outbox, OutboxFlusher
+from autoswarm.worker.preload import PRELOAD_MAIN
+from autoswarm.worker.settings import WorkerSettings
 from tests.conftest import CoordinatorFactory, RunningCoordinator, processes_in, wait_until
 from tests.worker_helpers import (
     WorkerFactory,
@@ -41,18 +53,6 @@ from tests.worker_helpers import (
     register_task,
     wait_for_state,
 )
-from worker.backoff import Backoff
-from worker.bundles import BundleCache
-from worker.control import (
-    ControlServer,
-    StateLock,
-    WorkerAlreadyRunning,
-    WorkerNotRunning,
-    send_command,
-)
-from worker.outbox import Delivery, Outbox, OutboxFlusher
-from worker.preload import PRELOAD_MAIN
-from worker.settings import WorkerSettings
 
 HW = "cpu:test-2c"
 Api = tuple[CoordinatorClient, str]

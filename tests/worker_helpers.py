@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.client import CoordinatorClient
-from shared.task import load_task, read_task_files
+from autoswarm.shared.client import CoordinatorClient
+from autoswarm.shared.task import load_task, read_task_files
 from tests.conftest import REPO, RunningCoordinator, tiny_task, wait_until
 
 # A task whose run sleeps SLEEP_S, then prints SCORE (+ Gaussian noise NOISE) as `score`.
@@ -83,7 +83,7 @@ def list_experiments(coordinator: RunningCoordinator, **filters: Any) -> list[di
 
 @dataclass
 class WorkerProcess:
-    """`python -m worker` in a subprocess, with its own state folder and log."""
+    """`python -m autoswarm.worker` in a subprocess, with its own state folder and log."""
 
     name: str
     state_dir: Path
@@ -100,7 +100,7 @@ class WorkerProcess:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "worker", *self.args],
+                [sys.executable, "-m", "autoswarm.worker", *self.args],
                 cwd=REPO,
                 env=env,
                 stdout=log,

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 try:
     from exported import Refused, check_causal, load_model  # written here by the worker
 except ModuleNotFoundError:  # run by hand, outside autoswarm
-    from worker.exported import Refused, check_causal, load_model
+    from autoswarm.worker.exported import Refused, check_causal, load_model
 from prepare import EVAL_BATCH_SIZE, MAX_SEQ_LEN, SMOKE, VOCAB_SIZE
 
 # ---------------------------------------------------------------------------

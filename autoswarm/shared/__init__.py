@@ -1,0 +1,1 @@
+"""What the coordinator and the worker agree on: models, the task format, errors."""

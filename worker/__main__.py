@@ -1,8 +1,0 @@
-"""`python -m worker`: the `autoswarm worker` command itself (autoswarm.worker_cmd), the same
-options and help, for whatever starts a worker by module (`autoswarm up`, a benchmark, a test).
-"""
-
-from autoswarm.worker_cmd import main
-
-if __name__ == "__main__":
-    main()
