@@ -197,23 +197,9 @@ class TokenRecord(Record):
     created_s: float = 0.0
 
 
-class WorkerRecord(Record):
-    """A worker slot, bound to the token that registered it."""
-
-    worker_id: str
-    name: str
-    hardware: str
-    slot: str = "cpu"
-    owner: str
-    token_hash: str
-    registered_s: float = 0.0
-    agreed: int = 0
-    disagreed: int = 0
-    # When its claims' failures made it lose trust (autoswarm/coordinator/trust.py); None: trusted.
-    distrusted_s: float | None = None
-
-
 class WorkerPublic(Record):
+    """A worker slot as readers see it (`GET /api/v1/workers`)."""
+
     worker_id: str
     name: str
     hardware: str
@@ -224,6 +210,15 @@ class WorkerPublic(Record):
     disagreed: int = 0
     # When its claims' failures made it lose trust (autoswarm/coordinator/trust.py); None: trusted.
     distrusted_s: float | None = None
+
+
+class WorkerRecord(WorkerPublic):
+    """A worker slot, bound to the token that registered it (never shown: `WorkerPublic`)."""
+
+    token_hash: str
+
+    def public(self) -> WorkerPublic:
+        return WorkerPublic.model_validate(self.model_dump(exclude={"token_hash"}))
 
 
 MAX_CHANGE_BYTES = MAX_FILE_BYTES

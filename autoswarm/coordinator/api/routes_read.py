@@ -277,7 +277,7 @@ async def contributors(
 @router.get("/workers")
 async def workers(caller: Reader, ctx: Ctx) -> list[WorkerPublic]:
     records = await run_in_threadpool(ctx.store.list_workers)
-    return [WorkerPublic.model_validate(w.model_dump(exclude={"token_hash"})) for w in records]
+    return [w.public() for w in records]
 
 
 @router.get("/dead")
