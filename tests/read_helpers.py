@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import (
+    TINY_TOML,
     RedisServer,
     RunningCoordinator,
     start_coordinator,
@@ -30,9 +31,15 @@ def serve(root: Path, **settings: Any) -> RunningCoordinator:
     return start_coordinator(root / "data", redis_url=redis.url, own_redis=redis, **settings)
 
 
+# The hands report the same score for the same code, as a deterministic task would, but the
+# runs they drive are those of a noisy one (a new head is measured by baselines): the task
+# says it is noisy, so two equal runs do not make its heads measured enough.
+HAND_TOML = TINY_TOML + "noise = 0.001\n"
+
+
 def hand_task(root: Path, name: str = "tiny") -> Path:
     """The tiny task whose train.py is TRAIN at score 1.0 (the changes hand in TRAIN too)."""
-    return tiny_task(root, name, train=TRAIN.format(score=1.0))
+    return tiny_task(root, name, train=TRAIN.format(score=1.0), toml=HAND_TOML)
 
 
 @dataclass

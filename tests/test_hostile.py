@@ -430,7 +430,6 @@ def test_scoring_code_cannot_be_patched(run_payload: RunPayload) -> None:
 
 
 # ---- what a run leaves behind: out/, protected files, its folder (autoswarm.worker.leftovers)
-# -------
 
 
 def test_out_linked_to_the_volunteers_ssh_folder_is_invalid_and_changes_nothing(

@@ -1,7 +1,7 @@
 """`autoswarm worker`: join a coordinator, or control a running worker from a second terminal.
 
-The worker's one front door: `python -m autoswarm.worker` (autoswarm/worker/__main__.py) runs this
-same command.
+The worker's one front door: `python -m autoswarm.worker` (autoswarm/worker/__main__.py) runs
+this same command.
 """
 
 from __future__ import annotations

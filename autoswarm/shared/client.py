@@ -4,9 +4,9 @@ Workers, proposers and the CLI reach the coordinator only through `CoordinatorCl
 
 What it guarantees:
 - every endpoint of docs/protocol.md has one method taking and returning the models of
-  `autoswarm.shared.models`; every request body is built by the wire model the coordinator parses it
-  with (`autoswarm.shared.wire`, `autoswarm.shared.models`): a value it would refuse raises
-  `InvalidInput` before anything is sent; answers are validated, a malformed one raises
+  `autoswarm.shared.models`; every request body is built by the wire model the coordinator
+  parses it with (`autoswarm.shared.wire`, `autoswarm.shared.models`): a value it would refuse
+  raises `InvalidInput` before anything is sent; answers are validated, a malformed one raises
   `InvalidInput`;
 - an HTTP error becomes one exception of `autoswarm.shared.errors`: 400/422 `InvalidInput`,
   401 `Unauthorized`, 403 `Forbidden`, 404 `NotFound`, 409 `Conflict` (`StaleLease` on the

@@ -170,8 +170,8 @@ class BwrapSandbox:
         self.options = bwrap_options(found)
         self.launcher = launcher
         self.cgroups = cgroups.find(prepare=True) if use_cgroups else cgroups.Absent("turned off")
-        # None: each run's work folder is a tmpfs of disk_mb (`autoswarm.worker.workfs`); else why
-        # not.
+        # None: each run's work folder is a tmpfs of disk_mb (`autoswarm.worker.workfs`);
+        # else why not.
         self.work_cap_refused = workfs.probe() if cap_work else "turned off"
         if isinstance(self.cgroups, cgroups.Cgroups):
             for folder in cgroups.remove_leftovers(self.cgroups):

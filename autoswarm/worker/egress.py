@@ -6,8 +6,7 @@ connection made to 127.0.0.1:`RELAY_PORT` to it (`autoswarm.worker.prepare_netwo
 
 Guarantees:
 - a connection reaches a host only when an allow-list rule (`autoswarm.shared.hosts.HostRule`)
-allows
-  its name and port: `CONNECT host:port` (https, tunnelled as it is) or one plain-http
+  allows its name and port: `CONNECT host:port` (https, tunnelled as it is) or one plain-http
   request with an absolute `http://host[:port]/...` target (forwarded with `Connection:
   close`, its `Proxy-*` headers dropped); anything else is answered 4xx and closed;
 - every refusal is recorded (`refused`), once per host and port, with the line to show

@@ -45,7 +45,6 @@ from autoswarm.worker.prepare_network import (
     declare_in_lock,
     index_hosts,
 )
-from autoswarm.worker.process import Limits, supervise
 
 logger = logging.getLogger(__name__)
 
@@ -142,24 +141,22 @@ def build_environment(
     log_path = root / "build.log"
     hosts = (*index_hosts(env), *environment_hosts(files))
     for argv in _build_steps(uv, plan, venv):
-        with network.narrowed(
-            argv, env, hosts=hosts, declare=declare_in_lock(lock), log_path=log_path
-        ) as step:
-            outcome = supervise(
-                step.argv,
-                cwd=project,
-                env=step.env,
-                log_path=log_path,
-                marker=f"env-{root.name}",
-                deadline_s=BUILD_TIMEOUT_S,
-                limits=Limits(open_files=None),
-                on_tick=on_tick,
-            )
+        outcome, refusals = network.supervise(
+            argv,
+            env,
+            hosts=hosts,
+            declare=declare_in_lock(lock),
+            log_path=log_path,
+            cwd=project,
+            marker=f"env-{root.name}",
+            deadline_s=BUILD_TIMEOUT_S,
+            on_tick=on_tick,
+        )
         if outcome.timed_out or outcome.exit_code != 0:
             log = log_path.read_text(errors="replace") if log_path.is_file() else ""
             remove_tree(root)
             message = describe_failure(plan, lock, log, outcome.timed_out)
-            refused = "; ".join(refusal.line for refusal in step.refused)
+            refused = "; ".join(refusal.line for refusal in refusals)
             raise EnvironmentBuildFailed(f"{message} ({refused})" if refused else message)
     (root / READY).write_text(plan.describe() + "\n")
     logger.info("environments: built %s in %s", plan.describe(), root)

@@ -26,7 +26,6 @@ from autoswarm.worker.environments import (
 from autoswarm.worker.launch import describe_exit, resolve
 from autoswarm.worker.leftovers import remove_tree
 from autoswarm.worker.prepare_network import PrepareNetwork, declare_in_task, prepare_hosts
-from autoswarm.worker.process import Limits, supervise
 from autoswarm.worker.runfiles import OnTick, copy_files, locked, make_readonly, read_log
 from autoswarm.worker.sandbox import scrub_env
 
@@ -184,19 +183,17 @@ class Preparer:
     ) -> None:
         log_path = tmp / "prepare.log"
         hosts = prepare_hosts(spec.run.prepare_hosts, kernels=bool(spec.run.kernels))
-        with self.network.narrowed(
-            argv, env, hosts=hosts, declare=declare_in_task, log_path=log_path
-        ) as step:
-            outcome = supervise(
-                step.argv,
-                cwd=tmp,
-                env=step.env,
-                log_path=log_path,
-                marker=f"prepare-{uuid.uuid4().hex[:16]}",
-                deadline_s=PREPARE_TIMEOUT_S,
-                limits=Limits(open_files=None),
-                on_tick=on_tick,
-            )
+        outcome, _ = self.network.supervise(
+            argv,
+            env,
+            hosts=hosts,
+            declare=declare_in_task,
+            log_path=log_path,
+            cwd=tmp,
+            marker=f"prepare-{uuid.uuid4().hex[:16]}",
+            deadline_s=PREPARE_TIMEOUT_S,
+            on_tick=on_tick,
+        )
         if outcome.timed_out or outcome.exit_code != 0:
             why = "timed out" if outcome.timed_out else describe_exit(outcome.exit_code)
             tail = read_log(log_path)[-2000:]

@@ -4,8 +4,8 @@ Under the bubblewrap sandbox each step of the prepare phase (a task environment'
 the kernels fetch, the prepare command) runs in an empty network namespace of its own
 (`autoswarm.worker.bwrap.network_only_argv`); its one way out is the worker's allow-list proxy
 (`autoswarm.worker.egress`), reached through 127.0.0.1:`RELAY_PORT`
-(`autoswarm/worker/egress_relay.py`) and named in `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` (both
-cases). What passes:
+(`autoswarm/worker/egress_relay.py`) and named in `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY`
+(both cases). What passes:
 - an environment's build: the package index the worker's uv settings name (`index_hosts`:
   PyPI when none does, and uv's Python downloads), and the hosts its lock, pyproject.toml
   or requirements.txt name (`autoswarm.shared.environment.environment_hosts`);
@@ -31,6 +31,8 @@ from pathlib import Path
 from autoswarm.shared.hosts import DEFAULT_PORTS, HUB_HOSTS, HostRule, url_host
 from autoswarm.worker.bwrap import BwrapSandbox, network_only_argv
 from autoswarm.worker.egress import EgressProxy, Refusal
+from autoswarm.worker.process import Limits, Outcome, supervise
+from autoswarm.worker.runfiles import OnTick
 from autoswarm.worker.sandbox import Sandbox
 
 RELAY = Path(__file__).with_name("egress_relay.py")
@@ -140,6 +142,34 @@ class PrepareNetwork:
             if lines:
                 with open(log_path, "a", encoding="utf-8") as log:
                     log.write("".join(f"\n{line}" for line in lines) + "\n")
+
+    def supervise(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        hosts: Sequence[str],
+        declare: Callable[[str], str],
+        log_path: Path,
+        cwd: Path,
+        marker: str,
+        deadline_s: float,
+        on_tick: OnTick | None,
+    ) -> tuple[Outcome, list[Refusal]]:
+        """One trusted step (a build or prepare command) run `narrowed` to completion, with no
+        limit on its open files; how it ended and the hosts refused to it."""
+        with self.narrowed(argv, env, hosts=hosts, declare=declare, log_path=log_path) as step:
+            outcome = supervise(
+                step.argv,
+                cwd=cwd,
+                env=step.env,
+                log_path=log_path,
+                marker=marker,
+                deadline_s=deadline_s,
+                limits=Limits(open_files=None),
+                on_tick=on_tick,
+            )
+        return outcome, step.refused
 
 
 HOST_NETWORK = PrepareNetwork(None)  # this machine's network, as it is

@@ -1,6 +1,5 @@
 """Loads the Lua scripts of `autoswarm/coordinator/scripts/` (each prefixed with lib.lua, the
-leasing
-ones with leasing.lua too) once."""
+leasing ones with leasing.lua too) once."""
 
 from __future__ import annotations
 
