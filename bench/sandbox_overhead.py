@@ -85,11 +85,13 @@ def runners(root: Path, before: str | None = None) -> dict[str, Runner]:
         folder = root / "launcher_before"
         folder.mkdir()
         for name in BEFORE_FILES:
-            shown = subprocess.run(
-                ["git", "show", f"{before}:worker/{name}"], capture_output=True, check=False
-            )
-            if shown.returncode == 0:  # a sibling the launcher of `before` may import
-                (folder / name).write_bytes(shown.stdout)
+            for where in ("autoswarm/worker", "worker"):  # the package's folder, then its old one
+                shown = subprocess.run(
+                    ["git", "show", f"{before}:{where}/{name}"], capture_output=True, check=False
+                )
+                if shown.returncode == 0:  # a sibling the launcher of `before` may import
+                    (folder / name).write_bytes(shown.stdout)
+                    break
         bwrap = make_sandbox("sandboxed")
         assert isinstance(bwrap, BwrapSandbox)
         sandboxes["before"] = BwrapSandbox(
