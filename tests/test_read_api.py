@@ -84,6 +84,15 @@ def test_the_worker_filter_finds_one_workers_runs(run: Run) -> None:
     assert found == named(run, "baseline-2", "lower-replicate", "baseline-4")
 
 
+def test_the_workers_read_shows_each_worker_and_never_its_tokens_hash(run: Run) -> None:
+    """`GET /api/v1/workers`: each worker's public record (owner, claims agreed), no token hash."""
+    workers = {w["worker_id"]: w for w in run.served.get("workers")}
+    a, b = (workers[run.workers[name].worker_id] for name in ("a", "b"))
+    assert (a["owner"], b["owner"]) == ("team-a/alice", "bob") and b["hardware"] == HW
+    assert a["agreed"] == 1  # its claim, `lower`, replicated by b
+    assert all("token_hash" not in w for w in workers.values())
+
+
 def test_the_worker_filter_takes_a_short_worker_id(run: Run) -> None:
     """worker_id by its first 8 characters finds what the full id finds."""
     worker_id = run.workers["b"].worker_id
